@@ -1,0 +1,343 @@
+//! `acs build`: manifest -> sources -> prompt alignment -> aligned rendering -> metrics and
+//! verdict -> shard sink. Everything that can be checked is checked before the output folder
+//! is touched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use acs_schema::{DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION};
+use candle_core::{DType, Device};
+use serde_json::json;
+
+use crate::card::dataset_card;
+use crate::config::{parse_byte_size, BuildManifest, LoadedManifest};
+use crate::error::AcsError;
+use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
+use crate::metrics::pair_metrics;
+use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
+use crate::model::{model_fingerprint, StableDiffusion};
+use crate::tokenizer::ClipTokenizer;
+use crate::plan::{plan, PlannedPair};
+use crate::sampler::{PairSampler, RenderJob, RenderedPair};
+use crate::sink::ShardSink;
+use crate::sources::read_all;
+use crate::verdict::{verdict, Thresholds};
+
+/// The acs version recorded in manifests and rows.
+pub const ACS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Options of one `acs build` run.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The build manifest file.
+    pub manifest: PathBuf,
+    /// The output dataset folder.
+    pub out: PathBuf,
+    /// Plan only: list the pairs, load no model weights beyond the tokenizer, write nothing.
+    pub dry_run: bool,
+}
+
+/// What a build did, with wall time per stage.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    /// Rows written.
+    pub rows: u64,
+    /// Rows that pass the thresholds.
+    pub valid_rows: u64,
+    /// Duplicate input pairs dropped.
+    pub duplicates: usize,
+    /// Shards written.
+    pub shards: usize,
+    /// True when the folder already held this exact build.
+    pub up_to_date: bool,
+    /// (stage, seconds) in pipeline order.
+    pub stage_seconds: Vec<(String, f64)>,
+}
+
+/// The build configuration recorded in the dataset manifest: the normalised manifest plus the
+/// sha256 of every source file, so a changed prompt file is a changed build.
+fn build_config(loaded: &LoadedManifest) -> Result<serde_json::Value, AcsError> {
+    let mut sources = Vec::new();
+    for source in &loaded.manifest.sources {
+        let path = loaded.resolve(&source.path);
+        let sha256 = acs_schema::sha256_file(&path)
+            .map_err(|_| AcsError::input(format!("{}: cannot read source file", path.display())))?;
+        sources.push(json!({"path": source.path, "sha256": sha256}));
+    }
+    Ok(json!({
+        "manifest": serde_json::to_value(&loaded.manifest)?,
+        "source_files": sources,
+    }))
+}
+
+/// Refuses output folders that cannot be written or hold something else; touches nothing.
+fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError> {
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(AcsError::input(format!("{}: output exists and is not a folder", out.display())));
+        }
+        if out.join(MANIFEST_FILE).is_file() {
+            let existing = DatasetManifest::load(out)?;
+            if existing.build_config_sha256 == config_sha256 && existing.complete {
+                return Ok(true);
+            }
+            return Err(AcsError::input(format!(
+                "{}: holds {} from a different or unfinished build; choose an empty folder",
+                out.display(),
+                MANIFEST_FILE
+            )));
+        }
+        let mut entries = std::fs::read_dir(out).map_err(|e| AcsError::io(out, e))?;
+        if entries.next().is_some() {
+            return Err(AcsError::input(format!("{}: output folder is not empty", out.display())));
+        }
+        probe_writable(out)?;
+    } else {
+        let mut ancestor = out.parent();
+        while let Some(dir) = ancestor {
+            if dir.as_os_str().is_empty() {
+                probe_writable(Path::new("."))?;
+                break;
+            }
+            if dir.exists() {
+                probe_writable(dir)?;
+                break;
+            }
+            ancestor = dir.parent();
+        }
+    }
+    Ok(false)
+}
+
+fn probe_writable(dir: &Path) -> Result<(), AcsError> {
+    tempfile::Builder::new()
+        .prefix(".acs-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| AcsError::input(format!("{}: output folder is not writable: {e}", dir.display())))
+}
+
+fn dtype_of(name: &str) -> DType {
+    match name {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        _ => DType::F32,
+    }
+}
+
+/// The model folder a manifest names, or the embedded tiny model's (written on first use).
+fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
+    match &loaded.manifest.model {
+        Some(model) => Ok(loaded.resolve(&model.path)),
+        None => ensure_tiny_model(),
+    }
+}
+
+/// Loads the manifest's model, or the embedded tiny model when it names none.
+pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> {
+    let dir = model_dir(loaded)?;
+    match &loaded.manifest.model {
+        Some(model) => StableDiffusion::load(&dir, dtype_of(&model.dtype), Device::Cpu, None),
+        None => StableDiffusion::load(&dir, DType::F32, Device::Cpu, Some(TINY_MODEL_ID.to_owned())),
+    }
+}
+
+struct Stopwatch(Vec<(String, f64)>, Instant);
+
+impl Stopwatch {
+    fn lap(&mut self, stage: &str) {
+        let now = Instant::now();
+        self.0.push((stage.to_owned(), (now - self.1).as_secs_f64()));
+        self.1 = now;
+    }
+
+    fn add(&mut self, stage: &str, spent: Duration) {
+        self.0.push((stage.to_owned(), spent.as_secs_f64()));
+    }
+}
+
+/// Runs a build.
+pub fn run_build(options: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, AcsError> {
+    let mut watch = Stopwatch(Vec::new(), Instant::now());
+    let loaded = LoadedManifest::load(&options.manifest)?;
+    let prompts = read_all(&loaded)?;
+    let config = build_config(&loaded)?;
+    let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
+    watch.lap("read manifest and sources");
+    if !options.dry_run && check_output_folder(&options.out, &config_sha256)? {
+        let existing = DatasetManifest::load(&options.out)?;
+        return Ok(BuildReport {
+            rows: existing.total_rows(),
+            shards: existing.shards.len(),
+            up_to_date: true,
+            ..BuildReport::default()
+        });
+    }
+
+    let manifest = &loaded.manifest;
+    if options.dry_run {
+        // Plan with the model's tokenizer and fingerprint only; no weights are loaded.
+        let dir = model_dir(&loaded)?;
+        let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer"))?;
+        let plan = plan(prompts, manifest, &tokenizer, &model_fingerprint(&dir)?)?;
+        watch.lap("plan and align prompts");
+        for pair in &plan.pairs {
+            progress(&format!(
+                "{} {} seed={} edits={} {:?} -> {:?}",
+                pair.pair_id,
+                pair.split,
+                pair.seed,
+                pair.alignment.token_edit_distance,
+                pair.prompts.unsafe_prompt,
+                pair.prompts.safe_prompt
+            ));
+        }
+        return Ok(BuildReport {
+            rows: plan.pairs.len() as u64,
+            duplicates: plan.duplicates,
+            stage_seconds: watch.0,
+            ..BuildReport::default()
+        });
+    }
+    let model = load_model(&loaded)?;
+    watch.lap("load model");
+    let plan = plan(prompts, manifest, &model.tokenizer, &model.sha256)?;
+    watch.lap("plan and align prompts");
+
+    let s = &manifest.sampling;
+    let sampler = PairSampler::new(
+        &model,
+        s.steps as usize,
+        s.height as usize,
+        s.width as usize,
+        &s.negative_prompt,
+    )?;
+    let base = DatasetManifest {
+        schema_version: SCHEMA_VERSION,
+        acs_version: ACS_VERSION.to_owned(),
+        build_config: config,
+        build_config_sha256: config_sha256,
+        model: ModelInfo {
+            id: model.id.clone(),
+            sha256: model.sha256.clone(),
+        },
+        complete: false,
+        shards: Vec::new(),
+    };
+    let shard_bytes = parse_byte_size(&manifest.output.shard_bytes).unwrap_or(u64::MAX);
+    let mut sink = ShardSink::create(&options.out, base, manifest.output.shard_rows as usize, shard_bytes)?;
+    let thresholds = Thresholds::from_manifest(manifest);
+    let (mut render_time, mut metrics_time, mut write_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut report = BuildReport {
+        duplicates: plan.duplicates,
+        ..BuildReport::default()
+    };
+    let total = plan.pairs.len();
+    for batch in plan.pairs.chunks(s.batch_pairs as usize) {
+        let started = Instant::now();
+        let jobs: Vec<RenderJob> = batch
+            .iter()
+            .map(|pair| RenderJob {
+                seed: pair.seed,
+                unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
+                safe_ids: pair.alignment.safe_tokens.ids.clone(),
+                guidance_scale: pair.guidance_scale,
+            })
+            .collect();
+        let rendered = sampler.render(&jobs)?;
+        render_time += started.elapsed();
+        let started = Instant::now();
+        let records: Vec<PairRecord> = batch
+            .iter()
+            .zip(rendered)
+            .map(|(pair, out)| to_record(pair, out, &model, manifest, &sampler, &thresholds))
+            .collect::<Result<_, _>>()?;
+        metrics_time += started.elapsed();
+        let started = Instant::now();
+        for record in records {
+            report.rows += 1;
+            report.valid_rows += u64::from(record.valid);
+            sink.push(record)?;
+        }
+        write_time += started.elapsed();
+        progress(&format!("rendered {}/{total} pairs", report.rows));
+    }
+    let started = Instant::now();
+    let valid_rows = report.valid_rows;
+    let finished = sink.finish(|dataset| dataset_card(dataset, manifest, valid_rows))?;
+    write_time += started.elapsed();
+    report.shards = finished.shards.len();
+    watch.add("render (text encoder, UNet, VAE)", render_time);
+    watch.add("metrics and PNG encoding", metrics_time);
+    watch.add("write shards, manifest, card", write_time);
+    report.stage_seconds = watch.0;
+    Ok(report)
+}
+
+/// Builds the schema v1 row of a rendered pair.
+fn to_record(
+    pair: &PlannedPair,
+    out: RenderedPair,
+    model: &StableDiffusion,
+    manifest: &BuildManifest,
+    sampler: &PairSampler,
+    thresholds: &Thresholds,
+) -> Result<PairRecord, AcsError> {
+    let s = &manifest.sampling;
+    let (width, height) = (s.width as usize, s.height as usize);
+    // Metrics see the latents as stored (float16), so `acs validate` recomputes the same values.
+    let unsafe_f16 = f16_le_bytes(&out.unsafe_latent);
+    let safe_f16 = f16_le_bytes(&out.safe_latent);
+    let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
+    let metrics = pair_metrics(
+        &out.unsafe_rgb,
+        &out.safe_rgb,
+        width,
+        height,
+        &as_stored(&unsafe_f16),
+        &as_stored(&safe_f16),
+    );
+    let reasons = verdict(&pair.alignment.violations(thresholds.max_token_edits), &metrics, thresholds);
+    let image = |rgb: &[u8], side: &str| -> Result<ImageBlob, AcsError> {
+        Ok(ImageBlob {
+            bytes: encode_png(rgb, s.width, s.height)?,
+            path: Some(format!("{}-{side}.png", pair.pair_id)),
+        })
+    };
+    let store = manifest.output.store_latents;
+    Ok(PairRecord {
+        pair_id: pair.pair_id.clone(),
+        split: pair.split.clone(),
+        category: pair.prompts.category.clone(),
+        concepts: pair.alignment.concepts.clone(),
+        unsafe_prompt: pair.prompts.unsafe_prompt.clone(),
+        safe_prompt: pair.prompts.safe_prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        token_edit_distance: pair.alignment.token_edit_distance as i32,
+        seed: pair.seed,
+        x_t_sha256: out.x_t_sha256,
+        model_id: model.id.clone(),
+        model_sha256: model.sha256.clone(),
+        scheduler: s.scheduler.clone(),
+        alignment_mode: manifest.alignment.mode.clone(),
+        steps: s.steps as i32,
+        switch_step: 0,
+        height: s.height as i32,
+        width: s.width as i32,
+        guidance_scale: pair.guidance_scale,
+        unsafe_image: image(&out.unsafe_rgb, "unsafe")?,
+        safe_image: image(&out.safe_rgb, "safe")?,
+        latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
+        unsafe_latent: store.then_some(unsafe_f16),
+        safe_latent: store.then_some(safe_f16),
+        ssim: metrics.ssim,
+        psnr: metrics.psnr,
+        changed_area: metrics.changed_area,
+        latent_cosine: metrics.latent_cosine,
+        nudenet_unsafe: None,
+        nudenet_safe: None,
+        valid: reasons.is_empty(),
+        reject_reasons: reasons,
+        acs_version: ACS_VERSION.to_owned(),
+    })
+}

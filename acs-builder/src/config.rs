@@ -1,0 +1,519 @@
+//! The build manifest (TOML): parsing, unknown-key detection with suggestions, defaults and
+//! range checks. Relative paths are resolved against the manifest file's folder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::edit_distance::nearest;
+use crate::error::{one_line, AcsError};
+
+/// The I2P taxonomy of unsafe categories.
+pub const CATEGORIES: [&str; 7] = [
+    "sexual",
+    "violence",
+    "hate",
+    "harassment",
+    "self-harm",
+    "shocking",
+    "illegal-activity",
+];
+
+/// A parsed, checked build manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildManifest {
+    /// The model; absent means the embedded tiny model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSection>,
+    /// Sampler settings.
+    #[serde(default)]
+    pub sampling: SamplingSection,
+    /// Alignment mode and thresholds.
+    #[serde(default)]
+    pub alignment: AlignmentSection,
+    /// Prompt sources, at least one.
+    #[serde(default)]
+    pub sources: Vec<SourceSection>,
+    /// Shard output settings.
+    #[serde(default)]
+    pub output: OutputSection,
+}
+
+/// `[model]`: a local diffusers-layout folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Folder in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/).
+    pub path: PathBuf,
+    /// Weight dtype: f32, f16 or bf16.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// cpu (this build has no GPU backend compiled in).
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+/// `[sampling]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSection {
+    /// Scheduler name: ddim.
+    pub scheduler: String,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale (1 disables the unconditional branch).
+    pub guidance_scale: f32,
+    /// Image height in pixels, a multiple of 8.
+    pub height: u32,
+    /// Image width in pixels, a multiple of 8.
+    pub width: u32,
+    /// Negative prompt for the unconditional branch.
+    pub negative_prompt: String,
+    /// Pairs rendered per prompt pair, each with its own seed.
+    pub seeds_per_prompt: u32,
+    /// Seeds of rows whose source gives none are derived from this.
+    pub base_seed: u64,
+    /// Initial-latent generator: torch-cpu.
+    pub rng: String,
+    /// Pairs per UNet batch.
+    pub batch_pairs: u32,
+}
+
+impl Default for SamplingSection {
+    fn default() -> Self {
+        Self {
+            scheduler: "ddim".into(),
+            steps: 25,
+            guidance_scale: 7.5,
+            height: 512,
+            width: 512,
+            negative_prompt: String::new(),
+            seeds_per_prompt: 1,
+            base_seed: 0,
+            rng: "torch-cpu".into(),
+            batch_pairs: 4,
+        }
+    }
+}
+
+/// `[alignment]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentSection {
+    /// shared-latent.
+    pub mode: String,
+    /// Most CLIP-token edits allowed between the prompts of a pair.
+    pub max_token_edits: u32,
+    /// Smallest SSIM for a valid pair.
+    pub ssim_min: f32,
+    /// Largest changed-pixel fraction for a valid pair.
+    pub changed_area_max: f32,
+}
+
+impl Default for AlignmentSection {
+    fn default() -> Self {
+        Self {
+            mode: "shared-latent".into(),
+            max_token_edits: 8,
+            ssim_min: 0.0,
+            changed_area_max: 1.0,
+        }
+    }
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Source format: pairs-jsonl.
+    pub kind: String,
+    /// The file, relative to the manifest's folder.
+    pub path: PathBuf,
+    /// Category of rows that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// Most rows per shard.
+    pub shard_rows: u32,
+    /// Most bytes per shard, e.g. "500MB" (a shard closes once it reaches this size).
+    pub shard_bytes: String,
+    /// Split name -> fraction; fractions sum to 1.
+    pub splits: BTreeMap<String, f64>,
+    /// Store the final latents (float16) beside the images.
+    pub store_latents: bool,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self {
+            shard_rows: 512,
+            shard_bytes: "500MB".into(),
+            splits: BTreeMap::from([
+                ("train".into(), 0.9),
+                ("validation".into(), 0.05),
+                ("test".into(), 0.05),
+            ]),
+            store_latents: true,
+        }
+    }
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// The keys each table accepts; anything else is an error with a suggestion.
+const TOP_KEYS: &[&str] = &["model", "sampling", "alignment", "sources", "output"];
+const MODEL_KEYS: &[&str] = &["path", "dtype", "device"];
+const SAMPLING_KEYS: &[&str] = &[
+    "scheduler",
+    "steps",
+    "guidance_scale",
+    "height",
+    "width",
+    "negative_prompt",
+    "seeds_per_prompt",
+    "base_seed",
+    "rng",
+    "batch_pairs",
+];
+const ALIGNMENT_KEYS: &[&str] = &["mode", "max_token_edits", "ssim_min", "changed_area_max"];
+const SOURCE_KEYS: &[&str] = &["kind", "path", "category"];
+const OUTPUT_KEYS: &[&str] = &["shard_rows", "shard_bytes", "splits", "store_latents"];
+
+/// A manifest together with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    /// The checked manifest.
+    pub manifest: BuildManifest,
+    /// The manifest file as given.
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against.
+    pub base_dir: PathBuf,
+}
+
+impl LoadedManifest {
+    /// Reads, parses and checks a manifest file.
+    pub fn load(file: &Path) -> Result<Self, AcsError> {
+        let text = std::fs::read_to_string(file).map_err(|e| AcsError::io(file, e))?;
+        let manifest = parse_manifest(&text, &file.display().to_string())?;
+        let base_dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        Ok(Self {
+            manifest,
+            file: file.to_path_buf(),
+            base_dir,
+        })
+    }
+
+    /// A manifest path resolved against the manifest's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// Parses and checks manifest text; `origin` names the file in messages.
+pub fn parse_manifest(text: &str, origin: &str) -> Result<BuildManifest, AcsError> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| AcsError::input(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    check_keys(&table, origin)?;
+    let manifest: BuildManifest = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            AcsError::input(format!("{origin}: {}", one_line(&e.to_string())))
+        })?;
+    check_values(&manifest, origin)?;
+    Ok(manifest)
+}
+
+fn unknown_key(origin: &str, table: &str, key: &str, valid: &[&str]) -> AcsError {
+    let hint = match nearest(key, valid) {
+        Some(near) => format!(" (did you mean `{near}`?)"),
+        None => format!(" (valid keys: {})", valid.join(", ")),
+    };
+    AcsError::input(format!("{origin}: {table}: unknown key `{key}`{hint}"))
+}
+
+fn check_table(
+    value: &toml::Value,
+    origin: &str,
+    name: &str,
+    valid: &[&str],
+) -> Result<(), AcsError> {
+    let Some(table) = value.as_table() else {
+        return Err(AcsError::input(format!("{origin}: {name} must be a table")));
+    };
+    for key in table.keys() {
+        if !valid.contains(&key.as_str()) {
+            return Err(unknown_key(origin, name, key, valid));
+        }
+    }
+    Ok(())
+}
+
+fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
+    for (key, value) in table {
+        match key.as_str() {
+            "model" => check_table(value, origin, "[model]", MODEL_KEYS)?,
+            "sampling" => check_table(value, origin, "[sampling]", SAMPLING_KEYS)?,
+            "alignment" => check_table(value, origin, "[alignment]", ALIGNMENT_KEYS)?,
+            "output" => check_table(value, origin, "[output]", OUTPUT_KEYS)?,
+            "sources" => {
+                let Some(entries) = value.as_array() else {
+                    return Err(AcsError::input(format!(
+                        "{origin}: sources must be an array of tables ([[sources]])"
+                    )));
+                };
+                for (i, entry) in entries.iter().enumerate() {
+                    check_table(entry, origin, &format!("[[sources]] #{}", i + 1), SOURCE_KEYS)?;
+                }
+            }
+            other => return Err(unknown_key(origin, "top level", other, TOP_KEYS)),
+        }
+    }
+    Ok(())
+}
+
+/// Parses sizes such as "500MB", "2GiB", "1000000".
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let multiplier: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * multiplier;
+    (bytes >= 1.0 && bytes.is_finite()).then_some(bytes as u64)
+}
+
+fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
+    let fail = |field: &str, reason: String| {
+        Err(AcsError::input(format!("{origin}: {field}: {reason}")))
+    };
+    if let Some(model) = &m.model {
+        if !["f32", "f16", "bf16"].contains(&model.dtype.as_str()) {
+            return fail(
+                "[model].dtype",
+                format!("`{}` is not one of f32, f16, bf16", model.dtype),
+            );
+        }
+        if model.device != "cpu" {
+            return fail(
+                "[model].device",
+                format!(
+                    "`{}` is not available: this build of acs runs on cpu only",
+                    model.device
+                ),
+            );
+        }
+    }
+    let s = &m.sampling;
+    if s.scheduler != "ddim" {
+        return fail(
+            "[sampling].scheduler",
+            format!("`{}` is not supported (supported: ddim)", s.scheduler),
+        );
+    }
+    if s.steps == 0 || s.steps > 1000 {
+        return fail("[sampling].steps", format!("must be 1..=1000 (got {})", s.steps));
+    }
+    if !(s.guidance_scale.is_finite() && s.guidance_scale >= 0.0) {
+        return fail(
+            "[sampling].guidance_scale",
+            format!("must be a finite number >= 0 (got {})", s.guidance_scale),
+        );
+    }
+    for (field, value) in [("height", s.height), ("width", s.width)] {
+        if value == 0 || value % 8 != 0 {
+            return fail(
+                &format!("[sampling].{field}"),
+                format!("must be a positive multiple of 8 (got {value})"),
+            );
+        }
+        if value > 4096 {
+            return fail(
+                &format!("[sampling].{field}"),
+                format!("must be at most 4096 (got {value})"),
+            );
+        }
+    }
+    if s.seeds_per_prompt == 0 {
+        return fail("[sampling].seeds_per_prompt", "must be at least 1".into());
+    }
+    if s.rng != "torch-cpu" {
+        return fail(
+            "[sampling].rng",
+            format!("`{}` is not supported (supported: torch-cpu)", s.rng),
+        );
+    }
+    if s.batch_pairs == 0 {
+        return fail("[sampling].batch_pairs", "must be at least 1".into());
+    }
+    let a = &m.alignment;
+    if a.mode != "shared-latent" {
+        return fail(
+            "[alignment].mode",
+            format!("`{}` is not supported (supported: shared-latent)", a.mode),
+        );
+    }
+    if !(-1.0..=1.0).contains(&a.ssim_min) {
+        return fail("[alignment].ssim_min", format!("must be in [-1, 1] (got {})", a.ssim_min));
+    }
+    if !(0.0..=1.0).contains(&a.changed_area_max) {
+        return fail(
+            "[alignment].changed_area_max",
+            format!("must be in [0, 1] (got {})", a.changed_area_max),
+        );
+    }
+    if m.sources.is_empty() {
+        return fail("[[sources]]", "at least one source is required".into());
+    }
+    for (i, source) in m.sources.iter().enumerate() {
+        let field = format!("[[sources]] #{}", i + 1);
+        if source.kind != "pairs-jsonl" {
+            return fail(
+                &format!("{field}.kind"),
+                format!("`{}` is not supported (supported: pairs-jsonl)", source.kind),
+            );
+        }
+        if let Some(category) = &source.category {
+            if !CATEGORIES.contains(&category.as_str()) {
+                return fail(
+                    &format!("{field}.category"),
+                    format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
+                );
+            }
+        }
+    }
+    let o = &m.output;
+    if o.shard_rows == 0 {
+        return fail("[output].shard_rows", "must be at least 1".into());
+    }
+    if parse_byte_size(&o.shard_bytes).is_none() {
+        return fail(
+            "[output].shard_bytes",
+            format!("`{}` is not a size such as \"500MB\"", o.shard_bytes),
+        );
+    }
+    if o.splits.is_empty() {
+        return fail("[output].splits", "at least one split is required".into());
+    }
+    for (name, fraction) in &o.splits {
+        let well_named = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_named {
+            return fail(
+                "[output].splits",
+                format!("split name `{name}` must be alphanumeric or _"),
+            );
+        }
+        if !(fraction.is_finite() && *fraction >= 0.0) {
+            return fail(
+                &format!("[output].splits.{name}"),
+                format!("must be >= 0 (got {fraction})"),
+            );
+        }
+    }
+    let total: f64 = o.splits.values().sum();
+    if (total - 1.0).abs() > 1e-6 {
+        return fail("[output].splits", format!("fractions must sum to 1 (got {total})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"p.jsonl\"\n";
+
+    #[test]
+    fn defaults_fill_missing_tables() {
+        let m = parse_manifest(MINIMAL, "m.toml").unwrap();
+        assert_eq!(m.sampling.steps, 25);
+        assert_eq!(m.output.splits.len(), 3);
+        assert!(m.model.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let text = format!("[sampling]\nstpes = 3\n{MINIMAL}");
+        let err = parse_manifest(&text, "m.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "m.toml: [sampling]: unknown key `stpes` (did you mean `steps`?)"
+        );
+        let err = parse_manifest(&format!("[sampler]\n{MINIMAL}"), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `sampler` (did you mean `sampling`?)"), "{err}");
+    }
+
+    #[test]
+    fn range_errors_name_the_field() {
+        for (snippet, field) in [
+            ("[sampling]\nsteps = 0\n", "[sampling].steps"),
+            ("[sampling]\nheight = 60\n", "[sampling].height"),
+            ("[output]\nsplits = { train = 0.5 }\n", "[output].splits"),
+            ("[sampling]\nscheduler = \"plms\"\n", "[sampling].scheduler"),
+        ] {
+            let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("m.toml: {field}: ")), "{err}");
+        }
+        let err = parse_manifest("", "m.toml").unwrap_err().to_string();
+        assert!(err.contains("at least one source"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_are_one_line() {
+        let err = parse_manifest(&format!("[sampling]\nsteps = \"x\"\n{MINIMAL}"), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'));
+        assert!(err.contains("steps"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_byte_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_byte_size("12"), Some(12));
+        assert_eq!(parse_byte_size("lots"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! One error type for the whole tool, classified by the exit code it maps to (SPEC.md):
+//! 1 when the data fails validation thresholds, 2 for usage, input and integrity errors.
+
+use std::path::Path;
+
+/// An error that ends a command; its message is one line naming the file / field and reason.
+#[derive(Debug, thiserror::Error)]
+pub enum AcsError {
+    /// Bad command line, manifest, prompt file, model folder or output folder (exit 2).
+    #[error("{0}")]
+    Input(String),
+    /// A dataset on disk does not match its manifest or schema (exit 2).
+    #[error("{0}")]
+    Integrity(String),
+    /// The data is readable but fails the validation thresholds (exit 1).
+    #[error("{0}")]
+    Invalid(String),
+    /// A failure inside acs itself or the runtime (exit 2, reported, never a panic).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AcsError {
+    /// An input error with a message.
+    pub fn input(message: impl Into<String>) -> Self {
+        Self::Input(message.into())
+    }
+
+    /// An integrity error with a message.
+    pub fn integrity(message: impl Into<String>) -> Self {
+        Self::Integrity(message.into())
+    }
+
+    /// An internal error with a message.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(message.into())
+    }
+
+    /// An I/O failure on `path`.
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        Self::Input(format!("{}: {err}", path.display()))
+    }
+
+    /// A runtime (candle) failure while doing `what`.
+    pub fn runtime(what: &str, err: candle_core::Error) -> Self {
+        Self::Internal(format!("{what}: {}", one_line(&err.to_string())))
+    }
+
+    /// The process exit code of SPEC.md.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Invalid(_) => 1,
+            Self::Input(_) | Self::Integrity(_) | Self::Internal(_) => 2,
+        }
+    }
+}
+
+impl From<serde_json::Error> for AcsError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Internal(format!("JSON: {err}"))
+    }
+}
+
+impl From<acs_schema::SchemaError> for AcsError {
+    fn from(err: acs_schema::SchemaError) -> Self {
+        Self::Integrity(one_line(&err.to_string()))
+    }
+}
+
+/// Folds a multi-line message (candle backtraces, toml snippets) into one line.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,65 @@
+//! Encodings of rendered outputs: PNG for images, float16 little-endian for latents.
+
+use image::{ImageEncoder, RgbImage};
+
+use crate::error::AcsError;
+
+/// Encodes an RGB8 row-major buffer as PNG (deterministic bytes for identical pixels).
+pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, AcsError> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| AcsError::internal(format!("PNG encoding: {e}")))?;
+    Ok(out)
+}
+
+/// Decodes PNG bytes to RGB8; returns (pixels, width, height).
+pub fn decode_png(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
+    let image = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+        .map_err(|e| format!("not a decodable PNG: {e}"))?;
+    let rgb: RgbImage = image.to_rgb8();
+    let (width, height) = rgb.dimensions();
+    Ok((rgb.into_raw(), width, height))
+}
+
+/// float32 values -> float16 little-endian bytes.
+pub fn f16_le_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect()
+}
+
+/// float16 little-endian bytes -> float32 values; None if the length is odd.
+pub fn f32_from_f16_le(bytes: &[u8]) -> Option<Vec<f32>> {
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trip() {
+        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
+        let png = encode_png(&rgb, 4, 3).unwrap();
+        assert_eq!(decode_png(&png).unwrap(), (rgb.clone(), 4, 3));
+        assert_eq!(png, encode_png(&rgb, 4, 3).unwrap());
+        assert!(decode_png(&png[..png.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn f16_round_trip() {
+        let values = [0.0f32, 1.5, -2.25, 65504.0];
+        assert_eq!(f32_from_f16_le(&f16_le_bytes(&values)).unwrap(), values);
+        assert!(f32_from_f16_le(&[0, 1, 2]).is_none());
+    }
+}

@@ -1,0 +1,37 @@
+//! acs-builder: builds Aligned Counterfactual Safety datasets.
+//!
+//! The pipeline flows one way — sources -> prompt alignment -> pair sampler (candle) ->
+//! metrics and verdict -> shard sink — with one small module per stage:
+//!
+//! - [`config`]: the build manifest (TOML)
+//! - [`sources`]: prompt pair readers
+//! - [`tokenizer`], [`align`]: CLIP tokens and the minimal-edit checks
+//! - [`plan`]: pair ids, splits and seeds, before any rendering
+//! - [`model`], [`scheduler`], [`rng`], [`sampler`]: the diffusion runtime
+//! - [`metrics`], [`verdict`]: alignment metrics and thresholds
+//! - [`imaging`]: PNG and float16 encodings
+//! - [`sink`], [`card`]: Parquet shards, manifest, dataset card (through `acs-schema`)
+//! - [`build`], [`validate`], [`stats`]: the commands
+
+pub mod align;
+pub mod build;
+pub mod card;
+pub mod config;
+pub mod edit_distance;
+pub mod error;
+pub mod fingerprint;
+pub mod imaging;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod rng;
+pub mod sampler;
+pub mod scheduler;
+pub mod sink;
+pub mod sources;
+pub mod stats;
+pub mod tokenizer;
+pub mod validate;
+pub mod verdict;
+
+pub use error::AcsError;

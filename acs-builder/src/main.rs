@@ -1,0 +1,128 @@
+//! The `acs` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use acs_builder::build::{run_build, BuildOptions};
+use acs_builder::model::tiny::write_tiny_model;
+use acs_builder::stats::dataset_stats;
+use acs_builder::validate::validate;
+use acs_builder::AcsError;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "acs", version, about = "Builds Aligned Counterfactual Safety datasets for text-to-image safety research")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render aligned (unsafe, safe) image pairs into Parquet shards.
+    Build {
+        /// Build manifest (TOML).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Output dataset folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// List the pairs that would be rendered; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check integrity and alignment of a dataset; writes DIR/validation.json.
+    Validate {
+        /// Dataset folder.
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest fraction of invalid rows that still passes (exit 1 above it).
+        #[arg(long, default_value_t = 0.0)]
+        max_invalid_fraction: f64,
+    },
+    /// Summarise a dataset with polars.
+    Stats {
+        /// Dataset folder.
+        dir: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Model utilities.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write the embedded tiny model in diffusers layout into DIR.
+    InitTiny {
+        /// Target folder (new or empty).
+        dir: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> Result<(), AcsError> {
+    match cli.command {
+        Command::Build { manifest, out, dry_run } => {
+            let options = BuildOptions { manifest, out: out.clone(), dry_run };
+            let report = run_build(&options, &mut |line| eprintln!("{line}"))?;
+            if report.up_to_date {
+                println!("{}: already holds this build ({} rows in {} shards); nothing to do", out.display(), report.rows, report.shards);
+                return Ok(());
+            }
+            if dry_run {
+                println!("dry run: {} pairs would be rendered ({} duplicates dropped)", report.rows, report.duplicates);
+            } else {
+                println!(
+                    "wrote {} pairs ({} valid) in {} shards to {} ({} duplicates dropped)",
+                    report.rows, report.valid_rows, report.shards, out.display(), report.duplicates
+                );
+            }
+            for (stage, seconds) in &report.stage_seconds {
+                println!("  {stage:<36} {seconds:>8.2} s");
+            }
+            Ok(())
+        }
+        Command::Validate { dir, json, max_invalid_fraction } => {
+            if !(0.0..=1.0).contains(&max_invalid_fraction) {
+                return Err(AcsError::input(format!("--max-invalid-fraction: must be in [0, 1] (got {max_invalid_fraction})")));
+            }
+            let report = validate(&dir, max_invalid_fraction)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            report.failure().map_or(Ok(()), Err)
+        }
+        Command::Stats { dir, json } => {
+            let stats = dataset_stats(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", stats.table());
+            }
+            Ok(())
+        }
+        Command::Model { command: ModelCommand::InitTiny { dir } } => {
+            write_tiny_model(&dir)?;
+            println!("wrote the tiny model to {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The diffusion runtime's model: loading a diffusers-layout folder (configs from its
+//! config.json files, weights from safetensors) and the three networks' forward passes.
+
+pub mod config;
+pub mod tiny;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip::text_model::ClipTextTransformer;
+use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+
+use self::config::{
+    noise_schedule, text_encoder_config, unet_spec, vae_spec, JsonConfig, NoiseSchedule, UNetSpec,
+    VaeSpec,
+};
+use crate::error::AcsError;
+use crate::fingerprint::fingerprint_files;
+use crate::tokenizer::ClipTokenizer;
+
+/// A loaded Stable Diffusion pipeline (text encoder, UNet, VAE, tokenizer, noise schedule).
+pub struct StableDiffusion {
+    /// The CLIP tokenizer of the model.
+    pub tokenizer: ClipTokenizer,
+    text_encoder: ClipTextTransformer,
+    unet: UNet2DConditionModel,
+    vae: AutoEncoderKL,
+    /// UNet configuration as read.
+    pub unet_spec: UNetSpec,
+    /// VAE configuration as read.
+    pub vae_spec: VaeSpec,
+    /// Noise schedule of the scheduler config.
+    pub schedule: NoiseSchedule,
+    /// Weight dtype.
+    pub dtype: DType,
+    /// Device the networks run on.
+    pub device: Device,
+    /// Model identifier recorded in every row.
+    pub id: String,
+    /// sha256 fingerprint of the configs and weights.
+    pub sha256: String,
+}
+
+/// The weight file of a component: full precision first, then the `.fp16` variant. Pickle
+/// files are refused: loading them executes arbitrary code.
+fn weight_file(dir: &Path, stem: &str) -> Result<PathBuf, AcsError> {
+    for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    for pickle in [format!("{stem}.bin"), format!("{stem}.fp16.bin"), format!("{stem}.ckpt")] {
+        if dir.join(&pickle).is_file() {
+            return Err(AcsError::input(format!(
+                "{}: pickle checkpoints are refused (unpickling runs arbitrary code); convert it to \
+                 {stem}.safetensors, e.g. with diffusers' save_pretrained(safe_serialization=True)",
+                dir.join(pickle).display()
+            )));
+        }
+    }
+    Err(AcsError::input(format!(
+        "{}: missing weights {stem}.safetensors",
+        dir.display()
+    )))
+}
+
+fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>, AcsError> {
+    // SAFETY: the file is memory-mapped read-only; acs never writes model files while loading.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+        .map_err(|e| AcsError::input(format!("{}: {}", path.display(), crate::error::one_line(&e.to_string()))))
+}
+
+fn component_error(path: &Path, err: candle_core::Error) -> AcsError {
+    AcsError::input(format!(
+        "{}: {}",
+        path.display(),
+        crate::error::one_line(&err.to_string())
+    ))
+}
+
+/// The files of a diffusers folder that determine its outputs: configs, weights, tokenizer.
+pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>, AcsError> {
+    let mut files = vec![
+        dir.join("model_index.json"),
+        dir.join("unet/config.json"),
+        weight_file(&dir.join("unet"), "diffusion_pytorch_model")?,
+        dir.join("vae/config.json"),
+        weight_file(&dir.join("vae"), "diffusion_pytorch_model")?,
+        dir.join("text_encoder/config.json"),
+        weight_file(&dir.join("text_encoder"), "model")?,
+        dir.join("scheduler/scheduler_config.json"),
+    ];
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(AcsError::input(format!("{}: missing", missing.display())));
+    }
+    for name in ["vocab.json", "merges.txt", "tokenizer.json"] {
+        let path = dir.join("tokenizer").join(name);
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// The model fingerprint (sha256 over its files' contents) without loading any weights.
+pub fn model_fingerprint(dir: &Path) -> Result<String, AcsError> {
+    fingerprint_files(dir, &model_files(dir)?)
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers-layout folder.
+    pub fn load(dir: &Path, dtype: DType, device: Device, id: Option<String>) -> Result<Self, AcsError> {
+        let index = dir.join("model_index.json");
+        if !index.is_file() {
+            return Err(AcsError::input(format!(
+                "{}: not a diffusers model folder (no model_index.json)",
+                dir.display()
+            )));
+        }
+        let index_cfg = JsonConfig::read(&index)?;
+        let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer"))?;
+
+        let unet_dir = dir.join("unet");
+        let unet_spec = unet_spec(&JsonConfig::read(&unet_dir.join("config.json"))?)?;
+        let unet_weights = weight_file(&unet_dir, "diffusion_pytorch_model")?;
+        let unet = UNet2DConditionModel::new(
+            var_builder(&unet_weights, dtype, &device)?,
+            unet_spec.in_channels,
+            unet_spec.out_channels,
+            false,
+            unet_spec.config.clone(),
+        )
+        .map_err(|e| component_error(&unet_weights, e))?;
+
+        let vae_dir = dir.join("vae");
+        let vae_spec = vae_spec(&JsonConfig::read(&vae_dir.join("config.json"))?)?;
+        let vae_weights = weight_file(&vae_dir, "diffusion_pytorch_model")?;
+        let vae = AutoEncoderKL::new(
+            var_builder(&vae_weights, dtype, &device)?,
+            vae_spec.in_channels,
+            vae_spec.out_channels,
+            vae_spec.config.clone(),
+        )
+        .map_err(|e| component_error(&vae_weights, e))?;
+        if vae_spec.config.latent_channels != unet_spec.in_channels {
+            return Err(AcsError::input(format!(
+                "{}: latent_channels {} does not match the UNet's in_channels {}",
+                vae_dir.join("config.json").display(),
+                vae_spec.config.latent_channels,
+                unet_spec.in_channels
+            )));
+        }
+
+        let text_dir = dir.join("text_encoder");
+        let clip_config = text_encoder_config(&JsonConfig::read(&text_dir.join("config.json"))?)?;
+        if clip_config.embed_dim != unet_spec.config.cross_attention_dim {
+            return Err(AcsError::input(format!(
+                "{}: hidden_size {} does not match the UNet's cross_attention_dim {}",
+                text_dir.join("config.json").display(),
+                clip_config.embed_dim,
+                unet_spec.config.cross_attention_dim
+            )));
+        }
+        let text_weights = weight_file(&text_dir, "model")?;
+        let text_vb = var_builder(&text_weights, dtype, &device)?;
+        // Hub SD checkpoints prefix the keys with `text_model.`; transformers 5.x does not.
+        let text_vb = if text_vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            text_vb.pp("text_model")
+        } else {
+            text_vb
+        };
+        let text_encoder = ClipTextTransformer::new(text_vb, &clip_config)
+            .map_err(|e| component_error(&text_weights, e))?;
+
+        let scheduler_file = dir.join("scheduler/scheduler_config.json");
+        let schedule = noise_schedule(&JsonConfig::read(&scheduler_file)?)?;
+
+        let sha256 = model_fingerprint(dir)?;
+        let id = match id {
+            Some(id) => id,
+            None => index_cfg
+                .str_or("_name_or_path", "")?
+                .to_owned()
+                .chars()
+                .take(200)
+                .collect::<String>(),
+        };
+        let id = if id.is_empty() {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string())
+        } else {
+            id
+        };
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            unet_spec,
+            vae_spec,
+            schedule,
+            dtype,
+            device,
+            id,
+            sha256,
+        })
+    }
+
+    /// Latent tensor shape (channels, height, width) for an image size.
+    pub fn latent_shape(&self, height: usize, width: usize) -> Result<[usize; 3], AcsError> {
+        let factor = self.vae_spec.downscale();
+        if height % factor != 0 || width % factor != 0 {
+            return Err(AcsError::input(format!(
+                "image size {height}x{width} is not a multiple of the VAE's downscale factor {factor}"
+            )));
+        }
+        Ok([self.unet_spec.in_channels, height / factor, width / factor])
+    }
+
+    /// CLIP last hidden states for a batch of padded token id rows: [n, 77, hidden].
+    pub fn encode_text(&self, token_rows: &[Vec<u32>]) -> Result<Tensor, AcsError> {
+        let run = || -> candle_core::Result<Tensor> {
+            let n = token_rows.len();
+            let width = token_rows.first().map(Vec::len).unwrap_or(0);
+            let flat: Vec<u32> = token_rows.iter().flatten().copied().collect();
+            let ids = Tensor::from_vec(flat, (n, width), &self.device)?;
+            self.text_encoder.forward_with_mask(&ids, usize::MAX)
+        };
+        run().map_err(|e| AcsError::runtime("text encoder", e))
+    }
+
+    /// One UNet evaluation: noise (or v) prediction for `latents` at timestep `t`.
+    pub fn unet_forward(&self, latents: &Tensor, t: f64, context: &Tensor) -> Result<Tensor, AcsError> {
+        let run = || -> candle_core::Result<Tensor> {
+            let latents = latents.to_dtype(self.dtype)?;
+            let context = context.to_dtype(self.dtype)?;
+            self.unet.forward(&latents, t, &context)?.to_dtype(DType::F32)
+        };
+        run().map_err(|e| AcsError::runtime("UNet", e))
+    }
+
+    /// Decodes final latents [n, c, h, w] to RGB8 images (row-major HWC), one latent at a time
+    /// (candle 0.11's VAE attention mixes rows of a batch larger than one).
+    pub fn decode_images(&self, latents: &Tensor) -> Result<Vec<Vec<u8>>, AcsError> {
+        let run = || -> candle_core::Result<Vec<Vec<u8>>> {
+            let n = latents.dim(0)?;
+            let mut images = Vec::with_capacity(n);
+            for i in 0..n {
+                let latent = (latents.i(i..i + 1)? / self.vae_spec.scaling_factor)?.to_dtype(self.dtype)?;
+                let image = self.vae.decode(&latent)?.to_dtype(DType::F32)?;
+                let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+                let image = (image * 255.0)?.round()?.to_dtype(DType::U8)?;
+                images.push(image.i(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>()?);
+            }
+            Ok(images)
+        };
+        run().map_err(|e| AcsError::runtime("VAE decode", e))
+    }
+}

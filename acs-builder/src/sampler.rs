@@ -1,0 +1,167 @@
+//! The aligned pair sampler: both prompts of a pair start from one initial latent x_T drawn on
+//! the host from the pair's seed, and are denoised together in one batch with classifier-free
+//! guidance, several pairs per UNet call.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::AcsError;
+use crate::model::StableDiffusion;
+use crate::rng::Mt19937;
+use crate::scheduler::DdimScheduler;
+
+/// One pair to render.
+#[derive(Debug, Clone)]
+pub struct RenderJob {
+    /// Seed of x_T (torch.Generator("cpu").manual_seed(seed) semantics).
+    pub seed: u64,
+    /// Padded CLIP ids of the unsafe prompt.
+    pub unsafe_ids: Vec<u32>,
+    /// Padded CLIP ids of the safe prompt.
+    pub safe_ids: Vec<u32>,
+    /// Classifier-free guidance scale of this pair.
+    pub guidance_scale: f32,
+}
+
+/// The two renderings of a pair.
+#[derive(Debug, Clone)]
+pub struct RenderedPair {
+    /// sha256 of x_T's float32 little-endian bytes, shared by both images.
+    pub x_t_sha256: String,
+    /// Final latent of the unsafe branch, [c, h, w] flattened.
+    pub unsafe_latent: Vec<f32>,
+    /// Final latent of the safe branch.
+    pub safe_latent: Vec<f32>,
+    /// Unsafe image, RGB8 row-major.
+    pub unsafe_rgb: Vec<u8>,
+    /// Safe image, RGB8 row-major.
+    pub safe_rgb: Vec<u8>,
+}
+
+/// Renders pairs with one model, scheduler configuration and negative prompt.
+pub struct PairSampler<'m> {
+    model: &'m StableDiffusion,
+    scheduler: DdimScheduler,
+    negative_context: Tensor,
+    latent_shape: [usize; 3],
+}
+
+/// The initial latent of a seed: `torch.randn((1, c, h, w), generator=Generator("cpu").manual_seed(seed))`.
+pub fn initial_latent(seed: u64, shape: [usize; 3]) -> Vec<f32> {
+    Mt19937::new(seed).randn_f32(shape.iter().product())
+}
+
+impl<'m> PairSampler<'m> {
+    /// A sampler for `steps` DDIM steps at `height` x `width` with a negative prompt.
+    pub fn new(
+        model: &'m StableDiffusion,
+        steps: usize,
+        height: usize,
+        width: usize,
+        negative_prompt: &str,
+    ) -> Result<Self, AcsError> {
+        let scheduler = DdimScheduler::new(&model.schedule, steps)?;
+        let negative = model.tokenizer.encode(negative_prompt)?;
+        let negative_context = model.encode_text(&[negative.ids])?;
+        Ok(Self {
+            latent_shape: model.latent_shape(height, width)?,
+            model,
+            scheduler,
+            negative_context,
+        })
+    }
+
+    /// Latent shape (c, h, w) of every rendered image.
+    pub fn latent_shape(&self) -> [usize; 3] {
+        self.latent_shape
+    }
+
+    /// Renders a batch of pairs; the output order follows `jobs`.
+    pub fn render(&self, jobs: &[RenderJob]) -> Result<Vec<RenderedPair>, AcsError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = &self.model.device;
+        let [c, h, w] = self.latent_shape;
+        let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
+
+        let mut x_t_hashes = Vec::with_capacity(jobs.len());
+        let mut latents = Vec::with_capacity(jobs.len() * 2 * c * h * w);
+        for job in jobs {
+            let x_t = initial_latent(job.seed, self.latent_shape);
+            let bytes: Vec<u8> = x_t.iter().flat_map(|v| v.to_le_bytes()).collect();
+            x_t_hashes.push(acs_schema::sha256_bytes(&bytes));
+            // The unsafe and the safe branch start from the very same values.
+            latents.extend_from_slice(&x_t);
+            latents.extend_from_slice(&x_t);
+        }
+        let images = jobs.len() * 2;
+        let mut latents = (Tensor::from_vec(latents, (images, c, h, w), device).map_err(runtime)?
+            * self.scheduler.init_noise_sigma())
+        .map_err(runtime)?;
+
+        let token_rows: Vec<Vec<u32>> = jobs
+            .iter()
+            .flat_map(|job| [job.unsafe_ids.clone(), job.safe_ids.clone()])
+            .collect();
+        let cond = self.model.encode_text(&token_rows)?;
+        let use_cfg = jobs.iter().any(|job| job.guidance_scale > 1.0);
+        let (context, guidance) = if use_cfg {
+            let seq = self.negative_context.dim(1).map_err(runtime)?;
+            let hidden = self.negative_context.dim(2).map_err(runtime)?;
+            let uncond = self
+                .negative_context
+                .broadcast_as((images, seq, hidden))
+                .and_then(|t| t.contiguous())
+                .map_err(runtime)?;
+            let context = Tensor::cat(&[&uncond, &cond], 0).map_err(runtime)?;
+            // diffusers skips guidance when the scale is <= 1, i.e. uses the conditional output.
+            let scales: Vec<f32> = jobs
+                .iter()
+                .flat_map(|job| [job.guidance_scale.max(1.0); 2])
+                .collect();
+            let guidance = Tensor::from_vec(scales, (images, 1, 1, 1), device).map_err(runtime)?;
+            (context, Some(guidance))
+        } else {
+            (cond, None)
+        };
+
+        for &t in self.scheduler.timesteps() {
+            let noise = match &guidance {
+                Some(guidance) => {
+                    let input = Tensor::cat(&[&latents, &latents], 0).map_err(runtime)?;
+                    let out = self.model.unet_forward(&input, t as f64, &context)?;
+                    let uncond = out.narrow(0, 0, images).map_err(runtime)?;
+                    let cond = out.narrow(0, images, images).map_err(runtime)?;
+                    let delta = (cond - &uncond).map_err(runtime)?;
+                    (uncond + delta.broadcast_mul(guidance).map_err(runtime)?).map_err(runtime)?
+                }
+                None => self.model.unet_forward(&latents, t as f64, &context)?,
+            };
+            latents = self.scheduler.step(&noise, t, &latents).map_err(runtime)?;
+        }
+
+        let rgb = self.model.decode_images(&latents)?;
+        let flat: Vec<f32> = latents
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .map_err(runtime)?;
+        let per_image = c * h * w;
+        let mut rgb = rgb.into_iter();
+        let mut out = Vec::with_capacity(jobs.len());
+        for (i, x_t_sha256) in x_t_hashes.into_iter().enumerate() {
+            let (unsafe_rgb, safe_rgb) = match (rgb.next(), rgb.next()) {
+                (Some(u), Some(s)) => (u, s),
+                _ => return Err(AcsError::internal("VAE returned fewer images than latents")),
+            };
+            out.push(RenderedPair {
+                x_t_sha256,
+                unsafe_latent: flat[(2 * i) * per_image..(2 * i + 1) * per_image].to_vec(),
+                safe_latent: flat[(2 * i + 1) * per_image..(2 * i + 2) * per_image].to_vec(),
+                unsafe_rgb,
+                safe_rgb,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,220 @@
+//! Noise schedulers, written to follow diffusers' arithmetic (float32 betas from torch's
+//! linspace, float32 cumulative products, scalar-tensor updates) so latents match it.
+
+use candle_core::{Device, Tensor};
+
+use crate::error::AcsError;
+use crate::model::config::NoiseSchedule;
+
+/// `torch.linspace(start, end, steps, dtype=torch.float32)`, including its two-sided formula.
+fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+    if steps == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (steps - 1) as f32;
+    let halfway = steps / 2;
+    (0..steps)
+        .map(|i| {
+            if i < halfway {
+                start + step * i as f32
+            } else {
+                end - step * (steps - i - 1) as f32
+            }
+        })
+        .collect()
+}
+
+/// `alphas_cumprod` of a diffusers noise schedule.
+pub fn alphas_cumprod(schedule: &NoiseSchedule) -> Vec<f32> {
+    let t = schedule.num_train_timesteps;
+    let betas: Vec<f32> = match schedule.beta_schedule.as_str() {
+        "linear" => linspace_f32(schedule.beta_start as f32, schedule.beta_end as f32, t),
+        _ => linspace_f32(
+            schedule.beta_start.sqrt() as f32,
+            schedule.beta_end.sqrt() as f32,
+            t,
+        )
+        .into_iter()
+        .map(|b| b * b)
+        .collect(),
+    };
+    let mut product = 1.0f32;
+    betas
+        .iter()
+        .map(|beta| {
+            product *= 1.0 - beta;
+            product
+        })
+        .collect()
+}
+
+/// What the UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    /// The added noise.
+    Epsilon,
+    /// The velocity v = sqrt(a) * eps - sqrt(1 - a) * x0.
+    VPrediction,
+}
+
+/// Deterministic DDIM (eta = 0), as diffusers' `DDIMScheduler`.
+#[derive(Debug, Clone)]
+pub struct DdimScheduler {
+    timesteps: Vec<usize>,
+    alphas_cumprod: Vec<f32>,
+    final_alpha_cumprod: f32,
+    step_ratio: usize,
+    prediction: Prediction,
+}
+
+impl DdimScheduler {
+    /// A scheduler for `steps` inference steps.
+    pub fn new(schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
+        let t = schedule.num_train_timesteps;
+        if steps == 0 || steps > t {
+            return Err(AcsError::input(format!(
+                "[sampling].steps: must be 1..={t} for this model (got {steps})"
+            )));
+        }
+        let step_ratio = t / steps;
+        let timesteps: Vec<usize> = match schedule.timestep_spacing.as_str() {
+            "trailing" => {
+                let stride = t as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| ((t as f64 - i as f64 * stride).round() as usize).saturating_sub(1))
+                    .collect()
+            }
+            "linspace" => (0..steps)
+                .rev()
+                .map(|i| {
+                    let x = if steps == 1 { 0.0 } else { i as f64 * (t - 1) as f64 / (steps - 1) as f64 };
+                    x.round_ties_even() as usize
+                })
+                .collect(),
+            _ => (0..steps)
+                .rev()
+                .map(|i| i * step_ratio + schedule.steps_offset)
+                .collect(),
+        };
+        if let Some(bad) = timesteps.iter().find(|&&ts| ts >= t) {
+            return Err(AcsError::input(format!(
+                "scheduler: timestep {bad} is out of range for {t} training steps (steps_offset {})",
+                schedule.steps_offset
+            )));
+        }
+        let alphas_cumprod = alphas_cumprod(schedule);
+        let final_alpha_cumprod = if schedule.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let prediction = if schedule.prediction_type == "v_prediction" {
+            Prediction::VPrediction
+        } else {
+            Prediction::Epsilon
+        };
+        Ok(Self {
+            timesteps,
+            alphas_cumprod,
+            final_alpha_cumprod,
+            step_ratio,
+            prediction,
+        })
+    }
+
+    /// The timesteps to visit, from noisiest to cleanest.
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// Scale of the initial noise (1 for DDIM).
+    pub fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    /// One denoising step from `sample` at `timestep` given the model output.
+    pub fn step(&self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> candle_core::Result<Tensor> {
+        let alpha_t = self.alphas_cumprod[timestep];
+        let alpha_prev = timestep
+            .checked_sub(self.step_ratio)
+            .map(|prev| self.alphas_cumprod[prev])
+            .unwrap_or(self.final_alpha_cumprod);
+        let beta_t = 1.0 - alpha_t;
+        let device = sample.device();
+        let s = |v: f32| scalar(v, device);
+        let (pred_x0, pred_eps) = match self.prediction {
+            Prediction::Epsilon => {
+                let x0 = sample
+                    .broadcast_sub(&model_output.broadcast_mul(&s(beta_t.sqrt())?)?)?
+                    .broadcast_div(&s(alpha_t.sqrt())?)?;
+                (x0, model_output.clone())
+            }
+            Prediction::VPrediction => {
+                let x0 = sample
+                    .broadcast_mul(&s(alpha_t.sqrt())?)?
+                    .broadcast_sub(&model_output.broadcast_mul(&s(beta_t.sqrt())?)?)?;
+                let eps = model_output
+                    .broadcast_mul(&s(alpha_t.sqrt())?)?
+                    .broadcast_add(&sample.broadcast_mul(&s(beta_t.sqrt())?)?)?;
+                (x0, eps)
+            }
+        };
+        let direction = pred_eps.broadcast_mul(&s((1.0 - alpha_prev).sqrt())?)?;
+        pred_x0
+            .broadcast_mul(&s(alpha_prev.sqrt())?)?
+            .broadcast_add(&direction)
+    }
+}
+
+fn scalar(value: f32, device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::new(value, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd_schedule() -> NoiseSchedule {
+        NoiseSchedule {
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            num_train_timesteps: 1000,
+            steps_offset: 1,
+            set_alpha_to_one: false,
+            prediction_type: "epsilon".into(),
+            timestep_spacing: "leading".into(),
+        }
+    }
+
+    #[test]
+    fn leading_timesteps_match_diffusers() {
+        let ddim = DdimScheduler::new(&sd_schedule(), 25).unwrap();
+        assert_eq!(&ddim.timesteps()[..3], &[961, 921, 881]);
+        assert_eq!(*ddim.timesteps().last().unwrap(), 1);
+        let mut trailing = sd_schedule();
+        trailing.timestep_spacing = "trailing".into();
+        let ddim = DdimScheduler::new(&trailing, 4).unwrap();
+        assert_eq!(ddim.timesteps(), &[999, 749, 499, 249]);
+    }
+
+    #[test]
+    fn alphas_cumprod_matches_diffusers_endpoints() {
+        let ac = alphas_cumprod(&sd_schedule());
+        // diffusers: scheduler.alphas_cumprod[0] = 0.99915, [-1] = 0.0046600
+        assert!((ac[0] - 0.99915).abs() < 1e-6);
+        assert!((ac[999] - 0.004_660_0).abs() < 2e-5, "{}", ac[999]);
+    }
+
+    #[test]
+    fn a_perfect_noise_prediction_recovers_x0() {
+        let ddim = DdimScheduler::new(&sd_schedule(), 10).unwrap();
+        let device = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -1.0, 2.0], &device).unwrap();
+        let eps = Tensor::new(&[0.3f32, 0.1, -0.7], &device).unwrap();
+        let t = ddim.timesteps()[0];
+        let a = ddim.alphas_cumprod[t];
+        let xt = ((&x0 * a.sqrt() as f64).unwrap() + (&eps * (1.0 - a).sqrt() as f64).unwrap()).unwrap();
+        let prev = ddim.step(&eps, t, &xt).unwrap();
+        let a_prev = ddim.alphas_cumprod[t - 100];
+        let expected = ((&x0 * a_prev.sqrt() as f64).unwrap() + (&eps * (1.0 - a_prev).sqrt() as f64).unwrap()).unwrap();
+        let diff = (prev - expected).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+}

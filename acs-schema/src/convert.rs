@@ -1,0 +1,534 @@
+//! Conversion between [`PairRecord`]s and Arrow record batches of schema v1.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Int32Array, ListArray, StringArray,
+    StructArray, UInt64Array,
+};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{DataType, Fields};
+use arrow::record_batch::RecordBatch;
+
+use crate::error::SchemaError;
+use crate::record::{ImageBlob, PairRecord};
+use crate::schema::{arrow_schema, image_type, list_item, same_shape, type_name};
+
+/// Converts records to one Arrow batch of schema v1 ([`arrow_schema`]).
+///
+/// Fails (instead of panicking) when a binary, string or list column of the batch would hold
+/// more than `i32::MAX` bytes or items; split large inputs into several batches.
+pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaError> {
+    let r = records;
+    let columns: Vec<ArrayRef> = vec![
+        strings(r, "pair_id", |x| &x.pair_id)?,
+        strings(r, "split", |x| &x.split)?,
+        strings(r, "category", |x| &x.category)?,
+        string_lists(r, "concepts", |x| &x.concepts)?,
+        strings(r, "unsafe_prompt", |x| &x.unsafe_prompt)?,
+        strings(r, "safe_prompt", |x| &x.safe_prompt)?,
+        strings(r, "negative_prompt", |x| &x.negative_prompt)?,
+        Arc::new(Int32Array::from_iter_values(
+            r.iter().map(|x| x.token_edit_distance),
+        )),
+        Arc::new(UInt64Array::from_iter_values(r.iter().map(|x| x.seed))),
+        strings(r, "x_t_sha256", |x| &x.x_t_sha256)?,
+        strings(r, "model_id", |x| &x.model_id)?,
+        strings(r, "model_sha256", |x| &x.model_sha256)?,
+        strings(r, "scheduler", |x| &x.scheduler)?,
+        strings(r, "alignment_mode", |x| &x.alignment_mode)?,
+        Arc::new(Int32Array::from_iter_values(r.iter().map(|x| x.steps))),
+        Arc::new(Int32Array::from_iter_values(
+            r.iter().map(|x| x.switch_step),
+        )),
+        Arc::new(Int32Array::from_iter_values(r.iter().map(|x| x.height))),
+        Arc::new(Int32Array::from_iter_values(r.iter().map(|x| x.width))),
+        Arc::new(Float32Array::from_iter_values(
+            r.iter().map(|x| x.guidance_scale),
+        )),
+        images(r, "unsafe_image", |x| &x.unsafe_image)?,
+        images(r, "safe_image", |x| &x.safe_image)?,
+        int_lists(r, "latent_shape", |x| &x.latent_shape)?,
+        optional_binaries(r, "unsafe_latent", |x| x.unsafe_latent.as_deref())?,
+        optional_binaries(r, "safe_latent", |x| x.safe_latent.as_deref())?,
+        Arc::new(Float32Array::from_iter_values(r.iter().map(|x| x.ssim))),
+        Arc::new(Float32Array::from_iter_values(r.iter().map(|x| x.psnr))),
+        Arc::new(Float32Array::from_iter_values(
+            r.iter().map(|x| x.changed_area),
+        )),
+        Arc::new(Float32Array::from_iter_values(
+            r.iter().map(|x| x.latent_cosine),
+        )),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.nudenet_unsafe))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.nudenet_safe))),
+        Arc::new(BooleanArray::from_iter(r.iter().map(|x| Some(x.valid)))),
+        string_lists(r, "reject_reasons", |x| &x.reject_reasons)?,
+        strings(r, "acs_version", |x| &x.acs_version)?,
+    ];
+    RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
+        index: 0,
+        field: "*".into(),
+        detail: format!("cannot assemble the record batch: {e}"),
+    })
+}
+
+/// Checks that the lengths add up to at most `i32::MAX` and returns the Arrow offsets.
+fn offsets(
+    field: &str,
+    lengths: impl Iterator<Item = usize>,
+) -> Result<OffsetBuffer<i32>, SchemaError> {
+    let mut out = vec![0i32];
+    let mut total: i32 = 0;
+    for (index, len) in lengths.enumerate() {
+        total = i32::try_from(len)
+            .ok()
+            .and_then(|len| total.checked_add(len))
+            .ok_or_else(|| SchemaError::Record {
+                index,
+                field: field.to_string(),
+                detail: "the column exceeds 2 GiB (i32 offsets) in one batch; write fewer records per batch".into(),
+            })?;
+        out.push(total);
+    }
+    Ok(OffsetBuffer::new(ScalarBuffer::from(out)))
+}
+
+fn strings<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> &'a String,
+) -> Result<ArrayRef, SchemaError> {
+    offsets(field, records.iter().map(|r| get(r).len()))?;
+    Ok(Arc::new(StringArray::from_iter_values(
+        records.iter().map(get),
+    )))
+}
+
+fn optional_binaries<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> Option<&'a [u8]>,
+) -> Result<ArrayRef, SchemaError> {
+    offsets(field, records.iter().map(|r| get(r).map_or(0, <[u8]>::len)))?;
+    Ok(Arc::new(BinaryArray::from_iter(records.iter().map(get))))
+}
+
+fn string_lists<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> &'a Vec<String>,
+) -> Result<ArrayRef, SchemaError> {
+    let list_offsets = offsets(field, records.iter().map(|r| get(r).len()))?;
+    let lengths = records.iter().flat_map(|r| get(r).iter().map(String::len));
+    offsets(field, lengths)?;
+    let values = StringArray::from_iter_values(records.iter().flat_map(|r| get(r).iter()));
+    list(field, DataType::Utf8, list_offsets, Arc::new(values))
+}
+
+fn int_lists<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> &'a Vec<i32>,
+) -> Result<ArrayRef, SchemaError> {
+    let list_offsets = offsets(field, records.iter().map(|r| get(r).len()))?;
+    let values = Int32Array::from_iter_values(records.iter().flat_map(|r| get(r).iter().copied()));
+    list(field, DataType::Int32, list_offsets, Arc::new(values))
+}
+
+fn list(
+    field: &str,
+    item: DataType,
+    offsets: OffsetBuffer<i32>,
+    values: ArrayRef,
+) -> Result<ArrayRef, SchemaError> {
+    let array = ListArray::try_new(list_item(item), offsets, values, None).map_err(|e| {
+        SchemaError::Record {
+            index: 0,
+            field: field.to_string(),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(Arc::new(array))
+}
+
+fn images<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> &'a ImageBlob,
+) -> Result<ArrayRef, SchemaError> {
+    offsets(field, records.iter().map(|r| get(r).bytes.len()))?;
+    offsets(
+        field,
+        records
+            .iter()
+            .map(|r| get(r).path.as_ref().map_or(0, String::len)),
+    )?;
+    let bytes = BinaryArray::from_iter_values(records.iter().map(|r| &get(r).bytes));
+    let paths = StringArray::from_iter(records.iter().map(|r| get(r).path.as_deref()));
+    let fields = match image_type() {
+        DataType::Struct(fields) => fields,
+        _ => Fields::empty(),
+    };
+    let array = StructArray::try_new(fields, vec![Arc::new(bytes), Arc::new(paths)], None)
+        .map_err(|e| SchemaError::Record {
+            index: 0,
+            field: field.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(Arc::new(array))
+}
+
+/// Where the batch being read comes from: used to name file, row and column in errors.
+struct Ctx<'a> {
+    file: &'a Path,
+    first_row: usize,
+}
+
+impl Ctx<'_> {
+    fn column_error(&self, column: &str, detail: impl Into<String>) -> SchemaError {
+        SchemaError::Column {
+            path: self.file.to_path_buf(),
+            column: column.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn field_error(&self, row: usize, column: &str, detail: impl Into<String>) -> SchemaError {
+        SchemaError::Field {
+            path: self.file.to_path_buf(),
+            row: self.first_row + row,
+            column: column.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The column `name` of `batch`, downcast to `T` (its shape was checked by `check_schema`).
+    fn column<'b, T: 'static>(
+        &self,
+        batch: &'b RecordBatch,
+        name: &str,
+    ) -> Result<&'b T, SchemaError> {
+        let array = batch
+            .column_by_name(name)
+            .ok_or_else(|| self.column_error(name, "missing (required by schema v1)"))?;
+        self.downcast(array.as_ref(), name)
+    }
+
+    fn downcast<'b, T: 'static>(
+        &self,
+        array: &'b dyn Array,
+        name: &str,
+    ) -> Result<&'b T, SchemaError> {
+        array.as_any().downcast_ref::<T>().ok_or_else(|| {
+            self.column_error(
+                name,
+                format!("unexpected Arrow type {}", type_name(array.data_type())),
+            )
+        })
+    }
+
+    fn non_null(&self, array: &dyn Array, row: usize, name: &str) -> Result<(), SchemaError> {
+        if array.is_null(row) {
+            Err(self.field_error(row, name, "null in a non-nullable column"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn string(&self, a: &StringArray, row: usize, name: &str) -> Result<String, SchemaError> {
+        self.non_null(a, row, name)?;
+        Ok(a.value(row).to_string())
+    }
+
+    fn string_list(
+        &self,
+        a: &ListArray,
+        row: usize,
+        name: &str,
+    ) -> Result<Vec<String>, SchemaError> {
+        self.non_null(a, row, name)?;
+        let values: &StringArray = self.downcast(a.values().as_ref(), name)?;
+        let range = list_range(a, row);
+        let mut out = Vec::with_capacity(range.len());
+        for j in range {
+            if values.is_null(j) {
+                return Err(self.field_error(row, name, "null list item"));
+            }
+            out.push(values.value(j).to_string());
+        }
+        Ok(out)
+    }
+
+    fn int_list(&self, a: &ListArray, row: usize, name: &str) -> Result<Vec<i32>, SchemaError> {
+        self.non_null(a, row, name)?;
+        let values: &Int32Array = self.downcast(a.values().as_ref(), name)?;
+        let range = list_range(a, row);
+        let mut out = Vec::with_capacity(range.len());
+        for j in range {
+            if values.is_null(j) {
+                return Err(self.field_error(row, name, "null list item"));
+            }
+            out.push(values.value(j));
+        }
+        Ok(out)
+    }
+
+    fn image(&self, a: &StructArray, row: usize, name: &str) -> Result<ImageBlob, SchemaError> {
+        if a.is_null(row) {
+            return Err(self.field_error(row, name, "null image (expected struct<bytes, path>)"));
+        }
+        let bytes_name = format!("{name}.bytes");
+        let path_name = format!("{name}.path");
+        let bytes_col = a
+            .column_by_name("bytes")
+            .ok_or_else(|| self.column_error(&bytes_name, "missing"))?;
+        let path_col = a
+            .column_by_name("path")
+            .ok_or_else(|| self.column_error(&path_name, "missing"))?;
+        let bytes: &BinaryArray = self.downcast(bytes_col.as_ref(), &bytes_name)?;
+        let paths: &StringArray = self.downcast(path_col.as_ref(), &path_name)?;
+        if bytes.is_null(row) {
+            return Err(self.field_error(row, &bytes_name, "null image bytes"));
+        }
+        Ok(ImageBlob {
+            bytes: bytes.value(row).to_vec(),
+            path: (!paths.is_null(row)).then(|| paths.value(row).to_string()),
+        })
+    }
+
+    /// Checks that `batch` has exactly the columns of schema v1, each with the expected shape.
+    fn check_schema(&self, batch: &RecordBatch) -> Result<(), SchemaError> {
+        let expected = arrow_schema();
+        let actual = batch.schema();
+        for field in expected.fields() {
+            let Some((_, found)) = actual.column_with_name(field.name()) else {
+                return Err(self.column_error(field.name(), "missing (required by schema v1)"));
+            };
+            if !same_shape(found.data_type(), field.data_type()) {
+                return Err(self.column_error(
+                    field.name(),
+                    format!(
+                        "expected {}, found {}",
+                        type_name(field.data_type()),
+                        type_name(found.data_type())
+                    ),
+                ));
+            }
+        }
+        for field in actual.fields() {
+            if expected.column_with_name(field.name()).is_none() {
+                return Err(self.column_error(field.name(), "not a schema v1 column"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The range of child indices of list row `row` (offsets were validated by Arrow).
+fn list_range(a: &ListArray, row: usize) -> std::ops::Range<usize> {
+    let offsets = a.value_offsets();
+    let start = usize::try_from(offsets[row]).unwrap_or(0);
+    let end = usize::try_from(offsets[row + 1]).unwrap_or(start);
+    start..end.max(start)
+}
+
+/// Converts an Arrow batch of schema v1 back to records.
+///
+/// Columns are matched by name (any order); every schema v1 column must be present with the
+/// expected type (list element names and nested nullability are not compared) and no other
+/// column may be present. `file` and `first_row` (the file row index of the batch's first row)
+/// only serve error messages, which name the file, the row and the column.
+pub fn batch_to_records(
+    batch: &RecordBatch,
+    file: &Path,
+    first_row: usize,
+) -> Result<Vec<PairRecord>, SchemaError> {
+    let ctx = Ctx { file, first_row };
+    ctx.check_schema(batch)?;
+    let b = batch;
+    let pair_id: &StringArray = ctx.column(b, "pair_id")?;
+    let split: &StringArray = ctx.column(b, "split")?;
+    let category: &StringArray = ctx.column(b, "category")?;
+    let concepts: &ListArray = ctx.column(b, "concepts")?;
+    let unsafe_prompt: &StringArray = ctx.column(b, "unsafe_prompt")?;
+    let safe_prompt: &StringArray = ctx.column(b, "safe_prompt")?;
+    let negative_prompt: &StringArray = ctx.column(b, "negative_prompt")?;
+    let token_edit_distance: &Int32Array = ctx.column(b, "token_edit_distance")?;
+    let seed: &UInt64Array = ctx.column(b, "seed")?;
+    let x_t_sha256: &StringArray = ctx.column(b, "x_t_sha256")?;
+    let model_id: &StringArray = ctx.column(b, "model_id")?;
+    let model_sha256: &StringArray = ctx.column(b, "model_sha256")?;
+    let scheduler: &StringArray = ctx.column(b, "scheduler")?;
+    let alignment_mode: &StringArray = ctx.column(b, "alignment_mode")?;
+    let steps: &Int32Array = ctx.column(b, "steps")?;
+    let switch_step: &Int32Array = ctx.column(b, "switch_step")?;
+    let height: &Int32Array = ctx.column(b, "height")?;
+    let width: &Int32Array = ctx.column(b, "width")?;
+    let guidance_scale: &Float32Array = ctx.column(b, "guidance_scale")?;
+    let unsafe_image: &StructArray = ctx.column(b, "unsafe_image")?;
+    let safe_image: &StructArray = ctx.column(b, "safe_image")?;
+    let latent_shape: &ListArray = ctx.column(b, "latent_shape")?;
+    let unsafe_latent: &BinaryArray = ctx.column(b, "unsafe_latent")?;
+    let safe_latent: &BinaryArray = ctx.column(b, "safe_latent")?;
+    let ssim: &Float32Array = ctx.column(b, "ssim")?;
+    let psnr: &Float32Array = ctx.column(b, "psnr")?;
+    let changed_area: &Float32Array = ctx.column(b, "changed_area")?;
+    let latent_cosine: &Float32Array = ctx.column(b, "latent_cosine")?;
+    let nudenet_unsafe: &Float32Array = ctx.column(b, "nudenet_unsafe")?;
+    let nudenet_safe: &Float32Array = ctx.column(b, "nudenet_safe")?;
+    let valid: &BooleanArray = ctx.column(b, "valid")?;
+    let reject_reasons: &ListArray = ctx.column(b, "reject_reasons")?;
+    let acs_version: &StringArray = ctx.column(b, "acs_version")?;
+
+    let int = |a: &Int32Array, i: usize, name: &str| -> Result<i32, SchemaError> {
+        ctx.non_null(a, i, name)?;
+        Ok(a.value(i))
+    };
+    let float = |a: &Float32Array, i: usize, name: &str| -> Result<f32, SchemaError> {
+        ctx.non_null(a, i, name)?;
+        Ok(a.value(i))
+    };
+    let opt_float = |a: &Float32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
+    let opt_binary = |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_vec());
+
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        ctx.non_null(seed, i, "seed")?;
+        ctx.non_null(valid, i, "valid")?;
+        out.push(PairRecord {
+            pair_id: ctx.string(pair_id, i, "pair_id")?,
+            split: ctx.string(split, i, "split")?,
+            category: ctx.string(category, i, "category")?,
+            concepts: ctx.string_list(concepts, i, "concepts")?,
+            unsafe_prompt: ctx.string(unsafe_prompt, i, "unsafe_prompt")?,
+            safe_prompt: ctx.string(safe_prompt, i, "safe_prompt")?,
+            negative_prompt: ctx.string(negative_prompt, i, "negative_prompt")?,
+            token_edit_distance: int(token_edit_distance, i, "token_edit_distance")?,
+            seed: seed.value(i),
+            x_t_sha256: ctx.string(x_t_sha256, i, "x_t_sha256")?,
+            model_id: ctx.string(model_id, i, "model_id")?,
+            model_sha256: ctx.string(model_sha256, i, "model_sha256")?,
+            scheduler: ctx.string(scheduler, i, "scheduler")?,
+            alignment_mode: ctx.string(alignment_mode, i, "alignment_mode")?,
+            steps: int(steps, i, "steps")?,
+            switch_step: int(switch_step, i, "switch_step")?,
+            height: int(height, i, "height")?,
+            width: int(width, i, "width")?,
+            guidance_scale: float(guidance_scale, i, "guidance_scale")?,
+            unsafe_image: ctx.image(unsafe_image, i, "unsafe_image")?,
+            safe_image: ctx.image(safe_image, i, "safe_image")?,
+            latent_shape: ctx.int_list(latent_shape, i, "latent_shape")?,
+            unsafe_latent: opt_binary(unsafe_latent, i),
+            safe_latent: opt_binary(safe_latent, i),
+            ssim: float(ssim, i, "ssim")?,
+            psnr: float(psnr, i, "psnr")?,
+            changed_area: float(changed_area, i, "changed_area")?,
+            latent_cosine: float(latent_cosine, i, "latent_cosine")?,
+            nudenet_unsafe: opt_float(nudenet_unsafe, i),
+            nudenet_safe: opt_float(nudenet_safe, i),
+            valid: valid.value(i),
+            reject_reasons: ctx.string_list(reject_reasons, i, "reject_reasons")?,
+            acs_version: ctx.string(acs_version, i, "acs_version")?,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::fixtures;
+    use arrow::datatypes::{Field, Schema};
+
+    fn sample() -> Vec<PairRecord> {
+        vec![fixtures::full(0), fixtures::sparse(1), fixtures::full(2)]
+    }
+
+    #[test]
+    fn batch_round_trip() {
+        let records = sample();
+        let batch = records_to_batch(&records).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.schema(), arrow_schema());
+        let back = batch_to_records(&batch, Path::new("mem"), 0).unwrap();
+        assert_eq!(back, records);
+        // Sliced batches (as readers may produce) convert too.
+        let back = batch_to_records(&batch.slice(1, 2), Path::new("mem"), 1).unwrap();
+        assert_eq!(back, records[1..]);
+    }
+
+    #[test]
+    fn empty_batch() {
+        let batch = records_to_batch(&[]).unwrap();
+        assert_eq!(batch.num_rows(), 0);
+        assert!(batch_to_records(&batch, Path::new("mem"), 0)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn wrong_type_names_file_and_column() {
+        let batch = records_to_batch(&sample()).unwrap();
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        let idx = 19; // unsafe_image
+        fields[idx] = Field::new("unsafe_image", DataType::Binary, true);
+        columns[idx] = Arc::new(BinaryArray::from_iter_values([b"a", b"b", b"c"]));
+        let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let err = batch_to_records(&bad, Path::new("data/x.parquet"), 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data/x.parquet: column unsafe_image: expected struct<bytes, path>, found binary"
+        );
+    }
+
+    #[test]
+    fn null_image_names_row_and_column() {
+        let batch = records_to_batch(&sample()).unwrap();
+        let idx = 20; // safe_image
+        let good = batch
+            .column(idx)
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap()
+            .clone();
+        let (fields, arrays, _) = good.into_parts();
+        let nulls = arrow::buffer::NullBuffer::from(vec![true, false, true]);
+        let with_null = StructArray::try_new(fields, arrays, Some(nulls)).unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[idx] = Arc::new(with_null);
+        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let err = batch_to_records(&bad, Path::new("data/x.parquet"), 10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data/x.parquet: row 11, column safe_image: null image (expected struct<bytes, path>)"
+        );
+    }
+
+    #[test]
+    fn missing_and_extra_columns_are_rejected() {
+        let batch = records_to_batch(&sample()).unwrap();
+        let dropped = batch.project(&(1..33).collect::<Vec<_>>()).unwrap();
+        let err = batch_to_records(&dropped, Path::new("f"), 0).unwrap_err();
+        assert!(err.to_string().contains("column pair_id: missing"), "{err}");
+
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        fields.push(Field::new("extra", DataType::Int32, false));
+        columns.push(Arc::new(Int32Array::from(vec![1, 2, 3])));
+        let extra = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let err = batch_to_records(&extra, Path::new("f"), 0).unwrap_err();
+        assert_eq!(err.to_string(), "f: column extra: not a schema v1 column");
+    }
+}

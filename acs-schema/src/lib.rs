@@ -1,0 +1,44 @@
+//! Aligned Counterfactual Safety (ACS) dataset schema v1.
+//!
+//! One row ([`PairRecord`]) is an unsafe prompt and its minimally edited safe counterpart,
+//! rendered by the same model from the same seed and initial latent. This crate owns:
+//!
+//! - the Arrow schema v1 ([`arrow_schema`]) and the Hugging Face features metadata
+//!   ([`huggingface_metadata`]) that makes `datasets` decode the image columns as `Image`;
+//! - conversion between records and Arrow batches ([`records_to_batch`], [`batch_to_records`]);
+//! - the Parquet shard writer and readers ([`write_shard`], [`read_shard`], [`read_shard_footer`]);
+//! - the dataset manifest ([`DatasetManifest`]) and the loading API ([`Dataset`]).
+//!
+//! Every error ([`SchemaError`]) names the file and, when known, the row and the column.
+
+mod atomic;
+mod convert;
+mod dataset;
+mod digest;
+mod error;
+mod manifest;
+mod record;
+mod schema;
+mod shard;
+
+pub use atomic::{temp_sibling, write_atomic, write_atomic_with};
+pub use convert::{batch_to_records, records_to_batch};
+pub use dataset::Dataset;
+pub use digest::{sha256_bytes, sha256_file};
+pub use error::SchemaError;
+pub use manifest::{DatasetManifest, ModelInfo, ShardEntry};
+pub use record::{ImageBlob, PairRecord};
+pub use schema::{
+    arrow_schema, huggingface_metadata, COLUMNS, HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS,
+    SCHEMA_VERSION_METADATA_KEY,
+};
+pub use shard::{
+    read_shard, read_shard_footer, shard_path, write_shard, writer_properties, ShardFacts,
+    ShardFooter, ROW_GROUP_ROWS, ZSTD_LEVEL,
+};
+
+/// The schema version this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of the dataset manifest inside a dataset directory.
+pub const MANIFEST_FILE: &str = "acs-manifest.json";

@@ -1,0 +1,260 @@
+//! Arrow schema v1 and the Hugging Face features metadata that goes with it.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+
+/// Column names of schema v1, in file order.
+pub const COLUMNS: [&str; 33] = [
+    "pair_id",
+    "split",
+    "category",
+    "concepts",
+    "unsafe_prompt",
+    "safe_prompt",
+    "negative_prompt",
+    "token_edit_distance",
+    "seed",
+    "x_t_sha256",
+    "model_id",
+    "model_sha256",
+    "scheduler",
+    "alignment_mode",
+    "steps",
+    "switch_step",
+    "height",
+    "width",
+    "guidance_scale",
+    "unsafe_image",
+    "safe_image",
+    "latent_shape",
+    "unsafe_latent",
+    "safe_latent",
+    "ssim",
+    "psnr",
+    "changed_area",
+    "latent_cosine",
+    "nudenet_unsafe",
+    "nudenet_safe",
+    "valid",
+    "reject_reasons",
+    "acs_version",
+];
+
+/// The two columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
+pub const IMAGE_COLUMNS: [&str; 2] = ["unsafe_image", "safe_image"];
+
+/// Parquet key-value metadata key holding [`huggingface_metadata`].
+pub const HUGGINGFACE_METADATA_KEY: &str = "huggingface";
+
+/// Parquet key-value metadata key holding the schema version (`"1"`).
+pub const SCHEMA_VERSION_METADATA_KEY: &str = "acs_schema_version";
+
+/// The Hugging Face features JSON: only the image columns are declared, `datasets` infers the
+/// others from the Arrow types. Written as a literal so that its bytes never depend on
+/// `serde_json` features.
+const HUGGINGFACE_FEATURES: &str =
+    r#"{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"}}}}"#;
+
+/// The list element field used by schema v1 list columns: named `item`, non-null.
+pub(crate) fn list_item(data_type: DataType) -> FieldRef {
+    Arc::new(Field::new("item", data_type, false))
+}
+
+/// `struct<bytes: binary, path: string>`, the Hugging Face `Image` storage type.
+///
+/// `bytes` and the struct itself are declared nullable although schema v1 never stores a null
+/// there: `datasets` only decodes a column as `Image` when its Arrow field equals the `Image`
+/// feature's storage field exactly, nullability included, and that field is all-nullable.
+pub(crate) fn image_type() -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]))
+}
+
+fn build_schema() -> Schema {
+    let metadata = [
+        (HUGGINGFACE_METADATA_KEY.to_string(), huggingface_metadata()),
+        (
+            SCHEMA_VERSION_METADATA_KEY.to_string(),
+            crate::SCHEMA_VERSION.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    let int32 = |name: &str| Field::new(name, DataType::Int32, false);
+    let float32 = |name: &str| Field::new(name, DataType::Float32, false);
+    let string_list =
+        |name: &str| Field::new(name, DataType::List(list_item(DataType::Utf8)), false);
+    Schema::new(vec![
+        utf8("pair_id"),
+        utf8("split"),
+        utf8("category"),
+        string_list("concepts"),
+        utf8("unsafe_prompt"),
+        utf8("safe_prompt"),
+        utf8("negative_prompt"),
+        int32("token_edit_distance"),
+        Field::new("seed", DataType::UInt64, false),
+        utf8("x_t_sha256"),
+        utf8("model_id"),
+        utf8("model_sha256"),
+        utf8("scheduler"),
+        utf8("alignment_mode"),
+        int32("steps"),
+        int32("switch_step"),
+        int32("height"),
+        int32("width"),
+        float32("guidance_scale"),
+        Field::new("unsafe_image", image_type(), true),
+        Field::new("safe_image", image_type(), true),
+        Field::new(
+            "latent_shape",
+            DataType::List(list_item(DataType::Int32)),
+            false,
+        ),
+        Field::new("unsafe_latent", DataType::Binary, true),
+        Field::new("safe_latent", DataType::Binary, true),
+        float32("ssim"),
+        float32("psnr"),
+        float32("changed_area"),
+        float32("latent_cosine"),
+        Field::new("nudenet_unsafe", DataType::Float32, true),
+        Field::new("nudenet_safe", DataType::Float32, true),
+        Field::new("valid", DataType::Boolean, false),
+        string_list("reject_reasons"),
+        utf8("acs_version"),
+    ])
+    .with_metadata(metadata)
+}
+
+/// Arrow schema v1: the 33 columns of the spec's "Schema v1" table, in that order.
+///
+/// Nullable: `unsafe_latent`, `safe_latent`, `nudenet_unsafe`, `nudenet_safe`, and (for
+/// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
+/// children; everything else is non-null. List element fields are named `item` and non-null.
+///
+/// The schema metadata holds `huggingface` ([`huggingface_metadata`]) and `acs_schema_version`
+/// (`"1"`): pyarrow (and so `datasets`) takes a Parquet file's schema metadata from the embedded
+/// `ARROW:schema`, not from the file's plain key-value entries, so the keys must be here too.
+///
+/// Deviation kept on purpose: the readers of this crate still reject a null image or null
+/// image bytes, but the Arrow fields are nullable because `datasets` decodes a column as `Image`
+/// only when its field equals the feature's all-nullable storage field.
+pub fn arrow_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA.get_or_init(|| Arc::new(build_schema())).clone()
+}
+
+/// JSON for the Parquet key-value metadata key `huggingface`:
+/// `{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"}}}}`.
+pub fn huggingface_metadata() -> String {
+    HUGGINGFACE_FEATURES.to_string()
+}
+
+/// A short human-readable name of an Arrow type, used in error messages
+/// (`struct<bytes, path>`, `list<string>`, `int32`, ...).
+pub(crate) fn type_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 => "string".into(),
+        DataType::Binary => "binary".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::List(item) => format!("list<{}>", type_name(item.data_type())),
+        DataType::Struct(fields) => {
+            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+            format!("struct<{}>", names.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `actual` has the shape of `expected`: same physical types, same struct child names,
+/// ignoring list element names and nested nullability (files rewritten by other tools often
+/// name list elements `element` and make everything nullable).
+pub(crate) fn same_shape(actual: &DataType, expected: &DataType) -> bool {
+    match (actual, expected) {
+        (DataType::List(a), DataType::List(e)) => same_shape(a.data_type(), e.data_type()),
+        (DataType::Struct(a), DataType::Struct(e)) => {
+            a.len() == e.len()
+                && a.iter().zip(e.iter()).all(|(af, ef)| {
+                    af.name() == ef.name() && same_shape(af.data_type(), ef.data_type())
+                })
+        }
+        (a, e) => a == e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_and_nullability() {
+        let schema = arrow_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, COLUMNS);
+        assert_eq!(
+            schema.metadata().get(HUGGINGFACE_METADATA_KEY),
+            Some(&huggingface_metadata())
+        );
+        assert_eq!(
+            schema.metadata().get(SCHEMA_VERSION_METADATA_KEY).map(String::as_str),
+            Some("1")
+        );
+        let nullable: Vec<&str> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.is_nullable())
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            nullable,
+            [
+                "unsafe_image",
+                "safe_image",
+                "unsafe_latent",
+                "safe_latent",
+                "nudenet_unsafe",
+                "nudenet_safe"
+            ]
+        );
+        let seed = schema.field_with_name("seed").unwrap();
+        assert_eq!(seed.data_type(), &DataType::UInt64);
+        let concepts = schema.field_with_name("concepts").unwrap();
+        match concepts.data_type() {
+            DataType::List(item) => {
+                assert_eq!(item.name(), "item");
+                assert_eq!(item.data_type(), &DataType::Utf8);
+            }
+            other => panic!("concepts is {other}"),
+        }
+        assert_eq!(
+            type_name(schema.field_with_name("unsafe_image").unwrap().data_type()),
+            "struct<bytes, path>"
+        );
+    }
+
+    #[test]
+    fn huggingface_metadata_declares_both_images() {
+        let v: serde_json::Value = serde_json::from_str(&huggingface_metadata()).unwrap();
+        let features = &v["info"]["features"];
+        assert_eq!(features.as_object().unwrap().len(), 2);
+        for c in IMAGE_COLUMNS {
+            assert_eq!(features[c]["_type"], "Image");
+        }
+    }
+
+    #[test]
+    fn shape_ignores_list_item_names() {
+        let a = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+        let e = DataType::List(list_item(DataType::Utf8));
+        assert!(same_shape(&a, &e));
+        assert!(!same_shape(&DataType::LargeUtf8, &DataType::Utf8));
+        assert!(!same_shape(&image_type(), &DataType::Binary));
+    }
+}

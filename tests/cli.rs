@@ -1,0 +1,236 @@
+//! End-to-end tests of the `acs` binary: smoke build, validate, stats, determinism, tamper
+//! detection, and bad input (exit 2, one line naming the file / field, nothing written).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use acs_schema::{Dataset, DatasetManifest};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs `acs` with its model cache in `home`.
+fn acs(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_acs"))
+        .args(args)
+        .env("ACS_HOME", home)
+        .current_dir(repo_root())
+        .output()
+        .expect("run acs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn smoke_manifest() -> String {
+    repo_root().join("manifests/smoke.toml").display().to_string()
+}
+
+#[test]
+fn smoke_build_validates_and_is_deterministic() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("smoke");
+    let out_str = out.display().to_string();
+
+    let build = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out_str]);
+    assert!(build.status.success(), "build failed: {}", stderr(&build));
+
+    let dataset = Dataset::open(&out).unwrap();
+    let manifest = dataset.manifest();
+    assert!(manifest.complete);
+    assert!(manifest.total_rows() >= 16, "{} rows", manifest.total_rows());
+    assert!(out.join("README.md").is_file());
+    for shard in &manifest.shards {
+        let name = shard.path.strip_prefix("data/").unwrap();
+        assert!(name.starts_with(&format!("{}-", shard.split)), "{name}");
+        assert!(name.contains("-of-") && name.ends_with(".parquet"), "{name}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".parquet") || n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Every row shares one x_T between its images and stores both latents.
+    let records = dataset.records().unwrap();
+    assert_eq!(records.len() as u64, manifest.total_rows());
+    for record in &records {
+        assert_eq!(record.x_t_sha256.len(), 64);
+        assert_eq!(record.latent_shape, vec![4, 8, 8]);
+        assert_eq!(record.unsafe_latent.as_ref().unwrap().len(), 4 * 8 * 8 * 2);
+        assert_ne!(record.unsafe_image.bytes, record.safe_image.bytes);
+        assert!(record.valid, "{:?}", record.reject_reasons);
+        assert!(!record.concepts.is_empty());
+    }
+
+    let validate = acs(home.path(), &["validate", &out_str, "--json"]);
+    assert!(validate.status.success(), "validate failed: {}{}", stdout(&validate), stderr(&validate));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&validate)).unwrap();
+    assert_eq!(report["rows"].as_u64(), Some(manifest.total_rows()));
+    assert!(out.join("validation.json").is_file());
+
+    let stats = acs(home.path(), &["stats", &out_str, "--json"]);
+    assert!(stats.status.success(), "stats failed: {}", stderr(&stats));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&stats)).unwrap();
+    assert_eq!(stats["rows"].as_u64(), Some(manifest.total_rows()));
+    for (split, rows) in manifest.rows_per_split() {
+        assert_eq!(stats["splits"][&split]["rows"].as_u64(), Some(rows), "split {split}");
+    }
+    assert_eq!(stats["categories"].as_object().unwrap().len(), 7);
+
+    // polars sees the same rows.
+    let frame = dataset.lazy().unwrap().collect().unwrap();
+    assert_eq!(frame.height() as u64, manifest.total_rows());
+
+    // Same manifest, same seed, same device: same bytes.
+    let again = work.path().join("again");
+    let rebuild = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &again.display().to_string()]);
+    assert!(rebuild.status.success(), "{}", stderr(&rebuild));
+    let second = DatasetManifest::load(&again).unwrap();
+    assert_eq!(second.shards, manifest.shards);
+    assert_eq!(second.model, manifest.model);
+
+    // Rerunning into a finished folder of the same build does nothing.
+    let rerun = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out_str]);
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert!(stdout(&rerun).contains("nothing to do"));
+
+    // One flipped byte in a shard: exit 2, naming the shard.
+    let shard = &manifest.shards[0];
+    let path = out.join(&shard.path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let tampered = acs(home.path(), &["validate", &out_str]);
+    assert_eq!(tampered.status.code(), Some(2), "{}", stdout(&tampered));
+    let message = stderr(&tampered);
+    assert!(message.contains(&shard.path) && message.contains("sha256"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn tiny_model_folder_loads_like_the_embedded_model() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("tiny");
+    let init = acs(home.path(), &["model", "init-tiny", &model.display().to_string()]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    for file in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(model.join(file).is_file(), "missing {file}");
+    }
+    // A second init into the same folder is refused.
+    let again = acs(home.path(), &["model", "init-tiny", &model.display().to_string()]);
+    assert_eq!(again.status.code(), Some(2));
+
+    let manifest = work.path().join("m.toml");
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[model]\npath = \"tiny\"\n[sampling]\nsteps = 4\nheight = 64\nwidth = 64\n\
+             [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+            pairs.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let build = acs(home.path(), &["build", "--manifest", &manifest.display().to_string(), "--out", &out.display().to_string()]);
+    assert!(build.status.success(), "{}", stderr(&build));
+    let from_folder = DatasetManifest::load(&out).unwrap();
+    // The same weights, written twice, have one fingerprint.
+    let embedded_dir = home.path().join("models/tiny-sd-v1");
+    assert!(!embedded_dir.exists(), "the folder model must not touch the embedded cache");
+    let other = work.path().join("tiny2");
+    assert!(acs(home.path(), &["model", "init-tiny", &other.display().to_string()]).status.success());
+    for file in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"] {
+        assert_eq!(std::fs::read(model.join(file)).unwrap(), std::fs::read(other.join(file)).unwrap());
+    }
+    assert_eq!(from_folder.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
+}
+
+/// Writes `manifest` (with `{pairs}` replaced by a pairs file holding `pairs`) and runs a build;
+/// asserts exit 2, a one-line message containing every `expected` part, and no output.
+fn assert_bad_input(manifest: &str, pairs: &str, expected: &[&str]) {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let pairs_path = work.path().join("pairs.jsonl");
+    std::fs::write(&pairs_path, pairs).unwrap();
+    let manifest_path = work.path().join("m.toml");
+    std::fs::write(&manifest_path, manifest.replace("{pairs}", "pairs.jsonl")).unwrap();
+    let out = work.path().join("out");
+    let run = acs(home.path(), &["build", "--manifest", &manifest_path.display().to_string(), "--out", &out.display().to_string()]);
+    let message = stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{manifest}\n{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert!(message.starts_with("error: "), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for part in expected {
+        assert!(message.contains(part), "{message} lacks {part}");
+    }
+    assert!(!out.exists(), "output folder was created for bad input");
+}
+
+const SOURCE: &str = "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"violence\"\n";
+const GOOD_PAIR: &str = "{\"unsafe_prompt\": \"a bloody knife\", \"safe_prompt\": \"a clean knife\"}\n";
+
+#[test]
+fn bad_manifests_and_prompt_files_exit_2_without_output() {
+    assert_bad_input(&format!("[sampling]\nstpes = 3\n{SOURCE}"), GOOD_PAIR, &["m.toml", "[sampling]", "stpes", "did you mean `steps`"]);
+    assert_bad_input(&format!("[sampling]\nsteps = 0\n{SOURCE}"), GOOD_PAIR, &["m.toml", "[sampling].steps"]);
+    assert_bad_input(&format!("[sampling]\nheight = 100\n{SOURCE}"), GOOD_PAIR, &["[sampling].height", "multiple of 8"]);
+    assert_bad_input(&format!("[sampling]\nscheduler = \"plms\"\n{SOURCE}"), GOOD_PAIR, &["[sampling].scheduler"]);
+    assert_bad_input("[[sources]]\nkind = \"pairs-jsonl\"\npath = \"missing.jsonl\"\n", GOOD_PAIR, &["missing.jsonl"]);
+    assert_bad_input(SOURCE, "{\"unsafe_prompt\": \"\", \"safe_prompt\": \"a clean knife\"}\n", &["pairs.jsonl:1", "unsafe_prompt", "empty"]);
+    assert_bad_input(SOURCE, &format!("{GOOD_PAIR}{{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}}\n"), &["pairs.jsonl:2", "identical"]);
+    assert_bad_input(SOURCE, "{\"unsafe_prompt\": 3}\n", &["pairs.jsonl:1", "invalid JSON"]);
+    assert_bad_input("[model]\npath = \"nowhere\"\n[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"hate\"\n", GOOD_PAIR, &["nowhere", "model_index.json"]);
+    assert_bad_input(&format!("this is = not toml ["), GOOD_PAIR, &["m.toml"]);
+}
+
+#[test]
+fn unwritable_output_folder_exits_2() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let blocker = work.path().join("a-file");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    for out in [blocker.join("out"), blocker.clone()] {
+        let run = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out.display().to_string()]);
+        let message = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{message}");
+        assert!(message.contains("a-file"), "{message}");
+        assert_eq!(message.trim().lines().count(), 1, "{message}");
+    }
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "not a folder");
+}
+
+#[test]
+fn dry_run_lists_pairs_and_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let run = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out.display().to_string(), "--dry-run"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("dry run: 18 pairs would be rendered"), "{}", stdout(&run));
+    assert_eq!(stderr(&run).lines().filter(|l| l.contains("seed=")).count(), 18);
+    assert!(!out.exists());
+}
