@@ -11,6 +11,8 @@
 //!
 //! Every error ([`SchemaError`]) names the file and, when known, the row and the column.
 
+#![deny(missing_docs)]
+
 mod atomic;
 mod convert;
 mod dataset;

@@ -74,7 +74,7 @@ pub(crate) fn image_type() -> DataType {
 }
 
 fn build_schema() -> Schema {
-    let metadata = [
+    let metadata: std::collections::HashMap<String, String> = [
         (HUGGINGFACE_METADATA_KEY.to_string(), huggingface_metadata()),
         (
             SCHEMA_VERSION_METADATA_KEY.to_string(),
@@ -203,7 +203,10 @@ mod tests {
             Some(&huggingface_metadata())
         );
         assert_eq!(
-            schema.metadata().get(SCHEMA_VERSION_METADATA_KEY).map(String::as_str),
+            schema
+                .metadata()
+                .get(SCHEMA_VERSION_METADATA_KEY)
+                .map(String::as_str),
             Some("1")
         );
         let nullable: Vec<&str> = schema
