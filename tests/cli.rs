@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 use acs_schema::{Dataset, DatasetManifest};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs `acs` with its model cache in `home`.
@@ -29,7 +32,10 @@ fn stdout(output: &Output) -> String {
 }
 
 fn smoke_manifest() -> String {
-    repo_root().join("manifests/smoke.toml").display().to_string()
+    repo_root()
+        .join("manifests/smoke.toml")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -39,18 +45,28 @@ fn smoke_build_validates_and_is_deterministic() {
     let out = work.path().join("smoke");
     let out_str = out.display().to_string();
 
-    let build = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out_str]);
+    let build = acs(
+        home.path(),
+        &["build", "--manifest", &smoke_manifest(), "--out", &out_str],
+    );
     assert!(build.status.success(), "build failed: {}", stderr(&build));
 
     let dataset = Dataset::open(&out).unwrap();
     let manifest = dataset.manifest();
     assert!(manifest.complete);
-    assert!(manifest.total_rows() >= 16, "{} rows", manifest.total_rows());
+    assert!(
+        manifest.total_rows() >= 16,
+        "{} rows",
+        manifest.total_rows()
+    );
     assert!(out.join("README.md").is_file());
     for shard in &manifest.shards {
         let name = shard.path.strip_prefix("data/").unwrap();
         assert!(name.starts_with(&format!("{}-", shard.split)), "{name}");
-        assert!(name.contains("-of-") && name.ends_with(".parquet"), "{name}");
+        assert!(
+            name.contains("-of-") && name.ends_with(".parquet"),
+            "{name}"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(out.join("data"))
         .unwrap()
@@ -72,7 +88,12 @@ fn smoke_build_validates_and_is_deterministic() {
     }
 
     let validate = acs(home.path(), &["validate", &out_str, "--json"]);
-    assert!(validate.status.success(), "validate failed: {}{}", stdout(&validate), stderr(&validate));
+    assert!(
+        validate.status.success(),
+        "validate failed: {}{}",
+        stdout(&validate),
+        stderr(&validate)
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout(&validate)).unwrap();
     assert_eq!(report["rows"].as_u64(), Some(manifest.total_rows()));
     assert!(out.join("validation.json").is_file());
@@ -82,7 +103,11 @@ fn smoke_build_validates_and_is_deterministic() {
     let stats: serde_json::Value = serde_json::from_str(&stdout(&stats)).unwrap();
     assert_eq!(stats["rows"].as_u64(), Some(manifest.total_rows()));
     for (split, rows) in manifest.rows_per_split() {
-        assert_eq!(stats["splits"][&split]["rows"].as_u64(), Some(rows), "split {split}");
+        assert_eq!(
+            stats["splits"][&split]["rows"].as_u64(),
+            Some(rows),
+            "split {split}"
+        );
     }
     assert_eq!(stats["categories"].as_object().unwrap().len(), 7);
 
@@ -92,14 +117,26 @@ fn smoke_build_validates_and_is_deterministic() {
 
     // Same manifest, same seed, same device: same bytes.
     let again = work.path().join("again");
-    let rebuild = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &again.display().to_string()]);
+    let rebuild = acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &smoke_manifest(),
+            "--out",
+            &again.display().to_string(),
+        ],
+    );
     assert!(rebuild.status.success(), "{}", stderr(&rebuild));
     let second = DatasetManifest::load(&again).unwrap();
     assert_eq!(second.shards, manifest.shards);
     assert_eq!(second.model, manifest.model);
 
     // Rerunning into a finished folder of the same build does nothing.
-    let rerun = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out_str]);
+    let rerun = acs(
+        home.path(),
+        &["build", "--manifest", &smoke_manifest(), "--out", &out_str],
+    );
     assert!(rerun.status.success(), "{}", stderr(&rerun));
     assert!(stdout(&rerun).contains("nothing to do"));
 
@@ -113,7 +150,10 @@ fn smoke_build_validates_and_is_deterministic() {
     let tampered = acs(home.path(), &["validate", &out_str]);
     assert_eq!(tampered.status.code(), Some(2), "{}", stdout(&tampered));
     let message = stderr(&tampered);
-    assert!(message.contains(&shard.path) && message.contains("sha256"), "{message}");
+    assert!(
+        message.contains(&shard.path) && message.contains("sha256"),
+        "{message}"
+    );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
 }
 
@@ -122,7 +162,10 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let model = work.path().join("tiny");
-    let init = acs(home.path(), &["model", "init-tiny", &model.display().to_string()]);
+    let init = acs(
+        home.path(),
+        &["model", "init-tiny", &model.display().to_string()],
+    );
     assert!(init.status.success(), "{}", stderr(&init));
     for file in [
         "model_index.json",
@@ -139,7 +182,10 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
         assert!(model.join(file).is_file(), "missing {file}");
     }
     // A second init into the same folder is refused.
-    let again = acs(home.path(), &["model", "init-tiny", &model.display().to_string()]);
+    let again = acs(
+        home.path(),
+        &["model", "init-tiny", &model.display().to_string()],
+    );
     assert_eq!(again.status.code(), Some(2));
 
     let manifest = work.path().join("m.toml");
@@ -154,16 +200,39 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
     )
     .unwrap();
     let out = work.path().join("out");
-    let build = acs(home.path(), &["build", "--manifest", &manifest.display().to_string(), "--out", &out.display().to_string()]);
+    let build = acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &manifest.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
     assert!(build.status.success(), "{}", stderr(&build));
     let from_folder = DatasetManifest::load(&out).unwrap();
     // The same weights, written twice, have one fingerprint.
     let embedded_dir = home.path().join("models/tiny-sd-v1");
-    assert!(!embedded_dir.exists(), "the folder model must not touch the embedded cache");
+    assert!(
+        !embedded_dir.exists(),
+        "the folder model must not touch the embedded cache"
+    );
     let other = work.path().join("tiny2");
-    assert!(acs(home.path(), &["model", "init-tiny", &other.display().to_string()]).status.success());
-    for file in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"] {
-        assert_eq!(std::fs::read(model.join(file)).unwrap(), std::fs::read(other.join(file)).unwrap());
+    assert!(acs(
+        home.path(),
+        &["model", "init-tiny", &other.display().to_string()]
+    )
+    .status
+    .success());
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(model.join(file)).unwrap(),
+            std::fs::read(other.join(file)).unwrap()
+        );
     }
     assert_eq!(from_folder.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
 }
@@ -178,7 +247,16 @@ fn assert_bad_input(manifest: &str, pairs: &str, expected: &[&str]) {
     let manifest_path = work.path().join("m.toml");
     std::fs::write(&manifest_path, manifest.replace("{pairs}", "pairs.jsonl")).unwrap();
     let out = work.path().join("out");
-    let run = acs(home.path(), &["build", "--manifest", &manifest_path.display().to_string(), "--out", &out.display().to_string()]);
+    let run = acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &manifest_path.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
     let message = stderr(&run);
     assert_eq!(run.status.code(), Some(2), "{manifest}\n{message}");
     assert_eq!(message.trim().lines().count(), 1, "{message}");
@@ -190,21 +268,55 @@ fn assert_bad_input(manifest: &str, pairs: &str, expected: &[&str]) {
     assert!(!out.exists(), "output folder was created for bad input");
 }
 
-const SOURCE: &str = "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"violence\"\n";
-const GOOD_PAIR: &str = "{\"unsafe_prompt\": \"a bloody knife\", \"safe_prompt\": \"a clean knife\"}\n";
+const SOURCE: &str =
+    "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"violence\"\n";
+const GOOD_PAIR: &str =
+    "{\"unsafe_prompt\": \"a bloody knife\", \"safe_prompt\": \"a clean knife\"}\n";
 
 #[test]
 fn bad_manifests_and_prompt_files_exit_2_without_output() {
-    assert_bad_input(&format!("[sampling]\nstpes = 3\n{SOURCE}"), GOOD_PAIR, &["m.toml", "[sampling]", "stpes", "did you mean `steps`"]);
-    assert_bad_input(&format!("[sampling]\nsteps = 0\n{SOURCE}"), GOOD_PAIR, &["m.toml", "[sampling].steps"]);
-    assert_bad_input(&format!("[sampling]\nheight = 100\n{SOURCE}"), GOOD_PAIR, &["[sampling].height", "multiple of 8"]);
-    assert_bad_input(&format!("[sampling]\nscheduler = \"plms\"\n{SOURCE}"), GOOD_PAIR, &["[sampling].scheduler"]);
-    assert_bad_input("[[sources]]\nkind = \"pairs-jsonl\"\npath = \"missing.jsonl\"\n", GOOD_PAIR, &["missing.jsonl"]);
-    assert_bad_input(SOURCE, "{\"unsafe_prompt\": \"\", \"safe_prompt\": \"a clean knife\"}\n", &["pairs.jsonl:1", "unsafe_prompt", "empty"]);
-    assert_bad_input(SOURCE, &format!("{GOOD_PAIR}{{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}}\n"), &["pairs.jsonl:2", "identical"]);
-    assert_bad_input(SOURCE, "{\"unsafe_prompt\": 3}\n", &["pairs.jsonl:1", "invalid JSON"]);
+    assert_bad_input(
+        &format!("[sampling]\nstpes = 3\n{SOURCE}"),
+        GOOD_PAIR,
+        &["m.toml", "[sampling]", "stpes", "did you mean `steps`"],
+    );
+    assert_bad_input(
+        &format!("[sampling]\nsteps = 0\n{SOURCE}"),
+        GOOD_PAIR,
+        &["m.toml", "[sampling].steps"],
+    );
+    assert_bad_input(
+        &format!("[sampling]\nheight = 100\n{SOURCE}"),
+        GOOD_PAIR,
+        &["[sampling].height", "multiple of 8"],
+    );
+    assert_bad_input(
+        &format!("[sampling]\nscheduler = \"plms\"\n{SOURCE}"),
+        GOOD_PAIR,
+        &["[sampling].scheduler"],
+    );
+    assert_bad_input(
+        "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"missing.jsonl\"\n",
+        GOOD_PAIR,
+        &["missing.jsonl"],
+    );
+    assert_bad_input(
+        SOURCE,
+        "{\"unsafe_prompt\": \"\", \"safe_prompt\": \"a clean knife\"}\n",
+        &["pairs.jsonl:1", "unsafe_prompt", "empty"],
+    );
+    assert_bad_input(
+        SOURCE,
+        &format!("{GOOD_PAIR}{{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}}\n"),
+        &["pairs.jsonl:2", "identical"],
+    );
+    assert_bad_input(
+        SOURCE,
+        "{\"unsafe_prompt\": 3}\n",
+        &["pairs.jsonl:1", "invalid JSON"],
+    );
     assert_bad_input("[model]\npath = \"nowhere\"\n[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"hate\"\n", GOOD_PAIR, &["nowhere", "model_index.json"]);
-    assert_bad_input(&format!("this is = not toml ["), GOOD_PAIR, &["m.toml"]);
+    assert_bad_input("this is = not toml [", GOOD_PAIR, &["m.toml"]);
 }
 
 #[test]
@@ -214,7 +326,16 @@ fn unwritable_output_folder_exits_2() {
     let blocker = work.path().join("a-file");
     std::fs::write(&blocker, "not a folder").unwrap();
     for out in [blocker.join("out"), blocker.clone()] {
-        let run = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out.display().to_string()]);
+        let run = acs(
+            home.path(),
+            &[
+                "build",
+                "--manifest",
+                &smoke_manifest(),
+                "--out",
+                &out.display().to_string(),
+            ],
+        );
         let message = stderr(&run);
         assert_eq!(run.status.code(), Some(2), "{message}");
         assert!(message.contains("a-file"), "{message}");
@@ -228,9 +349,26 @@ fn dry_run_lists_pairs_and_writes_nothing() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let run = acs(home.path(), &["build", "--manifest", &smoke_manifest(), "--out", &out.display().to_string(), "--dry-run"]);
+    let run = acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &smoke_manifest(),
+            "--out",
+            &out.display().to_string(),
+            "--dry-run",
+        ],
+    );
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stdout(&run).contains("dry run: 18 pairs would be rendered"), "{}", stdout(&run));
-    assert_eq!(stderr(&run).lines().filter(|l| l.contains("seed=")).count(), 18);
+    assert!(
+        stdout(&run).contains("dry run: 18 pairs would be rendered"),
+        "{}",
+        stdout(&run)
+    );
+    assert_eq!(
+        stderr(&run).lines().filter(|l| l.contains("seed=")).count(),
+        18
+    );
     assert!(!out.exists());
 }

@@ -2,8 +2,8 @@
 //! edit replaced, and the reasons a pair breaks the minimal-edit rule.
 
 use crate::edit_distance::levenshtein;
-use crate::tokenizer::{ClipTokenizer, TokenizedPrompt, CONTEXT_LENGTH};
 use crate::error::AcsError;
+use crate::tokenizer::{ClipTokenizer, TokenizedPrompt, CONTEXT_LENGTH};
 
 /// Both prompts of a pair tokenized, and how they relate.
 #[derive(Debug, Clone)]
@@ -39,12 +39,20 @@ impl PromptAlignment {
     /// Why this pair is not a minimal edit under `max_token_edits` (empty when it is).
     pub fn violations(&self, max_token_edits: u32) -> Vec<String> {
         let mut reasons = Vec::new();
-        for (name, tokens) in [("unsafe_prompt", &self.unsafe_tokens), ("safe_prompt", &self.safe_tokens)] {
+        for (name, tokens) in [
+            ("unsafe_prompt", &self.unsafe_tokens),
+            ("safe_prompt", &self.safe_tokens),
+        ] {
             if tokens.truncated {
-                reasons.push(format!("truncated: {name} exceeds {CONTEXT_LENGTH} CLIP tokens"));
+                reasons.push(format!(
+                    "truncated: {name} exceeds {CONTEXT_LENGTH} CLIP tokens"
+                ));
             }
         }
-        reasons.extend(token_edit_violations(self.token_edit_distance, max_token_edits));
+        reasons.extend(token_edit_violations(
+            self.token_edit_distance,
+            max_token_edits,
+        ));
         reasons
     }
 }
@@ -139,6 +147,9 @@ mod tests {
         assert_eq!(far.violations(2).len(), 1);
         assert!(far.violations(2)[0].starts_with("token_edits: "));
         let same = PromptAlignment::measure(&tokenizer, "A cat", "a  cat").unwrap();
-        assert_eq!(same.violations(8), vec!["token_edits: the prompts tokenize identically"]);
+        assert_eq!(
+            same.violations(8),
+            vec!["token_edits: the prompts tokenize identically"]
+        );
     }
 }

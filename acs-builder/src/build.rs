@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use acs_schema::{DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION};
+use acs_schema::{
+    DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION,
+};
 use candle_core::{DType, Device};
 use serde_json::json;
 
@@ -16,11 +18,11 @@ use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::metrics::pair_metrics;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
 use crate::model::{model_fingerprint, StableDiffusion};
-use crate::tokenizer::ClipTokenizer;
 use crate::plan::{plan, PlannedPair};
 use crate::sampler::{PairSampler, RenderJob, RenderedPair};
 use crate::sink::ShardSink;
 use crate::sources::read_all;
+use crate::tokenizer::ClipTokenizer;
 use crate::verdict::{verdict, Thresholds};
 
 /// The acs version recorded in manifests and rows.
@@ -74,7 +76,10 @@ fn build_config(loaded: &LoadedManifest) -> Result<serde_json::Value, AcsError> 
 fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError> {
     if out.exists() {
         if !out.is_dir() {
-            return Err(AcsError::input(format!("{}: output exists and is not a folder", out.display())));
+            return Err(AcsError::input(format!(
+                "{}: output exists and is not a folder",
+                out.display()
+            )));
         }
         if out.join(MANIFEST_FILE).is_file() {
             let existing = DatasetManifest::load(out)?;
@@ -89,7 +94,10 @@ fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError
         }
         let mut entries = std::fs::read_dir(out).map_err(|e| AcsError::io(out, e))?;
         if entries.next().is_some() {
-            return Err(AcsError::input(format!("{}: output folder is not empty", out.display())));
+            return Err(AcsError::input(format!(
+                "{}: output folder is not empty",
+                out.display()
+            )));
         }
         probe_writable(out)?;
     } else {
@@ -114,7 +122,12 @@ fn probe_writable(dir: &Path) -> Result<(), AcsError> {
         .prefix(".acs-probe-")
         .tempfile_in(dir)
         .map(drop)
-        .map_err(|e| AcsError::input(format!("{}: output folder is not writable: {e}", dir.display())))
+        .map_err(|e| {
+            AcsError::input(format!(
+                "{}: output folder is not writable: {e}",
+                dir.display()
+            ))
+        })
 }
 
 fn dtype_of(name: &str) -> DType {
@@ -138,7 +151,12 @@ pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> 
     let dir = model_dir(loaded)?;
     match &loaded.manifest.model {
         Some(model) => StableDiffusion::load(&dir, dtype_of(&model.dtype), Device::Cpu, None),
-        None => StableDiffusion::load(&dir, DType::F32, Device::Cpu, Some(TINY_MODEL_ID.to_owned())),
+        None => StableDiffusion::load(
+            &dir,
+            DType::F32,
+            Device::Cpu,
+            Some(TINY_MODEL_ID.to_owned()),
+        ),
     }
 }
 
@@ -147,7 +165,8 @@ struct Stopwatch(Vec<(String, f64)>, Instant);
 impl Stopwatch {
     fn lap(&mut self, stage: &str) {
         let now = Instant::now();
-        self.0.push((stage.to_owned(), (now - self.1).as_secs_f64()));
+        self.0
+            .push((stage.to_owned(), (now - self.1).as_secs_f64()));
         self.1 = now;
     }
 
@@ -157,7 +176,10 @@ impl Stopwatch {
 }
 
 /// Runs a build.
-pub fn run_build(options: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<BuildReport, AcsError> {
+pub fn run_build(
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BuildReport, AcsError> {
     let mut watch = Stopwatch(Vec::new(), Instant::now());
     let loaded = LoadedManifest::load(&options.manifest)?;
     let prompts = read_all(&loaded)?;
@@ -225,9 +247,15 @@ pub fn run_build(options: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Resu
         shards: Vec::new(),
     };
     let shard_bytes = parse_byte_size(&manifest.output.shard_bytes).unwrap_or(u64::MAX);
-    let mut sink = ShardSink::create(&options.out, base, manifest.output.shard_rows as usize, shard_bytes)?;
+    let mut sink = ShardSink::create(
+        &options.out,
+        base,
+        manifest.output.shard_rows as usize,
+        shard_bytes,
+    )?;
     let thresholds = Thresholds::from_manifest(manifest);
-    let (mut render_time, mut metrics_time, mut write_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut render_time, mut metrics_time, mut write_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut report = BuildReport {
         duplicates: plan.duplicates,
         ..BuildReport::default()
@@ -267,7 +295,17 @@ pub fn run_build(options: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Resu
     let finished = sink.finish(|dataset| dataset_card(dataset, manifest, valid_rows))?;
     write_time += started.elapsed();
     report.shards = finished.shards.len();
-    watch.add("render (text encoder, UNet, VAE)", render_time);
+    let networks = sampler.timings();
+    watch.add("render: text encoder", networks.text_encoder);
+    watch.add(
+        &format!("render: UNet ({} calls)", networks.unet_calls),
+        networks.unet,
+    );
+    watch.add("render: VAE decode", networks.vae);
+    watch.add(
+        "render: other (x_T, batching)",
+        render_time.saturating_sub(networks.text_encoder + networks.unet + networks.vae),
+    );
     watch.add("metrics and PNG encoding", metrics_time);
     watch.add("write shards, manifest, card", write_time);
     report.stage_seconds = watch.0;
@@ -297,7 +335,11 @@ fn to_record(
         &as_stored(&unsafe_f16),
         &as_stored(&safe_f16),
     );
-    let reasons = verdict(&pair.alignment.violations(thresholds.max_token_edits), &metrics, thresholds);
+    let reasons = verdict(
+        &pair.alignment.violations(thresholds.max_token_edits),
+        &metrics,
+        thresholds,
+    );
     let image = |rgb: &[u8], side: &str| -> Result<ImageBlob, AcsError> {
         Ok(ImageBlob {
             bytes: encode_png(rgb, s.width, s.height)?,

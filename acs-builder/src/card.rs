@@ -56,7 +56,10 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
     let mut out = String::new();
     let _ = writeln!(out, "---");
     let _ = writeln!(out, "pretty_name: Aligned Counterfactual Safety pairs");
-    let _ = writeln!(out, "tags:\n- text-to-image\n- safety\n- counterfactual\n- acs");
+    let _ = writeln!(
+        out,
+        "tags:\n- text-to-image\n- safety\n- counterfactual\n- acs"
+    );
     let _ = writeln!(out, "configs:\n- config_name: default\n  data_files:");
     for split in rows_per_split.keys() {
         let _ = writeln!(out, "  - split: {split}\n    path: data/{split}-*");
@@ -68,9 +71,15 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
     let _ = writeln!(out, "  splits:");
     for (split, rows) in &rows_per_split {
         let bytes = bytes_per_split.get(split.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(out, "  - name: {split}\n    num_bytes: {bytes}\n    num_examples: {rows}");
+        let _ = writeln!(
+            out,
+            "  - name: {split}\n    num_bytes: {bytes}\n    num_examples: {rows}"
+        );
     }
-    let _ = writeln!(out, "  download_size: {total_bytes}\n  dataset_size: {total_bytes}");
+    let _ = writeln!(
+        out,
+        "  download_size: {total_bytes}\n  dataset_size: {total_bytes}"
+    );
     let _ = writeln!(out, "---\n");
     let _ = writeln!(out, "# Aligned Counterfactual Safety dataset\n");
     let _ = writeln!(
@@ -89,15 +98,27 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
     );
     let s = &build.sampling;
     let _ = writeln!(out, "## How it was built\n");
-    let _ = writeln!(out, "- built by acs {} (schema v{})", dataset.acs_version, dataset.schema_version);
-    let _ = writeln!(out, "- model: `{}` (sha256 `{}`)", dataset.model.id, dataset.model.sha256);
+    let _ = writeln!(
+        out,
+        "- built by acs {} (schema v{})",
+        dataset.acs_version, dataset.schema_version
+    );
+    let _ = writeln!(
+        out,
+        "- model: `{}` (sha256 `{}`)",
+        dataset.model.id, dataset.model.sha256
+    );
     let _ = writeln!(
         out,
         "- sampling: {} {} steps, guidance {}, {}x{} px, negative prompt {:?}, x_T from `{}` seeds",
         s.scheduler, s.steps, s.guidance_scale, s.width, s.height, s.negative_prompt, s.rng
     );
     let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
-    let _ = writeln!(out, "- build config sha256: `{}`", dataset.build_config_sha256);
+    let _ = writeln!(
+        out,
+        "- build config sha256: `{}`",
+        dataset.build_config_sha256
+    );
     let _ = writeln!(
         out,
         "- rows: {} ({} valid under the build's thresholds)",

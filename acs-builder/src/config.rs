@@ -239,11 +239,12 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<BuildManifest, AcsErro
     let table: toml::Table = toml::from_str(text)
         .map_err(|e| AcsError::input(format!("{origin}: {}", one_line(&e.to_string()))))?;
     check_keys(&table, origin)?;
-    let manifest: BuildManifest = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            AcsError::input(format!("{origin}: {}", one_line(&e.to_string())))
-        })?;
+    let manifest: BuildManifest =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                AcsError::input(format!("{origin}: {}", one_line(&e.to_string())))
+            })?;
     check_values(&manifest, origin)?;
     Ok(manifest)
 }
@@ -287,7 +288,12 @@ fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
                     )));
                 };
                 for (i, entry) in entries.iter().enumerate() {
-                    check_table(entry, origin, &format!("[[sources]] #{}", i + 1), SOURCE_KEYS)?;
+                    check_table(
+                        entry,
+                        origin,
+                        &format!("[[sources]] #{}", i + 1),
+                        SOURCE_KEYS,
+                    )?;
                 }
             }
             other => return Err(unknown_key(origin, "top level", other, TOP_KEYS)),
@@ -319,9 +325,8 @@ pub fn parse_byte_size(text: &str) -> Option<u64> {
 }
 
 fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
-    let fail = |field: &str, reason: String| {
-        Err(AcsError::input(format!("{origin}: {field}: {reason}")))
-    };
+    let fail =
+        |field: &str, reason: String| Err(AcsError::input(format!("{origin}: {field}: {reason}")));
     if let Some(model) = &m.model {
         if !["f32", "f16", "bf16"].contains(&model.dtype.as_str()) {
             return fail(
@@ -347,7 +352,10 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         );
     }
     if s.steps == 0 || s.steps > 1000 {
-        return fail("[sampling].steps", format!("must be 1..=1000 (got {})", s.steps));
+        return fail(
+            "[sampling].steps",
+            format!("must be 1..=1000 (got {})", s.steps),
+        );
     }
     if !(s.guidance_scale.is_finite() && s.guidance_scale >= 0.0) {
         return fail(
@@ -389,7 +397,10 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         );
     }
     if !(-1.0..=1.0).contains(&a.ssim_min) {
-        return fail("[alignment].ssim_min", format!("must be in [-1, 1] (got {})", a.ssim_min));
+        return fail(
+            "[alignment].ssim_min",
+            format!("must be in [-1, 1] (got {})", a.ssim_min),
+        );
     }
     if !(0.0..=1.0).contains(&a.changed_area_max) {
         return fail(
@@ -405,7 +416,10 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         if source.kind != "pairs-jsonl" {
             return fail(
                 &format!("{field}.kind"),
-                format!("`{}` is not supported (supported: pairs-jsonl)", source.kind),
+                format!(
+                    "`{}` is not supported (supported: pairs-jsonl)",
+                    source.kind
+                ),
             );
         }
         if let Some(category) = &source.category {
@@ -431,10 +445,8 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         return fail("[output].splits", "at least one split is required".into());
     }
     for (name, fraction) in &o.splits {
-        let well_named = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let well_named =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !well_named {
             return fail(
                 "[output].splits",
@@ -450,7 +462,10 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
     }
     let total: f64 = o.splits.values().sum();
     if (total - 1.0).abs() > 1e-6 {
-        return fail("[output].splits", format!("fractions must sum to 1 (got {total})"));
+        return fail(
+            "[output].splits",
+            format!("fractions must sum to 1 (got {total})"),
+        );
     }
     Ok(())
 }
@@ -480,7 +495,10 @@ mod tests {
         let err = parse_manifest(&format!("[sampler]\n{MINIMAL}"), "m.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown key `sampler` (did you mean `sampling`?)"), "{err}");
+        assert!(
+            err.contains("unknown key `sampler` (did you mean `sampling`?)"),
+            "{err}"
+        );
     }
 
     #[test]

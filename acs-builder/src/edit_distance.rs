@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(nearest("stpes", &["steps", "height", "width"]), Some("steps"));
+        assert_eq!(
+            nearest("stpes", &["steps", "height", "width"]),
+            Some("steps")
+        );
         assert_eq!(nearest("zzzzzzzz", &["steps", "seed"]), None);
     }
 }

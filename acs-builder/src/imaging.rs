@@ -32,7 +32,7 @@ pub fn f16_le_bytes(values: &[f32]) -> Vec<u8> {
 
 /// float16 little-endian bytes -> float32 values; None if the length is odd.
 pub fn f32_from_f16_le(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     Some(

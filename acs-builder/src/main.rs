@@ -11,7 +11,11 @@ use acs_builder::AcsError;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "acs", version, about = "Builds Aligned Counterfactual Safety datasets for text-to-image safety research")]
+#[command(
+    name = "acs",
+    version,
+    about = "Builds Aligned Counterfactual Safety datasets for text-to-image safety research"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,19 +72,39 @@ enum ModelCommand {
 
 fn run(cli: Cli) -> Result<(), AcsError> {
     match cli.command {
-        Command::Build { manifest, out, dry_run } => {
-            let options = BuildOptions { manifest, out: out.clone(), dry_run };
+        Command::Build {
+            manifest,
+            out,
+            dry_run,
+        } => {
+            let options = BuildOptions {
+                manifest,
+                out: out.clone(),
+                dry_run,
+            };
             let report = run_build(&options, &mut |line| eprintln!("{line}"))?;
             if report.up_to_date {
-                println!("{}: already holds this build ({} rows in {} shards); nothing to do", out.display(), report.rows, report.shards);
+                println!(
+                    "{}: already holds this build ({} rows in {} shards); nothing to do",
+                    out.display(),
+                    report.rows,
+                    report.shards
+                );
                 return Ok(());
             }
             if dry_run {
-                println!("dry run: {} pairs would be rendered ({} duplicates dropped)", report.rows, report.duplicates);
+                println!(
+                    "dry run: {} pairs would be rendered ({} duplicates dropped)",
+                    report.rows, report.duplicates
+                );
             } else {
                 println!(
                     "wrote {} pairs ({} valid) in {} shards to {} ({} duplicates dropped)",
-                    report.rows, report.valid_rows, report.shards, out.display(), report.duplicates
+                    report.rows,
+                    report.valid_rows,
+                    report.shards,
+                    out.display(),
+                    report.duplicates
                 );
             }
             for (stage, seconds) in &report.stage_seconds {
@@ -88,9 +112,15 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             }
             Ok(())
         }
-        Command::Validate { dir, json, max_invalid_fraction } => {
+        Command::Validate {
+            dir,
+            json,
+            max_invalid_fraction,
+        } => {
             if !(0.0..=1.0).contains(&max_invalid_fraction) {
-                return Err(AcsError::input(format!("--max-invalid-fraction: must be in [0, 1] (got {max_invalid_fraction})")));
+                return Err(AcsError::input(format!(
+                    "--max-invalid-fraction: must be in [0, 1] (got {max_invalid_fraction})"
+                )));
             }
             let report = validate(&dir, max_invalid_fraction)?;
             if json {
@@ -109,7 +139,9 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             }
             Ok(())
         }
-        Command::Model { command: ModelCommand::InitTiny { dir } } => {
+        Command::Model {
+            command: ModelCommand::InitTiny { dir },
+        } => {
             write_tiny_model(&dir)?;
             println!("wrote the tiny model to {}", dir.display());
             Ok(())

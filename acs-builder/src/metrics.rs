@@ -113,7 +113,11 @@ pub fn ssim(a: &[f64], b: &[f64], width: usize, height: usize) -> f64 {
     let c1 = (0.01 * DATA_RANGE).powi(2);
     let c2 = (0.03 * DATA_RANGE).powi(2);
     let pad = kernel.len() / 2;
-    let crop = if width > 2 * pad && height > 2 * pad { pad } else { 0 };
+    let crop = if width > 2 * pad && height > 2 * pad {
+        pad
+    } else {
+        0
+    };
     let mut sum = 0.0;
     let mut count = 0usize;
     for y in crop..height - crop {

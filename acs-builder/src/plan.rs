@@ -38,17 +38,6 @@ pub struct Plan {
     pub duplicates: usize,
 }
 
-impl Plan {
-    /// Planned rows per split.
-    pub fn rows_per_split(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for pair in &self.pairs {
-            *counts.entry(pair.split.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
-}
-
 fn digest_u64(parts: &[&[u8]]) -> u64 {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -89,7 +78,9 @@ pub fn split_of(pair_id: &str, splits: &BTreeMap<String, f64>) -> String {
             return name.clone();
         }
     }
-    last.or_else(|| splits.keys().next()).cloned().unwrap_or_default()
+    last.or_else(|| splits.keys().next())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Stable pair_id: hash of the prompts, seed, model fingerprint and every setting that changes
@@ -131,12 +122,20 @@ pub fn plan(
     let mut seen = HashSet::new();
     let mut plan = Plan::default();
     for pair in prompts {
-        let alignment = PromptAlignment::measure(tokenizer, &pair.unsafe_prompt, &pair.safe_prompt)?;
-        let guidance_scale = pair.guidance_scale.unwrap_or(manifest.sampling.guidance_scale);
+        let alignment =
+            PromptAlignment::measure(tokenizer, &pair.unsafe_prompt, &pair.safe_prompt)?;
+        let guidance_scale = pair
+            .guidance_scale
+            .unwrap_or(manifest.sampling.guidance_scale);
         for k in 0..manifest.sampling.seeds_per_prompt {
             let seed = match pair.seed {
                 Some(seed) => seed.wrapping_add(u64::from(k)),
-                None => derived_seed(manifest.sampling.base_seed, &pair.unsafe_prompt, &pair.safe_prompt, k),
+                None => derived_seed(
+                    manifest.sampling.base_seed,
+                    &pair.unsafe_prompt,
+                    &pair.safe_prompt,
+                    k,
+                ),
             };
             let id = pair_id(&pair, seed, guidance_scale, model_sha256, manifest);
             if !seen.insert(id.clone()) {

@@ -105,7 +105,7 @@ impl Mt19937 {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut data[n - 16..];
             for value in tail.iter_mut() {
                 *value = self.uniform_f32();
@@ -186,8 +186,8 @@ mod tests {
         // torch.manual_seed(0); torch.randn(4, 4)  (vectorised path, blocks of 16)
         let block = Mt19937::new(0).randn_f32(16);
         let expected_block = [
-            -1.1258, -1.1524, -0.2506, -0.4339, 0.8487, 0.6920, -0.3160, -2.1152, 0.3223,
-            -1.2633, 0.3500, 0.3081, 0.1198, 1.2377, 1.1168, -0.2473,
+            -1.1258, -1.1524, -0.2506, -0.4339, 0.8487, 0.6920, -0.3160, -2.1152, 0.3223, -1.2633,
+            0.3500, 0.3081, 0.1198, 1.2377, 1.1168, -0.2473,
         ];
         for (got, want) in block.iter().zip(expected_block) {
             assert!((got - want).abs() < 1e-4, "{block:?}");
@@ -210,7 +210,11 @@ mod tests {
         }
         let values = Mt19937::new(0).randn_f32(100_000);
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
-        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 1e5;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 1e5;
         assert!(mean.abs() < 0.02, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
     }

@@ -2,6 +2,9 @@
 //! the host from the pair's seed, and are denoised together in one batch with classifier-free
 //! guidance, several pairs per UNet call.
 
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
 use candle_core::{DType, Tensor};
 
 use crate::error::AcsError;
@@ -37,12 +40,26 @@ pub struct RenderedPair {
     pub safe_rgb: Vec<u8>,
 }
 
+/// Wall time spent in each network so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamplerTimings {
+    /// CLIP text encoder.
+    pub text_encoder: Duration,
+    /// UNet evaluations and scheduler steps.
+    pub unet: Duration,
+    /// VAE decoding.
+    pub vae: Duration,
+    /// UNet evaluations made.
+    pub unet_calls: u64,
+}
+
 /// Renders pairs with one model, scheduler configuration and negative prompt.
 pub struct PairSampler<'m> {
     model: &'m StableDiffusion,
     scheduler: DdimScheduler,
     negative_context: Tensor,
     latent_shape: [usize; 3],
+    timings: Cell<SamplerTimings>,
 }
 
 /// The initial latent of a seed: `torch.randn((1, c, h, w), generator=Generator("cpu").manual_seed(seed))`.
@@ -67,7 +84,13 @@ impl<'m> PairSampler<'m> {
             model,
             scheduler,
             negative_context,
+            timings: Cell::new(SamplerTimings::default()),
         })
+    }
+
+    /// Time spent so far in each network.
+    pub fn timings(&self) -> SamplerTimings {
+        self.timings.get()
     }
 
     /// Latent shape (c, h, w) of every rendered image.
@@ -95,7 +118,8 @@ impl<'m> PairSampler<'m> {
             latents.extend_from_slice(&x_t);
         }
         let images = jobs.len() * 2;
-        let mut latents = (Tensor::from_vec(latents, (images, c, h, w), device).map_err(runtime)?
+        let mut latents = (Tensor::from_vec(latents, (images, c, h, w), device)
+            .map_err(runtime)?
             * self.scheduler.init_noise_sigma())
         .map_err(runtime)?;
 
@@ -103,7 +127,10 @@ impl<'m> PairSampler<'m> {
             .iter()
             .flat_map(|job| [job.unsafe_ids.clone(), job.safe_ids.clone()])
             .collect();
+        let mut timings = self.timings.get();
+        let started = Instant::now();
         let cond = self.model.encode_text(&token_rows)?;
+        timings.text_encoder += started.elapsed();
         let use_cfg = jobs.iter().any(|job| job.guidance_scale > 1.0);
         let (context, guidance) = if use_cfg {
             let seq = self.negative_context.dim(1).map_err(runtime)?;
@@ -125,7 +152,9 @@ impl<'m> PairSampler<'m> {
             (cond, None)
         };
 
+        let started = Instant::now();
         for &t in self.scheduler.timesteps() {
+            timings.unet_calls += 1;
             let noise = match &guidance {
                 Some(guidance) => {
                     let input = Tensor::cat(&[&latents, &latents], 0).map_err(runtime)?;
@@ -140,7 +169,11 @@ impl<'m> PairSampler<'m> {
             latents = self.scheduler.step(&noise, t, &latents).map_err(runtime)?;
         }
 
+        timings.unet += started.elapsed();
+        let started = Instant::now();
         let rgb = self.model.decode_images(&latents)?;
+        timings.vae += started.elapsed();
+        self.timings.set(timings);
         let flat: Vec<f32> = latents
             .to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())

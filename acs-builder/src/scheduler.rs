@@ -87,7 +87,11 @@ impl DdimScheduler {
             "linspace" => (0..steps)
                 .rev()
                 .map(|i| {
-                    let x = if steps == 1 { 0.0 } else { i as f64 * (t - 1) as f64 / (steps - 1) as f64 };
+                    let x = if steps == 1 {
+                        0.0
+                    } else {
+                        i as f64 * (t - 1) as f64 / (steps - 1) as f64
+                    };
                     x.round_ties_even() as usize
                 })
                 .collect(),
@@ -103,7 +107,11 @@ impl DdimScheduler {
             )));
         }
         let alphas_cumprod = alphas_cumprod(schedule);
-        let final_alpha_cumprod = if schedule.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let final_alpha_cumprod = if schedule.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
         let prediction = if schedule.prediction_type == "v_prediction" {
             Prediction::VPrediction
         } else {
@@ -129,7 +137,12 @@ impl DdimScheduler {
     }
 
     /// One denoising step from `sample` at `timestep` given the model output.
-    pub fn step(&self, model_output: &Tensor, timestep: usize, sample: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn step(
+        &self,
+        model_output: &Tensor,
+        timestep: usize,
+        sample: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let alpha_t = self.alphas_cumprod[timestep];
         let alpha_prev = timestep
             .checked_sub(self.step_ratio)
@@ -210,11 +223,21 @@ mod tests {
         let eps = Tensor::new(&[0.3f32, 0.1, -0.7], &device).unwrap();
         let t = ddim.timesteps()[0];
         let a = ddim.alphas_cumprod[t];
-        let xt = ((&x0 * a.sqrt() as f64).unwrap() + (&eps * (1.0 - a).sqrt() as f64).unwrap()).unwrap();
+        let xt =
+            ((&x0 * a.sqrt() as f64).unwrap() + (&eps * (1.0 - a).sqrt() as f64).unwrap()).unwrap();
         let prev = ddim.step(&eps, t, &xt).unwrap();
         let a_prev = ddim.alphas_cumprod[t - 100];
-        let expected = ((&x0 * a_prev.sqrt() as f64).unwrap() + (&eps * (1.0 - a_prev).sqrt() as f64).unwrap()).unwrap();
-        let diff = (prev - expected).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let expected = ((&x0 * a_prev.sqrt() as f64).unwrap()
+            + (&eps * (1.0 - a_prev).sqrt() as f64).unwrap())
+        .unwrap();
+        let diff = (prev - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -1,6 +1,6 @@
 //! Prompt sources: readers that turn files into explicit (unsafe, safe) prompt pairs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -93,8 +93,8 @@ impl PromptSource for PairsJsonl {
             if text.trim().is_empty() {
                 continue;
             }
-            let row: JsonlRow = serde_json::from_str(text)
-                .map_err(|e| at(format!("invalid JSON object: {e}")))?;
+            let row: JsonlRow =
+                serde_json::from_str(text).map_err(|e| at(format!("invalid JSON object: {e}")))?;
             let unsafe_prompt = required_prompt(row.unsafe_prompt, "unsafe_prompt").map_err(at)?;
             let safe_prompt = required_prompt(row.safe_prompt, "safe_prompt").map_err(at)?;
             if unsafe_prompt == safe_prompt {
@@ -148,11 +148,6 @@ fn required_prompt(value: Option<String>, field: &str) -> Result<String, String>
     Ok(trimmed.to_owned())
 }
 
-/// The file name of a source path, for messages and provenance.
-pub fn display_name(path: &Path) -> String {
-    path.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,11 +176,23 @@ mod tests {
     #[test]
     fn bad_rows_name_the_line_and_reason() {
         let cases = [
-            ("{\"unsafe_prompt\":\"a\",\"safe_prompt\":\"a\"}", ":1: unsafe_prompt and safe_prompt are identical"),
-            ("{\"unsafe_prompt\":\" \",\"safe_prompt\":\"a\"}", ":1: field `unsafe_prompt` is empty"),
-            ("\n{\"safe_prompt\":\"a\"}", ":2: missing field `unsafe_prompt`"),
+            (
+                "{\"unsafe_prompt\":\"a\",\"safe_prompt\":\"a\"}",
+                ":1: unsafe_prompt and safe_prompt are identical",
+            ),
+            (
+                "{\"unsafe_prompt\":\" \",\"safe_prompt\":\"a\"}",
+                ":1: field `unsafe_prompt` is empty",
+            ),
+            (
+                "\n{\"safe_prompt\":\"a\"}",
+                ":2: missing field `unsafe_prompt`",
+            ),
             ("{not json", ":1: invalid JSON object"),
-            ("{\"unsafe_prompt\":\"a\",\"safe_prompt\":\"b\",\"category\":\"odd\"}", ":1: category `odd` is not one of"),
+            (
+                "{\"unsafe_prompt\":\"a\",\"safe_prompt\":\"b\",\"category\":\"odd\"}",
+                ":1: category `odd` is not one of",
+            ),
             ("\n\n", ": no prompt pairs in file"),
         ];
         for (text, expected) in cases {

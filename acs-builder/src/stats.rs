@@ -52,12 +52,22 @@ pub struct DatasetStats {
 }
 
 fn polars_error(dir: &Path) -> impl Fn(PolarsError) -> AcsError + '_ {
-    move |e| AcsError::integrity(format!("{}: {}", dir.display(), crate::error::one_line(&e.to_string())))
+    move |e| {
+        AcsError::integrity(format!(
+            "{}: {}",
+            dir.display(),
+            crate::error::one_line(&e.to_string())
+        ))
+    }
 }
 
 fn value_f64(df: &DataFrame, name: &str, row: usize) -> Result<Option<f64>, PolarsError> {
     let value = df.column(name)?.get(row)?;
-    Ok(if value.is_null() { None } else { value.extract::<f64>() })
+    Ok(if value.is_null() {
+        None
+    } else {
+        value.extract::<f64>()
+    })
 }
 
 /// Computes the summary with polars.
@@ -76,7 +86,10 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     let counts = dataset
         .lazy()?
         .group_by([col("split"), col("category")])
-        .agg([len().alias("rows"), col("valid").cast(DataType::UInt64).sum().alias("valid")])
+        .agg([
+            len().alias("rows"),
+            col("valid").cast(DataType::UInt64).sum().alias("valid"),
+        ])
         .collect()
         .map_err(&err)?;
     for row in 0..counts.height() {
@@ -85,13 +98,22 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
         };
         let split = text("split").map_err(&err)?;
         let category = text("category").map_err(&err)?;
-        let rows = value_f64(&counts, "rows", row).map_err(&err)?.unwrap_or(0.0) as u64;
-        let valid = value_f64(&counts, "valid", row).map_err(&err)?.unwrap_or(0.0) as u64;
+        let rows = value_f64(&counts, "rows", row)
+            .map_err(&err)?
+            .unwrap_or(0.0) as u64;
+        let valid = value_f64(&counts, "valid", row)
+            .map_err(&err)?
+            .unwrap_or(0.0) as u64;
         stats.rows += rows;
         stats.valid_rows += valid;
         stats.splits.entry(split.clone()).or_default().rows += rows;
         *stats.categories.entry(category.clone()).or_insert(0) += rows;
-        *stats.split_categories.entry(split).or_default().entry(category).or_insert(0) += rows;
+        *stats
+            .split_categories
+            .entry(split)
+            .or_default()
+            .entry(category)
+            .or_insert(0) += rows;
     }
 
     // Prompt lengths in characters: polars' string kernels need its `strings` feature, which
@@ -189,7 +211,10 @@ impl DatasetStats {
         for (category, rows) in &self.categories {
             out.push_str(&format!("{category:<18} {rows:>8}\n"));
         }
-        out.push_str(&format!("\n{:<20} {:>10} {:>10} {:>10} {:>10}\n", "measure", "min", "p50", "p95", "max"));
+        out.push_str(&format!(
+            "\n{:<20} {:>10} {:>10} {:>10} {:>10}\n",
+            "measure", "min", "p50", "p95", "max"
+        ));
         let cell = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.4}"));
         for (name, d) in &self.distributions {
             out.push_str(&format!(

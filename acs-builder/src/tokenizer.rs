@@ -118,7 +118,10 @@ pub fn write_tokenizer_folder(dir: &Path) -> Result<(), AcsError> {
     write("vocab.json", serde_json::to_vec(&Value::Object(vocab_map))?)?;
     write("merges.txt", merges_txt.into_bytes())?;
     write("tokenizer_config.json", serde_json::to_vec_pretty(&config)?)?;
-    write("special_tokens_map.json", serde_json::to_vec_pretty(&special)?)?;
+    write(
+        "special_tokens_map.json",
+        serde_json::to_vec_pretty(&special)?,
+    )?;
     Ok(())
 }
 
@@ -162,7 +165,12 @@ impl ClipTokenizer {
             .enumerate()
             .map(|(id, token)| (token.clone(), json!(id)))
             .collect();
-        Self::from_parts(Value::Object(vocab_map), merges, EOS_TOKEN, "embedded CLIP vocabulary")
+        Self::from_parts(
+            Value::Object(vocab_map),
+            merges,
+            EOS_TOKEN,
+            "embedded CLIP vocabulary",
+        )
     }
 
     /// Loads a diffusers `tokenizer/` folder: `tokenizer.json`, or `vocab.json` + `merges.txt`.
@@ -172,7 +180,10 @@ impl ClipTokenizer {
         let tokenizer_json = dir.join("tokenizer.json");
         if tokenizer_json.is_file() {
             let inner = Tokenizer::from_file(&tokenizer_json).map_err(|e| {
-                AcsError::input(format!("{}: not a tokenizer: {e}", tokenizer_json.display()))
+                AcsError::input(format!(
+                    "{}: not a tokenizer: {e}",
+                    tokenizer_json.display()
+                ))
             })?;
             return Self::from_tokenizer(inner, &pad_token, &tokenizer_json.display().to_string());
         }
@@ -182,9 +193,8 @@ impl ClipTokenizer {
             return Self::embedded();
         }
         let vocab_bytes = std::fs::read(&vocab_path).map_err(|e| AcsError::io(&vocab_path, e))?;
-        let vocab: Value = serde_json::from_slice(&vocab_bytes).map_err(|e| {
-            AcsError::input(format!("{}: invalid JSON: {e}", vocab_path.display()))
-        })?;
+        let vocab: Value = serde_json::from_slice(&vocab_bytes)
+            .map_err(|e| AcsError::input(format!("{}: invalid JSON: {e}", vocab_path.display())))?;
         if !vocab.is_object() {
             return Err(AcsError::input(format!(
                 "{}: expected an object of token -> id",

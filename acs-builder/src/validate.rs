@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path};
 
-use acs_schema::{read_shard, read_shard_footer, write_atomic, DatasetManifest, PairRecord, ShardEntry};
+use acs_schema::{
+    read_shard, read_shard_footer, write_atomic, DatasetManifest, PairRecord, ShardEntry,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -62,16 +64,29 @@ fn check_row(
     let mut errors = Vec::new();
     let (w, h) = (record.width.max(0) as u32, record.height.max(0) as u32);
     let mut images = Vec::new();
-    for (name, blob) in [("unsafe_image", &record.unsafe_image), ("safe_image", &record.safe_image)] {
+    for (name, blob) in [
+        ("unsafe_image", &record.unsafe_image),
+        ("safe_image", &record.safe_image),
+    ] {
         match decode_png(&blob.bytes) {
             Ok((rgb, iw, ih)) if (iw, ih) == (w, h) => images.push(rgb),
-            Ok((_, iw, ih)) => errors.push(format!("{at}, column {name}: image is {iw}x{ih}, row says {w}x{h}")),
+            Ok((_, iw, ih)) => errors.push(format!(
+                "{at}, column {name}: image is {iw}x{ih}, row says {w}x{h}"
+            )),
             Err(e) => errors.push(format!("{at}, column {name}: {e}")),
         }
     }
-    let expected_latent_bytes: usize = record.latent_shape.iter().map(|&d| d.max(0) as usize).product::<usize>() * 2;
+    let expected_latent_bytes: usize = record
+        .latent_shape
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .product::<usize>()
+        * 2;
     let mut latents = Vec::new();
-    for (name, latent) in [("unsafe_latent", &record.unsafe_latent), ("safe_latent", &record.safe_latent)] {
+    for (name, latent) in [
+        ("unsafe_latent", &record.unsafe_latent),
+        ("safe_latent", &record.safe_latent),
+    ] {
         match latent {
             Some(bytes) if bytes.len() == expected_latent_bytes => {
                 latents.push(f32_from_f16_le(bytes).unwrap_or_default())
@@ -81,7 +96,9 @@ fn check_row(
                 bytes.len(),
                 record.latent_shape
             )),
-            None if store_latents => errors.push(format!("{at}, column {name}: missing although the build stores latents")),
+            None if store_latents => errors.push(format!(
+                "{at}, column {name}: missing although the build stores latents"
+            )),
             None => {}
         }
     }
@@ -92,7 +109,14 @@ fn check_row(
         [u, s] => (u.as_slice(), s.as_slice()),
         _ => (&[][..], &[][..]),
     };
-    let mut metrics = pair_metrics(&images[0], &images[1], w as usize, h as usize, unsafe_latent, safe_latent);
+    let mut metrics = pair_metrics(
+        &images[0],
+        &images[1],
+        w as usize,
+        h as usize,
+        unsafe_latent,
+        safe_latent,
+    );
     if latents.len() != 2 {
         metrics.latent_cosine = record.latent_cosine;
     }
@@ -102,22 +126,38 @@ fn check_row(
         .filter(|r| r.starts_with("truncated: "))
         .cloned()
         .collect();
-    expected.extend(token_edit_violations(record.token_edit_distance.max(0) as u32, thresholds.max_token_edits));
+    expected.extend(token_edit_violations(
+        record.token_edit_distance.max(0) as u32,
+        thresholds.max_token_edits,
+    ));
     expected.extend(metric_violations(&metrics, thresholds));
-    let stored_metric_reasons = record.reject_reasons.iter().filter(|r| is_metric_reason(r)).count();
+    let stored_metric_reasons = record
+        .reject_reasons
+        .iter()
+        .filter(|r| is_metric_reason(r))
+        .count();
     let recomputed_metric_reasons = expected.iter().filter(|r| is_metric_reason(r)).count();
     let same_kinds = |a: &[String], b: &[String]| {
-        let kinds = |v: &[String]| v.iter().map(|r| r.split(':').next().unwrap_or("").to_owned()).collect::<Vec<_>>();
+        let kinds = |v: &[String]| {
+            v.iter()
+                .map(|r| r.split(':').next().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+        };
         kinds(a) == kinds(b)
     };
-    if !same_kinds(&expected, &record.reject_reasons) || stored_metric_reasons != recomputed_metric_reasons {
+    if !same_kinds(&expected, &record.reject_reasons)
+        || stored_metric_reasons != recomputed_metric_reasons
+    {
         errors.push(format!(
             "{at}: reject_reasons {:?} disagree with the recomputed verdict {:?}",
             record.reject_reasons, expected
         ));
     }
     if record.valid != record.reject_reasons.is_empty() {
-        errors.push(format!("{at}, column valid: {} contradicts reject_reasons {:?}", record.valid, record.reject_reasons));
+        errors.push(format!(
+            "{at}, column valid: {} contradicts reject_reasons {:?}",
+            record.valid, record.reject_reasons
+        ));
     }
     (errors, Some(metrics))
 }
@@ -140,22 +180,36 @@ fn metric_diffs(record: &PairRecord, m: &PairMetrics) -> [(&'static str, f64); 4
 
 fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -> bool {
     if !safe_relative(&entry.path) {
-        errors.push(format!("{}: shard path escapes the dataset folder", entry.path));
+        errors.push(format!(
+            "{}: shard path escapes the dataset folder",
+            entry.path
+        ));
         return false;
     }
     let path = root.join(&entry.path);
     let Ok(meta) = std::fs::metadata(&path) else {
-        errors.push(format!("{}: listed in the manifest but missing", entry.path));
+        errors.push(format!(
+            "{}: listed in the manifest but missing",
+            entry.path
+        ));
         return false;
     };
     if meta.len() != entry.bytes {
-        errors.push(format!("{}: {} bytes, manifest says {}", entry.path, meta.len(), entry.bytes));
+        errors.push(format!(
+            "{}: {} bytes, manifest says {}",
+            entry.path,
+            meta.len(),
+            entry.bytes
+        ));
         return false;
     }
     match acs_schema::sha256_file(&path) {
         Ok(sha) if sha == entry.sha256 => {}
         Ok(sha) => {
-            errors.push(format!("{}: sha256 mismatch (manifest {}, file {sha})", entry.path, entry.sha256));
+            errors.push(format!(
+                "{}: sha256 mismatch (manifest {}, file {sha})",
+                entry.path, entry.sha256
+            ));
             return false;
         }
         Err(e) => {
@@ -166,7 +220,10 @@ fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -
     match read_shard_footer(&path) {
         Ok(footer) => {
             if footer.rows != entry.rows {
-                errors.push(format!("{}: {} rows, manifest says {}", entry.path, footer.rows, entry.rows));
+                errors.push(format!(
+                    "{}: {} rows, manifest says {}",
+                    entry.path, footer.rows, entry.rows
+                ));
             }
             if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches {
                 errors.push(format!("{}: not an acs schema v1 shard", entry.path));
@@ -186,9 +243,13 @@ fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -
 /// which is kept for a dataset that cannot be opened at all.
 pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationReport, AcsError> {
     let manifest = DatasetManifest::load(dir)?;
-    let build: BuildManifest = serde_json::from_value(manifest.build_config["manifest"].clone()).map_err(|e| {
-        AcsError::integrity(format!("{}: build_config.manifest is not a build manifest: {e}", dir.join(acs_schema::MANIFEST_FILE).display()))
-    })?;
+    let build: BuildManifest = serde_json::from_value(manifest.build_config["manifest"].clone())
+        .map_err(|e| {
+            AcsError::integrity(format!(
+                "{}: build_config.manifest is not a build manifest: {e}",
+                dir.join(acs_schema::MANIFEST_FILE).display()
+            ))
+        })?;
     let thresholds = Thresholds::from_manifest(&build);
     let mut report = ValidationReport {
         dataset: dir.display().to_string(),
@@ -197,7 +258,10 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
         ..ValidationReport::default()
     };
     if !manifest.complete {
-        report.errors.push(format!("{}: the build did not finish (complete = false)", acs_schema::MANIFEST_FILE));
+        report.errors.push(format!(
+            "{}: the build did not finish (complete = false)",
+            acs_schema::MANIFEST_FILE
+        ));
     }
     let listed: HashSet<&str> = manifest.shards.iter().map(|s| s.path.as_str()).collect();
     if let Ok(entries) = std::fs::read_dir(dir.join("data")) {
@@ -207,7 +271,11 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
             .filter(|p| p.ends_with(".parquet") && !listed.contains(p.as_str()))
             .collect();
         extra.sort();
-        report.errors.extend(extra.into_iter().map(|p| format!("{p}: shard not listed in the manifest")));
+        report.errors.extend(
+            extra
+                .into_iter()
+                .map(|p| format!("{p}: shard not listed in the manifest")),
+        );
     }
     let mut seen_ids: HashSet<String> = HashSet::new();
     for entry in &manifest.shards {
@@ -224,23 +292,42 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
         let results: Vec<(Vec<String>, Option<PairMetrics>)> = records
             .par_iter()
             .enumerate()
-            .map(|(row, record)| check_row(record, &format!("{}: row {row}", entry.path), &thresholds, build.output.store_latents))
+            .map(|(row, record)| {
+                check_row(
+                    record,
+                    &format!("{}: row {row}", entry.path),
+                    &thresholds,
+                    build.output.store_latents,
+                )
+            })
             .collect();
         for (row, (record, (errors, metrics))) in records.iter().zip(results).enumerate() {
             report.rows += 1;
             report.errors.extend(errors);
             if record.split != entry.split {
-                report.errors.push(format!("{}: row {row}, column split: `{}` in a `{}` shard", entry.path, record.split, entry.split));
+                report.errors.push(format!(
+                    "{}: row {row}, column split: `{}` in a `{}` shard",
+                    entry.path, record.split, entry.split
+                ));
             }
             if !seen_ids.insert(record.pair_id.clone()) {
-                report.errors.push(format!("{}: row {row}, column pair_id: duplicate {}", entry.path, record.pair_id));
+                report.errors.push(format!(
+                    "{}: row {row}, column pair_id: duplicate {}",
+                    entry.path, record.pair_id
+                ));
             }
             if record.model_sha256 != manifest.model.sha256 {
-                report.errors.push(format!("{}: row {row}, column model_sha256: differs from the manifest's model", entry.path));
+                report.errors.push(format!(
+                    "{}: row {row}, column model_sha256: differs from the manifest's model",
+                    entry.path
+                ));
             }
             if let Some(metrics) = metrics {
                 for (name, diff) in metric_diffs(record, &metrics) {
-                    let max = report.metric_max_abs_diff.entry(name.to_owned()).or_insert(0.0);
+                    let max = report
+                        .metric_max_abs_diff
+                        .entry(name.to_owned())
+                        .or_insert(0.0);
                     *max = max.max(diff);
                     if diff > METRIC_TOLERANCE {
                         report.errors.push(format!(
@@ -261,7 +348,11 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
             }
         }
     }
-    let invalid_fraction = if report.rows == 0 { 0.0 } else { report.invalid_rows as f64 / report.rows as f64 };
+    let invalid_fraction = if report.rows == 0 {
+        0.0
+    } else {
+        report.invalid_rows as f64 / report.rows as f64
+    };
     report.passed = report.errors.is_empty() && invalid_fraction <= max_invalid_fraction;
     let mut json = serde_json::to_vec_pretty(&report)?;
     json.push(b'\n');
@@ -277,7 +368,10 @@ impl ValidationReport {
                 1 => String::new(),
                 n => format!(" (and {} more errors, see {VALIDATION_FILE})", n - 1),
             };
-            return Some(AcsError::integrity(format!("{}/{first}{more}", self.dataset)));
+            return Some(AcsError::integrity(format!(
+                "{}/{first}{more}",
+                self.dataset
+            )));
         }
         if !self.passed {
             return Some(AcsError::Invalid(format!(
@@ -298,12 +392,17 @@ impl ValidationReport {
             out.push_str(&format!("  rejected   {reason}: {count}\n"));
         }
         for (metric, diff) in &self.metric_max_abs_diff {
-            out.push_str(&format!("recomputed   {metric:<14} max |stored - recomputed| = {diff:.2e}\n"));
+            out.push_str(&format!(
+                "recomputed   {metric:<14} max |stored - recomputed| = {diff:.2e}\n"
+            ));
         }
         for error in &self.errors {
             out.push_str(&format!("ERROR        {error}\n"));
         }
-        out.push_str(&format!("result       {}\n", if self.passed { "PASS" } else { "FAIL" }));
+        out.push_str(&format!(
+            "result       {}\n",
+            if self.passed { "PASS" } else { "FAIL" }
+        ));
         out
     }
 }

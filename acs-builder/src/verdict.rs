@@ -59,10 +59,23 @@ mod tests {
 
     #[test]
     fn thresholds_produce_reasons() {
-        let t = Thresholds { max_token_edits: 8, ssim_min: 0.5, changed_area_max: 0.2 };
-        let good = PairMetrics { ssim: 0.9, psnr: 30.0, changed_area: 0.1, latent_cosine: 0.99 };
+        let t = Thresholds {
+            max_token_edits: 8,
+            ssim_min: 0.5,
+            changed_area_max: 0.2,
+        };
+        let good = PairMetrics {
+            ssim: 0.9,
+            psnr: 30.0,
+            changed_area: 0.1,
+            latent_cosine: 0.99,
+        };
         assert!(verdict(&[], &good, &t).is_empty());
-        let bad = PairMetrics { ssim: 0.3, changed_area: 0.5, ..good };
+        let bad = PairMetrics {
+            ssim: 0.3,
+            changed_area: 0.5,
+            ..good
+        };
         let reasons = verdict(&["token_edits: 9 > max 8".into()], &bad, &t);
         assert_eq!(reasons.len(), 3);
         assert!(reasons[1].starts_with("ssim: 0.3000 < min 0.5"));

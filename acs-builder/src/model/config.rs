@@ -55,10 +55,9 @@ impl JsonConfig {
     pub fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize, AcsError> {
         match self.get(key) {
             None => default.ok_or_else(|| self.error(key, "missing")),
-            Some(v) => v
-                .as_u64()
-                .map(|n| n as usize)
-                .ok_or_else(|| self.error(key, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                self.error(key, format!("expected a non-negative integer, got {v}"))
+            }),
         }
     }
 
@@ -123,14 +122,21 @@ impl JsonConfig {
     }
 
     /// An integer or a list of `n` integers (diffusers allows both for per-block values).
-    pub fn per_block(&self, key: &str, n: usize, default: Option<usize>) -> Result<Vec<usize>, AcsError> {
+    pub fn per_block(
+        &self,
+        key: &str,
+        n: usize,
+        default: Option<usize>,
+    ) -> Result<Vec<usize>, AcsError> {
         match self.get(key) {
             None => default
                 .map(|d| vec![d; n])
                 .ok_or_else(|| self.error(key, "missing")),
             Some(Value::Array(items)) => {
                 if items.len() != n {
-                    return Err(self.error(key, format!("expected {n} values, got {}", items.len())));
+                    return Err(
+                        self.error(key, format!("expected {n} values, got {}", items.len()))
+                    );
                 }
                 items
                     .iter()
@@ -155,7 +161,10 @@ impl JsonConfig {
             Some(Value::String(s)) if accepted.contains(&s.as_str()) => Ok(()),
             Some(v) => Err(self.error(
                 key,
-                format!("{v} is not supported by this runtime (supported: {})", accepted.join(", ")),
+                format!(
+                    "{v} is not supported by this runtime (supported: {})",
+                    accepted.join(", ")
+                ),
             )),
         }
     }
@@ -184,7 +193,10 @@ pub struct UNetSpec {
 pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
     let class = cfg.str_or("_class_name", "UNet2DConditionModel")?;
     if class != "UNet2DConditionModel" {
-        return Err(cfg.error("_class_name", format!("`{class}` is not supported (supported: UNet2DConditionModel)")));
+        return Err(cfg.error(
+            "_class_name",
+            format!("`{class}` is not supported (supported: UNet2DConditionModel)"),
+        ));
     }
     cfg.require_one_of("act_fn", &["silu"])?;
     cfg.require_one_of("mid_block_type", &["UNetMidBlock2DCrossAttn"])?;
@@ -217,7 +229,10 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
     let down = cfg.strings("down_block_types")?;
     let up = cfg.strings("up_block_types")?;
     if down.len() != n || up.len() != n {
-        return Err(cfg.error("down_block_types", format!("expected {n} down and up block types to match block_out_channels")));
+        return Err(cfg.error(
+            "down_block_types",
+            format!("expected {n} down and up block types to match block_out_channels"),
+        ));
     }
     let heads = match cfg.get("num_attention_heads") {
         Some(_) => cfg.per_block("num_attention_heads", n, None)?,
@@ -229,17 +244,30 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
         let cross = match down[i].as_str() {
             "CrossAttnDownBlock2D" => true,
             "DownBlock2D" => false,
-            other => return Err(cfg.error("down_block_types", format!("`{other}` is not supported"))),
+            other => {
+                return Err(cfg.error("down_block_types", format!("`{other}` is not supported")))
+            }
         };
-        let expected_up = if cross { "CrossAttnUpBlock2D" } else { "UpBlock2D" };
+        let expected_up = if cross {
+            "CrossAttnUpBlock2D"
+        } else {
+            "UpBlock2D"
+        };
         if up[n - 1 - i] != expected_up {
             return Err(cfg.error(
                 "up_block_types",
-                format!("block {} is `{}`, expected `{expected_up}` to mirror down block {i}", n - 1 - i, up[n - 1 - i]),
+                format!(
+                    "block {} is `{}`, expected `{expected_up}` to mirror down block {i}",
+                    n - 1 - i,
+                    up[n - 1 - i]
+                ),
             ));
         }
         if heads[i] == 0 || channels[i] % heads[i] != 0 {
-            return Err(cfg.error("attention_head_dim", format!("{} heads do not divide {} channels", heads[i], channels[i])));
+            return Err(cfg.error(
+                "attention_head_dim",
+                format!("{} heads do not divide {} channels", heads[i], channels[i]),
+            ));
         }
         blocks.push(BlockConfig {
             out_channels: channels[i],
@@ -251,10 +279,16 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
     if norm_num_groups != 32 {
         // candle 0.11's UNet blocks do not pass this value to every group norm (measured:
         // 0.51 max abs error against diffusers with 16), so only 32 gives correct results.
-        return Err(cfg.error("norm_num_groups", format!("{norm_num_groups} is not supported (this runtime requires 32)")));
+        return Err(cfg.error(
+            "norm_num_groups",
+            format!("{norm_num_groups} is not supported (this runtime requires 32)"),
+        ));
     }
     if let Some(c) = channels.iter().find(|c| **c % norm_num_groups != 0) {
-        return Err(cfg.error("block_out_channels", format!("{c} is not divisible by norm_num_groups {norm_num_groups}")));
+        return Err(cfg.error(
+            "block_out_channels",
+            format!("{c} is not divisible by norm_num_groups {norm_num_groups}"),
+        ));
     }
     let config = UNet2DConditionModelConfig {
         center_input_sample: cfg.bool_or("center_input_sample", false)?,
@@ -301,7 +335,10 @@ impl VaeSpec {
 pub fn vae_spec(cfg: &JsonConfig) -> Result<VaeSpec, AcsError> {
     let class = cfg.str_or("_class_name", "AutoencoderKL")?;
     if class != "AutoencoderKL" {
-        return Err(cfg.error("_class_name", format!("`{class}` is not supported (supported: AutoencoderKL)")));
+        return Err(cfg.error(
+            "_class_name",
+            format!("`{class}` is not supported (supported: AutoencoderKL)"),
+        ));
     }
     cfg.require_one_of("act_fn", &["silu"])?;
     if !cfg.bool_or("mid_block_add_attention", true)? {
@@ -311,7 +348,10 @@ pub fn vae_spec(cfg: &JsonConfig) -> Result<VaeSpec, AcsError> {
     if channels.is_empty() {
         return Err(cfg.error("block_out_channels", "must not be empty"));
     }
-    for (key, expected) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
+    for (key, expected) in [
+        ("down_block_types", "DownEncoderBlock2D"),
+        ("up_block_types", "UpDecoderBlock2D"),
+    ] {
         if cfg.get(key).is_some() {
             let types = cfg.strings(key)?;
             if types.len() != channels.len() || types.iter().any(|t| t != expected) {
@@ -321,7 +361,10 @@ pub fn vae_spec(cfg: &JsonConfig) -> Result<VaeSpec, AcsError> {
     }
     let norm_num_groups = cfg.usize_or("norm_num_groups", Some(32))?;
     if let Some(c) = channels.iter().find(|c| **c % norm_num_groups != 0) {
-        return Err(cfg.error("block_out_channels", format!("{c} is not divisible by norm_num_groups {norm_num_groups}")));
+        return Err(cfg.error(
+            "block_out_channels",
+            format!("{c} is not divisible by norm_num_groups {norm_num_groups}"),
+        ));
     }
     Ok(VaeSpec {
         config: AutoEncoderKLConfig {
@@ -343,12 +386,18 @@ pub fn text_encoder_config(cfg: &JsonConfig) -> Result<ClipTextConfig, AcsError>
     cfg.require_one_of("hidden_act", &["quick_gelu"])?;
     let eps = cfg.f64_or("layer_norm_eps", 1e-5)?;
     if (eps - 1e-5).abs() > 1e-12 {
-        return Err(cfg.error("layer_norm_eps", format!("{eps} is not supported (this runtime uses 1e-5)")));
+        return Err(cfg.error(
+            "layer_norm_eps",
+            format!("{eps} is not supported (this runtime uses 1e-5)"),
+        ));
     }
     let embed_dim = cfg.usize("hidden_size")?;
     let heads = cfg.usize("num_attention_heads")?;
     if heads == 0 || embed_dim % heads != 0 {
-        return Err(cfg.error("num_attention_heads", format!("{heads} does not divide hidden_size {embed_dim}")));
+        return Err(cfg.error(
+            "num_attention_heads",
+            format!("{heads} does not divide hidden_size {embed_dim}"),
+        ));
     }
     Ok(ClipTextConfig {
         vocab_size: cfg.usize("vocab_size")?,
@@ -441,7 +490,10 @@ mod tests {
             "down_block_types":["DownBlock2D"],"up_block_types":["UpBlock2D"]}"#,
         );
         let err = unet_spec(&cfg).unwrap_err().to_string();
-        assert!(err.starts_with("unet/config.json: key `norm_num_groups`: 16"), "{err}");
+        assert!(
+            err.starts_with("unet/config.json: key `norm_num_groups`: 16"),
+            "{err}"
+        );
         let cfg = config(r#"{"addition_embed_type":"text_time","block_out_channels":[32]}"#);
         let err = unet_spec(&cfg).unwrap_err().to_string();
         assert!(err.contains("key `addition_embed_type`"), "{err}");

@@ -46,13 +46,20 @@ pub struct StableDiffusion {
 /// The weight file of a component: full precision first, then the `.fp16` variant. Pickle
 /// files are refused: loading them executes arbitrary code.
 fn weight_file(dir: &Path, stem: &str) -> Result<PathBuf, AcsError> {
-    for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
+    for name in [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ] {
         let path = dir.join(name);
         if path.is_file() {
             return Ok(path);
         }
     }
-    for pickle in [format!("{stem}.bin"), format!("{stem}.fp16.bin"), format!("{stem}.ckpt")] {
+    for pickle in [
+        format!("{stem}.bin"),
+        format!("{stem}.fp16.bin"),
+        format!("{stem}.ckpt"),
+    ] {
         if dir.join(&pickle).is_file() {
             return Err(AcsError::input(format!(
                 "{}: pickle checkpoints are refused (unpickling runs arbitrary code); convert it to \
@@ -67,10 +74,19 @@ fn weight_file(dir: &Path, stem: &str) -> Result<PathBuf, AcsError> {
     )))
 }
 
-fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>, AcsError> {
+fn var_builder(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, AcsError> {
     // SAFETY: the file is memory-mapped read-only; acs never writes model files while loading.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-        .map_err(|e| AcsError::input(format!("{}: {}", path.display(), crate::error::one_line(&e.to_string()))))
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| {
+        AcsError::input(format!(
+            "{}: {}",
+            path.display(),
+            crate::error::one_line(&e.to_string())
+        ))
+    })
 }
 
 fn component_error(path: &Path, err: candle_core::Error) -> AcsError {
@@ -112,7 +128,12 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, AcsError> {
 
 impl StableDiffusion {
     /// Loads a diffusers-layout folder.
-    pub fn load(dir: &Path, dtype: DType, device: Device, id: Option<String>) -> Result<Self, AcsError> {
+    pub fn load(
+        dir: &Path,
+        dtype: DType,
+        device: Device,
+        id: Option<String>,
+    ) -> Result<Self, AcsError> {
         let index = dir.join("model_index.json");
         if !index.is_file() {
             return Err(AcsError::input(format!(
@@ -213,7 +234,7 @@ impl StableDiffusion {
     /// Latent tensor shape (channels, height, width) for an image size.
     pub fn latent_shape(&self, height: usize, width: usize) -> Result<[usize; 3], AcsError> {
         let factor = self.vae_spec.downscale();
-        if height % factor != 0 || width % factor != 0 {
+        if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
             return Err(AcsError::input(format!(
                 "image size {height}x{width} is not a multiple of the VAE's downscale factor {factor}"
             )));
@@ -234,11 +255,18 @@ impl StableDiffusion {
     }
 
     /// One UNet evaluation: noise (or v) prediction for `latents` at timestep `t`.
-    pub fn unet_forward(&self, latents: &Tensor, t: f64, context: &Tensor) -> Result<Tensor, AcsError> {
+    pub fn unet_forward(
+        &self,
+        latents: &Tensor,
+        t: f64,
+        context: &Tensor,
+    ) -> Result<Tensor, AcsError> {
         let run = || -> candle_core::Result<Tensor> {
             let latents = latents.to_dtype(self.dtype)?;
             let context = context.to_dtype(self.dtype)?;
-            self.unet.forward(&latents, t, &context)?.to_dtype(DType::F32)
+            self.unet
+                .forward(&latents, t, &context)?
+                .to_dtype(DType::F32)
         };
         run().map_err(|e| AcsError::runtime("UNet", e))
     }
@@ -250,11 +278,18 @@ impl StableDiffusion {
             let n = latents.dim(0)?;
             let mut images = Vec::with_capacity(n);
             for i in 0..n {
-                let latent = (latents.i(i..i + 1)? / self.vae_spec.scaling_factor)?.to_dtype(self.dtype)?;
+                let latent =
+                    (latents.i(i..i + 1)? / self.vae_spec.scaling_factor)?.to_dtype(self.dtype)?;
                 let image = self.vae.decode(&latent)?.to_dtype(DType::F32)?;
                 let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
                 let image = (image * 255.0)?.round()?.to_dtype(DType::U8)?;
-                images.push(image.i(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>()?);
+                images.push(
+                    image
+                        .i(0)?
+                        .permute((1, 2, 0))?
+                        .flatten_all()?
+                        .to_vec1::<u8>()?,
+                );
             }
             Ok(images)
         };

@@ -136,12 +136,17 @@ impl GeneratingBackend {
         let mut rng = SplitMix64::new(u64::from_le_bytes(seed_bytes));
         let n = shape.elem_count();
         let normal = |rng: &mut SplitMix64, mean: f64, std: f64| (mean + std * rng.normal()) as f32;
-        let uniform = |rng: &mut SplitMix64, lo: f64, up: f64| (lo + (up - lo) * rng.uniform()) as f32;
+        let uniform =
+            |rng: &mut SplitMix64, lo: f64, up: f64| (lo + (up - lo) * rng.uniform()) as f32;
         match init {
             Init::Const(v) => vec![v as f32; n],
             Init::Randn { mean, stdev } => (0..n).map(|_| normal(&mut rng, mean, stdev)).collect(),
             Init::Uniform { lo, up } => (0..n).map(|_| uniform(&mut rng, lo, up)).collect(),
-            Init::Kaiming { dist, fan, non_linearity } => {
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
                 let std = non_linearity.gain() / (fan.for_shape(shape).max(1) as f64).sqrt();
                 match dist {
                     candle_nn::init::NormalOrUniform::Normal => {
@@ -176,7 +181,9 @@ impl candle_nn::var_builder::SimpleBackend for GeneratingBackend {
     }
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        Err(candle_core::Error::Msg(format!("tiny model generator: no shape given for {name}")))
+        Err(candle_core::Error::Msg(format!(
+            "tiny model generator: no shape given for {name}"
+        )))
     }
 
     fn contains_tensor(&self, _name: &str) -> bool {
@@ -196,7 +203,14 @@ fn generate_component(
     });
     struct Shared(std::sync::Arc<GeneratingBackend>);
     impl candle_nn::var_builder::SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        fn get(
+            &self,
+            s: Shape,
+            n: &str,
+            h: Init,
+            d: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
             self.0.get(s, n, h, d, dev)
         }
         fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -228,10 +242,21 @@ fn write_json(path: &Path, value: &Value) -> Result<(), AcsError> {
 /// Writes the tiny model in diffusers layout into `dir`, which must not exist yet or be empty.
 /// The folder is assembled under a temporary sibling name and renamed when complete.
 pub fn write_tiny_model(dir: &Path) -> Result<(), AcsError> {
-    if dir.exists() && std::fs::read_dir(dir).map_err(|e| AcsError::io(dir, e))?.next().is_some() {
-        return Err(AcsError::input(format!("{}: folder exists and is not empty", dir.display())));
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| AcsError::io(dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(AcsError::input(format!(
+            "{}: folder exists and is not empty",
+            dir.display()
+        )));
     }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| AcsError::io(parent, e))?;
     let staging = tempfile::Builder::new()
         .prefix(".acs-tiny-")
@@ -243,28 +268,42 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), AcsError> {
         std::fs::create_dir_all(&path).map_err(|e| AcsError::io(&path, e))?;
     }
     write_json(&root.join("model_index.json"), &model_index())?;
-    write_json(&root.join("scheduler/scheduler_config.json"), &scheduler_config())?;
+    write_json(
+        &root.join("scheduler/scheduler_config.json"),
+        &scheduler_config(),
+    )?;
     write_tokenizer_folder(&root.join("tokenizer"))?;
 
     let unet_json = unet_config();
     write_json(&root.join("unet/config.json"), &unet_json)?;
     let unet = unet_spec(&JsonConfig::read(&root.join("unet/config.json"))?)?;
-    generate_component(&root.join("unet/diffusion_pytorch_model.safetensors"), TINY_SEED, |vb| {
-        UNet2DConditionModel::new(vb, unet.in_channels, unet.out_channels, false, unet.config)
-            .map(|_| ())
-    })?;
+    generate_component(
+        &root.join("unet/diffusion_pytorch_model.safetensors"),
+        TINY_SEED,
+        |vb| {
+            UNet2DConditionModel::new(vb, unet.in_channels, unet.out_channels, false, unet.config)
+                .map(|_| ())
+        },
+    )?;
 
     write_json(&root.join("vae/config.json"), &vae_config())?;
     let vae = vae_spec(&JsonConfig::read(&root.join("vae/config.json"))?)?;
-    generate_component(&root.join("vae/diffusion_pytorch_model.safetensors"), TINY_SEED + 1, |vb| {
-        AutoEncoderKL::new(vb, vae.in_channels, vae.out_channels, vae.config).map(|_| ())
-    })?;
+    generate_component(
+        &root.join("vae/diffusion_pytorch_model.safetensors"),
+        TINY_SEED + 1,
+        |vb| AutoEncoderKL::new(vb, vae.in_channels, vae.out_channels, vae.config).map(|_| ()),
+    )?;
 
-    write_json(&root.join("text_encoder/config.json"), &text_encoder_config_json())?;
+    write_json(
+        &root.join("text_encoder/config.json"),
+        &text_encoder_config_json(),
+    )?;
     let clip = text_encoder_config(&JsonConfig::read(&root.join("text_encoder/config.json"))?)?;
-    generate_component(&root.join("text_encoder/model.safetensors"), TINY_SEED + 2, |vb| {
-        ClipTextTransformer::new(vb.pp("text_model"), &clip).map(|_| ())
-    })?;
+    generate_component(
+        &root.join("text_encoder/model.safetensors"),
+        TINY_SEED + 2,
+        |vb| ClipTextTransformer::new(vb.pp("text_model"), &clip).map(|_| ()),
+    )?;
 
     let staged = staging.keep();
     if dir.exists() {
