@@ -149,7 +149,19 @@ fn run(cli: Cli) -> Result<(), AcsError> {
     }
 }
 
+/// candle asks for its thread count on every matrix multiplication and, unless
+/// RAYON_NUM_THREADS is set, answers by parsing /proc/cpuinfo each time; fixing the count once
+/// removed about a quarter of the smoke build's UNet time (docs/performance.md).
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Sound: called first thing in main, before any other thread exists.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
 fn main() -> ExitCode {
+    pin_thread_count();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
