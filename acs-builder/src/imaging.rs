@@ -43,6 +43,26 @@ pub fn f32_from_f16_le(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+/// A little-endian float32 NumPy `.npy` (format 1.0) file of `shape`.
+pub fn npy_f32(values: &[f32], shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_text = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +74,18 @@ mod tests {
         assert_eq!(decode_png(&png).unwrap(), (rgb.clone(), 4, 3));
         assert_eq!(png, encode_png(&rgb, 4, 3).unwrap());
         assert!(decode_png(&png[..png.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn npy_header_is_aligned() {
+        let npy = npy_f32(&[1.0, 2.0], &[2]);
+        assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+        let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert!(std::str::from_utf8(&npy[10..10 + header_len])
+            .unwrap()
+            .contains("'shape': (2,)"));
+        assert_eq!(npy.len(), 10 + header_len + 8);
     }
 
     #[test]

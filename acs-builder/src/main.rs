@@ -4,10 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use acs_builder::build::{run_build, BuildOptions};
+use acs_builder::imaging::npy_f32;
 use acs_builder::model::tiny::write_tiny_model;
+use acs_builder::rng::Mt19937;
 use acs_builder::stats::dataset_stats;
 use acs_builder::validate::validate;
 use acs_builder::AcsError;
+use acs_schema::write_atomic;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,6 +70,19 @@ enum ModelCommand {
     InitTiny {
         /// Target folder (new or empty).
         dir: PathBuf,
+    },
+    /// Write the initial latent x_T acs draws for a seed as a float32 .npy file; it equals
+    /// torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)).
+    InitialLatent {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Comma-separated shape, e.g. 1,4,64,64.
+        #[arg(long, value_delimiter = ',', required = true)]
+        shape: Vec<usize>,
+        /// Output .npy file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -144,6 +160,19 @@ fn run(cli: Cli) -> Result<(), AcsError> {
         } => {
             write_tiny_model(&dir)?;
             println!("wrote the tiny model to {}", dir.display());
+            Ok(())
+        }
+        Command::Model {
+            command: ModelCommand::InitialLatent { seed, shape, out },
+        } => {
+            let count: usize = shape.iter().product();
+            if count == 0 || count > 1 << 28 {
+                return Err(AcsError::input(format!(
+                    "--shape: {shape:?} must have between 1 and 2^28 elements"
+                )));
+            }
+            let values = Mt19937::new(seed).randn_f32(count);
+            write_atomic(&out, &npy_f32(&values, &shape))?;
             Ok(())
         }
     }

@@ -116,16 +116,98 @@ impl Mt19937 {
     }
 }
 
-/// torch's `normal_fill_16`: 16 uniforms in, 16 standard normals out.
+/// torch's `normal_fill_16_AVX2`: 16 uniforms in, 16 standard normals out, with the Cephes
+/// polynomials of `avx_mathfun.h` (not libm) and the fused multiply-adds GCC contracts them
+/// into, so that the values are bit-identical to torch's on x86-64 builds with AVX2.
 fn box_muller_16(block: &mut [f32]) {
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
     for j in 0..8 {
         let u1 = 1.0 - block[j];
         let u2 = block[j + 8];
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let theta = 2.0 * std::f32::consts::PI * u2;
-        block[j] = radius * theta.cos();
-        block[j + 8] = radius * theta.sin();
+        let radius = (-2.0 * cephes_log(u1)).sqrt();
+        let (sin, cos) = cephes_sincos(two_pi * u2);
+        block[j] = radius * cos;
+        block[j + 8] = radius * sin;
     }
+}
+
+/// `log256_ps` of avx_mathfun.h for one lane (inputs in (0, 1] here). Constants are written
+/// as C does: decimal -> double -> float.
+fn cephes_log(x: f32) -> f32 {
+    const SQRTHF: f32 = 0.707_106_781_186_547_5_f64 as f32;
+    const P: [f32; 9] = [
+        7.037_683_629_2e-2_f64 as f32,
+        -1.151_461_031_0e-1_f64 as f32,
+        1.167_699_874_0e-1_f64 as f32,
+        -1.242_014_084_6e-1_f64 as f32,
+        1.424_932_278_7e-1_f64 as f32,
+        -1.666_805_766_5e-1_f64 as f32,
+        2.000_071_476_5e-1_f64 as f32,
+        -2.499_999_399_3e-1_f64 as f32,
+        3.333_333_117_4e-1_f64 as f32,
+    ];
+    const Q1: f32 = -2.121_944_40e-4_f64 as f32;
+    const Q2: f32 = 0.693_359_375_f64 as f32;
+    let x = x.max(f32::MIN_POSITIVE);
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) as i32 - 0x7f) as f32;
+    let mut x = f32::from_bits((bits & !0x7f80_0000) | 0x3f00_0000);
+    e += 1.0;
+    let below = x < SQRTHF;
+    let tmp = if below { x } else { 0.0 };
+    x -= 1.0;
+    e -= if below { 1.0 } else { 0.0 };
+    x += tmp;
+    let z = x * x;
+    let mut y = P[0];
+    for p in &P[1..] {
+        y = y.mul_add(x, *p);
+    }
+    y *= x;
+    y = y.mul_add(z, e * Q1);
+    y = (-z).mul_add(0.5, y);
+    let x = x + y;
+    e.mul_add(Q2, x)
+}
+
+/// `sincos256_ps` of avx_mathfun.h for one lane: (sin, cos).
+fn cephes_sincos(x: f32) -> (f32, f32) {
+    const FOPI: f32 = 1.273_239_544_735_16_f64 as f32;
+    const DP1: f32 = -0.785_156_25_f64 as f32;
+    const DP2: f32 = -2.418_756_484_985_351_562_5e-4_f64 as f32;
+    const DP3: f32 = -3.774_894_977_445_941_08e-8_f64 as f32;
+    let sign_sin = x.to_bits() & 0x8000_0000;
+    let mut x = x.abs();
+    let mut j = (x * FOPI) as i32;
+    j = (j + 1) & !1;
+    let y = j as f32;
+    let swap_sign_sin = ((j & 4) as u32) << 29;
+    let use_sine_poly = j & 2 == 0;
+    x = y.mul_add(DP1, x);
+    x = y.mul_add(DP2, x);
+    x = y.mul_add(DP3, x);
+    let sign_cos = ((!(j - 2) & 4) as u32) << 29;
+    let sign_sin = sign_sin ^ swap_sign_sin;
+    let z = x * x;
+    let mut cos_poly =
+        (2.443_315_711_809_948e-5_f64 as f32).mul_add(z, -1.388_731_625_493_765e-3_f64 as f32);
+    cos_poly = cos_poly.mul_add(z, 4.166_664_568_298_827e-2_f64 as f32);
+    cos_poly *= z;
+    cos_poly = cos_poly.mul_add(z, -(z * 0.5));
+    cos_poly += 1.0;
+    let mut sin_poly = (-1.951_529_589_1e-4_f64 as f32).mul_add(z, 8.332_160_873_6e-3_f64 as f32);
+    sin_poly = sin_poly.mul_add(z, -1.666_665_461_1e-1_f64 as f32);
+    sin_poly *= z;
+    sin_poly = sin_poly.mul_add(x, x);
+    let (sin, cos) = if use_sine_poly {
+        (sin_poly, cos_poly)
+    } else {
+        (cos_poly, sin_poly)
+    };
+    (
+        f32::from_bits(sin.to_bits() ^ sign_sin),
+        f32::from_bits(cos.to_bits() ^ sign_cos),
+    )
 }
 
 /// Deterministic standard normals for purposes that need no torch parity (e.g. the tiny
@@ -191,6 +273,20 @@ mod tests {
         ];
         for (got, want) in block.iter().zip(expected_block) {
             assert!((got - want).abs() < 1e-4, "{block:?}");
+        }
+    }
+
+    #[test]
+    fn cephes_functions_are_accurate() {
+        for i in 1..=1000 {
+            let x = i as f32 / 1000.0;
+            assert!((cephes_log(x) - x.ln()).abs() < 1e-6, "log {x}");
+            let theta = x * 6.283_185;
+            let (s, c) = cephes_sincos(theta);
+            assert!(
+                (s - theta.sin()).abs() < 1e-6 && (c - theta.cos()).abs() < 1e-6,
+                "sincos {theta}"
+            );
         }
     }
 
