@@ -25,5 +25,6 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 ACS_HOME="$scratch/home" "$target/release/acs" build \
     --manifest manifests/smoke.toml --out "$scratch/smoke"
-ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 \
+ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" \
+    ACS_TINY_DIR="$scratch/home/models/tiny-sd-v1" HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
     "$venv/bin/python" -m pytest -q tests/python

@@ -1,0 +1,73 @@
+"""Whole aligned pairs against diffusers: the smoke dataset's rows re-rendered by diffusers'
+StableDiffusionPipeline (DDIM, CFG) from the same tiny model folder, the same prompts and the
+same x_T must give the same final latents and images.
+
+Environment (set by scripts/test.sh): ACS_SMOKE_DIR (the dataset), ACS_TINY_DIR (the embedded
+tiny model as acs materialised it, in diffusers layout)."""
+
+import glob
+import io
+import os
+import warnings
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+DATASET = os.environ.get("ACS_SMOKE_DIR")
+TINY = os.environ.get("ACS_TINY_DIR")
+pytestmark = pytest.mark.skipif(not (DATASET and TINY), reason="set ACS_SMOKE_DIR and ACS_TINY_DIR")
+
+# Stored latents are float16 (|x| up to ~80 here, where one f16 step is 0.0625, i.e. up to
+# ~5e-4 of the range from rounding alone); 25 steps with guidance 7.5 amplify float32 differences
+# between candle and torch on top. Measured 2026-11-28: 1.46e-3 of the range. Tolerances are
+# relative to the latent's range.
+LATENT_TOLERANCE = 3e-3
+# Image pixels may differ by rounding of the last 8-bit level after the VAE.
+PIXEL_TOLERANCE = 2
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    warnings.filterwarnings("ignore")
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    pipe = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None, requires_safety_checker=False)
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pairs_match_diffusers(pipeline):
+    rows = pq.read_table(sorted(glob.glob(os.path.join(DATASET, "data", "*.parquet")))).to_pylist()
+    assert len(rows) >= 4
+    worst_latent = 0.0
+    worst_pixel = 0
+    for row in rows[:4]:
+        shape = [1, *row["latent_shape"]]
+        x_t = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(row["seed"]))
+        kwargs = dict(
+            prompt=[row["unsafe_prompt"], row["safe_prompt"]],
+            negative_prompt=[row["negative_prompt"]] * 2,
+            num_inference_steps=row["steps"],
+            guidance_scale=row["guidance_scale"],
+            height=row["height"],
+            width=row["width"],
+        )
+        latents = pipeline(latents=x_t.repeat(2, 1, 1, 1), output_type="latent", **kwargs).images.numpy()
+        images = pipeline(latents=x_t.repeat(2, 1, 1, 1), output_type="np", **kwargs).images
+        for i, side in enumerate(("unsafe", "safe")):
+            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32)
+            ours = ours.reshape(row["latent_shape"])
+            scale = float(np.abs(latents[i]).max())
+            worst_latent = max(worst_latent, float(np.abs(latents[i] - ours).max()) / scale)
+            pixels = np.asarray(Image.open(io.BytesIO(row[f"{side}_image"]["bytes"])).convert("RGB")).astype(int)
+            theirs = (images[i] * 255).round().astype(int)
+            worst_pixel = max(worst_pixel, int(np.abs(pixels - theirs).max()))
+    print(f"max |latent diff| / range = {worst_latent:.2e}, max pixel diff = {worst_pixel}")
+    assert worst_latent <= LATENT_TOLERANCE
+    assert worst_pixel <= PIXEL_TOLERANCE
