@@ -372,3 +372,57 @@ fn dry_run_lists_pairs_and_writes_nothing() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn models_in_the_hugging_face_cache_are_found_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo_dir = work.path().join("hf/hub/models--acs-test--tiny-sd");
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+    let init = acs(
+        home.path(),
+        &["model", "init-tiny", &snapshot.display().to_string()],
+    );
+    assert!(init.status.success(), "{}", stderr(&init));
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    let build = |revision: &str, out: &str| {
+        let manifest = work.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[model]\nrepo = \"acs-test/tiny-sd\"\nrevision = \"{revision}\"\n\
+                 [sampling]\nsteps = 2\nheight = 64\nwidth = 64\n\
+                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+                pairs.display().to_string()
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_acs"))
+            .args(["build", "--manifest", &manifest.display().to_string()])
+            .args(["--out", &work.path().join(out).display().to_string()])
+            .env("ACS_HOME", home.path())
+            .env("HF_HOME", work.path().join("hf"))
+            .env_remove("HF_HUB_CACHE")
+            .output()
+            .unwrap()
+    };
+    let found = build("main", "by-ref");
+    assert!(found.status.success(), "{}", stderr(&found));
+    let manifest = DatasetManifest::load(&work.path().join("by-ref")).unwrap();
+    assert_eq!(manifest.model.id, "acs-test/tiny-sd");
+    let by_commit = build(commit, "by-commit");
+    assert!(by_commit.status.success(), "{}", stderr(&by_commit));
+    let missing = build("v9", "missing");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("no cached revision `v9`"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(!work.path().join("missing").exists());
+}

@@ -12,8 +12,9 @@ use candle_core::{DType, Device};
 use serde_json::json;
 
 use crate::card::dataset_card;
-use crate::config::{parse_byte_size, BuildManifest, LoadedManifest};
+use crate::config::{parse_byte_size, BuildManifest, LoadedManifest, ModelSection};
 use crate::error::AcsError;
+use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::metrics::pair_metrics;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
@@ -141,7 +142,18 @@ fn dtype_of(name: &str) -> DType {
 /// The model folder a manifest names, or the embedded tiny model's (written on first use).
 fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
     match &loaded.manifest.model {
-        Some(model) => Ok(loaded.resolve(&model.path)),
+        Some(ModelSection {
+            path: Some(path), ..
+        }) => Ok(loaded.resolve(path)),
+        Some(ModelSection {
+            repo: Some(repo),
+            revision,
+            ..
+        }) => resolve_snapshot(&hub_cache_dir(), repo, revision),
+        Some(_) => Err(AcsError::input(format!(
+            "{}: [model]: set exactly one of `path` and `repo`",
+            loaded.file.display()
+        ))),
         None => ensure_tiny_model(),
     }
 }
@@ -150,7 +162,12 @@ fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
 pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> {
     let dir = model_dir(loaded)?;
     match &loaded.manifest.model {
-        Some(model) => StableDiffusion::load(&dir, dtype_of(&model.dtype), Device::Cpu, None),
+        Some(model) => StableDiffusion::load(
+            &dir,
+            dtype_of(&model.dtype),
+            Device::Cpu,
+            model.repo.clone(),
+        ),
         None => StableDiffusion::load(
             &dir,
             DType::F32,

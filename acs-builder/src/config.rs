@@ -41,12 +41,19 @@ pub struct BuildManifest {
     pub output: OutputSection,
 }
 
-/// `[model]`: a local diffusers-layout folder.
+/// `[model]`: a local diffusers-layout folder, or a hub id found in the Hugging Face cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// Folder in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/).
-    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Hub id (org/name), resolved in the local Hugging Face cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of `repo`.
+    #[serde(default = "default_revision")]
+    pub revision: String,
     /// Weight dtype: f32, f16 or bf16.
     #[serde(default = "default_dtype")]
     pub dtype: String,
@@ -165,6 +172,10 @@ impl Default for OutputSection {
     }
 }
 
+fn default_revision() -> String {
+    "main".into()
+}
+
 fn default_dtype() -> String {
     "f32".into()
 }
@@ -175,7 +186,7 @@ fn default_device() -> String {
 
 /// The keys each table accepts; anything else is an error with a suggestion.
 const TOP_KEYS: &[&str] = &["model", "sampling", "alignment", "sources", "output"];
-const MODEL_KEYS: &[&str] = &["path", "dtype", "device"];
+const MODEL_KEYS: &[&str] = &["path", "repo", "revision", "dtype", "device"];
 const SAMPLING_KEYS: &[&str] = &[
     "scheduler",
     "steps",
@@ -328,6 +339,9 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
     let fail =
         |field: &str, reason: String| Err(AcsError::input(format!("{origin}: {field}: {reason}")));
     if let Some(model) = &m.model {
+        if model.path.is_some() == model.repo.is_some() {
+            return fail("[model]", "set exactly one of `path` and `repo`".into());
+        }
         if !["f32", "f16", "bf16"].contains(&model.dtype.as_str()) {
             return fail(
                 "[model].dtype",
@@ -508,6 +522,8 @@ mod tests {
             ("[sampling]\nheight = 60\n", "[sampling].height"),
             ("[output]\nsplits = { train = 0.5 }\n", "[output].splits"),
             ("[sampling]\nscheduler = \"plms\"\n", "[sampling].scheduler"),
+            ("[model]\npath = \"a\"\nrepo = \"o/n\"\n", "[model]"),
+            ("[model]\ndtype = \"f32\"\n", "[model]"),
         ] {
             let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
                 .unwrap_err()

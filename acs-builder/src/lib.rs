@@ -7,7 +7,7 @@
 //! - [`sources`]: prompt pair readers
 //! - [`tokenizer`], [`align`]: CLIP tokens and the minimal-edit checks
 //! - [`plan`]: pair ids, splits and seeds, before any rendering
-//! - [`model`], [`scheduler`], [`rng`], [`sampler`]: the diffusion runtime
+//! - [`model`], [`hub_cache`], [`scheduler`], [`rng`], [`sampler`]: the diffusion runtime
 //! - [`metrics`], [`verdict`]: alignment metrics and thresholds
 //! - [`imaging`]: PNG and float16 encodings
 //! - [`sink`], [`card`]: Parquet shards, manifest, dataset card (through `acs-schema`)
@@ -20,6 +20,7 @@ pub mod config;
 pub mod edit_distance;
 pub mod error;
 pub mod fingerprint;
+pub mod hub_cache;
 pub mod imaging;
 pub mod metrics;
 pub mod model;

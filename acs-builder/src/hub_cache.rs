@@ -1,0 +1,120 @@
+//! Finding a model that Python tools already downloaded: the Hugging Face hub cache layout
+//! `$HF_HUB_CACHE` (default `$HF_HOME/hub`, default `~/.cache/huggingface/hub`) /
+//! `models--{org}--{name}/refs/{revision}` -> `snapshots/{commit}/`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::AcsError;
+
+/// The hub cache folder the Python `huggingface_hub` library uses.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HF_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("huggingface"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/huggingface")))
+        .unwrap_or_else(|| PathBuf::from(".cache/huggingface"));
+    home.join("hub")
+}
+
+fn valid_repo_id(repo: &str) -> bool {
+    let mut parts = repo.split('/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// The snapshot folder of `repo` at `revision` (a branch or tag name under refs/, or a commit
+/// hash) inside `cache`.
+pub fn resolve_snapshot(cache: &Path, repo: &str, revision: &str) -> Result<PathBuf, AcsError> {
+    if !valid_repo_id(repo) {
+        return Err(AcsError::input(format!(
+            "[model].repo: `{repo}` is not a hub id of the form org/name"
+        )));
+    }
+    if revision.is_empty() || revision.contains("..") || revision.starts_with('/') {
+        return Err(AcsError::input(format!(
+            "[model].revision: `{revision}` is not a revision"
+        )));
+    }
+    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    if !repo_dir.is_dir() {
+        return Err(AcsError::input(format!(
+            "[model].repo: {repo} is not in the Hugging Face cache {} (download it first, e.g. \
+             `huggingface-cli download {repo}`, or set HF_HOME / HF_HUB_CACHE)",
+            cache.display()
+        )));
+    }
+    let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
+    let commit = if is_commit {
+        revision.to_owned()
+    } else {
+        let reference = repo_dir.join("refs").join(revision);
+        std::fs::read_to_string(&reference)
+            .map_err(|_| {
+                AcsError::input(format!(
+                    "[model].revision: {repo} has no cached revision `{revision}` ({} missing)",
+                    reference.display()
+                ))
+            })?
+            .trim()
+            .to_owned()
+    };
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    if !snapshot.is_dir() {
+        return Err(AcsError::input(format!(
+            "[model]: {repo}@{revision}: snapshot {} is missing",
+            snapshot.display()
+        )));
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_refs_and_commits() {
+        let cache = tempfile::tempdir().unwrap();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let repo_dir = cache.path().join("models--org--tiny-sd");
+        std::fs::create_dir_all(repo_dir.join("snapshots").join(commit)).unwrap();
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+        let expected = repo_dir.join("snapshots").join(commit);
+        assert_eq!(
+            resolve_snapshot(cache.path(), "org/tiny-sd", "main").unwrap(),
+            expected
+        );
+        assert_eq!(
+            resolve_snapshot(cache.path(), "org/tiny-sd", commit).unwrap(),
+            expected
+        );
+        let err = resolve_snapshot(cache.path(), "org/tiny-sd", "v2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no cached revision `v2`"), "{err}");
+        let err = resolve_snapshot(cache.path(), "org/other", "main")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in the Hugging Face cache"), "{err}");
+        for bad in ["../x", "org", "org/name/extra", "org/.."] {
+            assert!(
+                resolve_snapshot(cache.path(), bad, "main").is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
