@@ -426,3 +426,64 @@ fn models_in_the_hugging_face_cache_are_found_offline() {
     );
     assert!(!work.path().join("missing").exists());
 }
+
+#[test]
+fn dtypes_and_broken_weights() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("tiny");
+    assert!(acs(
+        home.path(),
+        &["model", "init-tiny", &model.display().to_string()]
+    )
+    .status
+    .success());
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    let run = |dtype: &str, out: &str| {
+        let manifest = work.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[model]\npath = \"tiny\"\ndtype = \"{dtype}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n\
+                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+                pairs.display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = work.path().join(out);
+        let result = acs(
+            home.path(),
+            &[
+                "build",
+                "--manifest",
+                &manifest.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+            ],
+        );
+        (result, out)
+    };
+    let (f16, out) = run("f16", "f16");
+    assert!(f16.status.success(), "{}", stderr(&f16));
+    let validate = acs(home.path(), &["validate", &out.display().to_string()]);
+    assert!(validate.status.success(), "{}", stdout(&validate));
+
+    let (bf16, out) = run("bf16", "bf16");
+    assert_eq!(bf16.status.code(), Some(2));
+    assert!(stderr(&bf16).contains("[model].dtype"), "{}", stderr(&bf16));
+    assert!(!out.exists());
+
+    // A truncated weight file is named, with exit 2 and no output.
+    let weights = model.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let (broken, out) = run("f32", "broken");
+    let message = stderr(&broken);
+    assert_eq!(broken.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("diffusion_pytorch_model.safetensors"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert!(!out.exists());
+}

@@ -271,42 +271,28 @@ pub fn run_build(
         shard_bytes,
     )?;
     let thresholds = Thresholds::from_manifest(manifest);
-    let (mut render_time, mut metrics_time, mut write_time) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut report = BuildReport {
         duplicates: plan.duplicates,
         ..BuildReport::default()
     };
-    let total = plan.pairs.len();
-    for batch in plan.pairs.chunks(s.batch_pairs as usize) {
-        let started = Instant::now();
-        let jobs: Vec<RenderJob> = batch
-            .iter()
-            .map(|pair| RenderJob {
-                seed: pair.seed,
-                unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
-                safe_ids: pair.alignment.safe_tokens.ids.clone(),
-                guidance_scale: pair.guidance_scale,
-            })
-            .collect();
-        let rendered = sampler.render(&jobs)?;
-        render_time += started.elapsed();
-        let started = Instant::now();
-        let records: Vec<PairRecord> = batch
-            .iter()
-            .zip(rendered)
-            .map(|(pair, out)| to_record(pair, out, &model, manifest, &sampler, &thresholds))
-            .collect::<Result<_, _>>()?;
-        metrics_time += started.elapsed();
-        let started = Instant::now();
-        for record in records {
-            report.rows += 1;
-            report.valid_rows += u64::from(record.valid);
-            sink.push(record)?;
-        }
-        write_time += started.elapsed();
-        progress(&format!("rendered {}/{total} pairs", report.rows));
+    let mut times = [Duration::ZERO; 3];
+    let rendered = render_all(
+        &plan.pairs,
+        &sampler,
+        &model,
+        manifest,
+        &thresholds,
+        &mut sink,
+        &mut report,
+        &mut times,
+        progress,
+    );
+    if let Err(err) = rendered {
+        // Before the first shard there is nothing to resume: leave no trace.
+        sink.discard_if_empty();
+        return Err(err);
     }
+    let [render_time, metrics_time, mut write_time] = times;
     let started = Instant::now();
     let valid_rows = report.valid_rows;
     let finished = sink.finish(|dataset| dataset_card(dataset, manifest, valid_rows))?;
@@ -327,6 +313,53 @@ pub fn run_build(
     watch.add("write shards, manifest, card", write_time);
     report.stage_seconds = watch.0;
     Ok(report)
+}
+
+/// Renders every planned pair in batches and pushes the rows into the sink; `times` collects
+/// (render, metrics, write) wall time.
+#[allow(clippy::too_many_arguments)]
+fn render_all(
+    pairs: &[PlannedPair],
+    sampler: &PairSampler,
+    model: &StableDiffusion,
+    manifest: &BuildManifest,
+    thresholds: &Thresholds,
+    sink: &mut ShardSink,
+    report: &mut BuildReport,
+    times: &mut [Duration; 3],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), AcsError> {
+    let total = pairs.len();
+    for batch in pairs.chunks(manifest.sampling.batch_pairs as usize) {
+        let started = Instant::now();
+        let jobs: Vec<RenderJob> = batch
+            .iter()
+            .map(|pair| RenderJob {
+                seed: pair.seed,
+                unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
+                safe_ids: pair.alignment.safe_tokens.ids.clone(),
+                guidance_scale: pair.guidance_scale,
+            })
+            .collect();
+        let rendered = sampler.render(&jobs)?;
+        times[0] += started.elapsed();
+        let started = Instant::now();
+        let records: Vec<PairRecord> = batch
+            .iter()
+            .zip(rendered)
+            .map(|(pair, out)| to_record(pair, out, model, manifest, sampler, thresholds))
+            .collect::<Result<_, _>>()?;
+        times[1] += started.elapsed();
+        let started = Instant::now();
+        for record in records {
+            report.rows += 1;
+            report.valid_rows += u64::from(record.valid);
+            sink.push(record)?;
+        }
+        times[2] += started.elapsed();
+        progress(&format!("rendered {}/{total} pairs", report.rows));
+    }
+    Ok(())
 }
 
 /// Builds the schema v1 row of a rendered pair.

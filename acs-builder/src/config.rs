@@ -348,6 +348,13 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
                 format!("`{}` is not one of f32, f16, bf16", model.dtype),
             );
         }
+        if model.dtype == "bf16" && model.device == "cpu" {
+            return fail(
+                "[model].dtype",
+                "bf16 needs a GPU device (candle's CPU matmul has no bf16); use f32 or f16 on cpu"
+                    .into(),
+            );
+        }
         if model.device != "cpu" {
             return fail(
                 "[model].device",

@@ -43,7 +43,7 @@ impl AcsError {
 
     /// A runtime (candle) failure while doing `what`.
     pub fn runtime(what: &str, err: candle_core::Error) -> Self {
-        Self::Internal(format!("{what}: {}", one_line(&err.to_string())))
+        Self::Internal(format!("{what}: {}", candle_message(&err)))
     }
 
     /// The process exit code of SPEC.md.
@@ -65,6 +65,19 @@ impl From<acs_schema::SchemaError> for AcsError {
     fn from(err: acs_schema::SchemaError) -> Self {
         Self::Integrity(one_line(&err.to_string()))
     }
+}
+
+/// candle's message without the backtrace it may carry, on one line.
+pub fn candle_message(err: &candle_core::Error) -> String {
+    let text = err.to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|line| {
+            let line = line.trim_start();
+            !(line.starts_with("0:") || line.starts_with("stack backtrace"))
+        })
+        .collect();
+    one_line(&message.join("\n"))
 }
 
 /// Folds a multi-line message (candle backtraces, toml snippets) into one line.

@@ -20,6 +20,7 @@ struct SplitBuffer {
 /// Writes records into `DIR/data/` and keeps `DIR/acs-manifest.json` current.
 pub struct ShardSink {
     root: PathBuf,
+    created_root: bool,
     manifest: DatasetManifest,
     shard_rows: usize,
     shard_bytes: u64,
@@ -45,6 +46,7 @@ impl ShardSink {
         shard_rows: usize,
         shard_bytes: u64,
     ) -> Result<Self, AcsError> {
+        let created_root = !root.exists();
         let data = root.join("data");
         std::fs::create_dir_all(&data).map_err(|e| AcsError::io(&data, e))?;
         manifest.complete = false;
@@ -52,6 +54,7 @@ impl ShardSink {
         manifest.save(root)?;
         Ok(Self {
             root: root.to_path_buf(),
+            created_root,
             manifest,
             shard_rows: shard_rows.max(1),
             shard_bytes: shard_bytes.max(1),
@@ -92,6 +95,19 @@ impl ShardSink {
         });
         self.manifest.save(&self.root)?;
         Ok(())
+    }
+
+    /// Removes what the sink created when no shard has been written yet (a build that failed
+    /// before producing anything leaves no trace); otherwise keeps the finished shards.
+    pub fn discard_if_empty(self) {
+        if !self.manifest.shards.is_empty() {
+            return;
+        }
+        let _ = std::fs::remove_file(self.root.join(acs_schema::MANIFEST_FILE));
+        let _ = std::fs::remove_dir(self.root.join("data"));
+        if self.created_root {
+            let _ = std::fs::remove_dir(&self.root);
+        }
     }
 
     /// Writes the remaining rows, renames every shard to `{split}-{i:05d}-of-{n:05d}.parquet`,

@@ -80,20 +80,15 @@ fn var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>, AcsError> {
     // SAFETY: the file is memory-mapped read-only; acs never writes model files while loading.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| {
-        AcsError::input(format!(
-            "{}: {}",
-            path.display(),
-            crate::error::one_line(&e.to_string())
-        ))
-    })
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+        .map_err(|e| component_error(path, e))
 }
 
 fn component_error(path: &Path, err: candle_core::Error) -> AcsError {
     AcsError::input(format!(
         "{}: {}",
         path.display(),
-        crate::error::one_line(&err.to_string())
+        crate::error::candle_message(&err)
     ))
 }
 
