@@ -487,3 +487,70 @@ fn dtypes_and_broken_weights() {
     assert_eq!(message.trim().lines().count(), 1, "{message}");
     assert!(!out.exists());
 }
+
+#[test]
+fn prompt_switch_shares_a_prefix_then_forks() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    let build = |alignment: &str, out: &str| {
+        let manifest = work.path().join(format!("{out}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[sampling]\nsteps = 5\nheight = 64\nwidth = 64\n[alignment]\n{alignment}\n\
+                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+                pairs.display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = work.path().join(out);
+        let run = acs(
+            home.path(),
+            &[
+                "build",
+                "--manifest",
+                &manifest.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+            ],
+        );
+        assert!(run.status.success(), "{}", stderr(&run));
+        (
+            stdout(&run),
+            Dataset::open(&out).unwrap().records().unwrap(),
+        )
+    };
+    let key = |r: &acs_schema::PairRecord| (r.seed, r.unsafe_prompt.clone());
+    let (_, shared) = build("mode = \"shared-latent\"", "shared");
+    let (_, fork_at_0) = build("mode = \"prompt-switch\"\nswitch_at = 0.0", "switch0");
+    let (summary, fork_at_2) = build("mode = \"prompt-switch\"\nswitch_at = 0.4", "switch2");
+    let (_, fork_at_end) = build("mode = \"prompt-switch\"\nswitch_at = 1.0", "switch5");
+    let by_key = |rows: &[acs_schema::PairRecord]| {
+        rows.iter()
+            .map(|r| (key(r), r.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let shared = by_key(&shared);
+    // Sharing no step is the shared-latent rendering.
+    for row in &fork_at_0 {
+        assert_eq!(row.switch_step, 0);
+        assert_eq!(row.unsafe_latent, shared[&key(row)].unsafe_latent);
+        assert_eq!(row.safe_latent, shared[&key(row)].safe_latent);
+    }
+    // Sharing every step gives one image per pair.
+    for row in &fork_at_end {
+        assert_eq!(row.switch_step, 5);
+        assert_eq!(row.unsafe_latent, row.safe_latent);
+    }
+    // Sharing 2 of 5 steps: the branches still fork, both start from the row's x_T, and the
+    // saved evaluations are reported.
+    for row in &fork_at_2 {
+        assert_eq!(row.switch_step, 2);
+        assert_eq!(row.alignment_mode, "prompt-switch");
+        assert_ne!(row.unsafe_latent, row.safe_latent);
+        assert_eq!(row.x_t_sha256, shared[&key(row)].x_t_sha256);
+    }
+    // 18 pairs x 2 shared steps x 2 (classifier-free guidance).
+    assert!(summary.contains("saved 72 latent evaluations"), "{summary}");
+}

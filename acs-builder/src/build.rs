@@ -51,6 +51,8 @@ pub struct BuildReport {
     pub duplicates: usize,
     /// Shards written.
     pub shards: usize,
+    /// Latent rows the prompt-switch prefix did not send through the UNet.
+    pub unet_evaluations_saved: u64,
     /// True when the folder already held this exact build.
     pub up_to_date: bool,
     /// (stage, seconds) in pipeline order.
@@ -250,6 +252,7 @@ pub fn run_build(
         s.height as usize,
         s.width as usize,
         &s.negative_prompt,
+        manifest.switch_step(),
     )?;
     let base = DatasetManifest {
         schema_version: SCHEMA_VERSION,
@@ -300,6 +303,7 @@ pub fn run_build(
     report.shards = finished.shards.len();
     let networks = sampler.timings();
     watch.add("render: text encoder", networks.text_encoder);
+    report.unet_evaluations_saved = networks.unet_evaluations_saved;
     watch.add(
         &format!("render: UNet ({} calls)", networks.unet_calls),
         networks.unet,
@@ -413,7 +417,7 @@ fn to_record(
         scheduler: s.scheduler.clone(),
         alignment_mode: manifest.alignment.mode.clone(),
         steps: s.steps as i32,
-        switch_step: 0,
+        switch_step: sampler.switch_step() as i32,
         height: s.height as i32,
         width: s.width as i32,
         guidance_scale: pair.guidance_scale,

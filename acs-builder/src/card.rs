@@ -113,7 +113,18 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         "- sampling: {} {} steps, guidance {}, {}x{} px, negative prompt {:?}, x_T from `{}` seeds",
         s.scheduler, s.steps, s.guidance_scale, s.width, s.height, s.negative_prompt, s.rng
     );
-    let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
+    match build.switch_step() {
+        0 => {
+            let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
+        }
+        k => {
+            let _ = writeln!(
+                out,
+                "- alignment: {} (the first {k} of {} steps are shared, conditioned on the unsafe prompt)",
+                build.alignment.mode, s.steps
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "- build config sha256: `{}`",

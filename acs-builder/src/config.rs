@@ -109,8 +109,11 @@ impl Default for SamplingSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlignmentSection {
-    /// shared-latent.
+    /// shared-latent or prompt-switch.
     pub mode: String,
+    /// prompt-switch: fraction of the steps shared (conditioned on the unsafe prompt) before
+    /// the trajectories fork.
+    pub switch_at: f32,
     /// Most CLIP-token edits allowed between the prompts of a pair.
     pub max_token_edits: u32,
     /// Smallest SSIM for a valid pair.
@@ -123,6 +126,7 @@ impl Default for AlignmentSection {
     fn default() -> Self {
         Self {
             mode: "shared-latent".into(),
+            switch_at: 0.4,
             max_token_edits: 8,
             ssim_min: 0.0,
             changed_area_max: 1.0,
@@ -184,6 +188,18 @@ fn default_device() -> String {
     "cpu".into()
 }
 
+impl BuildManifest {
+    /// Denoising steps both branches share: round(switch_at * steps) in prompt-switch mode,
+    /// 0 in shared-latent mode.
+    pub fn switch_step(&self) -> usize {
+        if self.alignment.mode == "prompt-switch" {
+            (self.alignment.switch_at as f64 * self.sampling.steps as f64).round() as usize
+        } else {
+            0
+        }
+    }
+}
+
 /// The keys each table accepts; anything else is an error with a suggestion.
 const TOP_KEYS: &[&str] = &["model", "sampling", "alignment", "sources", "output"];
 const MODEL_KEYS: &[&str] = &["path", "repo", "revision", "dtype", "device"];
@@ -199,7 +215,13 @@ const SAMPLING_KEYS: &[&str] = &[
     "rng",
     "batch_pairs",
 ];
-const ALIGNMENT_KEYS: &[&str] = &["mode", "max_token_edits", "ssim_min", "changed_area_max"];
+const ALIGNMENT_KEYS: &[&str] = &[
+    "mode",
+    "switch_at",
+    "max_token_edits",
+    "ssim_min",
+    "changed_area_max",
+];
 const SOURCE_KEYS: &[&str] = &["kind", "path", "category"];
 const OUTPUT_KEYS: &[&str] = &["shard_rows", "shard_bytes", "splits", "store_latents"];
 
@@ -411,10 +433,16 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         return fail("[sampling].batch_pairs", "must be at least 1".into());
     }
     let a = &m.alignment;
-    if a.mode != "shared-latent" {
+    if a.mode != "shared-latent" && a.mode != "prompt-switch" {
         return fail(
             "[alignment].mode",
-            format!("`{}` is not supported (supported: shared-latent)", a.mode),
+            format!("`{}` is not one of shared-latent, prompt-switch", a.mode),
+        );
+    }
+    if !(0.0..=1.0).contains(&a.switch_at) {
+        return fail(
+            "[alignment].switch_at",
+            format!("must be in [0, 1] (got {})", a.switch_at),
         );
     }
     if !(-1.0..=1.0).contains(&a.ssim_min) {

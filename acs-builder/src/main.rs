@@ -123,6 +123,12 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                     report.duplicates
                 );
             }
+            if report.unet_evaluations_saved > 0 {
+                println!(
+                    "  the prompt-switch prefix saved {} latent evaluations of the UNet",
+                    report.unet_evaluations_saved
+                );
+            }
             for (stage, seconds) in &report.stage_seconds {
                 println!("  {stage:<36} {seconds:>8.2} s");
             }

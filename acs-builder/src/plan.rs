@@ -106,6 +106,7 @@ pub fn pair_id(
         "width": s.width,
         "rng": s.rng,
         "alignment_mode": manifest.alignment.mode,
+        "switch_step": manifest.switch_step(),
     });
     let digest = Sha256::digest(identity.to_string().as_bytes());
     hex::encode(&digest[..16])

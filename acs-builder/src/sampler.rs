@@ -51,6 +51,8 @@ pub struct SamplerTimings {
     pub vae: Duration,
     /// UNet evaluations made.
     pub unet_calls: u64,
+    /// Image evaluations (latent rows through the UNet) that prompt-switch's shared prefix saved.
+    pub unet_evaluations_saved: u64,
 }
 
 /// Renders pairs with one model, scheduler configuration and negative prompt.
@@ -59,6 +61,7 @@ pub struct PairSampler<'m> {
     scheduler: DdimScheduler,
     negative_context: Tensor,
     latent_shape: [usize; 3],
+    switch_step: usize,
     timings: Cell<SamplerTimings>,
 }
 
@@ -68,13 +71,15 @@ pub fn initial_latent(seed: u64, shape: [usize; 3]) -> Vec<f32> {
 }
 
 impl<'m> PairSampler<'m> {
-    /// A sampler for `steps` DDIM steps at `height` x `width` with a negative prompt.
+    /// A sampler for `steps` DDIM steps at `height` x `width` with a negative prompt; the
+    /// first `switch_step` steps are shared by both branches (prompt-switch), 0 for none.
     pub fn new(
         model: &'m StableDiffusion,
         steps: usize,
         height: usize,
         width: usize,
         negative_prompt: &str,
+        switch_step: usize,
     ) -> Result<Self, AcsError> {
         let scheduler = DdimScheduler::new(&model.schedule, steps)?;
         let negative = model.tokenizer.encode(negative_prompt)?;
@@ -84,6 +89,7 @@ impl<'m> PairSampler<'m> {
             model,
             scheduler,
             negative_context,
+            switch_step,
             timings: Cell::new(SamplerTimings::default()),
         })
     }
@@ -98,6 +104,71 @@ impl<'m> PairSampler<'m> {
         self.latent_shape
     }
 
+    /// UNet conditioning for `cond` rows (each pair's scale repeated `per_pair` times): the
+    /// context with the negative prompt's rows first when guidance is on, and the scales.
+    fn guidance_inputs(
+        &self,
+        cond: &Tensor,
+        scales: &[f32],
+        use_cfg: bool,
+        per_pair: usize,
+    ) -> Result<(Tensor, Option<Tensor>), AcsError> {
+        let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
+        if !use_cfg {
+            return Ok((cond.clone(), None));
+        }
+        let rows = cond.dim(0).map_err(runtime)?;
+        let seq = self.negative_context.dim(1).map_err(runtime)?;
+        let hidden = self.negative_context.dim(2).map_err(runtime)?;
+        let uncond = self
+            .negative_context
+            .broadcast_as((rows, seq, hidden))
+            .and_then(|t| t.contiguous())
+            .map_err(runtime)?;
+        let context = Tensor::cat(&[&uncond, cond], 0).map_err(runtime)?;
+        // diffusers skips guidance when the scale is <= 1, i.e. uses the conditional output.
+        let per_row: Vec<f32> = scales
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g.max(1.0), per_pair))
+            .collect();
+        let guidance =
+            Tensor::from_vec(per_row, (rows, 1, 1, 1), &self.model.device).map_err(runtime)?;
+        Ok((context, Some(guidance)))
+    }
+
+    /// Runs `timesteps` of the scheduler on `latents` with classifier-free guidance.
+    fn denoise(
+        &self,
+        mut latents: Tensor,
+        timesteps: &[usize],
+        (context, guidance): &(Tensor, Option<Tensor>),
+        timings: &mut SamplerTimings,
+    ) -> Result<Tensor, AcsError> {
+        let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
+        let rows = latents.dim(0).map_err(runtime)?;
+        for &t in timesteps {
+            timings.unet_calls += 1;
+            let noise = match guidance {
+                Some(guidance) => {
+                    let input = Tensor::cat(&[&latents, &latents], 0).map_err(runtime)?;
+                    let out = self.model.unet_forward(&input, t as f64, context)?;
+                    let uncond = out.narrow(0, 0, rows).map_err(runtime)?;
+                    let cond = out.narrow(0, rows, rows).map_err(runtime)?;
+                    let delta = (cond - &uncond).map_err(runtime)?;
+                    (uncond + delta.broadcast_mul(guidance).map_err(runtime)?).map_err(runtime)?
+                }
+                None => self.model.unet_forward(&latents, t as f64, context)?,
+            };
+            latents = self.scheduler.step(&noise, t, &latents).map_err(runtime)?;
+        }
+        Ok(latents)
+    }
+
+    /// Denoising steps shared by both branches (0 in shared-latent mode).
+    pub fn switch_step(&self) -> usize {
+        self.switch_step
+    }
+
     /// Renders a batch of pairs; the output order follows `jobs`.
     pub fn render(&self, jobs: &[RenderJob]) -> Result<Vec<RenderedPair>, AcsError> {
         if jobs.is_empty() {
@@ -108,18 +179,16 @@ impl<'m> PairSampler<'m> {
         let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
 
         let mut x_t_hashes = Vec::with_capacity(jobs.len());
-        let mut latents = Vec::with_capacity(jobs.len() * 2 * c * h * w);
+        let mut x_t_all = Vec::with_capacity(jobs.len() * c * h * w);
         for job in jobs {
             let x_t = initial_latent(job.seed, self.latent_shape);
             let bytes: Vec<u8> = x_t.iter().flat_map(|v| v.to_le_bytes()).collect();
             x_t_hashes.push(acs_schema::sha256_bytes(&bytes));
-            // The unsafe and the safe branch start from the very same values.
-            latents.extend_from_slice(&x_t);
-            latents.extend_from_slice(&x_t);
+            x_t_all.extend_from_slice(&x_t);
         }
-        let images = jobs.len() * 2;
-        let mut latents = (Tensor::from_vec(latents, (images, c, h, w), device)
-            .map_err(runtime)?
+        let pairs = jobs.len();
+        let images = pairs * 2;
+        let x_t = (Tensor::from_vec(x_t_all, (pairs, c, h, w), device).map_err(runtime)?
             * self.scheduler.init_noise_sigma())
         .map_err(runtime)?;
 
@@ -129,45 +198,39 @@ impl<'m> PairSampler<'m> {
             .collect();
         let mut timings = self.timings.get();
         let started = Instant::now();
+        // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one.
         let cond = self.model.encode_text(&token_rows)?;
         timings.text_encoder += started.elapsed();
         let use_cfg = jobs.iter().any(|job| job.guidance_scale > 1.0);
-        let (context, guidance) = if use_cfg {
-            let seq = self.negative_context.dim(1).map_err(runtime)?;
-            let hidden = self.negative_context.dim(2).map_err(runtime)?;
-            let uncond = self
-                .negative_context
-                .broadcast_as((images, seq, hidden))
-                .and_then(|t| t.contiguous())
-                .map_err(runtime)?;
-            let context = Tensor::cat(&[&uncond, &cond], 0).map_err(runtime)?;
-            // diffusers skips guidance when the scale is <= 1, i.e. uses the conditional output.
-            let scales: Vec<f32> = jobs
-                .iter()
-                .flat_map(|job| [job.guidance_scale.max(1.0); 2])
-                .collect();
-            let guidance = Tensor::from_vec(scales, (images, 1, 1, 1), device).map_err(runtime)?;
-            (context, Some(guidance))
-        } else {
-            (cond, None)
-        };
+        let scales: Vec<f32> = jobs.iter().map(|job| job.guidance_scale).collect();
+        let cfg_factor = if use_cfg { 2 } else { 1 };
 
         let started = Instant::now();
-        for &t in self.scheduler.timesteps() {
-            timings.unet_calls += 1;
-            let noise = match &guidance {
-                Some(guidance) => {
-                    let input = Tensor::cat(&[&latents, &latents], 0).map_err(runtime)?;
-                    let out = self.model.unet_forward(&input, t as f64, &context)?;
-                    let uncond = out.narrow(0, 0, images).map_err(runtime)?;
-                    let cond = out.narrow(0, images, images).map_err(runtime)?;
-                    let delta = (cond - &uncond).map_err(runtime)?;
-                    (uncond + delta.broadcast_mul(guidance).map_err(runtime)?).map_err(runtime)?
-                }
-                None => self.model.unet_forward(&latents, t as f64, &context)?,
-            };
-            latents = self.scheduler.step(&noise, t, &latents).map_err(runtime)?;
-        }
+        let timesteps = self.scheduler.timesteps();
+        let switch = self.switch_step.min(timesteps.len());
+        let mut latents = if switch > 0 {
+            // prompt-switch: the shared prefix is computed once per pair, conditioned on the
+            // unsafe prompt, then each trajectory forks into its two branches.
+            let unsafe_rows: Vec<u32> = (0..pairs as u32).map(|i| 2 * i).collect();
+            let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
+            let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
+            let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
+            let prefix = self.denoise(x_t, &timesteps[..switch], &inputs, &mut timings)?;
+            timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
+            prefix
+                .unsqueeze(1)
+                .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
+                .and_then(|t| t.reshape((images, c, h, w)))
+                .map_err(runtime)?
+        } else {
+            // shared-latent: the unsafe and the safe branch start from the very same x_T.
+            x_t.unsqueeze(1)
+                .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
+                .and_then(|t| t.reshape((images, c, h, w)))
+                .map_err(runtime)?
+        };
+        let inputs = self.guidance_inputs(&cond, &scales, use_cfg, 2)?;
+        latents = self.denoise(latents, &timesteps[switch..], &inputs, &mut timings)?;
 
         timings.unet += started.elapsed();
         let started = Instant::now();
