@@ -248,6 +248,7 @@ pub fn run_build(
     let s = &manifest.sampling;
     let sampler = PairSampler::new(
         &model,
+        &s.scheduler,
         s.steps as usize,
         s.height as usize,
         s.width as usize,

@@ -66,7 +66,7 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSection {
-    /// Scheduler name: ddim.
+    /// Scheduler name: ddim or euler-ancestral.
     pub scheduler: String,
     /// Denoising steps.
     pub steps: u32,
@@ -388,10 +388,13 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         }
     }
     let s = &m.sampling;
-    if s.scheduler != "ddim" {
+    if s.scheduler != "ddim" && s.scheduler != "euler-ancestral" {
         return fail(
             "[sampling].scheduler",
-            format!("`{}` is not supported (supported: ddim)", s.scheduler),
+            format!(
+                "`{}` is not supported (supported: ddim, euler-ancestral)",
+                s.scheduler
+            ),
         );
     }
     if s.steps == 0 || s.steps > 1000 {

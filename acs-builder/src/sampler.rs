@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use crate::error::AcsError;
 use crate::model::StableDiffusion;
 use crate::rng::Mt19937;
-use crate::scheduler::DdimScheduler;
+use crate::scheduler::Scheduler;
 
 /// One pair to render.
 #[derive(Debug, Clone)]
@@ -58,30 +58,27 @@ pub struct SamplerTimings {
 /// Renders pairs with one model, scheduler configuration and negative prompt.
 pub struct PairSampler<'m> {
     model: &'m StableDiffusion,
-    scheduler: DdimScheduler,
+    scheduler: Scheduler,
     negative_context: Tensor,
     latent_shape: [usize; 3],
     switch_step: usize,
     timings: Cell<SamplerTimings>,
 }
 
-/// The initial latent of a seed: `torch.randn((1, c, h, w), generator=Generator("cpu").manual_seed(seed))`.
-pub fn initial_latent(seed: u64, shape: [usize; 3]) -> Vec<f32> {
-    Mt19937::new(seed).randn_f32(shape.iter().product())
-}
-
 impl<'m> PairSampler<'m> {
-    /// A sampler for `steps` DDIM steps at `height` x `width` with a negative prompt; the
-    /// first `switch_step` steps are shared by both branches (prompt-switch), 0 for none.
+    /// A sampler for `steps` steps of `scheduler` at `height` x `width` with a negative prompt;
+    /// the first `switch_step` steps are shared by both branches (prompt-switch), 0 for none.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'m StableDiffusion,
+        scheduler: &str,
         steps: usize,
         height: usize,
         width: usize,
         negative_prompt: &str,
         switch_step: usize,
     ) -> Result<Self, AcsError> {
-        let scheduler = DdimScheduler::new(&model.schedule, steps)?;
+        let scheduler = Scheduler::new(scheduler, &model.schedule, steps)?;
         let negative = model.tokenizer.encode(negative_prompt)?;
         let negative_context = model.encode_text(&[negative.ids])?;
         Ok(Self {
@@ -136,30 +133,62 @@ impl<'m> PairSampler<'m> {
         Ok((context, Some(guidance)))
     }
 
-    /// Runs `timesteps` of the scheduler on `latents` with classifier-free guidance.
+    /// Runs the scheduler's steps `steps` on `latents` with classifier-free guidance. Ancestral
+    /// noise is drawn per pair from `rngs` (continuing each pair's x_T generator, as diffusers
+    /// continues its generator) and shared by the pair's rows.
     fn denoise(
         &self,
         mut latents: Tensor,
-        timesteps: &[usize],
+        steps: std::ops::Range<usize>,
         (context, guidance): &(Tensor, Option<Tensor>),
+        rngs: &mut [Mt19937],
         timings: &mut SamplerTimings,
     ) -> Result<Tensor, AcsError> {
         let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
         let rows = latents.dim(0).map_err(runtime)?;
-        for &t in timesteps {
+        let [c, h, w] = self.latent_shape;
+        for index in steps {
             timings.unet_calls += 1;
-            let noise = match guidance {
+            let t = self.scheduler.model_timestep(index);
+            let input = self
+                .scheduler
+                .scale_model_input(&latents, index)
+                .map_err(runtime)?;
+            let noise_pred = match guidance {
                 Some(guidance) => {
-                    let input = Tensor::cat(&[&latents, &latents], 0).map_err(runtime)?;
-                    let out = self.model.unet_forward(&input, t as f64, context)?;
+                    let input = Tensor::cat(&[&input, &input], 0).map_err(runtime)?;
+                    let out = self.model.unet_forward(&input, t, context)?;
                     let uncond = out.narrow(0, 0, rows).map_err(runtime)?;
                     let cond = out.narrow(0, rows, rows).map_err(runtime)?;
                     let delta = (cond - &uncond).map_err(runtime)?;
                     (uncond + delta.broadcast_mul(guidance).map_err(runtime)?).map_err(runtime)?
                 }
-                None => self.model.unet_forward(&latents, t as f64, context)?,
+                None => self.model.unet_forward(&input, t, context)?,
             };
-            latents = self.scheduler.step(&noise, t, &latents).map_err(runtime)?;
+            let noise = if self.scheduler.needs_noise() {
+                let pairs = rngs.len();
+                let values: Vec<f32> = rngs
+                    .iter_mut()
+                    .flat_map(|rng| rng.randn_f32(c * h * w))
+                    .collect();
+                let noise = Tensor::from_vec(values, (pairs, c, h, w), &self.model.device)
+                    .map_err(runtime)?;
+                Some(if rows == pairs {
+                    noise
+                } else {
+                    noise
+                        .unsqueeze(1)
+                        .and_then(|t| t.broadcast_as((pairs, rows / pairs, c, h, w)))
+                        .and_then(|t| t.reshape((rows, c, h, w)))
+                        .map_err(runtime)?
+                })
+            } else {
+                None
+            };
+            latents = self
+                .scheduler
+                .step(&noise_pred, index, &latents, noise.as_ref())
+                .map_err(runtime)?;
         }
         Ok(latents)
     }
@@ -180,17 +209,21 @@ impl<'m> PairSampler<'m> {
 
         let mut x_t_hashes = Vec::with_capacity(jobs.len());
         let mut x_t_all = Vec::with_capacity(jobs.len() * c * h * w);
+        let mut rngs = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let x_t = initial_latent(job.seed, self.latent_shape);
+            let mut rng = Mt19937::new(job.seed);
+            let x_t = rng.randn_f32(c * h * w);
+            rngs.push(rng);
             let bytes: Vec<u8> = x_t.iter().flat_map(|v| v.to_le_bytes()).collect();
             x_t_hashes.push(acs_schema::sha256_bytes(&bytes));
             x_t_all.extend_from_slice(&x_t);
         }
         let pairs = jobs.len();
         let images = pairs * 2;
-        let x_t = (Tensor::from_vec(x_t_all, (pairs, c, h, w), device).map_err(runtime)?
-            * self.scheduler.init_noise_sigma())
-        .map_err(runtime)?;
+        let sigma = Tensor::new(self.scheduler.init_noise_sigma(), device).map_err(runtime)?;
+        let x_t = Tensor::from_vec(x_t_all, (pairs, c, h, w), device)
+            .and_then(|t| t.broadcast_mul(&sigma))
+            .map_err(runtime)?;
 
         let token_rows: Vec<Vec<u32>> = jobs
             .iter()
@@ -206,8 +239,8 @@ impl<'m> PairSampler<'m> {
         let cfg_factor = if use_cfg { 2 } else { 1 };
 
         let started = Instant::now();
-        let timesteps = self.scheduler.timesteps();
-        let switch = self.switch_step.min(timesteps.len());
+        let steps = self.scheduler.len();
+        let switch = self.switch_step.min(steps);
         let mut latents = if switch > 0 {
             // prompt-switch: the shared prefix is computed once per pair, conditioned on the
             // unsafe prompt, then each trajectory forks into its two branches.
@@ -215,7 +248,7 @@ impl<'m> PairSampler<'m> {
             let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
             let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
             let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
-            let prefix = self.denoise(x_t, &timesteps[..switch], &inputs, &mut timings)?;
+            let prefix = self.denoise(x_t, 0..switch, &inputs, &mut rngs, &mut timings)?;
             timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
             prefix
                 .unsqueeze(1)
@@ -230,7 +263,7 @@ impl<'m> PairSampler<'m> {
                 .map_err(runtime)?
         };
         let inputs = self.guidance_inputs(&cond, &scales, use_cfg, 2)?;
-        latents = self.denoise(latents, &timesteps[switch..], &inputs, &mut timings)?;
+        latents = self.denoise(latents, switch..steps, &inputs, &mut rngs, &mut timings)?;
 
         timings.unet += started.elapsed();
         let started = Instant::now();

@@ -175,6 +175,212 @@ impl DdimScheduler {
     }
 }
 
+/// Euler ancestral, as diffusers' `EulerAncestralDiscreteScheduler`. The ancestral noise of
+/// each step is supplied by the caller, so both branches of a pair can share it.
+#[derive(Debug, Clone)]
+pub struct EulerAncestralScheduler {
+    timesteps: Vec<f32>,
+    sigmas: Vec<f32>,
+    init_noise_sigma: f32,
+    prediction: Prediction,
+}
+
+impl EulerAncestralScheduler {
+    /// A scheduler for `steps` inference steps.
+    pub fn new(schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
+        let t = schedule.num_train_timesteps;
+        if steps == 0 || steps > t {
+            return Err(AcsError::input(format!(
+                "[sampling].steps: must be 1..={t} for this model (got {steps})"
+            )));
+        }
+        let timesteps: Vec<f32> = match schedule.timestep_spacing.as_str() {
+            "linspace" => (0..steps)
+                .rev()
+                .map(|i| {
+                    if steps == 1 {
+                        0.0
+                    } else {
+                        (i as f64 * (t - 1) as f64 / (steps - 1) as f64) as f32
+                    }
+                })
+                .collect(),
+            "trailing" => {
+                let stride = t as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| (t as f64 - i as f64 * stride).round() as f32 - 1.0)
+                    .collect()
+            }
+            _ => {
+                let ratio = t / steps;
+                (0..steps)
+                    .rev()
+                    .map(|i| (i * ratio) as f32 + schedule.steps_offset as f32)
+                    .collect()
+            }
+        };
+        // sigma(t) = sqrt((1 - alpha_bar) / alpha_bar) in float32, interpolated at the
+        // (possibly fractional) timesteps in float64 as numpy's interp does.
+        let train_sigmas: Vec<f32> = alphas_cumprod(schedule)
+            .iter()
+            .map(|a| ((1.0 - a) / a).sqrt())
+            .collect();
+        let interp = |x: f32| -> Result<f32, AcsError> {
+            let x = x as f64;
+            if !(0.0..=(t - 1) as f64).contains(&x) {
+                return Err(AcsError::input(format!(
+                    "scheduler: timestep {x} is out of range for {t} training steps"
+                )));
+            }
+            let lo = x.floor() as usize;
+            let hi = (lo + 1).min(t - 1);
+            let frac = x - lo as f64;
+            let (a, b) = (train_sigmas[lo] as f64, train_sigmas[hi] as f64);
+            Ok((a + (b - a) * frac) as f32)
+        };
+        let mut sigmas = timesteps
+            .iter()
+            .map(|&ts| interp(ts))
+            .collect::<Result<Vec<_>, _>>()?;
+        sigmas.push(0.0);
+        let max_sigma = sigmas.iter().copied().fold(0.0f32, f32::max);
+        let init_noise_sigma = match schedule.timestep_spacing.as_str() {
+            "linspace" | "trailing" => max_sigma,
+            _ => (max_sigma * max_sigma + 1.0).sqrt(),
+        };
+        let prediction = if schedule.prediction_type == "v_prediction" {
+            Prediction::VPrediction
+        } else {
+            Prediction::Epsilon
+        };
+        Ok(Self {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+            prediction,
+        })
+    }
+
+    fn step(
+        &self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let device = sample.device();
+        let s = |v: f32| scalar(v, device);
+        let sigma = self.sigmas[index];
+        let pred_x0 = match self.prediction {
+            Prediction::Epsilon => {
+                sample.broadcast_sub(&model_output.broadcast_mul(&s(sigma)?)?)?
+            }
+            Prediction::VPrediction => {
+                let c_out = -sigma / (sigma * sigma + 1.0).sqrt();
+                model_output
+                    .broadcast_mul(&s(c_out)?)?
+                    .broadcast_add(&sample.broadcast_div(&s(sigma * sigma + 1.0)?)?)?
+            }
+        };
+        let sigma_from = sigma;
+        let sigma_to = self.sigmas[index + 1];
+        let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
+            / (sigma_from * sigma_from))
+            .sqrt();
+        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).sqrt();
+        let derivative = sample.broadcast_sub(&pred_x0)?.broadcast_div(&s(sigma)?)?;
+        let dt = sigma_down - sigma;
+        let prev = sample.broadcast_add(&derivative.broadcast_mul(&s(dt)?)?)?;
+        prev.broadcast_add(&noise.broadcast_mul(&s(sigma_up)?)?)
+    }
+}
+
+/// The schedulers acs runs, by manifest name.
+#[derive(Debug, Clone)]
+pub enum Scheduler {
+    /// `ddim`: deterministic DDIM.
+    Ddim(DdimScheduler),
+    /// `euler-ancestral`: Euler ancestral with caller-supplied noise.
+    EulerAncestral(EulerAncestralScheduler),
+}
+
+impl Scheduler {
+    /// The scheduler named in `[sampling].scheduler`.
+    pub fn new(name: &str, schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
+        match name {
+            "ddim" => Ok(Self::Ddim(DdimScheduler::new(schedule, steps)?)),
+            "euler-ancestral" => Ok(Self::EulerAncestral(EulerAncestralScheduler::new(
+                schedule, steps,
+            )?)),
+            other => Err(AcsError::input(format!(
+                "[sampling].scheduler: `{other}` is not supported"
+            ))),
+        }
+    }
+
+    /// Number of denoising steps.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Ddim(s) => s.timesteps.len(),
+            Self::EulerAncestral(s) => s.timesteps.len(),
+        }
+    }
+
+    /// True when there are no steps (never, for a valid configuration).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The timestep the UNet is conditioned on at step `index`.
+    pub fn model_timestep(&self, index: usize) -> f64 {
+        match self {
+            Self::Ddim(s) => s.timesteps[index] as f64,
+            Self::EulerAncestral(s) => s.timesteps[index] as f64,
+        }
+    }
+
+    /// The factor x_T is multiplied by.
+    pub fn init_noise_sigma(&self) -> f32 {
+        match self {
+            Self::Ddim(_) => 1.0,
+            Self::EulerAncestral(s) => s.init_noise_sigma,
+        }
+    }
+
+    /// Whether `step` needs fresh noise at every step.
+    pub fn needs_noise(&self) -> bool {
+        matches!(self, Self::EulerAncestral(_))
+    }
+
+    /// The UNet input for `sample` at step `index`.
+    pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Ddim(_) => Ok(sample.clone()),
+            Self::EulerAncestral(s) => {
+                let sigma = s.sigmas[index];
+                sample.broadcast_div(&scalar((sigma * sigma + 1.0).sqrt(), sample.device())?)
+            }
+        }
+    }
+
+    /// One step from `sample` at step `index`; `noise` is required when [`Self::needs_noise`].
+    pub fn step(
+        &self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        match (self, noise) {
+            (Self::Ddim(s), _) => s.step(model_output, s.timesteps[index], sample),
+            (Self::EulerAncestral(s), Some(noise)) => s.step(model_output, index, sample, noise),
+            (Self::EulerAncestral(_), None) => Err(candle_core::Error::Msg(
+                "euler-ancestral step without noise".into(),
+            )),
+        }
+    }
+}
+
 fn scalar(value: f32, device: &Device) -> candle_core::Result<Tensor> {
     Tensor::new(value, device)
 }
@@ -213,6 +419,25 @@ mod tests {
         // diffusers: scheduler.alphas_cumprod[0] = 0.99915, [-1] = 0.0046600
         assert!((ac[0] - 0.99915).abs() < 1e-6);
         assert!((ac[999] - 0.004_660_0).abs() < 2e-5, "{}", ac[999]);
+    }
+
+    #[test]
+    fn euler_ancestral_sigmas_match_diffusers() {
+        let euler = EulerAncestralScheduler::new(&sd_schedule(), 25).unwrap();
+        assert_eq!(&euler.timesteps[..2], &[961.0, 921.0]);
+        assert_eq!(euler.sigmas.len(), 26);
+        assert_eq!(*euler.sigmas.last().unwrap(), 0.0);
+        // diffusers 0.42.1 (2026-11-28): sigmas[:2] = [11.676050186157227, 9.338079452514648],
+        // init_noise_sigma = 11.718794822692871. The last bits differ: torch's vectorised
+        // linspace rounds differently from its scalar formula, which acs follows.
+        let close = |a: f32, b: f32| ((a - b) / b).abs() < 2e-6;
+        assert!(close(euler.sigmas[0], 11.676_05), "{}", euler.sigmas[0]);
+        assert!(close(euler.sigmas[1], 9.338_079), "{}", euler.sigmas[1]);
+        assert!(
+            close(euler.init_noise_sigma, 11.718_795),
+            "{}",
+            euler.init_noise_sigma
+        );
     }
 
     #[test]

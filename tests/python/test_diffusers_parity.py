@@ -71,3 +71,52 @@ def test_pairs_match_diffusers(pipeline):
     print(f"max |latent diff| / range = {worst_latent:.2e}, max pixel diff = {worst_pixel}")
     assert worst_latent <= LATENT_TOLERANCE
     assert worst_pixel <= PIXEL_TOLERANCE
+
+
+ACS = os.environ.get("ACS_BIN")
+
+
+@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
+def test_euler_ancestral_pairs_match_diffusers_with_shared_noise(pipeline, tmp_path):
+    """Both branches of a pair take the same ancestral noise: diffusers, run on each prompt alone
+    with generator=Generator("cpu").manual_seed(seed) (x_T first, then one draw per step), must
+    reproduce each branch."""
+    import subprocess
+
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
+        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
+    )
+    manifest = tmp_path / "euler.toml"
+    manifest.write_text(
+        f'[model]\npath = "{TINY}"\n[sampling]\nscheduler = "euler-ancestral"\nsteps = 10\n'
+        f'guidance_scale = 7.5\nheight = 64\nwidth = 64\n'
+        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
+        f'[output]\nsplits = {{ train = 1.0 }}\n'
+    )
+    out = tmp_path / "out"
+    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
+    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
+    assert len(rows) == 2
+
+    pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(pipeline.scheduler.config)
+    worst = 0.0
+    for row in rows:
+        for side in ("unsafe", "safe"):
+            theirs = pipeline(
+                prompt=row[f"{side}_prompt"],
+                negative_prompt=row["negative_prompt"],
+                num_inference_steps=row["steps"],
+                guidance_scale=row["guidance_scale"],
+                height=row["height"],
+                width=row["width"],
+                generator=torch.Generator("cpu").manual_seed(row["seed"]),
+                output_type="latent",
+            ).images.numpy()[0]
+            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
+            worst = max(worst, float(np.abs(theirs - ours).max()) / float(np.abs(theirs).max()))
+    print(f"euler-ancestral: max |latent diff| / range = {worst:.2e}")
+    assert worst <= LATENT_TOLERANCE
