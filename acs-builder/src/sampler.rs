@@ -68,7 +68,6 @@ pub struct PairSampler<'m> {
 impl<'m> PairSampler<'m> {
     /// A sampler for `steps` steps of `scheduler` at `height` x `width` with a negative prompt;
     /// the first `switch_step` steps are shared by both branches (prompt-switch), 0 for none.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'m StableDiffusion,
         scheduler: &str,

@@ -131,11 +131,6 @@ impl DdimScheduler {
         &self.timesteps
     }
 
-    /// Scale of the initial noise (1 for DDIM).
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
     /// One denoising step from `sample` at `timestep` given the model output.
     pub fn step(
         &self,
