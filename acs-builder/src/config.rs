@@ -66,7 +66,7 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSection {
-    /// Scheduler name: ddim or euler-ancestral.
+    /// Scheduler name: ddim, euler-ancestral, dpmpp-2m or dpmpp-2m-karras.
     pub scheduler: String,
     /// Denoising steps.
     pub steps: u32,
@@ -388,12 +388,14 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         }
     }
     let s = &m.sampling;
-    if s.scheduler != "ddim" && s.scheduler != "euler-ancestral" {
+    const SCHEDULERS: [&str; 4] = ["ddim", "euler-ancestral", "dpmpp-2m", "dpmpp-2m-karras"];
+    if !SCHEDULERS.contains(&s.scheduler.as_str()) {
         return fail(
             "[sampling].scheduler",
             format!(
-                "`{}` is not supported (supported: ddim, euler-ancestral)",
-                s.scheduler
+                "`{}` is not supported (supported: {})",
+                s.scheduler,
+                SCHEDULERS.join(", ")
             ),
         );
     }

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use crate::error::AcsError;
 use crate::model::StableDiffusion;
 use crate::rng::Mt19937;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, SchedulerState};
 
 /// One pair to render.
 #[derive(Debug, Clone)]
@@ -141,6 +141,7 @@ impl<'m> PairSampler<'m> {
         steps: std::ops::Range<usize>,
         (context, guidance): &(Tensor, Option<Tensor>),
         rngs: &mut [Mt19937],
+        state: &mut SchedulerState,
         timings: &mut SamplerTimings,
     ) -> Result<Tensor, AcsError> {
         let runtime = |e: candle_core::Error| AcsError::runtime("pair sampler", e);
@@ -186,7 +187,7 @@ impl<'m> PairSampler<'m> {
             };
             latents = self
                 .scheduler
-                .step(&noise_pred, index, &latents, noise.as_ref())
+                .step(&noise_pred, index, &latents, noise.as_ref(), state)
                 .map_err(runtime)?;
         }
         Ok(latents)
@@ -240,6 +241,7 @@ impl<'m> PairSampler<'m> {
         let started = Instant::now();
         let steps = self.scheduler.len();
         let switch = self.switch_step.min(steps);
+        let mut state = SchedulerState::default();
         let mut latents = if switch > 0 {
             // prompt-switch: the shared prefix is computed once per pair, conditioned on the
             // unsafe prompt, then each trajectory forks into its two branches.
@@ -247,13 +249,18 @@ impl<'m> PairSampler<'m> {
             let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
             let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
             let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
-            let prefix = self.denoise(x_t, 0..switch, &inputs, &mut rngs, &mut timings)?;
+            let prefix =
+                self.denoise(x_t, 0..switch, &inputs, &mut rngs, &mut state, &mut timings)?;
             timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
-            prefix
-                .unsqueeze(1)
-                .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
-                .and_then(|t| t.reshape((images, c, h, w)))
-                .map_err(runtime)?
+            let fork = |t: &Tensor| {
+                t.unsqueeze(1)
+                    .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
+                    .and_then(|t| t.reshape((images, c, h, w)))
+                    .map_err(runtime)
+            };
+            // Multistep history forks with the latents.
+            state.previous_x0 = state.previous_x0.as_ref().map(fork).transpose()?;
+            fork(&prefix)?
         } else {
             // shared-latent: the unsafe and the safe branch start from the very same x_T.
             x_t.unsqueeze(1)
@@ -262,7 +269,14 @@ impl<'m> PairSampler<'m> {
                 .map_err(runtime)?
         };
         let inputs = self.guidance_inputs(&cond, &scales, use_cfg, 2)?;
-        latents = self.denoise(latents, switch..steps, &inputs, &mut rngs, &mut timings)?;
+        latents = self.denoise(
+            latents,
+            switch..steps,
+            &inputs,
+            &mut rngs,
+            &mut state,
+            &mut timings,
+        )?;
 
         timings.unet += started.elapsed();
         let started = Instant::now();

@@ -120,3 +120,50 @@ def test_euler_ancestral_pairs_match_diffusers_with_shared_noise(pipeline, tmp_p
             worst = max(worst, float(np.abs(theirs - ours).max()) / float(np.abs(theirs).max()))
     print(f"euler-ancestral: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
+
+
+@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
+@pytest.mark.parametrize("scheduler,karras", [("dpmpp-2m", False), ("dpmpp-2m-karras", True)])
+def test_dpm_solver_pairs_match_diffusers(pipeline, tmp_path, scheduler, karras):
+    """DPM-Solver++ 2M (and its Karras-sigma variant) against diffusers'
+    DPMSolverMultistepScheduler with its defaults on the model's scheduler config."""
+    import subprocess
+
+    from diffusers import DPMSolverMultistepScheduler
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
+        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
+    )
+    manifest = tmp_path / "dpm.toml"
+    manifest.write_text(
+        f'[model]\npath = "{TINY}"\n[sampling]\nscheduler = "{scheduler}"\nsteps = 10\n'
+        f'guidance_scale = 7.5\nheight = 64\nwidth = 64\n'
+        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
+        f'[output]\nsplits = {{ train = 1.0 }}\n'
+    )
+    out = tmp_path / "out"
+    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
+    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
+    assert len(rows) == 2
+
+    pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config, use_karras_sigmas=karras)
+    worst = 0.0
+    for row in rows:
+        x_t = torch.randn([1, *row["latent_shape"]], generator=torch.Generator("cpu").manual_seed(row["seed"]))
+        theirs = pipeline(
+            prompt=[row["unsafe_prompt"], row["safe_prompt"]],
+            negative_prompt=[row["negative_prompt"]] * 2,
+            num_inference_steps=row["steps"],
+            guidance_scale=row["guidance_scale"],
+            height=row["height"],
+            width=row["width"],
+            latents=x_t.repeat(2, 1, 1, 1),
+            output_type="latent",
+        ).images.numpy()
+        for i, side in enumerate(("unsafe", "safe")):
+            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
+            worst = max(worst, float(np.abs(theirs[i] - ours).max()) / float(np.abs(theirs[i]).max()))
+    print(f"{scheduler}: max |latent diff| / range = {worst:.2e}")
+    assert worst <= LATENT_TOLERANCE
