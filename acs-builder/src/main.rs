@@ -8,6 +8,7 @@ use acs_builder::imaging::npy_f32;
 use acs_builder::model::tiny::write_tiny_model;
 use acs_builder::rng::Mt19937;
 use acs_builder::stats::dataset_stats;
+use acs_builder::tokenizer::ClipTokenizer;
 use acs_builder::validate::validate;
 use acs_builder::AcsError;
 use acs_schema::write_atomic;
@@ -70,6 +71,15 @@ enum ModelCommand {
     InitTiny {
         /// Target folder (new or empty).
         dir: PathBuf,
+    },
+    /// Tokenize prompts (one per line of FILE, or `-` for stdin) with the CLIP tokenizer of a
+    /// model folder (default: the embedded vocabulary); prints one JSON object per prompt.
+    Tokenize {
+        /// File of prompts, one per line; `-` reads stdin.
+        input: PathBuf,
+        /// A diffusers model folder whose tokenizer/ to use.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Write the initial latent x_T acs draws for a seed as a float32 .npy file; it equals
     /// torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)).
@@ -166,6 +176,30 @@ fn run(cli: Cli) -> Result<(), AcsError> {
         } => {
             write_tiny_model(&dir)?;
             println!("wrote the tiny model to {}", dir.display());
+            Ok(())
+        }
+        Command::Model {
+            command: ModelCommand::Tokenize { input, model },
+        } => {
+            let tokenizer = match model {
+                Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
+                None => ClipTokenizer::embedded()?,
+            };
+            let text = if input.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| AcsError::input(format!("stdin: {e}")))?
+            } else {
+                std::fs::read_to_string(&input).map_err(|e| AcsError::io(&input, e))?
+            };
+            for prompt in text.lines() {
+                let tokens = tokenizer.encode(prompt)?;
+                let line = serde_json::json!({
+                    "ids": tokens.ids,
+                    "content": tokens.content,
+                    "truncated": tokens.truncated,
+                });
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Model {

@@ -249,11 +249,13 @@ impl ClipTokenizer {
         self.pad_id
     }
 
-    /// Tokenizes a prompt to CLIP's 77-token context, truncating over-long prompts.
+    /// Tokenizes a prompt to CLIP's 77-token context, truncating over-long prompts. The text is
+    /// first cleaned as open_clip does (see [`clip_clean`]).
     pub fn encode(&self, prompt: &str) -> Result<TokenizedPrompt, AcsError> {
+        let cleaned = clip_clean(prompt);
         let encoding = self
             .inner
-            .encode(prompt, false)
+            .encode(cleaned.as_str(), false)
             .map_err(|e| AcsError::input(format!("cannot tokenize prompt {prompt:?}: {e}")))?;
         let mut content = encoding.get_ids().to_vec();
         let max_content = CONTEXT_LENGTH - 2;
@@ -270,6 +272,42 @@ impl ClipTokenizer {
             truncated,
         })
     }
+}
+
+/// open_clip's `basic_clean` without ftfy's mojibake repair: ftfy's other default fixes
+/// (curly quotes to straight ones, Latin ligatures, full-width characters, control characters)
+/// and HTML entities decoded twice. Whitespace and case are handled by the tokenizer's
+/// normalizer.
+pub fn clip_clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{02bc}' | '\u{2018}'..='\u{201b}' => out.push('\''),
+            '\u{201c}'..='\u{201f}' => out.push('"'),
+            '\u{3000}' => out.push(' '),
+            '\u{ff01}'..='\u{ff5e}' => {
+                out.push(char::from_u32(c as u32 - 0xff01 + 0x21).unwrap_or(c))
+            }
+            '\u{fb00}' => out.push_str("ff"),
+            '\u{fb01}' => out.push_str("fi"),
+            '\u{fb02}' => out.push_str("fl"),
+            '\u{fb03}' => out.push_str("ffi"),
+            '\u{fb04}' => out.push_str("ffl"),
+            '\u{fb05}' | '\u{fb06}' => out.push_str("st"),
+            '\u{0132}' => out.push_str("IJ"),
+            '\u{0133}' => out.push_str("ij"),
+            '\u{0000}'..='\u{0008}'
+            | '\u{000b}'
+            | '\u{000e}'..='\u{001f}'
+            | '\u{007f}'
+            | '\u{206a}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffc}' => {}
+            _ => out.push(c),
+        }
+    }
+    let once = html_escape::decode_html_entities(&out).into_owned();
+    html_escape::decode_html_entities(&once).trim().to_owned()
 }
 
 /// The pad token named by `tokenizer_config.json` or `special_tokens_map.json`; SD 1.x pads
@@ -320,6 +358,19 @@ mod tests {
         assert!(tokens.ids[10..].iter().all(|&id| id == 49407));
         assert_eq!(tokens.ids.len(), CONTEXT_LENGTH);
         assert!(!tokens.truncated);
+    }
+
+    #[test]
+    fn text_is_cleaned_like_open_clip() {
+        assert_eq!(
+            clip_clean("\u{201c}it\u{2019}s\u{201d} &amp;amp; ﬁne ＡＢ"),
+            "\"it's\" & fine AB"
+        );
+        let tokenizer = ClipTokenizer::embedded().unwrap();
+        assert_eq!(
+            tokenizer.encode("\u{201c}a cat\u{201d}").unwrap(),
+            tokenizer.encode("\"a cat\"").unwrap()
+        );
     }
 
     #[test]
