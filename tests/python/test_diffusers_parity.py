@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(not (DATASET and TINY), reason="set ACS_SMOKE_DI
 
 # Stored latents are float16 (|x| up to ~80 here, where one f16 step is 0.0625, i.e. up to
 # ~5e-4 of the range from rounding alone); 25 steps with guidance 7.5 amplify float32 differences
-# between candle and torch on top. Measured 2026-11-28: 1.46e-3 of the range. Tolerances are
-# relative to the latent's range.
+# between candle and torch on top. Measured 2026-11-28: 1.46e-3 of the range (tiny model, DDIM),
+# 2.03e-3 (reduced SD 1.5 topology, 10 DDIM steps). Tolerances are relative to the range.
 LATENT_TOLERANCE = 3e-3
 # Image pixels may differ by rounding of the last 8-bit level after the VAE.
 PIXEL_TOLERANCE = 2
@@ -166,4 +166,76 @@ def test_dpm_solver_pairs_match_diffusers(pipeline, tmp_path, scheduler, karras)
             ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
             worst = max(worst, float(np.abs(theirs[i] - ours).max()) / float(np.abs(theirs[i]).max()))
     print(f"{scheduler}: max |latent diff| / range = {worst:.2e}")
+    assert worst <= LATENT_TOLERANCE
+
+
+def save_reduced_sd15(path, tokenizer_dir):
+    """A reduced-channel copy of the SD 1.5 topology (four down blocks, 77-token context, the full
+    49,408-token vocabulary) with random weights, saved in diffusers layout by diffusers."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(32, 64, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, layers_per_block=1, norm_num_groups=32, sample_size=64,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=64,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir), unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return pipe
+
+
+@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
+def test_reduced_sd15_topology_saved_by_diffusers(tmp_path):
+    """acs loads a folder diffusers wrote (transformers 5 text encoder keys, tokenizer.json) and
+    renders the same pairs as diffusers."""
+    import subprocess
+
+    model_dir = tmp_path / "sd15-reduced"
+    pipe = save_reduced_sd15(model_dir, os.path.join(TINY, "tokenizer"))
+    pipe.set_progress_bar_config(disable=True)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
+        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
+    )
+    manifest = tmp_path / "sd15.toml"
+    manifest.write_text(
+        f'[model]\npath = "{model_dir}"\n[sampling]\nsteps = 10\nguidance_scale = 7.5\nheight = 64\nwidth = 64\n'
+        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
+        f'[output]\nsplits = {{ train = 1.0 }}\n'
+    )
+    out = tmp_path / "out"
+    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
+    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
+    assert len(rows) == 2
+    worst = 0.0
+    for row in rows:
+        x_t = torch.randn([1, *row["latent_shape"]], generator=torch.Generator("cpu").manual_seed(row["seed"]))
+        theirs = pipe(
+            prompt=[row["unsafe_prompt"], row["safe_prompt"]], negative_prompt=[row["negative_prompt"]] * 2,
+            num_inference_steps=row["steps"], guidance_scale=row["guidance_scale"], height=64, width=64,
+            latents=x_t.repeat(2, 1, 1, 1), output_type="latent",
+        ).images.numpy()
+        for i, side in enumerate(("unsafe", "safe")):
+            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
+            worst = max(worst, float(np.abs(theirs[i] - ours).max()) / float(np.abs(theirs[i]).max()))
+    print(f"reduced SD 1.5 topology: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
