@@ -16,9 +16,54 @@ import pytest
 import torch
 from PIL import Image
 
-DATASET = os.environ.get("ACS_SMOKE_DIR")
-TINY = os.environ.get("ACS_TINY_DIR")
-pytestmark = pytest.mark.skipif(not (DATASET and TINY), reason="set ACS_SMOKE_DIR and ACS_TINY_DIR")
+from conftest import required_env
+
+DATASET = required_env("ACS_SMOKE_DIR")
+TINY = required_env("ACS_TINY_DIR")
+ACS = required_env("ACS_BIN")
+
+PAIRS = (
+    '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
+    '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
+)
+
+
+def acs_build(tmp_path, model_dir, scheduler="ddim", steps=10):
+    """Builds the two PAIRS with acs from `model_dir`; returns the rows."""
+    import subprocess
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(PAIRS)
+    manifest = tmp_path / "build.toml"
+    manifest.write_text(
+        f'[model]\npath = "{model_dir}"\n[sampling]\nscheduler = "{scheduler}"\nsteps = {steps}\n'
+        f'guidance_scale = 7.5\nheight = 64\nwidth = 64\n'
+        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
+        f'[output]\nsplits = {{ train = 1.0 }}\n'
+    )
+    out = tmp_path / "out"
+    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
+    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
+    assert len(rows) == 2
+    return rows
+
+
+def stored_latent(row, side):
+    return np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
+
+
+def pair_latents(pipe, row):
+    """diffusers' final latents for both prompts of a row, from the row's x_T."""
+    x_t = torch.randn([1, *row["latent_shape"]], generator=torch.Generator("cpu").manual_seed(row["seed"]))
+    return pipe(
+        prompt=[row["unsafe_prompt"], row["safe_prompt"]], negative_prompt=[row["negative_prompt"]] * 2,
+        num_inference_steps=row["steps"], guidance_scale=row["guidance_scale"], height=row["height"],
+        width=row["width"], latents=x_t.repeat(2, 1, 1, 1), output_type="latent",
+    ).images.numpy()
+
+
+def relative_error(theirs, ours):
+    return float(np.abs(theirs - ours).max()) / float(np.abs(theirs).max())
 
 # Stored latents are float16 (|x| up to ~80 here, where one f16 step is 0.0625, i.e. up to
 # ~5e-4 of the range from rounding alone); 25 steps with guidance 7.5 amplify float32 differences
@@ -48,23 +93,11 @@ def test_pairs_match_diffusers(pipeline):
     worst_latent = 0.0
     worst_pixel = 0
     for row in rows[:4]:
-        shape = [1, *row["latent_shape"]]
-        x_t = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(row["seed"]))
-        kwargs = dict(
-            prompt=[row["unsafe_prompt"], row["safe_prompt"]],
-            negative_prompt=[row["negative_prompt"]] * 2,
-            num_inference_steps=row["steps"],
-            guidance_scale=row["guidance_scale"],
-            height=row["height"],
-            width=row["width"],
-        )
-        latents = pipeline(latents=x_t.repeat(2, 1, 1, 1), output_type="latent", **kwargs).images.numpy()
-        images = pipeline(latents=x_t.repeat(2, 1, 1, 1), output_type="np", **kwargs).images
+        latents = pair_latents(pipeline, row)
+        images = pipeline.vae.decode(torch.from_numpy(latents) / pipeline.vae.config.scaling_factor).sample
+        images = ((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).detach().numpy())
         for i, side in enumerate(("unsafe", "safe")):
-            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32)
-            ours = ours.reshape(row["latent_shape"])
-            scale = float(np.abs(latents[i]).max())
-            worst_latent = max(worst_latent, float(np.abs(latents[i] - ours).max()) / scale)
+            worst_latent = max(worst_latent, relative_error(latents[i], stored_latent(row, side)))
             pixels = np.asarray(Image.open(io.BytesIO(row[f"{side}_image"]["bytes"])).convert("RGB")).astype(int)
             theirs = (images[i] * 255).round().astype(int)
             worst_pixel = max(worst_pixel, int(np.abs(pixels - theirs).max()))
@@ -73,98 +106,42 @@ def test_pairs_match_diffusers(pipeline):
     assert worst_pixel <= PIXEL_TOLERANCE
 
 
-ACS = os.environ.get("ACS_BIN")
 
-
-@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
 def test_euler_ancestral_pairs_match_diffusers_with_shared_noise(pipeline, tmp_path):
     """Both branches of a pair take the same ancestral noise: diffusers, run on each prompt alone
     with generator=Generator("cpu").manual_seed(seed) (x_T first, then one draw per step), must
     reproduce each branch."""
-    import subprocess
-
     from diffusers import EulerAncestralDiscreteScheduler
 
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
-        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
-    )
-    manifest = tmp_path / "euler.toml"
-    manifest.write_text(
-        f'[model]\npath = "{TINY}"\n[sampling]\nscheduler = "euler-ancestral"\nsteps = 10\n'
-        f'guidance_scale = 7.5\nheight = 64\nwidth = 64\n'
-        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
-        f'[output]\nsplits = {{ train = 1.0 }}\n'
-    )
-    out = tmp_path / "out"
-    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
-    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
-    assert len(rows) == 2
-
+    rows = acs_build(tmp_path, TINY, scheduler="euler-ancestral")
     pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(pipeline.scheduler.config)
     worst = 0.0
     for row in rows:
         for side in ("unsafe", "safe"):
             theirs = pipeline(
-                prompt=row[f"{side}_prompt"],
-                negative_prompt=row["negative_prompt"],
-                num_inference_steps=row["steps"],
-                guidance_scale=row["guidance_scale"],
-                height=row["height"],
-                width=row["width"],
-                generator=torch.Generator("cpu").manual_seed(row["seed"]),
-                output_type="latent",
+                prompt=row[f"{side}_prompt"], negative_prompt=row["negative_prompt"],
+                num_inference_steps=row["steps"], guidance_scale=row["guidance_scale"],
+                height=row["height"], width=row["width"],
+                generator=torch.Generator("cpu").manual_seed(row["seed"]), output_type="latent",
             ).images.numpy()[0]
-            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
-            worst = max(worst, float(np.abs(theirs - ours).max()) / float(np.abs(theirs).max()))
+            worst = max(worst, relative_error(theirs, stored_latent(row, side)))
     print(f"euler-ancestral: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
 
 
-@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
 @pytest.mark.parametrize("scheduler,karras", [("dpmpp-2m", False), ("dpmpp-2m-karras", True)])
 def test_dpm_solver_pairs_match_diffusers(pipeline, tmp_path, scheduler, karras):
     """DPM-Solver++ 2M (and its Karras-sigma variant) against diffusers'
     DPMSolverMultistepScheduler with its defaults on the model's scheduler config."""
-    import subprocess
-
     from diffusers import DPMSolverMultistepScheduler
 
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
-        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
-    )
-    manifest = tmp_path / "dpm.toml"
-    manifest.write_text(
-        f'[model]\npath = "{TINY}"\n[sampling]\nscheduler = "{scheduler}"\nsteps = 10\n'
-        f'guidance_scale = 7.5\nheight = 64\nwidth = 64\n'
-        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
-        f'[output]\nsplits = {{ train = 1.0 }}\n'
-    )
-    out = tmp_path / "out"
-    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
-    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
-    assert len(rows) == 2
-
+    rows = acs_build(tmp_path, TINY, scheduler=scheduler)
     pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config, use_karras_sigmas=karras)
     worst = 0.0
     for row in rows:
-        x_t = torch.randn([1, *row["latent_shape"]], generator=torch.Generator("cpu").manual_seed(row["seed"]))
-        theirs = pipeline(
-            prompt=[row["unsafe_prompt"], row["safe_prompt"]],
-            negative_prompt=[row["negative_prompt"]] * 2,
-            num_inference_steps=row["steps"],
-            guidance_scale=row["guidance_scale"],
-            height=row["height"],
-            width=row["width"],
-            latents=x_t.repeat(2, 1, 1, 1),
-            output_type="latent",
-        ).images.numpy()
+        theirs = pair_latents(pipeline, row)
         for i, side in enumerate(("unsafe", "safe")):
-            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
-            worst = max(worst, float(np.abs(theirs[i] - ours).max()) / float(np.abs(theirs[i]).max()))
+            worst = max(worst, relative_error(theirs[i], stored_latent(row, side)))
     print(f"{scheduler}: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
 
@@ -202,40 +179,17 @@ def save_reduced_sd15(path, tokenizer_dir):
     return pipe
 
 
-@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
 def test_reduced_sd15_topology_saved_by_diffusers(tmp_path):
     """acs loads a folder diffusers wrote (transformers 5 text encoder keys, tokenizer.json) and
     renders the same pairs as diffusers."""
-    import subprocess
-
     model_dir = tmp_path / "sd15-reduced"
     pipe = save_reduced_sd15(model_dir, os.path.join(TINY, "tokenizer"))
     pipe.set_progress_bar_config(disable=True)
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(
-        '{"unsafe_prompt": "a bloody knife on a table", "safe_prompt": "a clean knife on a table", "seed": 7}\n'
-        '{"unsafe_prompt": "a nude figure in a garden", "safe_prompt": "a clothed figure in a garden", "seed": 2024}\n'
-    )
-    manifest = tmp_path / "sd15.toml"
-    manifest.write_text(
-        f'[model]\npath = "{model_dir}"\n[sampling]\nsteps = 10\nguidance_scale = 7.5\nheight = 64\nwidth = 64\n'
-        f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
-        f'[output]\nsplits = {{ train = 1.0 }}\n'
-    )
-    out = tmp_path / "out"
-    subprocess.run([ACS, "build", "--manifest", str(manifest), "--out", str(out)], check=True, capture_output=True)
-    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
-    assert len(rows) == 2
+    rows = acs_build(tmp_path, model_dir)
     worst = 0.0
     for row in rows:
-        x_t = torch.randn([1, *row["latent_shape"]], generator=torch.Generator("cpu").manual_seed(row["seed"]))
-        theirs = pipe(
-            prompt=[row["unsafe_prompt"], row["safe_prompt"]], negative_prompt=[row["negative_prompt"]] * 2,
-            num_inference_steps=row["steps"], guidance_scale=row["guidance_scale"], height=64, width=64,
-            latents=x_t.repeat(2, 1, 1, 1), output_type="latent",
-        ).images.numpy()
+        theirs = pair_latents(pipe, row)
         for i, side in enumerate(("unsafe", "safe")):
-            ours = np.frombuffer(row[f"{side}_latent"], dtype="<f2").astype(np.float32).reshape(row["latent_shape"])
-            worst = max(worst, float(np.abs(theirs[i] - ours).max()) / float(np.abs(theirs[i]).max()))
+            worst = max(worst, relative_error(theirs[i], stored_latent(row, side)))
     print(f"reduced SD 1.5 topology: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE

@@ -10,13 +10,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
 
-DATASET = os.environ.get("ACS_SMOKE_DIR")
-pytestmark = pytest.mark.skipif(not DATASET, reason="set ACS_SMOKE_DIR to an acs dataset folder")
+from conftest import required_env
+
+DATASET = required_env("ACS_SMOKE_DIR")
 
 
 def manifest():

@@ -7,10 +7,10 @@ import os
 import random
 import subprocess
 
-import pytest
 
-ACS = os.environ.get("ACS_BIN")
-pytestmark = pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
+from conftest import required_env
+
+ACS = required_env("ACS_BIN")
 
 SUBJECTS = ["a woman", "an old man", "two soldiers", "a knight", "a cat", "a crowd", "a robot", "la señora",
             "東京の少女", "девушка", "a café owner", "ein Mädchen", "a naïve artist", "an ÉLITE guard"]

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-ACS = os.environ.get("ACS_BIN")
-DATASET = os.environ.get("ACS_SMOKE_DIR")
+from conftest import required_env
+
+ACS = required_env("ACS_BIN")
+DATASET = required_env("ACS_SMOKE_DIR")
 
 SEEDS = [0, 1, 42, 2024, 123456789, 2**32 - 1, 2**32 + 5, 2**63 + 11]
 SHAPES = [(1,), (5,), (15,), (16,), (17,), (31,), (1, 4, 8, 8), (1, 4, 9, 9), (1, 4, 64, 64), (2, 4, 96, 64)]
@@ -23,7 +25,6 @@ def torch_randn(shape, seed):
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)).numpy()
 
 
-@pytest.mark.skipif(not ACS, reason="set ACS_BIN to the acs binary")
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_initial_latent_is_bit_identical_to_torch(tmp_path, shape):
     for seed in SEEDS:
@@ -39,7 +40,6 @@ def test_initial_latent_is_bit_identical_to_torch(tmp_path, shape):
         assert differing == 0, f"seed {seed}: {differing} of {ours.size} values differ, max {np.abs(ours - theirs).max()}"
 
 
-@pytest.mark.skipif(not DATASET, reason="set ACS_SMOKE_DIR to an acs dataset folder")
 def test_every_row_records_torchs_x_t():
     files = sorted(glob.glob(os.path.join(DATASET, "data", "*.parquet")))
     rows = pq.read_table(files, columns=["seed", "latent_shape", "x_t_sha256"]).to_pylist()
