@@ -188,17 +188,11 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
     );
     assert_eq!(again.status.code(), Some(2));
 
-    let manifest = work.path().join("m.toml");
-    let pairs = repo_root().join("samples/pairs.jsonl");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[model]\npath = \"tiny\"\n[sampling]\nsteps = 4\nheight = 64\nwidth = 64\n\
-             [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-            pairs.display().to_string()
-        ),
-    )
-    .unwrap();
+    let manifest = sample_manifest(
+        work.path(),
+        "m",
+        "[model]\npath = \"tiny\"\n[sampling]\nsteps = 4\nheight = 64\nwidth = 64\n",
+    );
     let out = work.path().join("out");
     let build = acs(
         home.path(),
@@ -235,6 +229,19 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
         );
     }
     assert_eq!(from_folder.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
+}
+
+/// Writes `DIR/NAME.toml`: `head` (model / sampling / alignment tables), then the sample pairs
+/// as the only source and a single train split; returns its path.
+fn sample_manifest(dir: &Path, name: &str, head: &str) -> PathBuf {
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    let path = dir.join(format!("{name}.toml"));
+    let source = format!(
+        "[[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+        pairs.display().to_string()
+    );
+    std::fs::write(&path, format!("{head}{source}")).unwrap();
+    path
 }
 
 /// Writes `manifest` (with `{pairs}` replaced by a pairs file holding `pairs`) and runs a build;
@@ -388,20 +395,8 @@ fn models_in_the_hugging_face_cache_are_found_offline() {
     assert!(init.status.success(), "{}", stderr(&init));
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-
-    let pairs = repo_root().join("samples/pairs.jsonl");
     let build = |revision: &str, out: &str| {
-        let manifest = work.path().join(format!("{out}.toml"));
-        std::fs::write(
-            &manifest,
-            format!(
-                "[model]\nrepo = \"acs-test/tiny-sd\"\nrevision = \"{revision}\"\n\
-                 [sampling]\nsteps = 2\nheight = 64\nwidth = 64\n\
-                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-                pairs.display().to_string()
-            ),
-        )
-        .unwrap();
+        let manifest = sample_manifest(work.path(), out, &format!("[model]\nrepo = \"acs-test/tiny-sd\"\nrevision = \"{revision}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"));
         Command::new(env!("CARGO_BIN_EXE_acs"))
             .args(["build", "--manifest", &manifest.display().to_string()])
             .args(["--out", &work.path().join(out).display().to_string()])
@@ -438,18 +433,8 @@ fn dtypes_and_broken_weights() {
     )
     .status
     .success());
-    let pairs = repo_root().join("samples/pairs.jsonl");
     let run = |dtype: &str, out: &str| {
-        let manifest = work.path().join(format!("{out}.toml"));
-        std::fs::write(
-            &manifest,
-            format!(
-                "[model]\npath = \"tiny\"\ndtype = \"{dtype}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n\
-                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-                pairs.display().to_string()
-            ),
-        )
-        .unwrap();
+        let manifest = sample_manifest(work.path(), out, &format!("[model]\npath = \"tiny\"\ndtype = \"{dtype}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"));
         let out = work.path().join(out);
         let result = acs(
             home.path(),
@@ -492,18 +477,12 @@ fn dtypes_and_broken_weights() {
 fn prompt_switch_shares_a_prefix_then_forks() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let pairs = repo_root().join("samples/pairs.jsonl");
     let build = |alignment: &str, out: &str| {
-        let manifest = work.path().join(format!("{out}.toml"));
-        std::fs::write(
-            &manifest,
-            format!(
-                "[sampling]\nsteps = 5\nheight = 64\nwidth = 64\n[alignment]\n{alignment}\n\
-                 [[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-                pairs.display().to_string()
-            ),
-        )
-        .unwrap();
+        let manifest = sample_manifest(
+            work.path(),
+            out,
+            &format!("[sampling]\nsteps = 5\nheight = 64\nwidth = 64\n[alignment]\n{alignment}\n"),
+        );
         let out = work.path().join(out);
         let run = acs(
             home.path(),
