@@ -194,17 +194,8 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
         "[model]\npath = \"tiny\"\n[sampling]\nsteps = 4\nheight = 64\nwidth = 64\n",
     );
     let out = work.path().join("out");
-    let build = acs(
-        home.path(),
-        &[
-            "build",
-            "--manifest",
-            &manifest.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    );
-    assert!(build.status.success(), "{}", stderr(&build));
+    let built = build(home.path(), &manifest, &out);
+    assert!(built.status.success(), "{}", stderr(&built));
     let from_folder = DatasetManifest::load(&out).unwrap();
     // The same weights, written twice, have one fingerprint.
     let embedded_dir = home.path().join("models/tiny-sd-v1");
@@ -231,6 +222,20 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
     assert_eq!(from_folder.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
 }
 
+/// `acs build --manifest MANIFEST --out OUT` with its model cache in `home`.
+fn build(home: &Path, manifest: &Path, out: &Path) -> Output {
+    acs(
+        home,
+        &[
+            "build",
+            "--manifest",
+            &manifest.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    )
+}
+
 /// Writes `DIR/NAME.toml`: `head` (model / sampling / alignment tables), then the sample pairs
 /// as the only source and a single train split; returns its path.
 fn sample_manifest(dir: &Path, name: &str, head: &str) -> PathBuf {
@@ -254,16 +259,7 @@ fn assert_bad_input(manifest: &str, pairs: &str, expected: &[&str]) {
     let manifest_path = work.path().join("m.toml");
     std::fs::write(&manifest_path, manifest.replace("{pairs}", "pairs.jsonl")).unwrap();
     let out = work.path().join("out");
-    let run = acs(
-        home.path(),
-        &[
-            "build",
-            "--manifest",
-            &manifest_path.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    );
+    let run = build(home.path(), &manifest_path, &out);
     let message = stderr(&run);
     assert_eq!(run.status.code(), Some(2), "{manifest}\n{message}");
     assert_eq!(message.trim().lines().count(), 1, "{message}");
@@ -395,7 +391,7 @@ fn models_in_the_hugging_face_cache_are_found_offline() {
     assert!(init.status.success(), "{}", stderr(&init));
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-    let build = |revision: &str, out: &str| {
+    let build_revision = |revision: &str, out: &str| {
         let manifest = sample_manifest(work.path(), out, &format!("[model]\nrepo = \"acs-test/tiny-sd\"\nrevision = \"{revision}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"));
         Command::new(env!("CARGO_BIN_EXE_acs"))
             .args(["build", "--manifest", &manifest.display().to_string()])
@@ -406,13 +402,13 @@ fn models_in_the_hugging_face_cache_are_found_offline() {
             .output()
             .unwrap()
     };
-    let found = build("main", "by-ref");
+    let found = build_revision("main", "by-ref");
     assert!(found.status.success(), "{}", stderr(&found));
     let manifest = DatasetManifest::load(&work.path().join("by-ref")).unwrap();
     assert_eq!(manifest.model.id, "acs-test/tiny-sd");
-    let by_commit = build(commit, "by-commit");
+    let by_commit = build_revision(commit, "by-commit");
     assert!(by_commit.status.success(), "{}", stderr(&by_commit));
-    let missing = build("v9", "missing");
+    let missing = build_revision("v9", "missing");
     assert_eq!(missing.status.code(), Some(2));
     assert!(
         stderr(&missing).contains("no cached revision `v9`"),
@@ -436,16 +432,7 @@ fn dtypes_and_broken_weights() {
     let run = |dtype: &str, out: &str| {
         let manifest = sample_manifest(work.path(), out, &format!("[model]\npath = \"tiny\"\ndtype = \"{dtype}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"));
         let out = work.path().join(out);
-        let result = acs(
-            home.path(),
-            &[
-                "build",
-                "--manifest",
-                &manifest.display().to_string(),
-                "--out",
-                &out.display().to_string(),
-            ],
-        );
+        let result = build(home.path(), &manifest, &out);
         (result, out)
     };
     let (f16, out) = run("f16", "f16");
@@ -477,23 +464,14 @@ fn dtypes_and_broken_weights() {
 fn prompt_switch_shares_a_prefix_then_forks() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let build = |alignment: &str, out: &str| {
+    let build_mode = |alignment: &str, out: &str| {
         let manifest = sample_manifest(
             work.path(),
             out,
             &format!("[sampling]\nsteps = 5\nheight = 64\nwidth = 64\n[alignment]\n{alignment}\n"),
         );
         let out = work.path().join(out);
-        let run = acs(
-            home.path(),
-            &[
-                "build",
-                "--manifest",
-                &manifest.display().to_string(),
-                "--out",
-                &out.display().to_string(),
-            ],
-        );
+        let run = build(home.path(), &manifest, &out);
         assert!(run.status.success(), "{}", stderr(&run));
         (
             stdout(&run),
@@ -501,10 +479,10 @@ fn prompt_switch_shares_a_prefix_then_forks() {
         )
     };
     let key = |r: &acs_schema::PairRecord| (r.seed, r.unsafe_prompt.clone());
-    let (_, shared) = build("mode = \"shared-latent\"", "shared");
-    let (_, fork_at_0) = build("mode = \"prompt-switch\"\nswitch_at = 0.0", "switch0");
-    let (summary, fork_at_2) = build("mode = \"prompt-switch\"\nswitch_at = 0.4", "switch2");
-    let (_, fork_at_end) = build("mode = \"prompt-switch\"\nswitch_at = 1.0", "switch5");
+    let (_, shared) = build_mode("mode = \"shared-latent\"", "shared");
+    let (_, fork_at_0) = build_mode("mode = \"prompt-switch\"\nswitch_at = 0.0", "switch0");
+    let (summary, fork_at_2) = build_mode("mode = \"prompt-switch\"\nswitch_at = 0.4", "switch2");
+    let (_, fork_at_end) = build_mode("mode = \"prompt-switch\"\nswitch_at = 1.0", "switch5");
     let by_key = |rows: &[acs_schema::PairRecord]| {
         rows.iter()
             .map(|r| (key(r), r.clone()))

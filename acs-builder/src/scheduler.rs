@@ -48,6 +48,56 @@ pub fn alphas_cumprod(schedule: &NoiseSchedule) -> Vec<f32> {
         .collect()
 }
 
+/// Rejects step counts the schedule cannot space; returns the training timestep count.
+fn check_steps(schedule: &NoiseSchedule, steps: usize) -> Result<usize, AcsError> {
+    let t = schedule.num_train_timesteps;
+    if steps == 0 || steps > t {
+        return Err(AcsError::input(format!(
+            "[sampling].steps: must be 1..={t} for this model (got {steps})"
+        )));
+    }
+    Ok(t)
+}
+
+/// sigma(t) = sqrt((1 - alpha_bar) / alpha_bar) for every training timestep, in float32.
+fn train_sigmas(schedule: &NoiseSchedule) -> Vec<f32> {
+    alphas_cumprod(schedule)
+        .iter()
+        .map(|a| ((1.0 - a) / a).sqrt())
+        .collect()
+}
+
+/// The inference timesteps of diffusers' `timestep_spacing` (leading, trailing, linspace),
+/// noisiest first; linspace values are left unrounded for the schedulers that keep fractions.
+fn spaced_timesteps(schedule: &NoiseSchedule, steps: usize) -> Vec<f64> {
+    let t = schedule.num_train_timesteps;
+    match schedule.timestep_spacing.as_str() {
+        "linspace" => (0..steps)
+            .rev()
+            .map(|i| {
+                if steps == 1 {
+                    0.0
+                } else {
+                    i as f64 * (t - 1) as f64 / (steps - 1) as f64
+                }
+            })
+            .collect(),
+        "trailing" => {
+            let stride = t as f64 / steps as f64;
+            (0..steps)
+                .map(|i| (t as f64 - i as f64 * stride).round() - 1.0)
+                .collect()
+        }
+        _ => {
+            let ratio = t / steps;
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + schedule.steps_offset) as f64)
+                .collect()
+        }
+    }
+}
+
 /// What the UNet predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prediction {
@@ -55,6 +105,17 @@ pub enum Prediction {
     Epsilon,
     /// The velocity v = sqrt(a) * eps - sqrt(1 - a) * x0.
     VPrediction,
+}
+
+impl Prediction {
+    /// The prediction type a scheduler config names.
+    fn of(schedule: &NoiseSchedule) -> Self {
+        if schedule.prediction_type == "v_prediction" {
+            Self::VPrediction
+        } else {
+            Self::Epsilon
+        }
+    }
 }
 
 /// Deterministic DDIM (eta = 0), as diffusers' `DDIMScheduler`.
@@ -70,36 +131,12 @@ pub struct DdimScheduler {
 impl DdimScheduler {
     /// A scheduler for `steps` inference steps.
     pub fn new(schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
-        let t = schedule.num_train_timesteps;
-        if steps == 0 || steps > t {
-            return Err(AcsError::input(format!(
-                "[sampling].steps: must be 1..={t} for this model (got {steps})"
-            )));
-        }
+        let t = check_steps(schedule, steps)?;
         let step_ratio = t / steps;
-        let timesteps: Vec<usize> = match schedule.timestep_spacing.as_str() {
-            "trailing" => {
-                let stride = t as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| ((t as f64 - i as f64 * stride).round() as usize).saturating_sub(1))
-                    .collect()
-            }
-            "linspace" => (0..steps)
-                .rev()
-                .map(|i| {
-                    let x = if steps == 1 {
-                        0.0
-                    } else {
-                        i as f64 * (t - 1) as f64 / (steps - 1) as f64
-                    };
-                    x.round_ties_even() as usize
-                })
-                .collect(),
-            _ => (0..steps)
-                .rev()
-                .map(|i| i * step_ratio + schedule.steps_offset)
-                .collect(),
-        };
+        let timesteps: Vec<usize> = spaced_timesteps(schedule, steps)
+            .into_iter()
+            .map(|x| x.round_ties_even() as usize)
+            .collect();
         if let Some(bad) = timesteps.iter().find(|&&ts| ts >= t) {
             return Err(AcsError::input(format!(
                 "scheduler: timestep {bad} is out of range for {t} training steps (steps_offset {})",
@@ -112,11 +149,7 @@ impl DdimScheduler {
         } else {
             alphas_cumprod[0]
         };
-        let prediction = if schedule.prediction_type == "v_prediction" {
-            Prediction::VPrediction
-        } else {
-            Prediction::Epsilon
-        };
+        let prediction = Prediction::of(schedule);
         Ok(Self {
             timesteps,
             alphas_cumprod,
@@ -183,43 +216,14 @@ pub struct EulerAncestralScheduler {
 impl EulerAncestralScheduler {
     /// A scheduler for `steps` inference steps.
     pub fn new(schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
-        let t = schedule.num_train_timesteps;
-        if steps == 0 || steps > t {
-            return Err(AcsError::input(format!(
-                "[sampling].steps: must be 1..={t} for this model (got {steps})"
-            )));
-        }
-        let timesteps: Vec<f32> = match schedule.timestep_spacing.as_str() {
-            "linspace" => (0..steps)
-                .rev()
-                .map(|i| {
-                    if steps == 1 {
-                        0.0
-                    } else {
-                        (i as f64 * (t - 1) as f64 / (steps - 1) as f64) as f32
-                    }
-                })
-                .collect(),
-            "trailing" => {
-                let stride = t as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| (t as f64 - i as f64 * stride).round() as f32 - 1.0)
-                    .collect()
-            }
-            _ => {
-                let ratio = t / steps;
-                (0..steps)
-                    .rev()
-                    .map(|i| (i * ratio) as f32 + schedule.steps_offset as f32)
-                    .collect()
-            }
-        };
+        let t = check_steps(schedule, steps)?;
+        let timesteps: Vec<f32> = spaced_timesteps(schedule, steps)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
         // sigma(t) = sqrt((1 - alpha_bar) / alpha_bar) in float32, interpolated at the
         // (possibly fractional) timesteps in float64 as numpy's interp does.
-        let train_sigmas: Vec<f32> = alphas_cumprod(schedule)
-            .iter()
-            .map(|a| ((1.0 - a) / a).sqrt())
-            .collect();
+        let train_sigmas = train_sigmas(schedule);
         let interp = |x: f32| -> Result<f32, AcsError> {
             let x = x as f64;
             if !(0.0..=(t - 1) as f64).contains(&x) {
@@ -243,11 +247,7 @@ impl EulerAncestralScheduler {
             "linspace" | "trailing" => max_sigma,
             _ => (max_sigma * max_sigma + 1.0).sqrt(),
         };
-        let prediction = if schedule.prediction_type == "v_prediction" {
-            Prediction::VPrediction
-        } else {
-            Prediction::Epsilon
-        };
+        let prediction = Prediction::of(schedule);
         Ok(Self {
             timesteps,
             sigmas,
@@ -315,10 +315,7 @@ impl DpmSolverPlusPlus2M {
                 "[sampling].steps: must be 1..{t} for this model (got {steps})"
             )));
         }
-        let train_sigmas: Vec<f32> = alphas_cumprod(schedule)
-            .iter()
-            .map(|a| ((1.0 - a) / a).sqrt())
-            .collect();
+        let train_sigmas = train_sigmas(schedule);
         let (timesteps, mut sigmas): (Vec<f32>, Vec<f32>) = if karras {
             let log_sigmas: Vec<f32> = train_sigmas.iter().map(|s| s.ln()).collect();
             let sigma_min = train_sigmas[0] as f64;
@@ -374,11 +371,7 @@ impl DpmSolverPlusPlus2M {
             (timesteps.iter().map(|&ts| ts as f32).collect(), sigmas)
         };
         sigmas.push(0.0);
-        let prediction = if schedule.prediction_type == "v_prediction" {
-            Prediction::VPrediction
-        } else {
-            Prediction::Epsilon
-        };
+        let prediction = Prediction::of(schedule);
         Ok(Self {
             timesteps,
             sigmas,

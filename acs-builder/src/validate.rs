@@ -3,7 +3,7 @@
 //! stored images and latents, verdicts re-derived from the build's thresholds).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Component, Path};
+use std::path::Path;
 
 use acs_schema::{
     read_shard, read_shard_footer, write_atomic, DatasetManifest, PairRecord, ShardEntry,
@@ -47,11 +47,6 @@ pub struct ValidationReport {
     pub errors: Vec<String>,
     /// The largest invalid fraction allowed.
     pub max_invalid_fraction: f64,
-}
-
-fn safe_relative(path: &str) -> bool {
-    let p = Path::new(path);
-    !p.is_absolute() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Checks one row; returns errors and the recomputed metrics.
@@ -179,11 +174,8 @@ fn metric_diffs(record: &PairRecord, m: &PairMetrics) -> [(&'static str, f64); 4
 }
 
 fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -> bool {
-    if !safe_relative(&entry.path) {
-        errors.push(format!(
-            "{}: shard path escapes the dataset folder",
-            entry.path
-        ));
+    if let Err(why) = acs_schema::check_relative(&entry.path) {
+        errors.push(format!("{}: shard path {why}", entry.path));
         return false;
     }
     let path = root.join(&entry.path);

@@ -186,7 +186,9 @@ impl Dataset {
 }
 
 /// Why a manifest shard path is not a plain relative path inside the dataset, if it is not.
-fn check_relative(path: &str) -> Result<(), &'static str> {
+/// Checks that a manifest path is relative and stays inside the dataset directory; the error
+/// says why not.
+pub fn check_relative(path: &str) -> Result<(), &'static str> {
     if path.is_empty() {
         return Err("is empty");
     }

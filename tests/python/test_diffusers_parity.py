@@ -62,6 +62,16 @@ def pair_latents(pipe, row):
     ).images.numpy()
 
 
+def worst_pair_error(pipe, rows):
+    """Largest relative latent difference between acs's rows and diffusers' pairs."""
+    worst = 0.0
+    for row in rows:
+        theirs = pair_latents(pipe, row)
+        for i, side in enumerate(("unsafe", "safe")):
+            worst = max(worst, relative_error(theirs[i], stored_latent(row, side)))
+    return worst
+
+
 def relative_error(theirs, ours):
     return float(np.abs(theirs - ours).max()) / float(np.abs(theirs).max())
 
@@ -137,11 +147,7 @@ def test_dpm_solver_pairs_match_diffusers(pipeline, tmp_path, scheduler, karras)
 
     rows = acs_build(tmp_path, TINY, scheduler=scheduler)
     pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config, use_karras_sigmas=karras)
-    worst = 0.0
-    for row in rows:
-        theirs = pair_latents(pipeline, row)
-        for i, side in enumerate(("unsafe", "safe")):
-            worst = max(worst, relative_error(theirs[i], stored_latent(row, side)))
+    worst = worst_pair_error(pipeline, rows)
     print(f"{scheduler}: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
 
@@ -186,10 +192,6 @@ def test_reduced_sd15_topology_saved_by_diffusers(tmp_path):
     pipe = save_reduced_sd15(model_dir, os.path.join(TINY, "tokenizer"))
     pipe.set_progress_bar_config(disable=True)
     rows = acs_build(tmp_path, model_dir)
-    worst = 0.0
-    for row in rows:
-        theirs = pair_latents(pipe, row)
-        for i, side in enumerate(("unsafe", "safe")):
-            worst = max(worst, relative_error(theirs[i], stored_latent(row, side)))
+    worst = worst_pair_error(pipe, rows)
     print(f"reduced SD 1.5 topology: max |latent diff| / range = {worst:.2e}")
     assert worst <= LATENT_TOLERANCE
