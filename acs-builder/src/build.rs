@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::card::dataset_card;
 use crate::config::{parse_byte_size, BuildManifest, LoadedManifest, ModelSection};
+use crate::device::DeviceSpec;
 use crate::error::AcsError;
 use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
@@ -167,7 +168,14 @@ pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> 
         Some(model) => StableDiffusion::load(
             &dir,
             dtype_of(&model.dtype),
-            Device::Cpu,
+            DeviceSpec::parse(&model.device)
+                .map_err(|reason| {
+                    AcsError::input(format!(
+                        "{}: [model].device: {reason}",
+                        loaded.file.display()
+                    ))
+                })?
+                .open()?,
             model.repo.clone(),
         ),
         None => StableDiffusion::load(

@@ -57,7 +57,7 @@ pub struct ModelSection {
     /// Weight dtype: f32, f16 or bf16.
     #[serde(default = "default_dtype")]
     pub dtype: String,
-    /// cpu (this build has no GPU backend compiled in).
+    /// cpu, cuda, cuda:N, metal or metal:N (GPUs need the `cuda` / `metal` cargo feature).
     #[serde(default = "default_device")]
     pub device: String,
 }
@@ -66,7 +66,7 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSection {
-    /// Scheduler name: ddim, euler-ancestral, dpmpp-2m or dpmpp-2m-karras.
+    /// Scheduler name: ddim, euler, euler-ancestral, dpmpp-2m or dpmpp-2m-karras.
     pub scheduler: String,
     /// Denoising steps.
     pub steps: u32,
@@ -370,25 +370,40 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
                 format!("`{}` is not one of f32, f16, bf16", model.dtype),
             );
         }
-        if model.dtype == "bf16" && model.device == "cpu" {
+        let device = match crate::device::DeviceSpec::parse(&model.device) {
+            Ok(device) => device,
+            Err(reason) => return fail("[model].device", reason),
+        };
+        if model.dtype == "bf16" && device == crate::device::DeviceSpec::Cpu {
             return fail(
                 "[model].dtype",
                 "bf16 needs a GPU device (candle's CPU matmul has no bf16); use f32 or f16 on cpu"
                     .into(),
             );
         }
-        if model.device != "cpu" {
+        if !device.compiled_in() {
             return fail(
                 "[model].device",
                 format!(
-                    "`{}` is not available: this build of acs runs on cpu only",
-                    model.device
+                    "`{}` needs a build with GPU support (cargo build --release --features {})",
+                    model.device,
+                    if matches!(device, crate::device::DeviceSpec::Metal(_)) {
+                        "metal"
+                    } else {
+                        "cuda"
+                    }
                 ),
             );
         }
     }
     let s = &m.sampling;
-    const SCHEDULERS: [&str; 4] = ["ddim", "euler-ancestral", "dpmpp-2m", "dpmpp-2m-karras"];
+    const SCHEDULERS: [&str; 5] = [
+        "ddim",
+        "euler",
+        "euler-ancestral",
+        "dpmpp-2m",
+        "dpmpp-2m-karras",
+    ];
     if !SCHEDULERS.contains(&s.scheduler.as_str()) {
         return fail(
             "[sampling].scheduler",

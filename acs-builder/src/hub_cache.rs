@@ -1,27 +1,35 @@
 //! Finding a model that Python tools already downloaded: the Hugging Face hub cache layout
 //! `$HF_HUB_CACHE` (default `$HF_HOME/hub`, default `~/.cache/huggingface/hub`) /
 //! `models--{org}--{name}/refs/{revision}` -> `snapshots/{commit}/`.
+//!
+//! This is the reading side; [`crate::hub`] downloads into the same layout.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::AcsError;
 
-/// The hub cache folder the Python `huggingface_hub` library uses.
-pub fn hub_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HF_HOME")
+/// The Hugging Face home folder: `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else
+/// `~/.cache/huggingface` (as the Python `huggingface_hub` library resolves it).
+pub fn hf_home() -> PathBuf {
+    std::env::var_os("HF_HOME")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("huggingface"))
         })
         .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/huggingface")))
-        .unwrap_or_else(|| PathBuf::from(".cache/huggingface"));
-    home.join("hub")
+        .unwrap_or_else(|| PathBuf::from(".cache/huggingface"))
 }
 
-fn valid_repo_id(repo: &str) -> bool {
+/// The hub cache folder the Python `huggingface_hub` library uses.
+pub fn hub_cache_dir() -> PathBuf {
+    match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => hf_home().join("hub"),
+    }
+}
+
+/// Whether `repo` is a hub model id of the form `org/name` (no path tricks).
+pub fn valid_repo_id(repo: &str) -> bool {
     let mut parts = repo.split('/');
     let ok = |p: Option<&str>| {
         p.is_some_and(|p| {
@@ -35,6 +43,27 @@ fn valid_repo_id(repo: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
+/// Whether `revision` is a full 40-digit commit hash.
+pub fn is_commit_hash(revision: &str) -> bool {
+    revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether `revision` can name a file under `refs/` (a branch, tag or `refs/pr/N`).
+pub fn valid_revision(revision: &str) -> bool {
+    !revision.is_empty()
+        && !revision.starts_with('/')
+        && !revision.ends_with('/')
+        && revision
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && !revision.contains(['\\', '\0'])
+}
+
+/// The cache folder of a model repository: `models--{org}--{name}`.
+pub fn repo_folder(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
 /// The snapshot folder of `repo` at `revision` (a branch or tag name under refs/, or a commit
 /// hash) inside `cache`.
 pub fn resolve_snapshot(cache: &Path, repo: &str, revision: &str) -> Result<PathBuf, AcsError> {
@@ -43,21 +72,20 @@ pub fn resolve_snapshot(cache: &Path, repo: &str, revision: &str) -> Result<Path
             "[model].repo: `{repo}` is not a hub id of the form org/name"
         )));
     }
-    if revision.is_empty() || revision.contains("..") || revision.starts_with('/') {
+    if !valid_revision(revision) {
         return Err(AcsError::input(format!(
             "[model].revision: `{revision}` is not a revision"
         )));
     }
-    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let repo_dir = repo_folder(cache, repo);
     if !repo_dir.is_dir() {
         return Err(AcsError::input(format!(
-            "[model].repo: {repo} is not in the Hugging Face cache {} (download it first, e.g. \
-             `huggingface-cli download {repo}`, or set HF_HOME / HF_HUB_CACHE)",
+            "[model].repo: {repo} is not in the Hugging Face cache {} (download it first with \
+             `acs model fetch {repo}`, or set HF_HOME / HF_HUB_CACHE)",
             cache.display()
         )));
     }
-    let is_commit = revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit());
-    let commit = if is_commit {
+    let commit = if is_commit_hash(revision) {
         revision.to_owned()
     } else {
         let reference = repo_dir.join("refs").join(revision);
@@ -116,5 +144,9 @@ mod tests {
                 "{bad}"
             );
         }
+        for bad in ["", "/main", "refs/../../x", "a//b", "main/"] {
+            assert!(!valid_revision(bad), "{bad:?}");
+        }
+        assert!(valid_revision("refs/pr/1") && valid_revision("v1.0"));
     }
 }

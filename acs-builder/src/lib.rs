@@ -8,6 +8,7 @@
 //! - [`tokenizer`], [`align`]: CLIP tokens and the minimal-edit checks
 //! - [`plan`]: pair ids, splits and seeds, before any rendering
 //! - [`model`], [`hub_cache`], [`scheduler`], [`rng`], [`sampler`]: the diffusion runtime
+//! - [`hub`]: downloading models from the Hugging Face hub into its cache
 //! - [`metrics`], [`verdict`]: alignment metrics and thresholds
 //! - [`imaging`]: PNG and float16 encodings
 //! - [`sink`], [`card`]: Parquet shards, manifest, dataset card (through `acs-schema`)
@@ -17,9 +18,11 @@ pub mod align;
 pub mod build;
 pub mod card;
 pub mod config;
+pub mod device;
 pub mod edit_distance;
 pub mod error;
 pub mod fingerprint;
+pub mod hub;
 pub mod hub_cache;
 pub mod imaging;
 pub mod metrics;

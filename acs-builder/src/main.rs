@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use acs_builder::build::{run_build, BuildOptions};
+use acs_builder::hub::list::format_models;
+use acs_builder::hub::{fetch_model, list_models, FetchOptions, HubSettings, Variant};
 use acs_builder::imaging::npy_f32;
-use acs_builder::model::tiny::write_tiny_model;
+use acs_builder::model::forward::{run_components, SchedulerChoice};
+use acs_builder::model::tiny::{default_tiny_model_dir, write_tiny_model};
+use acs_builder::model::StableDiffusion;
 use acs_builder::rng::Mt19937;
 use acs_builder::stats::dataset_stats;
 use acs_builder::tokenizer::ClipTokenizer;
@@ -13,6 +17,25 @@ use acs_builder::validate::validate;
 use acs_builder::AcsError;
 use acs_schema::write_atomic;
 use clap::{Parser, Subcommand};
+use indicatif::HumanBytes;
+
+// The runtime allocates and frees tensors of tens of megabytes at every layer; the system
+// allocator returns them to the kernel each time and pays page faults to get them back
+// (docs/performance.md). mimalloc, told to keep freed memory and to use large pages, reuses it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (its enum position in mimalloc 2 and 3; the bindings
+/// do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn tune_allocator() {
+    // SAFETY: plain option setters of the global allocator, called before any other thread.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +90,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Download a diffusers model from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN) into its
+    /// cache (HF_HUB_CACHE, else $HF_HOME/hub), where `[model] repo = "..."` finds it.
+    Fetch {
+        /// Hub id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5.
+        repo: String,
+        /// Branch, tag or commit hash.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Prefer the `*.fp16.safetensors` weights (half the download).
+        #[arg(long, value_parser = ["fp16"])]
+        variant: Option<String>,
+    },
+    /// List the diffusers models in the Hugging Face cache and the embedded tiny model's folder.
+    List,
     /// Write the embedded tiny model in diffusers layout into DIR.
     InitTiny {
         /// Target folder (new or empty).
@@ -80,6 +117,29 @@ enum ModelCommand {
         /// A diffusers model folder whose tokenizer/ to use.
         #[arg(long)]
         model: Option<PathBuf>,
+    },
+    /// Run the text encoder, UNet, VAE decoder or a scheduler on tensors from a safetensors
+    /// file and write their outputs (for parity checks against diffusers; see
+    /// docs/user-guide.md).
+    Forward {
+        /// A diffusers model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input tensors (safetensors).
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output tensors (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Scheduler for the scheduler_* inputs.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Inference steps for the scheduler.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Weight dtype (f32 or f16).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+        dtype: String,
     },
     /// Write the initial latent x_T acs draws for a seed as a float32 .npy file; it equals
     /// torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)).
@@ -172,6 +232,50 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             Ok(())
         }
         Command::Model {
+            command:
+                ModelCommand::Fetch {
+                    repo,
+                    revision,
+                    variant,
+                },
+        } => {
+            let options = FetchOptions {
+                variant: variant.as_deref().map(Variant::parse).transpose()?,
+                repo,
+                revision,
+            };
+            let settings = HubSettings::from_env()?;
+            let report = fetch_model(&settings, &options, &mut |line| eprintln!("note: {line}"))?;
+            println!(
+                "{}@{} (commit {}) is in {}",
+                options.repo,
+                options.revision,
+                report.commit,
+                report.snapshot.display()
+            );
+            if report.downloaded_files == 0 {
+                println!("  all {} files were already in the cache", report.files);
+            } else {
+                println!(
+                    "  downloaded {} of {} files ({})",
+                    report.downloaded_files,
+                    report.files,
+                    HumanBytes(report.downloaded_bytes)
+                );
+            }
+            Ok(())
+        }
+        Command::Model {
+            command: ModelCommand::List,
+        } => {
+            let cache = acs_builder::hub_cache::hub_cache_dir();
+            let models = list_models(&cache)?;
+            let tiny = default_tiny_model_dir();
+            let tiny = tiny.join("model_index.json").is_file().then_some(tiny);
+            print!("{}", format_models(&cache, &models, tiny.as_deref()));
+            Ok(())
+        }
+        Command::Model {
             command: ModelCommand::InitTiny { dir },
         } => {
             write_tiny_model(&dir)?;
@@ -203,6 +307,31 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             Ok(())
         }
         Command::Model {
+            command:
+                ModelCommand::Forward {
+                    model,
+                    inputs,
+                    out,
+                    scheduler,
+                    steps,
+                    dtype,
+                },
+        } => {
+            let dtype = if dtype == "f16" {
+                candle_core::DType::F16
+            } else {
+                candle_core::DType::F32
+            };
+            let model = StableDiffusion::load(&model, dtype, candle_core::Device::Cpu, None)?;
+            let choice = scheduler
+                .as_deref()
+                .map(|name| SchedulerChoice { name, steps });
+            for name in run_components(&model, &inputs, &out, choice)? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Model {
             command: ModelCommand::InitialLatent { seed, shape, out },
         } => {
             let count: usize = shape.iter().product();
@@ -230,6 +359,7 @@ fn pin_thread_count() {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     pin_thread_count();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

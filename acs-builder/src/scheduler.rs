@@ -126,6 +126,7 @@ pub struct DdimScheduler {
     final_alpha_cumprod: f32,
     step_ratio: usize,
     prediction: Prediction,
+    clip_x0: Option<f32>,
 }
 
 impl DdimScheduler {
@@ -144,11 +145,17 @@ impl DdimScheduler {
             )));
         }
         let alphas_cumprod = alphas_cumprod(schedule);
-        let final_alpha_cumprod = if schedule.set_alpha_to_one {
+        // Keys absent from the config (one written for another scheduler class) take
+        // DDIMScheduler's defaults, as `DDIMScheduler.from_config` does.
+        let final_alpha_cumprod = if schedule.set_alpha_to_one.unwrap_or(true) {
             1.0
         } else {
             alphas_cumprod[0]
         };
+        let clip_x0 = schedule
+            .clip_sample
+            .unwrap_or(true)
+            .then_some(schedule.clip_sample_range as f32);
         let prediction = Prediction::of(schedule);
         Ok(Self {
             timesteps,
@@ -156,6 +163,7 @@ impl DdimScheduler {
             final_alpha_cumprod,
             step_ratio,
             prediction,
+            clip_x0,
         })
     }
 
@@ -196,6 +204,10 @@ impl DdimScheduler {
                 (x0, eps)
             }
         };
+        let pred_x0 = match self.clip_x0 {
+            Some(range) => pred_x0.clamp(-range, range)?,
+            None => pred_x0,
+        };
         let direction = pred_eps.broadcast_mul(&s((1.0 - alpha_prev).sqrt())?)?;
         pred_x0
             .broadcast_mul(&s(alpha_prev.sqrt())?)?
@@ -203,19 +215,21 @@ impl DdimScheduler {
     }
 }
 
-/// Euler ancestral, as diffusers' `EulerAncestralDiscreteScheduler`. The ancestral noise of
-/// each step is supplied by the caller, so both branches of a pair can share it.
+/// Euler, as diffusers' `EulerDiscreteScheduler` (deterministic) and
+/// `EulerAncestralDiscreteScheduler` (ancestral). The ancestral noise of each step is supplied
+/// by the caller, so both branches of a pair can share it.
 #[derive(Debug, Clone)]
-pub struct EulerAncestralScheduler {
+pub struct EulerScheduler {
     timesteps: Vec<f32>,
     sigmas: Vec<f32>,
     init_noise_sigma: f32,
     prediction: Prediction,
+    ancestral: bool,
 }
 
-impl EulerAncestralScheduler {
+impl EulerScheduler {
     /// A scheduler for `steps` inference steps.
-    pub fn new(schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
+    pub fn new(schedule: &NoiseSchedule, steps: usize, ancestral: bool) -> Result<Self, AcsError> {
         let t = check_steps(schedule, steps)?;
         let timesteps: Vec<f32> = spaced_timesteps(schedule, steps)
             .into_iter()
@@ -253,15 +267,17 @@ impl EulerAncestralScheduler {
             sigmas,
             init_noise_sigma,
             prediction,
+            ancestral,
         })
     }
 
+    /// `noise` is used (and required) only by the ancestral variant.
     fn step(
         &self,
         model_output: &Tensor,
         index: usize,
         sample: &Tensor,
-        noise: &Tensor,
+        noise: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let device = sample.device();
         let s = |v: f32| scalar(v, device);
@@ -279,11 +295,16 @@ impl EulerAncestralScheduler {
         };
         let sigma_from = sigma;
         let sigma_to = self.sigmas[index + 1];
+        let derivative = sample.broadcast_sub(&pred_x0)?.broadcast_div(&s(sigma)?)?;
+        if !self.ancestral {
+            return sample.broadcast_add(&derivative.broadcast_mul(&s(sigma_to - sigma)?)?);
+        }
+        let noise = noise
+            .ok_or_else(|| candle_core::Error::Msg("euler-ancestral step without noise".into()))?;
         let sigma_up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
             / (sigma_from * sigma_from))
             .sqrt();
         let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).sqrt();
-        let derivative = sample.broadcast_sub(&pred_x0)?.broadcast_div(&s(sigma)?)?;
         let dt = sigma_down - sigma;
         let prev = sample.broadcast_add(&derivative.broadcast_mul(&s(dt)?)?)?;
         prev.broadcast_add(&noise.broadcast_mul(&s(sigma_up)?)?)
@@ -451,8 +472,9 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
 pub enum Scheduler {
     /// `ddim`: deterministic DDIM.
     Ddim(DdimScheduler),
+    /// `euler`: deterministic Euler (SD-Turbo's scheduler).
     /// `euler-ancestral`: Euler ancestral with caller-supplied noise.
-    EulerAncestral(EulerAncestralScheduler),
+    Euler(EulerScheduler),
     /// `dpmpp-2m` / `dpmpp-2m-karras`: DPM-Solver++ 2M.
     DpmPlusPlus2M(DpmSolverPlusPlus2M),
 }
@@ -470,9 +492,8 @@ impl Scheduler {
     pub fn new(name: &str, schedule: &NoiseSchedule, steps: usize) -> Result<Self, AcsError> {
         match name {
             "ddim" => Ok(Self::Ddim(DdimScheduler::new(schedule, steps)?)),
-            "euler-ancestral" => Ok(Self::EulerAncestral(EulerAncestralScheduler::new(
-                schedule, steps,
-            )?)),
+            "euler" => Ok(Self::Euler(EulerScheduler::new(schedule, steps, false)?)),
+            "euler-ancestral" => Ok(Self::Euler(EulerScheduler::new(schedule, steps, true)?)),
             "dpmpp-2m" => Ok(Self::DpmPlusPlus2M(DpmSolverPlusPlus2M::new(
                 schedule, steps, false,
             )?)),
@@ -489,7 +510,7 @@ impl Scheduler {
     pub fn len(&self) -> usize {
         match self {
             Self::Ddim(s) => s.timesteps.len(),
-            Self::EulerAncestral(s) => s.timesteps.len(),
+            Self::Euler(s) => s.timesteps.len(),
             Self::DpmPlusPlus2M(s) => s.timesteps.len(),
         }
     }
@@ -503,7 +524,7 @@ impl Scheduler {
     pub fn model_timestep(&self, index: usize) -> f64 {
         match self {
             Self::Ddim(s) => s.timesteps[index] as f64,
-            Self::EulerAncestral(s) => s.timesteps[index] as f64,
+            Self::Euler(s) => s.timesteps[index] as f64,
             Self::DpmPlusPlus2M(s) => s.timesteps[index] as f64,
         }
     }
@@ -512,20 +533,20 @@ impl Scheduler {
     pub fn init_noise_sigma(&self) -> f32 {
         match self {
             Self::Ddim(_) | Self::DpmPlusPlus2M(_) => 1.0,
-            Self::EulerAncestral(s) => s.init_noise_sigma,
+            Self::Euler(s) => s.init_noise_sigma,
         }
     }
 
     /// Whether `step` needs fresh noise at every step.
     pub fn needs_noise(&self) -> bool {
-        matches!(self, Self::EulerAncestral(_))
+        matches!(self, Self::Euler(s) if s.ancestral)
     }
 
     /// The UNet input for `sample` at step `index`.
     pub fn scale_model_input(&self, sample: &Tensor, index: usize) -> candle_core::Result<Tensor> {
         match self {
             Self::Ddim(_) | Self::DpmPlusPlus2M(_) => Ok(sample.clone()),
-            Self::EulerAncestral(s) => {
+            Self::Euler(s) => {
                 let sigma = s.sigmas[index];
                 sample.broadcast_div(&scalar((sigma * sigma + 1.0).sqrt(), sample.device())?)
             }
@@ -542,17 +563,14 @@ impl Scheduler {
         noise: Option<&Tensor>,
         state: &mut SchedulerState,
     ) -> candle_core::Result<Tensor> {
-        match (self, noise) {
-            (Self::DpmPlusPlus2M(s), _) => {
+        match self {
+            Self::DpmPlusPlus2M(s) => {
                 let (next, x0) = s.step(model_output, index, sample, state.previous_x0.as_ref())?;
                 state.previous_x0 = Some(x0);
                 Ok(next)
             }
-            (Self::Ddim(s), _) => s.step(model_output, s.timesteps[index], sample),
-            (Self::EulerAncestral(s), Some(noise)) => s.step(model_output, index, sample, noise),
-            (Self::EulerAncestral(_), None) => Err(candle_core::Error::Msg(
-                "euler-ancestral step without noise".into(),
-            )),
+            Self::Ddim(s) => s.step(model_output, s.timesteps[index], sample),
+            Self::Euler(s) => s.step(model_output, index, sample, noise),
         }
     }
 }
@@ -572,7 +590,9 @@ mod tests {
             beta_schedule: "scaled_linear".into(),
             num_train_timesteps: 1000,
             steps_offset: 1,
-            set_alpha_to_one: false,
+            set_alpha_to_one: Some(false),
+            clip_sample: Some(false),
+            clip_sample_range: 1.0,
             prediction_type: "epsilon".into(),
             timestep_spacing: "leading".into(),
         }
@@ -599,7 +619,7 @@ mod tests {
 
     #[test]
     fn euler_ancestral_sigmas_match_diffusers() {
-        let euler = EulerAncestralScheduler::new(&sd_schedule(), 25).unwrap();
+        let euler = EulerScheduler::new(&sd_schedule(), 25, true).unwrap();
         assert_eq!(&euler.timesteps[..2], &[961.0, 921.0]);
         assert_eq!(euler.sigmas.len(), 26);
         assert_eq!(*euler.sigmas.last().unwrap(), 0.0);

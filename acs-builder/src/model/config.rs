@@ -1,16 +1,16 @@
-//! diffusers / transformers `config.json` files -> candle model configurations.
+//! diffusers / transformers `config.json` files -> the runtime's model configurations.
 //!
 //! Every value that changes the computation is read from the file; values that this runtime
 //! cannot honour are refused with the file and key named, never silently ignored.
 
 use std::path::Path;
 
-use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig};
-use candle_transformers::models::stable_diffusion::unet_2d::{
-    BlockConfig, UNet2DConditionModelConfig,
-};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 use serde_json::Value;
+
+use super::layers::Activation;
+use super::text_encoder::TextEncoderConfig;
+use super::unet::{UNetConfig, UNetLevel};
+use super::vae::VaeConfig;
 
 use crate::error::AcsError;
 
@@ -178,19 +178,8 @@ impl JsonConfig {
     }
 }
 
-/// The UNet configuration plus the values candle takes as arguments.
-#[derive(Debug, Clone)]
-pub struct UNetSpec {
-    /// candle's configuration.
-    pub config: UNet2DConditionModelConfig,
-    /// Latent channels in.
-    pub in_channels: usize,
-    /// Latent channels out.
-    pub out_channels: usize,
-}
-
 /// Reads `unet/config.json` (diffusers `UNet2DConditionModel`).
-pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
+pub fn unet_config(cfg: &JsonConfig) -> Result<UNetConfig, AcsError> {
     let class = cfg.str_or("_class_name", "UNet2DConditionModel")?;
     if class != "UNet2DConditionModel" {
         return Err(cfg.error(
@@ -202,6 +191,10 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
     cfg.require_one_of("mid_block_type", &["UNetMidBlock2DCrossAttn"])?;
     cfg.require_one_of("time_embedding_type", &["positional"])?;
     cfg.require_one_of("resnet_time_scale_shift", &["default"])?;
+    cfg.require_one_of("attention_type", &["default"])?;
+    if cfg.f64_or("resnet_out_scale_factor", 1.0)? != 1.0 {
+        return Err(cfg.error("resnet_out_scale_factor", "only 1.0 is supported"));
+    }
     for key in [
         "class_embed_type",
         "addition_embed_type",
@@ -213,6 +206,11 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
         "resnet_skip_time_act",
         "cross_attention_norm",
         "class_embeddings_concat",
+        "time_embedding_dim",
+        "time_embedding_act_fn",
+        "timestep_post_act",
+        "mid_block_only_cross_attention",
+        "projection_class_embeddings_input_dim",
     ] {
         cfg.require_absent(key)?;
     }
@@ -239,16 +237,16 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
         None => cfg.per_block("attention_head_dim", n, Some(8))?,
     };
     let transformer_layers = cfg.per_block("transformer_layers_per_block", n, Some(1))?;
-    let mut blocks = Vec::with_capacity(n);
+    let mut levels = Vec::with_capacity(n);
     for i in 0..n {
-        let cross = match down[i].as_str() {
+        let cross_attention = match down[i].as_str() {
             "CrossAttnDownBlock2D" => true,
             "DownBlock2D" => false,
             other => {
                 return Err(cfg.error("down_block_types", format!("`{other}` is not supported")))
             }
         };
-        let expected_up = if cross {
+        let expected_up = if cross_attention {
             "CrossAttnUpBlock2D"
         } else {
             "UpBlock2D"
@@ -269,20 +267,16 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
                 format!("{} heads do not divide {} channels", heads[i], channels[i]),
             ));
         }
-        blocks.push(BlockConfig {
-            out_channels: channels[i],
-            use_cross_attn: cross.then_some(transformer_layers[i]),
-            attention_head_dim: heads[i],
+        levels.push(UNetLevel {
+            channels: channels[i],
+            cross_attention,
+            heads: heads[i],
+            transformer_layers: transformer_layers[i],
         });
     }
     let norm_num_groups = cfg.usize_or("norm_num_groups", Some(32))?;
-    if norm_num_groups != 32 {
-        // candle 0.11's UNet blocks do not pass this value to every group norm (measured:
-        // 0.51 max abs error against diffusers with 16), so only 32 gives correct results.
-        return Err(cfg.error(
-            "norm_num_groups",
-            format!("{norm_num_groups} is not supported (this runtime requires 32)"),
-        ));
+    if norm_num_groups == 0 {
+        return Err(cfg.error("norm_num_groups", "must be positive"));
     }
     if let Some(c) = channels.iter().find(|c| **c % norm_num_groups != 0) {
         return Err(cfg.error(
@@ -290,49 +284,31 @@ pub fn unet_spec(cfg: &JsonConfig) -> Result<UNetSpec, AcsError> {
             format!("{c} is not divisible by norm_num_groups {norm_num_groups}"),
         ));
     }
-    let config = UNet2DConditionModelConfig {
-        center_input_sample: cfg.bool_or("center_input_sample", false)?,
-        flip_sin_to_cos: cfg.bool_or("flip_sin_to_cos", true)?,
-        freq_shift: cfg.f64_or("freq_shift", 0.0)?,
-        blocks,
-        layers_per_block: cfg.usize_or("layers_per_block", Some(2))?,
-        downsample_padding: cfg.usize_or("downsample_padding", Some(1))?,
-        mid_block_scale_factor: cfg.f64_or("mid_block_scale_factor", 1.0)?,
+    let layers_per_block = cfg.usize_or("layers_per_block", Some(2))?;
+    if layers_per_block == 0 {
+        return Err(cfg.error("layers_per_block", "must be at least 1"));
+    }
+    if cfg.f64_or("mid_block_scale_factor", 1.0)? != 1.0 {
+        return Err(cfg.error("mid_block_scale_factor", "only 1.0 is supported"));
+    }
+    Ok(UNetConfig {
+        in_channels: cfg.usize_or("in_channels", Some(4))?,
+        out_channels: cfg.usize_or("out_channels", Some(4))?,
+        levels,
+        layers_per_block,
         norm_num_groups,
         norm_eps: cfg.f64_or("norm_eps", 1e-5)?,
         cross_attention_dim: cfg.usize("cross_attention_dim")?,
-        sliced_attention_size: None,
         use_linear_projection: cfg.bool_or("use_linear_projection", false)?,
-    };
-    Ok(UNetSpec {
-        config,
-        in_channels: cfg.usize_or("in_channels", Some(4))?,
-        out_channels: cfg.usize_or("out_channels", Some(4))?,
+        flip_sin_to_cos: cfg.bool_or("flip_sin_to_cos", true)?,
+        freq_shift: cfg.f64_or("freq_shift", 0.0)?,
+        downsample_padding: cfg.usize_or("downsample_padding", Some(1))?,
+        center_input_sample: cfg.bool_or("center_input_sample", false)?,
     })
 }
 
-/// The VAE configuration plus its latent scaling factor.
-#[derive(Debug, Clone)]
-pub struct VaeSpec {
-    /// candle's configuration.
-    pub config: AutoEncoderKLConfig,
-    /// Image channels.
-    pub in_channels: usize,
-    /// Image channels out.
-    pub out_channels: usize,
-    /// Latents are divided by this before decoding (0.18215 for SD 1.x/2.x).
-    pub scaling_factor: f64,
-}
-
-impl VaeSpec {
-    /// Pixels per latent cell along each side.
-    pub fn downscale(&self) -> usize {
-        1 << (self.config.block_out_channels.len() - 1)
-    }
-}
-
 /// Reads `vae/config.json` (diffusers `AutoencoderKL`).
-pub fn vae_spec(cfg: &JsonConfig) -> Result<VaeSpec, AcsError> {
+pub fn vae_config(cfg: &JsonConfig) -> Result<VaeConfig, AcsError> {
     let class = cfg.str_or("_class_name", "AutoencoderKL")?;
     if class != "AutoencoderKL" {
         return Err(cfg.error(
@@ -366,49 +342,48 @@ pub fn vae_spec(cfg: &JsonConfig) -> Result<VaeSpec, AcsError> {
             format!("{c} is not divisible by norm_num_groups {norm_num_groups}"),
         ));
     }
-    Ok(VaeSpec {
-        config: AutoEncoderKLConfig {
-            block_out_channels: channels,
-            layers_per_block: cfg.usize_or("layers_per_block", Some(1))?,
-            latent_channels: cfg.usize_or("latent_channels", Some(4))?,
-            norm_num_groups,
-            use_quant_conv: cfg.bool_or("use_quant_conv", true)?,
-            use_post_quant_conv: cfg.bool_or("use_post_quant_conv", true)?,
-        },
-        in_channels: cfg.usize_or("in_channels", Some(3))?,
+    cfg.require_absent("shift_factor")?;
+    cfg.require_absent("latents_mean")?;
+    Ok(VaeConfig {
         out_channels: cfg.usize_or("out_channels", Some(3))?,
+        block_out_channels: channels,
+        layers_per_block: cfg.usize_or("layers_per_block", Some(1))?,
+        latent_channels: cfg.usize_or("latent_channels", Some(4))?,
+        norm_num_groups,
+        use_post_quant_conv: cfg.bool_or("use_post_quant_conv", true)?,
         scaling_factor: cfg.f64_or("scaling_factor", 0.18215)?,
     })
 }
 
 /// Reads `text_encoder/config.json` (transformers `CLIPTextModel`).
-pub fn text_encoder_config(cfg: &JsonConfig) -> Result<ClipTextConfig, AcsError> {
-    cfg.require_one_of("hidden_act", &["quick_gelu"])?;
-    let eps = cfg.f64_or("layer_norm_eps", 1e-5)?;
-    if (eps - 1e-5).abs() > 1e-12 {
-        return Err(cfg.error(
-            "layer_norm_eps",
-            format!("{eps} is not supported (this runtime uses 1e-5)"),
-        ));
-    }
-    let embed_dim = cfg.usize("hidden_size")?;
+pub fn text_encoder_config(cfg: &JsonConfig) -> Result<TextEncoderConfig, AcsError> {
+    let act_name = cfg.str_or("hidden_act", "quick_gelu")?;
+    let hidden_act = Activation::from_config_name(act_name).ok_or_else(|| {
+        cfg.error(
+            "hidden_act",
+            format!(
+                "`{act_name}` is not supported (supported: {})",
+                Activation::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let hidden_size = cfg.usize("hidden_size")?;
     let heads = cfg.usize("num_attention_heads")?;
-    if heads == 0 || embed_dim % heads != 0 {
+    if heads == 0 || hidden_size % heads != 0 {
         return Err(cfg.error(
             "num_attention_heads",
-            format!("{heads} does not divide hidden_size {embed_dim}"),
+            format!("{heads} does not divide hidden_size {hidden_size}"),
         ));
     }
-    Ok(ClipTextConfig {
+    Ok(TextEncoderConfig {
         vocab_size: cfg.usize("vocab_size")?,
-        embed_dim,
-        activation: Activation::QuickGelu,
+        hidden_size,
         intermediate_size: cfg.usize("intermediate_size")?,
-        max_position_embeddings: cfg.usize_or("max_position_embeddings", Some(77))?,
-        pad_with: None,
         num_hidden_layers: cfg.usize("num_hidden_layers")?,
         num_attention_heads: heads,
-        projection_dim: cfg.usize_or("projection_dim", Some(embed_dim))?,
+        max_position_embeddings: cfg.usize_or("max_position_embeddings", Some(77))?,
+        hidden_act,
+        layer_norm_eps: cfg.f64_or("layer_norm_eps", 1e-5)?,
     })
 }
 
@@ -425,8 +400,14 @@ pub struct NoiseSchedule {
     pub num_train_timesteps: usize,
     /// Added to every inference timestep (1 for SD).
     pub steps_offset: usize,
-    /// Whether the final step's previous alpha is 1 (else alphas_cumprod[0]).
-    pub set_alpha_to_one: bool,
+    /// DDIM: whether the final step's previous alpha is 1 (else alphas_cumprod[0]); `None`
+    /// when the config (of another scheduler class) does not say, where diffusers' DDIM
+    /// defaults to true.
+    pub set_alpha_to_one: Option<bool>,
+    /// DDIM: clip the predicted x0 to ±`clip_sample_range`; `None` as above (DDIM: true).
+    pub clip_sample: Option<bool>,
+    /// DDIM: the clipping range.
+    pub clip_sample_range: f64,
     /// epsilon or v_prediction.
     pub prediction_type: String,
     /// leading, trailing or linspace.
@@ -439,13 +420,29 @@ pub fn noise_schedule(cfg: &JsonConfig) -> Result<NoiseSchedule, AcsError> {
     cfg.require_one_of("prediction_type", &["epsilon", "v_prediction"])?;
     cfg.require_one_of("timestep_spacing", &["leading", "trailing", "linspace"])?;
     cfg.require_absent("trained_betas")?;
+    for key in ["thresholding", "rescale_betas_zero_snr"] {
+        if cfg.bool_or(key, false)? {
+            return Err(cfg.error(key, "true is not supported"));
+        }
+    }
+    cfg.require_one_of("interpolation_type", &["linear"])?;
+    cfg.require_one_of("timestep_type", &["discrete"])?;
+    cfg.require_one_of("final_sigmas_type", &["zero"])?;
     let schedule = NoiseSchedule {
         beta_start: cfg.f64_or("beta_start", 0.00085)?,
         beta_end: cfg.f64_or("beta_end", 0.012)?,
         beta_schedule: cfg.str_or("beta_schedule", "scaled_linear")?.to_owned(),
         num_train_timesteps: cfg.usize_or("num_train_timesteps", Some(1000))?,
         steps_offset: cfg.usize_or("steps_offset", Some(1))?,
-        set_alpha_to_one: cfg.bool_or("set_alpha_to_one", false)?,
+        set_alpha_to_one: cfg
+            .get("set_alpha_to_one")
+            .map(|_| cfg.bool_or("set_alpha_to_one", false))
+            .transpose()?,
+        clip_sample: cfg
+            .get("clip_sample")
+            .map(|_| cfg.bool_or("clip_sample", false))
+            .transpose()?,
+        clip_sample_range: cfg.f64_or("clip_sample_range", 1.0)?,
         prediction_type: cfg.str_or("prediction_type", "epsilon")?.to_owned(),
         timestep_spacing: cfg.str_or("timestep_spacing", "leading")?.to_owned(),
     };
@@ -467,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn sd15_unet_config_maps_to_candle() {
+    fn sd15_unet_config_maps_to_levels() {
         let cfg = config(
             r#"{"_class_name":"UNet2DConditionModel","act_fn":"silu","attention_head_dim":8,
             "block_out_channels":[320,640,1280,1280],"cross_attention_dim":768,
@@ -475,27 +472,51 @@ mod tests {
             "up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
             "in_channels":4,"out_channels":4,"layers_per_block":2,"norm_num_groups":32,"sample_size":64}"#,
         );
-        let spec = unet_spec(&cfg).unwrap();
-        assert_eq!(spec.config.blocks.len(), 4);
-        assert_eq!(spec.config.blocks[0].use_cross_attn, Some(1));
-        assert_eq!(spec.config.blocks[3].use_cross_attn, None);
-        assert_eq!(spec.config.blocks[2].attention_head_dim, 8);
-        assert_eq!(spec.config.cross_attention_dim, 768);
+        let unet = unet_config(&cfg).unwrap();
+        assert_eq!(unet.levels.len(), 4);
+        assert!(unet.levels[0].cross_attention);
+        assert!(!unet.levels[3].cross_attention);
+        assert_eq!(unet.levels[2].heads, 8);
+        assert_eq!(unet.levels[1].transformer_layers, 1);
+        assert_eq!(unet.cross_attention_dim, 768);
+    }
+
+    #[test]
+    fn sd2_head_lists_and_linear_projection_are_read() {
+        let cfg = config(
+            r#"{"attention_head_dim":[5,10,20,20],"block_out_channels":[320,640,1280,1280],
+            "cross_attention_dim":1024,"use_linear_projection":true,"upcast_attention":true,
+            "down_block_types":["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+            "up_block_types":["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"]}"#,
+        );
+        let unet = unet_config(&cfg).unwrap();
+        let heads: Vec<usize> = unet.levels.iter().map(|l| l.heads).collect();
+        assert_eq!(heads, [5, 10, 20, 20]);
+        assert!(unet.use_linear_projection);
     }
 
     #[test]
     fn unsupported_values_name_the_key() {
         let cfg = config(
-            r#"{"block_out_channels":[32],"cross_attention_dim":32,"norm_num_groups":16,
+            r#"{"block_out_channels":[48],"cross_attention_dim":32,"norm_num_groups":32,
             "down_block_types":["DownBlock2D"],"up_block_types":["UpBlock2D"]}"#,
         );
-        let err = unet_spec(&cfg).unwrap_err().to_string();
+        let err = unet_config(&cfg).unwrap_err().to_string();
         assert!(
-            err.starts_with("unet/config.json: key `norm_num_groups`: 16"),
+            err.starts_with("unet/config.json: key `block_out_channels`: 48 is not divisible"),
             "{err}"
         );
         let cfg = config(r#"{"addition_embed_type":"text_time","block_out_channels":[32]}"#);
-        let err = unet_spec(&cfg).unwrap_err().to_string();
+        let err = unet_config(&cfg).unwrap_err().to_string();
         assert!(err.contains("key `addition_embed_type`"), "{err}");
+        let cfg = config(
+            r#"{"hidden_act":"relu","hidden_size":8,"num_attention_heads":2,"vocab_size":10,
+            "intermediate_size":16,"num_hidden_layers":1}"#,
+        );
+        let err = text_encoder_config(&cfg).err().unwrap().to_string();
+        assert!(
+            err.contains("key `hidden_act`: `relu` is not supported"),
+            "{err}"
+        );
     }
 }

@@ -1,21 +1,26 @@
 //! The diffusion runtime's model: loading a diffusers-layout folder (configs from its
 //! config.json files, weights from safetensors) and the three networks' forward passes.
 
+pub mod blocks;
 pub mod config;
+pub mod forward;
+pub mod layers;
+pub mod text_encoder;
 pub mod tiny;
+pub mod unet;
+pub mod vae;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::clip::text_model::ClipTextTransformer;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
 use self::config::{
-    noise_schedule, text_encoder_config, unet_spec, vae_spec, JsonConfig, NoiseSchedule, UNetSpec,
-    VaeSpec,
+    noise_schedule, text_encoder_config, unet_config, vae_config, JsonConfig, NoiseSchedule,
 };
+use self::text_encoder::TextEncoder;
+use self::unet::{UNet, UNetConfig};
+use self::vae::{VaeConfig, VaeDecoder};
 use crate::error::AcsError;
 use crate::fingerprint::fingerprint_files;
 use crate::tokenizer::ClipTokenizer;
@@ -24,13 +29,13 @@ use crate::tokenizer::ClipTokenizer;
 pub struct StableDiffusion {
     /// The CLIP tokenizer of the model.
     pub tokenizer: ClipTokenizer,
-    text_encoder: ClipTextTransformer,
-    unet: UNet2DConditionModel,
-    vae: AutoEncoderKL,
+    text_encoder: TextEncoder,
+    unet: UNet,
+    vae: VaeDecoder,
     /// UNet configuration as read.
-    pub unet_spec: UNetSpec,
+    pub unet_config: UNetConfig,
     /// VAE configuration as read.
-    pub vae_spec: VaeSpec,
+    pub vae_config: VaeConfig,
     /// Noise schedule of the scheduler config.
     pub schedule: NoiseSchedule,
     /// Weight dtype.
@@ -140,56 +145,47 @@ impl StableDiffusion {
         let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer"))?;
 
         let unet_dir = dir.join("unet");
-        let unet_spec = unet_spec(&JsonConfig::read(&unet_dir.join("config.json"))?)?;
+        let unet_config = unet_config(&JsonConfig::read(&unet_dir.join("config.json"))?)?;
         let unet_weights = weight_file(&unet_dir, "diffusion_pytorch_model")?;
-        let unet = UNet2DConditionModel::new(
-            var_builder(&unet_weights, dtype, &device)?,
-            unet_spec.in_channels,
-            unet_spec.out_channels,
-            false,
-            unet_spec.config.clone(),
-        )
-        .map_err(|e| component_error(&unet_weights, e))?;
+        let unet = UNet::new(var_builder(&unet_weights, dtype, &device)?, &unet_config)
+            .map_err(|e| component_error(&unet_weights, e))?;
 
         let vae_dir = dir.join("vae");
-        let vae_spec = vae_spec(&JsonConfig::read(&vae_dir.join("config.json"))?)?;
-        let vae_weights = weight_file(&vae_dir, "diffusion_pytorch_model")?;
-        let vae = AutoEncoderKL::new(
-            var_builder(&vae_weights, dtype, &device)?,
-            vae_spec.in_channels,
-            vae_spec.out_channels,
-            vae_spec.config.clone(),
-        )
-        .map_err(|e| component_error(&vae_weights, e))?;
-        if vae_spec.config.latent_channels != unet_spec.in_channels {
+        let vae_config = vae_config(&JsonConfig::read(&vae_dir.join("config.json"))?)?;
+        if vae_config.latent_channels != unet_config.in_channels {
             return Err(AcsError::input(format!(
                 "{}: latent_channels {} does not match the UNet's in_channels {}",
                 vae_dir.join("config.json").display(),
-                vae_spec.config.latent_channels,
-                unet_spec.in_channels
+                vae_config.latent_channels,
+                unet_config.in_channels
             )));
         }
+        let vae_weights = weight_file(&vae_dir, "diffusion_pytorch_model")?;
+        let vae = VaeDecoder::new(var_builder(&vae_weights, dtype, &device)?, &vae_config)
+            .map_err(|e| component_error(&vae_weights, e))?;
 
         let text_dir = dir.join("text_encoder");
-        let clip_config = text_encoder_config(&JsonConfig::read(&text_dir.join("config.json"))?)?;
-        if clip_config.embed_dim != unet_spec.config.cross_attention_dim {
+        let text_config = text_encoder_config(&JsonConfig::read(&text_dir.join("config.json"))?)?;
+        if text_config.hidden_size != unet_config.cross_attention_dim {
             return Err(AcsError::input(format!(
                 "{}: hidden_size {} does not match the UNet's cross_attention_dim {}",
                 text_dir.join("config.json").display(),
-                clip_config.embed_dim,
-                unet_spec.config.cross_attention_dim
+                text_config.hidden_size,
+                unet_config.cross_attention_dim
+            )));
+        }
+        if text_config.max_position_embeddings < crate::tokenizer::CONTEXT_LENGTH {
+            return Err(AcsError::input(format!(
+                "{}: max_position_embeddings {} is shorter than the {}-token prompts",
+                text_dir.join("config.json").display(),
+                text_config.max_position_embeddings,
+                crate::tokenizer::CONTEXT_LENGTH
             )));
         }
         let text_weights = weight_file(&text_dir, "model")?;
-        let text_vb = var_builder(&text_weights, dtype, &device)?;
-        // Hub SD checkpoints prefix the keys with `text_model.`; transformers 5.x does not.
-        let text_vb = if text_vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
-            text_vb.pp("text_model")
-        } else {
-            text_vb
-        };
-        let text_encoder = ClipTextTransformer::new(text_vb, &clip_config)
-            .map_err(|e| component_error(&text_weights, e))?;
+        let text_encoder =
+            TextEncoder::new(var_builder(&text_weights, dtype, &device)?, &text_config)
+                .map_err(|e| component_error(&text_weights, e))?;
 
         let scheduler_file = dir.join("scheduler/scheduler_config.json");
         let schedule = noise_schedule(&JsonConfig::read(&scheduler_file)?)?;
@@ -216,8 +212,8 @@ impl StableDiffusion {
             text_encoder,
             unet,
             vae,
-            unet_spec,
-            vae_spec,
+            unet_config,
+            vae_config,
             schedule,
             dtype,
             device,
@@ -228,13 +224,17 @@ impl StableDiffusion {
 
     /// Latent tensor shape (channels, height, width) for an image size.
     pub fn latent_shape(&self, height: usize, width: usize) -> Result<[usize; 3], AcsError> {
-        let factor = self.vae_spec.downscale();
+        let factor = self.vae_config.downscale();
         if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
             return Err(AcsError::input(format!(
                 "image size {height}x{width} is not a multiple of the VAE's downscale factor {factor}"
             )));
         }
-        Ok([self.unet_spec.in_channels, height / factor, width / factor])
+        Ok([
+            self.unet_config.in_channels,
+            height / factor,
+            width / factor,
+        ])
     }
 
     /// CLIP last hidden states for a batch of padded token id rows: [n, 77, hidden].
@@ -244,7 +244,7 @@ impl StableDiffusion {
             let width = token_rows.first().map(Vec::len).unwrap_or(0);
             let flat: Vec<u32> = token_rows.iter().flatten().copied().collect();
             let ids = Tensor::from_vec(flat, (n, width), &self.device)?;
-            self.text_encoder.forward_with_mask(&ids, usize::MAX)
+            self.text_encoder.forward(&ids)?.to_dtype(DType::F32)
         };
         run().map_err(|e| AcsError::runtime("text encoder", e))
     }
@@ -266,28 +266,45 @@ impl StableDiffusion {
         run().map_err(|e| AcsError::runtime("UNet", e))
     }
 
-    /// Decodes final latents [n, c, h, w] to RGB8 images (row-major HWC), one latent at a time
-    /// (candle 0.11's VAE attention mixes rows of a batch larger than one).
+    /// Decodes final latents [n, c, h, w] to images in [-1, 1] (f32, unclamped), a few
+    /// images per VAE call so that large images stay within memory.
+    pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor, AcsError> {
+        let run = || -> candle_core::Result<Tensor> {
+            let (n, _, h, w) = latents.dims4()?;
+            let factor = self.vae_config.downscale();
+            let per_call = (DECODE_PIXELS / (h * w * factor * factor)).clamp(1, n.max(1));
+            let mut parts = Vec::with_capacity(n.div_ceil(per_call));
+            for start in (0..n).step_by(per_call) {
+                let len = per_call.min(n - start);
+                let scaled = (latents.narrow(0, start, len)? / self.vae_config.scaling_factor)?
+                    .to_dtype(self.dtype)?;
+                parts.push(self.vae.decode(&scaled)?.to_dtype(DType::F32)?);
+            }
+            Tensor::cat(&parts, 0)
+        };
+        run().map_err(|e| AcsError::runtime("VAE decode", e))
+    }
+
+    /// Decodes final latents [n, c, h, w] to RGB8 images (row-major HWC), as diffusers'
+    /// image processor does: (x / 2 + 0.5) clamped to [0, 1], times 255, rounded.
     pub fn decode_images(&self, latents: &Tensor) -> Result<Vec<Vec<u8>>, AcsError> {
+        let images = self.decode_latents(latents)?;
         let run = || -> candle_core::Result<Vec<Vec<u8>>> {
-            let n = latents.dim(0)?;
-            let mut images = Vec::with_capacity(n);
-            for i in 0..n {
-                let latent =
-                    (latents.i(i..i + 1)? / self.vae_spec.scaling_factor)?.to_dtype(self.dtype)?;
-                let image = self.vae.decode(&latent)?.to_dtype(DType::F32)?;
-                let image = ((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
-                let image = (image * 255.0)?.round()?.to_dtype(DType::U8)?;
-                images.push(
-                    image
-                        .i(0)?
+            let images = ((images / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+            let images = (images * 255.0)?.round()?.to_dtype(DType::U8)?;
+            (0..images.dim(0)?)
+                .map(|i| {
+                    images
+                        .i(i)?
                         .permute((1, 2, 0))?
                         .flatten_all()?
-                        .to_vec1::<u8>()?,
-                );
-            }
-            Ok(images)
+                        .to_vec1::<u8>()
+                })
+                .collect()
         };
         run().map_err(|e| AcsError::runtime("VAE decode", e))
     }
 }
+
+/// Output pixels decoded per VAE call (2^20: four 512×512 images).
+const DECODE_PIXELS: usize = 1 << 20;

@@ -9,13 +9,15 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
-use candle_transformers::models::clip::text_model::ClipTextTransformer;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::{text_encoder_config, unet_spec, vae_spec, JsonConfig};
+use super::blocks::{ResnetBlock, SpatialSelfAttention};
+use super::config::{text_encoder_config, unet_config, vae_config, JsonConfig};
+use super::layers::{conv2d, group_norm};
+use super::text_encoder::TextEncoder;
+use super::unet::UNet;
+use super::vae::{VaeConfig, VaeDecoder};
 use crate::error::AcsError;
 use crate::rng::SplitMix64;
 use crate::tokenizer::write_tokenizer_folder;
@@ -40,7 +42,7 @@ fn model_index() -> Value {
     })
 }
 
-fn unet_config() -> Value {
+fn unet_config_json() -> Value {
     json!({
         "_class_name": "UNet2DConditionModel",
         "_diffusers_version": "0.42.1",
@@ -65,7 +67,7 @@ fn unet_config() -> Value {
     })
 }
 
-fn vae_config() -> Value {
+fn vae_config_json() -> Value {
     json!({
         "_class_name": "AutoencoderKL",
         "_diffusers_version": "0.42.1",
@@ -233,6 +235,41 @@ fn generate_component(
         .map_err(|e| AcsError::runtime(&format!("writing {}", path.display()), e))
 }
 
+/// Requests the VAE encoder's weights (acs never runs the encoder, but diffusers refuses a
+/// VAE file without them), with diffusers' names and shapes.
+fn declare_vae_encoder(vb: VarBuilder, vae: &VaeConfig) -> candle_core::Result<()> {
+    const EPS: f64 = 1e-6;
+    let channels = &vae.block_out_channels;
+    let groups = vae.norm_num_groups;
+    let latent = vae.latent_channels;
+    let deepest = channels[channels.len() - 1];
+    let enc = vb.pp("encoder");
+    conv2d(3, channels[0], 3, 1, 1, enc.pp("conv_in"))?;
+    let mut prev = channels[0];
+    for (i, &out) in channels.iter().enumerate() {
+        let block = enc.pp(format!("down_blocks.{i}"));
+        for j in 0..vae.layers_per_block {
+            let in_c = if j == 0 { prev } else { out };
+            let vb = block.pp(format!("resnets.{j}"));
+            ResnetBlock::new(vb, in_c, out, None, groups, EPS)?;
+        }
+        if i + 1 < channels.len() {
+            conv2d(out, out, 3, 2, 0, block.pp("downsamplers.0.conv"))?;
+        }
+        prev = out;
+    }
+    let mid = enc.pp("mid_block");
+    for i in 0..2 {
+        let vb = mid.pp(format!("resnets.{i}"));
+        ResnetBlock::new(vb, deepest, deepest, None, groups, EPS)?;
+    }
+    SpatialSelfAttention::new(mid.pp("attentions.0"), deepest, groups, EPS)?;
+    group_norm(groups, deepest, EPS, enc.pp("conv_norm_out"))?;
+    conv2d(deepest, 2 * latent, 3, 1, 1, enc.pp("conv_out"))?;
+    conv2d(2 * latent, 2 * latent, 1, 1, 0, vb.pp("quant_conv"))?;
+    Ok(())
+}
+
 fn write_json(path: &Path, value: &Value) -> Result<(), AcsError> {
     let mut bytes = serde_json::to_vec_pretty(value)?;
     bytes.push(b'\n');
@@ -274,24 +311,24 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), AcsError> {
     )?;
     write_tokenizer_folder(&root.join("tokenizer"))?;
 
-    let unet_json = unet_config();
+    let unet_json = unet_config_json();
     write_json(&root.join("unet/config.json"), &unet_json)?;
-    let unet = unet_spec(&JsonConfig::read(&root.join("unet/config.json"))?)?;
+    let unet = unet_config(&JsonConfig::read(&root.join("unet/config.json"))?)?;
     generate_component(
         &root.join("unet/diffusion_pytorch_model.safetensors"),
         TINY_SEED,
-        |vb| {
-            UNet2DConditionModel::new(vb, unet.in_channels, unet.out_channels, false, unet.config)
-                .map(|_| ())
-        },
+        |vb| UNet::new(vb, &unet).map(|_| ()),
     )?;
 
-    write_json(&root.join("vae/config.json"), &vae_config())?;
-    let vae = vae_spec(&JsonConfig::read(&root.join("vae/config.json"))?)?;
+    write_json(&root.join("vae/config.json"), &vae_config_json())?;
+    let vae = vae_config(&JsonConfig::read(&root.join("vae/config.json"))?)?;
     generate_component(
         &root.join("vae/diffusion_pytorch_model.safetensors"),
         TINY_SEED + 1,
-        |vb| AutoEncoderKL::new(vb, vae.in_channels, vae.out_channels, vae.config).map(|_| ()),
+        |vb| {
+            declare_vae_encoder(vb.clone(), &vae)?;
+            VaeDecoder::new(vb, &vae).map(|_| ())
+        },
     )?;
 
     write_json(
@@ -302,7 +339,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), AcsError> {
     generate_component(
         &root.join("text_encoder/model.safetensors"),
         TINY_SEED + 2,
-        |vb| ClipTextTransformer::new(vb.pp("text_model"), &clip).map(|_| ()),
+        |vb| TextEncoder::new(vb, &clip).map(|_| ()),
     )?;
 
     let staged = staging.keep();

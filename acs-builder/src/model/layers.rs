@@ -1,0 +1,421 @@
+//! Building blocks shared by the three networks: weight-loading constructors with diffusers'
+//! key names, activations named as the config files name them, and scaled dot-product
+//! attention that bounds its memory.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+/// Activation functions by their transformers / diffusers config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu` / `swish`.
+    Silu,
+    /// `quick_gelu`: x · sigmoid(1.702 x) (CLIP ViT-L/14, SD 1.x).
+    QuickGelu,
+    /// `gelu`: the exact, erf-based GELU (OpenCLIP ViT-H/14, SD 2.x; diffusers' GEGLU).
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+}
+
+impl Activation {
+    /// Parses a config value; `None` for names this runtime does not implement.
+    pub fn from_config_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "silu" | "swish" => Self::Silu,
+            "quick_gelu" => Self::QuickGelu,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
+            _ => return None,
+        })
+    }
+
+    /// The names accepted by [`Activation::from_config_name`].
+    pub const NAMES: &'static [&'static str] = &[
+        "silu",
+        "swish",
+        "quick_gelu",
+        "gelu",
+        "gelu_new",
+        "gelu_pytorch_tanh",
+    ];
+}
+
+impl Module for Activation {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Silu => xs.silu(),
+            Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?,
+            Self::Gelu => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+        }
+    }
+}
+
+/// A linear layer `in -> out` with bias, at `vb` (`weight`, `bias`).
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+/// A linear layer without bias.
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear_no_bias(in_dim, out_dim, vb)
+}
+
+/// A 1×1 projection stored either as a linear weight `[out, in]` or as a 1×1 convolution
+/// weight `[out, in, 1, 1]` (older VAE checkpoints), always with bias.
+pub fn pointwise_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    match linear(in_dim, out_dim, vb.clone()) {
+        Ok(layer) => Ok(layer),
+        Err(_) => {
+            let weight = vb
+                .get((out_dim, in_dim, 1, 1), "weight")?
+                .reshape((out_dim, in_dim))?;
+            Ok(Linear::new(weight, Some(vb.get(out_dim, "bias")?)))
+        }
+    }
+}
+
+/// A square convolution with bias.
+///
+/// Stride-1 convolutions run as one matrix multiplication per band of output rows over an
+/// im2col matrix built from shifted views of the padded input (the GEMM does the work, with
+/// sequential memory access); candle's own CPU convolution spends most of its time gathering
+/// patches element by element. Strided convolutions (the few downsamplers) use candle's.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// candle's layer (weights [out, in, k, k], bias), used for strided convolutions.
+    inner: candle_nn::Conv2d,
+    /// The weights as a matrix [out, in·k·k].
+    weight_matrix: Tensor,
+    bias: Option<Tensor>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+/// Largest im2col band, in values (2^24 f32 values are 64 MiB).
+const MAX_IM2COL: usize = 1 << 24;
+
+impl Conv2d {
+    fn from_candle(inner: candle_nn::Conv2d, kernel: usize, config: Conv2dConfig) -> Result<Self> {
+        let (out_c, in_c, _, _) = inner.weight().dims4()?;
+        let weight_matrix = inner
+            .weight()
+            .reshape((out_c, in_c * kernel * kernel))?
+            .contiguous()?;
+        let bias = inner.bias().map(|b| b.reshape((1, out_c, 1))).transpose()?;
+        Ok(Self {
+            inner,
+            weight_matrix,
+            bias,
+            kernel,
+            stride: config.stride,
+            padding: config.padding,
+        })
+    }
+
+    fn forward_band(&self, padded: &Tensor, rows: usize, width: usize) -> Result<Tensor> {
+        let (batch, channels, _, _) = padded.dims4()?;
+        let k = self.kernel;
+        let columns = if k == 1 {
+            padded
+                .narrow(2, 0, rows)?
+                .narrow(3, 0, width)?
+                .contiguous()?
+        } else {
+            let shifted = (0..k * k)
+                .map(|i| padded.narrow(2, i / k, rows)?.narrow(3, i % k, width))
+                .collect::<Result<Vec<_>>>()?;
+            // [batch, channels, k·k, rows, width]: the weight matrix's column order.
+            Tensor::stack(&shifted, 2)?
+        };
+        let columns = columns.reshape((batch, channels * k * k, rows * width))?;
+        let out = self.weight_matrix.broadcast_matmul(&columns)?;
+        let out = match &self.bias {
+            Some(bias) => out.broadcast_add(bias)?,
+            None => out,
+        };
+        out.reshape((batch, (), rows, width))
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.stride != 1 {
+            return self.inner.forward(xs);
+        }
+        let (batch, channels, height, width) = xs.dims4()?;
+        let p = self.padding;
+        let padded = if p > 0 {
+            xs.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+        } else {
+            xs.clone()
+        };
+        let k = self.kernel;
+        let (out_h, out_w) = (height + 2 * p + 1 - k, width + 2 * p + 1 - k);
+        let per_row = batch * channels * k * k * out_w;
+        let band = (MAX_IM2COL / per_row.max(1)).clamp(1, out_h);
+        if band == out_h {
+            return self.forward_band(&padded, out_h, out_w);
+        }
+        let mut bands = Vec::with_capacity(out_h.div_ceil(band));
+        for start in (0..out_h).step_by(band) {
+            let rows = band.min(out_h - start);
+            let input = padded.narrow(2, start, rows + k - 1)?;
+            bands.push(self.forward_band(&input, rows, out_w)?);
+        }
+        Tensor::cat(&bands, 2)
+    }
+}
+
+/// A square convolution with bias, at `vb` (`weight` [out, in, k, k], `bias`).
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    let inner = candle_nn::conv2d(in_channels, out_channels, kernel, config, vb)?;
+    Conv2d::from_candle(inner, kernel, config)
+}
+
+/// A group norm with affine weights.
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    candle_nn::group_norm(groups, channels, eps, vb)
+}
+
+/// A layer norm with affine weights.
+pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(dim, eps, vb)
+}
+
+/// Largest number of attention scores materialised at once (f32 values); longer queries
+/// are processed in row chunks. 2^26 scores are 256 MiB.
+const MAX_SCORES: usize = 1 << 26;
+
+/// Multi-head scaled dot-product attention, softmax(q kᵀ / √d + mask) v, computed in f32.
+///
+/// `q`: [batch, n, heads·d], `k`/`v`: [batch, m, heads·d]; `mask` (optional) broadcasts to
+/// [batch, heads, n, m] and is added to the scores. Returns [batch, n, heads·d] in q's dtype.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    attention_within(q, k, v, heads, mask, MAX_SCORES)
+}
+
+fn attention_within(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+    max_scores: usize,
+) -> Result<Tensor> {
+    let (batch, n, inner) = q.dims3()?;
+    let m = k.dim(1)?;
+    let head_dim = inner / heads;
+    let dtype = q.dtype();
+    #[cfg(feature = "flash-attn")]
+    if mask.is_none() && q.device().is_cuda() && matches!(dtype, DType::F16 | DType::BF16) {
+        let heads_first = |t: &Tensor, len: usize| t.reshape((batch, len, heads, head_dim));
+        let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+        let out = candle_flash_attn::flash_attn(
+            &heads_first(q, n)?,
+            &heads_first(k, m)?,
+            &heads_first(v, m)?,
+            scale,
+            false,
+        )?;
+        return out.reshape((batch, n, inner));
+    }
+    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
+        t.reshape((batch, len, heads, head_dim))?
+            .transpose(1, 2)?
+            .to_dtype(DType::F32)?
+            .contiguous()
+    };
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let q = (split(q, n)? * scale)?;
+    let k_t = split(k, m)?.t()?.contiguous()?;
+    let v = split(v, m)?;
+    let rows_per_chunk = (max_scores / (batch * heads * m).max(1)).clamp(1, n);
+    let mut chunks = Vec::with_capacity(n.div_ceil(rows_per_chunk));
+    for start in (0..n).step_by(rows_per_chunk) {
+        let len = rows_per_chunk.min(n - start);
+        let q_chunk = if len == n {
+            q.clone()
+        } else {
+            q.narrow(2, start, len)?
+        };
+        let mut scores = q_chunk.matmul(&k_t)?;
+        if let Some(mask) = mask {
+            let mask = if mask.dim(D::Minus2)? == n && len != n {
+                mask.narrow(D::Minus2, start, len)?
+            } else {
+                mask.clone()
+            };
+            scores = scores.broadcast_add(&mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        chunks.push(probs.matmul(&v)?);
+    }
+    let out = if chunks.len() == 1 {
+        chunks.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&chunks, 2)?
+    };
+    out.transpose(1, 2)?
+        .reshape((batch, n, inner))?
+        .to_dtype(dtype)
+}
+
+/// Nearest-neighbour upsampling to an exact size (diffusers' `Upsample2D` interpolation).
+pub fn upsample_nearest(xs: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+    xs.upsample_nearest2d(height, width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn naive_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Tensor {
+        let (b, n, inner) = q.dims3().unwrap();
+        let m = k.dim(1).unwrap();
+        let d = inner / heads;
+        let split = |t: &Tensor, len| {
+            t.reshape((b, len, heads, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let scores =
+            (split(q, n).matmul(&split(k, m).t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+        probs
+            .matmul(&split(v, m))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, inner))
+            .unwrap()
+    }
+
+    fn ramp(shape: (usize, usize, usize), phase: f32) -> Tensor {
+        let count = shape.0 * shape.1 * shape.2;
+        let values: Vec<f32> = (0..count)
+            .map(|i| ((i as f32) * 0.37 + phase).sin())
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn chunked_attention_equals_the_direct_formula() {
+        let q = ramp((2, 37, 8), 0.1);
+        let k = ramp((2, 11, 8), 0.7);
+        let v = ramp((2, 11, 8), 1.3);
+        let expected = naive_attention(&q, &k, &v, 2);
+        for budget in [usize::MAX, 2 * 2 * 11 * 5, 1] {
+            let got = attention_within(&q, &k, &v, 2, None, budget).unwrap();
+            let diff = (&expected - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-6, "budget {budget}: {diff}");
+        }
+    }
+
+    #[test]
+    fn gemm_convolution_equals_candles() {
+        let device = Device::Cpu;
+        let values = |n: usize, phase: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32) * 0.731 + phase).sin()).collect()
+        };
+        let (b, c, o, h, w) = (2, 3, 5, 7, 6);
+        let x = Tensor::from_vec(values(b * c * h * w, 0.2), (b, c, h, w), &device).unwrap();
+        for (kernel, padding) in [(3, 1), (1, 0), (3, 0)] {
+            let weight = Tensor::from_vec(
+                values(o * c * kernel * kernel, 1.1),
+                (o, c, kernel, kernel),
+                &device,
+            )
+            .unwrap();
+            let bias = Tensor::from_vec(values(o, 2.3), o, &device).unwrap();
+            let config = Conv2dConfig {
+                padding,
+                ..Default::default()
+            };
+            let inner = candle_nn::Conv2d::new(weight, Some(bias), config);
+            let expected = inner.forward(&x).unwrap();
+            let conv = Conv2d::from_candle(inner, kernel, config).unwrap();
+            let got = conv.forward(&x).unwrap();
+            assert_eq!(got.dims(), expected.dims());
+            let diff = (got - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "kernel {kernel}: {diff}");
+            // Banded: one output row per band.
+            let padded = x.pad_with_zeros(2, padding, padding).unwrap();
+            let padded = padded.pad_with_zeros(3, padding, padding).unwrap();
+            let out_w = w + 2 * padding + 1 - kernel;
+            let rows: Vec<Tensor> = (0..expected.dim(2).unwrap())
+                .map(|r| {
+                    let input = padded.narrow(2, r, kernel).unwrap();
+                    conv.forward_band(&input, 1, out_w).unwrap()
+                })
+                .collect();
+            let banded = Tensor::cat(&rows, 2).unwrap();
+            let diff = (banded - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "banded kernel {kernel}: {diff}");
+        }
+    }
+
+    #[test]
+    fn activations_follow_their_definitions() {
+        let x = Tensor::new(&[-2.0f32, -0.5, 0.0, 0.5, 2.0], &Device::Cpu).unwrap();
+        let gelu: Vec<f32> = Activation::Gelu.forward(&x).unwrap().to_vec1().unwrap();
+        // Exact GELU values x·Φ(x).
+        let expected = [-0.04550026, -0.15426877, 0.0, 0.34573123, 1.9544997];
+        for (g, e) in gelu.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{g} vs {e}");
+        }
+        let quick: Vec<f32> = Activation::QuickGelu
+            .forward(&x)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!((quick[4] - 2.0 / (1.0 + (-3.404f32).exp())).abs() < 1e-6);
+        assert_eq!(Activation::from_config_name("gelu"), Some(Activation::Gelu));
+        assert_eq!(Activation::from_config_name("relu"), None);
+    }
+}

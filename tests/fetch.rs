@@ -1,0 +1,1010 @@
+//! End-to-end tests of `acs model fetch` and `acs model list` against a small Hugging Face hub
+//! served on 127.0.0.1 from the tiny model: the model-info API, resolve URLs with the hub's
+//! headers (`ETag` = git blob sha1, `X-Linked-Etag` = LFS sha256, `X-Linked-Size`,
+//! `X-Repo-Commit`), LFS files redirected to a second "storage" server with Range support, and
+//! an optional access token. Knobs make the servers cut a body short, ignore Range, corrupt a
+//! file or quote the Authorization header back; every request is logged.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use acs_schema::DatasetManifest;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+const REPO: &str = "acs-test/tiny-sd";
+const COMMIT: &str = "4f3e2d1c0b9a8f7e6d5c4b3a291807f6e5d4c3b2";
+const TOKEN: &str = "hf_SecretTestToken4242";
+const FP16_UNET: &str = "unet/diffusion_pytorch_model.fp16.safetensors";
+/// Listed by the API but never to be requested: pickles, the safety checker, the feature
+/// extractor, root-level single-file checkpoints, docs.
+const NEVER: [&str; 9] = [
+    "unet/diffusion_pytorch_model.bin",
+    "text_encoder/pytorch_model.bin",
+    "safety_checker/model.safetensors",
+    "safety_checker/config.json",
+    "feature_extractor/preprocessor_config.json",
+    "v1-5-pruned-emaonly.ckpt",
+    "v1-5-pruned-emaonly.safetensors",
+    "README.md",
+    ".gitattributes",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn git_sha1_hex(bytes: &[u8]) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {}\0", bytes.len()).as_bytes());
+    hasher.update(bytes);
+    hex::encode(hasher.finalize())
+}
+
+/// One file of the served repository.
+struct HubFile {
+    path: String,
+    bytes: Vec<u8>,
+    /// Stored with Git LFS (weights): served through the storage server.
+    lfs: bool,
+}
+
+impl HubFile {
+    /// The ETag the cache names its blob after.
+    fn etag(&self) -> String {
+        if self.lfs {
+            sha256_hex(&self.bytes)
+        } else {
+            git_sha1_hex(&self.bytes)
+        }
+    }
+}
+
+/// The tiny model's files (written once by `acs model init-tiny`), plus an fp16 UNet variant.
+fn tiny_files() -> &'static [HubFile] {
+    static FILES: OnceLock<Vec<HubFile>> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("tiny");
+        let init = Command::new(env!("CARGO_BIN_EXE_acs"))
+            .args(["model", "init-tiny", &dir.display().to_string()])
+            .env("ACS_HOME", work.path().join("acs"))
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", stderr(&init));
+        let mut files = Vec::new();
+        collect(&dir, &dir, &mut files);
+        files.sort_by(|a: &HubFile, b| a.path.cmp(&b.path));
+        let unet = files
+            .iter()
+            .find(|f| f.path == "unet/diffusion_pytorch_model.safetensors")
+            .unwrap()
+            .bytes
+            .clone();
+        files.push(HubFile {
+            path: FP16_UNET.to_owned(),
+            bytes: unet,
+            lfs: true,
+        });
+        files
+    })
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<HubFile>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let name = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.push(HubFile {
+                lfs: name.ends_with(".safetensors"),
+                bytes: std::fs::read(&path).unwrap(),
+                path: name,
+            });
+        }
+    }
+}
+
+/// The files a plain fetch must bring: all but the fp16 variant.
+fn default_files() -> Vec<&'static HubFile> {
+    tiny_files()
+        .iter()
+        .filter(|f| f.path != FP16_UNET)
+        .collect()
+}
+
+fn file(path: &str) -> &'static HubFile {
+    tiny_files().iter().find(|f| f.path == path).unwrap()
+}
+
+/// How the servers misbehave.
+#[derive(Default, Clone)]
+struct Behaviour {
+    /// Requests to the hub must carry `Authorization: Bearer <token>`.
+    token: Option<String>,
+    /// 401 answers quote the Authorization header they got in X-Error-Message.
+    echo_authorization: bool,
+    /// Storage GETs still to cut short (half the body, then close).
+    interrupt: usize,
+    /// The storage server answers Range requests with 200 and the whole file.
+    ignore_range: bool,
+    /// Files served with one byte flipped.
+    corrupt: Vec<String>,
+}
+
+/// One request as a server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    storage: bool,
+    method: String,
+    path: String,
+    range: Option<String>,
+    authorization: Option<String>,
+}
+
+struct Shared {
+    behaviour: Behaviour,
+    log: Vec<Seen>,
+}
+
+#[derive(Clone)]
+struct Context {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    storage: SocketAddr,
+}
+
+/// A hub server and a storage server on 127.0.0.1, stopped when dropped.
+struct Hub {
+    hub: SocketAddr,
+    storage: SocketAddr,
+    context: Context,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Hub {
+    fn start(behaviour: Behaviour) -> Self {
+        let hub_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let storage_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let context = Context {
+            shared: Arc::new(Mutex::new(Shared {
+                behaviour,
+                log: Vec::new(),
+            })),
+            stop: Arc::new(AtomicBool::new(false)),
+            storage: storage_listener.local_addr().unwrap(),
+        };
+        let hub = hub_listener.local_addr().unwrap();
+        let threads = vec![
+            accept_loop(hub_listener, false, context.clone()),
+            accept_loop(storage_listener, true, context.clone()),
+        ];
+        Self {
+            hub,
+            storage: context.storage,
+            context,
+            threads,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.hub)
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.context.shared.lock().unwrap().log.clone()
+    }
+
+    fn clear_log(&self) {
+        self.context.shared.lock().unwrap().log.clear();
+    }
+
+    fn behave(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut self.context.shared.lock().unwrap().behaviour);
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.context.stop.store(true, Ordering::SeqCst);
+        for addr in [self.hub, self.storage] {
+            // Wakes the accept loop, which then sees the flag.
+            let _ = TcpStream::connect(addr);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, storage: bool, context: Context) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if context.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = stream else { continue };
+            let context = context.clone();
+            std::thread::spawn(move || {
+                let _ = handle(stream, storage, &context);
+            });
+        }
+    })
+}
+
+/// An answer to write.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Send only half the body, then close the connection.
+    cut: bool,
+}
+
+impl Reply {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            cut: false,
+        }
+    }
+
+    fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    fn hub_error(status: u16, code: &str) -> Self {
+        Self::new(status, code.to_owned()).header("X-Error-Code", code)
+    }
+}
+
+fn handle(stream: TcpStream, storage: bool, context: &Context) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut range = None;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "range" => range = Some(value.trim().to_owned()),
+                "authorization" => authorization = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let seen = Seen {
+        storage,
+        method: method.clone(),
+        path,
+        range,
+        authorization,
+    };
+    let (behaviour, cut) = {
+        let mut shared = context.shared.lock().unwrap();
+        shared.log.push(seen.clone());
+        let cut = storage && seen.method == "GET" && shared.behaviour.interrupt > 0;
+        if cut {
+            shared.behaviour.interrupt -= 1;
+        }
+        (shared.behaviour.clone(), cut)
+    };
+    let mut reply = if storage {
+        storage_reply(&seen, &behaviour)
+    } else {
+        hub_reply(&seen, &behaviour, context.storage)
+    };
+    reply.cut = cut && reply.body.len() > 1;
+    write_reply(&stream, &reply, method == "HEAD")
+}
+
+fn write_reply(mut stream: &TcpStream, reply: &Reply, head: bool) -> std::io::Result<()> {
+    let reason = match reply.status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        _ => "Error",
+    };
+    let mut text = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
+    for (name, value) in &reply.headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.body.len()
+    ));
+    stream.write_all(text.as_bytes())?;
+    if !head {
+        let end = if reply.cut {
+            reply.body.len() / 2
+        } else {
+            reply.body.len()
+        };
+        stream.write_all(&reply.body[..end])?;
+    }
+    stream.flush()?;
+    stream.shutdown(Shutdown::Both)
+}
+
+/// The bytes served for `file`: flipped in the middle when it is to be corrupted.
+fn served_bytes(file: &HubFile, behaviour: &Behaviour) -> Vec<u8> {
+    let mut bytes = file.bytes.clone();
+    if behaviour.corrupt.contains(&file.path) {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+    }
+    bytes
+}
+
+fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: SocketAddr) -> Reply {
+    if let Some(token) = &behaviour.token {
+        let expected = format!("Bearer {token}");
+        if seen.authorization.as_deref() != Some(expected.as_str()) {
+            let message = if behaviour.echo_authorization {
+                format!(
+                    "Invalid credentials in Authorization header: {}",
+                    seen.authorization.as_deref().unwrap_or("(none)")
+                )
+            } else {
+                "Invalid credentials in Authorization header".to_owned()
+            };
+            return Reply::new(401, "unauthorized").header("X-Error-Message", message);
+        }
+    }
+    if let Some(rest) = seen.path.strip_prefix("/api/models/") {
+        let Some((repo, revision)) = rest.split_once("/revision/") else {
+            return Reply::new(404, "no route");
+        };
+        if repo != REPO {
+            return Reply::hub_error(404, "RepoNotFound");
+        }
+        if revision != "main" && revision != COMMIT {
+            return Reply::hub_error(404, "RevisionNotFound");
+        }
+        let siblings: Vec<serde_json::Value> = tiny_files()
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(NEVER)
+            .map(|name| serde_json::json!({ "rfilename": name }))
+            .collect();
+        let body = serde_json::json!({
+            "id": REPO,
+            "modelId": REPO,
+            "sha": COMMIT,
+            "siblings": siblings,
+        });
+        return Reply::new(200, body.to_string()).header("Content-Type", "application/json");
+    }
+    let Some(rest) = seen.path.strip_prefix(&format!("/{REPO}/resolve/")) else {
+        return Reply::hub_error(404, "RepoNotFound");
+    };
+    let Some((revision, name)) = rest.split_once('/') else {
+        return Reply::new(404, "no route");
+    };
+    if revision != COMMIT && revision != "main" {
+        return Reply::hub_error(404, "RevisionNotFound");
+    }
+    if NEVER.contains(&name) {
+        return Reply::new(500, "this file must never be requested");
+    }
+    let Some(file) = tiny_files().iter().find(|f| f.path == name) else {
+        return Reply::hub_error(404, "EntryNotFound");
+    };
+    if file.lfs {
+        Reply::new(302, Vec::new())
+            .header(
+                "Location",
+                format!(
+                    "http://{storage}/lfs/{}?signature=x",
+                    sha256_hex(&file.bytes)
+                ),
+            )
+            .header("X-Linked-Etag", format!("\"{}\"", sha256_hex(&file.bytes)))
+            .header("X-Linked-Size", file.bytes.len().to_string())
+            // The ETag of the LFS pointer file, which a client must not verify against.
+            .header(
+                "ETag",
+                format!("\"{}\"", git_sha1_hex(b"version lfs pointer")),
+            )
+            .header("X-Repo-Commit", COMMIT)
+    } else {
+        Reply::new(200, served_bytes(file, behaviour))
+            .header("ETag", format!("\"{}\"", git_sha1_hex(&file.bytes)))
+            .header("X-Repo-Commit", COMMIT)
+    }
+}
+
+fn storage_reply(seen: &Seen, behaviour: &Behaviour) -> Reply {
+    let sha = seen
+        .path
+        .strip_prefix("/lfs/")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_default();
+    let Some(file) = tiny_files()
+        .iter()
+        .find(|f| f.lfs && sha256_hex(&f.bytes) == sha)
+    else {
+        return Reply::new(404, "no such object");
+    };
+    let bytes = served_bytes(file, behaviour);
+    let start = seen
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match start {
+        Some(start) if !behaviour.ignore_range => {
+            if start >= bytes.len() {
+                return Reply::new(416, Vec::new())
+                    .header("Content-Range", format!("bytes */{}", bytes.len()));
+            }
+            Reply::new(206, bytes[start..].to_vec()).header(
+                "Content-Range",
+                format!("bytes {start}-{}/{}", bytes.len() - 1, bytes.len()),
+            )
+        }
+        _ => Reply::new(200, bytes),
+    }
+}
+
+/// A private HF_HOME and ACS_HOME, and `acs` run inside them.
+struct Sandbox {
+    root: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn hf_home(&self) -> PathBuf {
+        self.root.path().join("hf")
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        self.hf_home().join("hub/models--acs-test--tiny-sd")
+    }
+
+    /// `acs ARGS` with only this sandbox's hub settings (no token, not offline, no proxy).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_acs"));
+        command
+            .args(args)
+            .current_dir(repo_root())
+            .env("HF_HOME", self.hf_home())
+            .env("ACS_HOME", self.root.path().join("acs"));
+        for name in [
+            "HF_HUB_CACHE",
+            "HF_ENDPOINT",
+            "HF_TOKEN",
+            "HF_TOKEN_PATH",
+            "HF_HUB_OFFLINE",
+            "XDG_CACHE_HOME",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+        ] {
+            command.env_remove(name);
+        }
+        command
+    }
+
+    /// `acs model fetch ARGS` against `endpoint`.
+    fn fetch(&self, endpoint: &str, args: &[&str], token: Option<&str>) -> Output {
+        let mut all = vec!["model", "fetch"];
+        all.extend_from_slice(args);
+        let mut command = self.command(&all);
+        command.env("HF_ENDPOINT", endpoint);
+        if let Some(token) = token {
+            command.env("HF_TOKEN", token);
+        }
+        command.output().unwrap()
+    }
+
+    /// Names in `blobs/`.
+    fn blobs(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.repo_dir().join("blobs"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Asserts the snapshot of COMMIT holds exactly `files`, each a relative link to its
+    /// verified blob, and that `refs/main` names COMMIT.
+    fn assert_snapshot(&self, files: &[&HubFile]) {
+        let repo = self.repo_dir();
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            COMMIT
+        );
+        let snapshot = repo.join("snapshots").join(COMMIT);
+        for file in files {
+            let pointer = snapshot.join(&file.path);
+            assert_eq!(
+                std::fs::read(&pointer).unwrap(),
+                file.bytes,
+                "{}",
+                file.path
+            );
+            let depth = file.path.matches('/').count() + 2;
+            let target = format!("{}blobs/{}", "../".repeat(depth), file.etag());
+            assert_eq!(
+                std::fs::read_link(&pointer).unwrap(),
+                PathBuf::from(target),
+                "{}",
+                file.path
+            );
+        }
+        let mut expected: Vec<String> = files.iter().map(|f| f.etag()).collect();
+        expected.sort();
+        expected.dedup();
+        assert_eq!(
+            self.blobs(),
+            expected,
+            "blobs/ holds exactly the verified files"
+        );
+    }
+}
+
+/// Writes `DIR/NAME.toml`: `head`, then the sample pairs as the only source and a single train
+/// split; returns its path.
+fn sample_manifest(dir: &Path, name: &str, head: &str) -> PathBuf {
+    let pairs = repo_root().join("samples/pairs.jsonl");
+    let path = dir.join(format!("{name}.toml"));
+    let source = format!(
+        "[[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
+        pairs.display().to_string()
+    );
+    std::fs::write(&path, format!("{head}{source}")).unwrap();
+    path
+}
+
+/// Asserts exit 2 with one line on stderr that contains every part of `expected`.
+fn assert_fails(output: &Output, expected: &[&str]) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for part in expected {
+        assert!(err.contains(part), "`{part}` missing from: {err}");
+    }
+    err
+}
+
+#[test]
+fn fetched_models_build_offline_list_and_are_not_fetched_twice() {
+    let hub = Hub::start(Behaviour::default());
+    let sandbox = Sandbox::new();
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    let files = default_files();
+    assert!(
+        stdout(&fetched).contains(&format!(
+            "downloaded {} of {} files",
+            files.len(),
+            files.len()
+        )),
+        "{}",
+        stdout(&fetched)
+    );
+    assert!(stdout(&fetched).contains(COMMIT), "{}", stdout(&fetched));
+    // Not a terminal: no progress bar, no noise.
+    assert_eq!(stderr(&fetched), "");
+    sandbox.assert_snapshot(&files);
+
+    let requests = hub.requests();
+    for seen in &requests {
+        assert!(
+            !NEVER.iter().any(|never| seen.path.ends_with(never)),
+            "requested {}",
+            seen.path
+        );
+        assert!(!seen.path.contains(".fp16."), "requested {}", seen.path);
+    }
+    // One API call, one HEAD per file, one GET per file (LFS ones on the storage server).
+    assert_eq!(requests.len(), 1 + 2 * files.len(), "{requests:#?}");
+    let lfs = files.iter().filter(|f| f.lfs).count();
+    assert_eq!(requests.iter().filter(|s| s.storage).count(), lfs);
+
+    // A second fetch asks the API which commit `main` is, and nothing else.
+    hub.clear_log();
+    let again = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("already in the cache"),
+        "{}",
+        stdout(&again)
+    );
+    let requests = hub.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(
+        requests[0].path,
+        format!("/api/models/{REPO}/revision/main")
+    );
+    sandbox.assert_snapshot(&files);
+
+    // Pinned by commit: no ref is written for it. A snapshot file that went missing while its
+    // blob stayed is relinked after a HEAD, without downloading it again.
+    let unet = file("unet/diffusion_pytorch_model.safetensors");
+    std::fs::remove_file(
+        sandbox
+            .repo_dir()
+            .join("snapshots")
+            .join(COMMIT)
+            .join(&unet.path),
+    )
+    .unwrap();
+    hub.clear_log();
+    let pinned = sandbox.fetch(&hub.endpoint(), &[REPO, "--revision", COMMIT], None);
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    assert!(
+        stdout(&pinned).contains("already in the cache"),
+        "{}",
+        stdout(&pinned)
+    );
+    let requests = hub.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_eq!(requests[1].method, "HEAD");
+    assert!(requests[1].path.ends_with(&unet.path));
+    assert!(!sandbox.repo_dir().join("refs").join(COMMIT).exists());
+    sandbox.assert_snapshot(&files);
+
+    let list = sandbox.command(&["model", "list"]).output().unwrap();
+    assert!(list.status.success(), "{}", stderr(&list));
+    let listing = stdout(&list);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(REPO))
+        .unwrap_or_else(|| panic!("{REPO} not listed: {listing}"));
+    assert!(
+        line.contains(COMMIT) && line.contains("main") && line.contains("MiB"),
+        "{line}"
+    );
+    assert!(!line.contains("incomplete"), "{line}");
+
+    // The hub is gone: the build reads the cache only.
+    drop(hub);
+    let manifest = sample_manifest(
+        sandbox.root.path(),
+        "m",
+        &format!("[model]\nrepo = \"{REPO}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"),
+    );
+    let out = sandbox.root.path().join("out");
+    let build = sandbox
+        .command(&[
+            "build",
+            "--manifest",
+            &manifest.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", stderr(&build));
+    let dataset = DatasetManifest::load(&out).unwrap();
+    assert_eq!(dataset.model.id, REPO);
+    assert_eq!(dataset.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
+}
+
+#[test]
+fn interrupted_downloads_resume_with_a_range_request() {
+    let weights = file("text_encoder/model.safetensors");
+    let sha = sha256_hex(&weights.bytes);
+
+    // Cut once: the same run resumes from where the body stopped.
+    let hub = Hub::start(Behaviour {
+        interrupt: 1,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    sandbox.assert_snapshot(&default_files());
+    let gets: Vec<Seen> = hub
+        .requests()
+        .into_iter()
+        .filter(|s| s.storage && s.path.contains(&sha))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert_eq!(gets[0].range, None);
+    assert_eq!(
+        gets[1].range.as_deref(),
+        Some(format!("bytes={}-", weights.bytes.len() / 2).as_str())
+    );
+
+    // Cut every time: the run gives up, keeps the partial blob, publishes nothing; the next
+    // run resumes it with a Range request.
+    let hub = Hub::start(Behaviour {
+        interrupt: 1000,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let failed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert_fails(
+        &failed,
+        &[
+            "text_encoder/model.safetensors",
+            "interrupted",
+            &format!("{sha}.incomplete"),
+        ],
+    );
+    let partial = sandbox
+        .repo_dir()
+        .join("blobs")
+        .join(format!("{sha}.incomplete"));
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0 && kept < weights.bytes.len() as u64, "{kept}");
+    assert!(!sandbox.repo_dir().join("blobs").join(&sha).exists());
+    assert!(!sandbox
+        .repo_dir()
+        .join("snapshots")
+        .join(COMMIT)
+        .join(&weights.path)
+        .exists());
+    assert!(!sandbox.repo_dir().join("refs/main").exists());
+    hub.behave(|b| b.interrupt = 0);
+    hub.clear_log();
+    let resumed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    sandbox.assert_snapshot(&default_files());
+    let first = hub
+        .requests()
+        .into_iter()
+        .find(|s| s.storage && s.path.contains(&sha))
+        .unwrap();
+    assert_eq!(first.range, Some(format!("bytes={kept}-")));
+
+    // A server that ignores Range (200 with the whole file) is read from the start.
+    let hub = Hub::start(Behaviour {
+        interrupt: 1,
+        ignore_range: true,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    sandbox.assert_snapshot(&default_files());
+    assert!(hub.requests().iter().any(|s| s.range.is_some()));
+}
+
+#[test]
+fn corrupted_files_are_integrity_errors_and_never_published() {
+    let unet = file("unet/diffusion_pytorch_model.safetensors");
+    let sha = sha256_hex(&unet.bytes);
+    let hub = Hub::start(Behaviour {
+        corrupt: vec![unet.path.clone()],
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let failed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    let corrupted = served_bytes(
+        unet,
+        &Behaviour {
+            corrupt: vec![unet.path.clone()],
+            ..Behaviour::default()
+        },
+    );
+    assert_fails(
+        &failed,
+        &[
+            "unet/diffusion_pytorch_model.safetensors",
+            "sha256 mismatch",
+            &sha,
+            &sha256_hex(&corrupted),
+        ],
+    );
+    let blobs = sandbox.blobs();
+    assert!(
+        !blobs.iter().any(|b| b.starts_with(&sha)),
+        "nothing under the final or partial name: {blobs:?}"
+    );
+    assert!(!sandbox
+        .repo_dir()
+        .join("snapshots")
+        .join(COMMIT)
+        .join(&unet.path)
+        .exists());
+    assert!(!sandbox.repo_dir().join("refs/main").exists());
+
+    // A plain git file is checked against its git blob sha1.
+    let config = file("unet/config.json");
+    hub.behave(|b| b.corrupt = vec![config.path.clone()]);
+    let sandbox = Sandbox::new();
+    let failed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert_fails(
+        &failed,
+        &[
+            "unet/config.json",
+            "git blob sha1 mismatch",
+            &git_sha1_hex(&config.bytes),
+        ],
+    );
+    assert!(!sandbox.blobs().contains(&git_sha1_hex(&config.bytes)));
+
+    // Once the server is right again, the same cache completes.
+    hub.behave(|b| b.corrupt.clear());
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    sandbox.assert_snapshot(&default_files());
+}
+
+#[test]
+fn tokens_go_only_to_the_hub_and_are_never_shown() {
+    let hub = Hub::start(Behaviour {
+        token: Some(TOKEN.to_owned()),
+        echo_authorization: true,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let missing = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert_fails(
+        &missing,
+        &["401", "gated or private", "HF_TOKEN is not set", REPO],
+    );
+
+    let wrong = "hf_WrongToken9876";
+    let refused = sandbox.fetch(&hub.endpoint(), &[REPO], Some(wrong));
+    let err = assert_fails(&refused, &["401", "HF_TOKEN is set but was refused"]);
+    // The server quoted the header back; acs shows the quote without the token.
+    assert!(err.contains("Bearer ***"), "{err}");
+    assert!(
+        !err.contains(wrong) && !stdout(&refused).contains(wrong),
+        "{err}"
+    );
+
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], Some(TOKEN));
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert!(!stdout(&fetched).contains(TOKEN) && !stderr(&fetched).contains(TOKEN));
+    sandbox.assert_snapshot(&default_files());
+    let requests = hub.requests();
+    let bearer = format!("Bearer {TOKEN}");
+    for seen in requests.iter().filter(|s| !s.storage) {
+        assert!(
+            seen.authorization.is_none()
+                || seen.authorization.as_deref() == Some(bearer.as_str())
+                || seen.authorization.as_deref() == Some(&format!("Bearer {wrong}")),
+            "{seen:?}"
+        );
+    }
+    let storage: Vec<&Seen> = requests.iter().filter(|s| s.storage).collect();
+    assert!(!storage.is_empty());
+    for seen in storage {
+        assert_eq!(
+            seen.authorization, None,
+            "the token leaked to storage: {seen:?}"
+        );
+    }
+
+    // The token `huggingface-cli login` stores in $HF_HOME/token is used too.
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.hf_home()).unwrap();
+    std::fs::write(sandbox.hf_home().join("token"), format!("{TOKEN}\n")).unwrap();
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert!(!stdout(&fetched).contains(TOKEN) && !stderr(&fetched).contains(TOKEN));
+}
+
+#[test]
+fn unknown_repos_revisions_offline_and_unreachable_hubs_exit_2() {
+    let hub = Hub::start(Behaviour::default());
+    let sandbox = Sandbox::new();
+    assert_fails(
+        &sandbox.fetch(&hub.endpoint(), &["acs-test/nope"], None),
+        &["acs-test/nope", "404", "repository not found"],
+    );
+    assert_fails(
+        &sandbox.fetch(&hub.endpoint(), &[REPO, "--revision", "v9"], None),
+        &["acs-test/tiny-sd@v9", "404", "revision not found"],
+    );
+    assert_fails(
+        &sandbox.fetch(&hub.endpoint(), &["../etc"], None),
+        &["not a hub id"],
+    );
+    hub.clear_log();
+    let mut offline = sandbox.command(&["model", "fetch", REPO]);
+    offline
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HUB_OFFLINE", "1");
+    assert_fails(&offline.output().unwrap(), &["HF_HUB_OFFLINE", REPO]);
+    assert!(hub.requests().is_empty(), "offline fetch made requests");
+    drop(hub);
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    assert_fails(
+        &sandbox.fetch(&endpoint, &[REPO], None),
+        &[&format!("cannot connect to {endpoint}")],
+    );
+    assert!(
+        !sandbox.repo_dir().exists(),
+        "a failed fetch left a cache folder"
+    );
+    assert!(!sandbox
+        .hf_home()
+        .join("hub/models--acs-test--nope")
+        .exists());
+}
+
+#[test]
+fn the_fp16_variant_is_preferred_where_published() {
+    let hub = Hub::start(Behaviour::default());
+    let sandbox = Sandbox::new();
+    let fetched = sandbox.fetch(&hub.endpoint(), &[REPO, "--variant", "fp16"], None);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    let notes = stderr(&fetched);
+    for fallback in [
+        "text_encoder/model.fp16.safetensors is not published",
+        "vae/diffusion_pytorch_model.fp16.safetensors is not published",
+    ] {
+        assert!(notes.contains(fallback), "{notes}");
+    }
+    let files: Vec<&HubFile> = tiny_files()
+        .iter()
+        .filter(|f| f.path != "unet/diffusion_pytorch_model.safetensors")
+        .collect();
+    sandbox.assert_snapshot(&files);
+    assert!(!hub
+        .requests()
+        .iter()
+        .any(|s| s.path.ends_with("unet/diffusion_pytorch_model.safetensors")));
+    let list = sandbox.command(&["model", "list"]).output().unwrap();
+    let listing = stdout(&list);
+    assert!(
+        listing.contains(REPO) && !listing.contains("incomplete"),
+        "{listing}"
+    );
+}
