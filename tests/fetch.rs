@@ -737,6 +737,41 @@ fn fetched_models_build_offline_list_and_are_not_fetched_twice() {
 }
 
 #[test]
+fn a_build_fetches_a_model_missing_from_the_cache_unless_offline() {
+    let hub = Hub::start(Behaviour::default());
+    let sandbox = Sandbox::new();
+    let manifest = sample_manifest(
+        sandbox.root.path(),
+        "m",
+        &format!("[model]\nrepo = \"{REPO}\"\n[sampling]\nsteps = 1\nheight = 64\nwidth = 64\n"),
+    );
+    let build = |out: &str, offline: bool| {
+        let out = sandbox.root.path().join(out);
+        let mut command = sandbox.command(&[
+            "build",
+            "--manifest",
+            &manifest.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ]);
+        command.env("HF_ENDPOINT", hub.endpoint());
+        if offline {
+            command.env("HF_HUB_OFFLINE", "1");
+        }
+        (command.output().unwrap(), out)
+    };
+    let (offline, out) = build("offline", true);
+    assert_fails(&offline, &[REPO, "acs model fetch"]);
+    assert!(!out.join("acs-manifest.json").exists());
+    assert!(hub.requests().is_empty());
+
+    let (online, out) = build("online", false);
+    assert!(online.status.success(), "{}", stderr(&online));
+    sandbox.assert_snapshot(&default_files());
+    assert_eq!(DatasetManifest::load(&out).unwrap().model.id, REPO);
+}
+
+#[test]
 fn interrupted_downloads_resume_with_a_range_request() {
     let weights = file("text_encoder/model.safetensors");
     let sha = sha256_hex(&weights.bytes);

@@ -15,6 +15,7 @@ use crate::card::dataset_card;
 use crate::config::{parse_byte_size, BuildManifest, LoadedManifest, ModelSection};
 use crate::device::DeviceSpec;
 use crate::error::AcsError;
+use crate::hub::{fetch_model, FetchOptions, HubSettings, Variant};
 use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::metrics::pair_metrics;
@@ -151,14 +152,37 @@ fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
         Some(ModelSection {
             repo: Some(repo),
             revision,
+            dtype,
             ..
-        }) => resolve_snapshot(&hub_cache_dir(), repo, revision),
+        }) => resolve_or_fetch(repo, revision, dtype == "f16"),
         Some(_) => Err(AcsError::input(format!(
             "{}: [model]: set exactly one of `path` and `repo`",
             loaded.file.display()
         ))),
         None => ensure_tiny_model(),
     }
+}
+
+/// A hub model's snapshot in the HF cache; when it is not there and the hub may be used
+/// (HF_HUB_OFFLINE unset), it is fetched first (the fp16 variant for f16 builds).
+fn resolve_or_fetch(repo: &str, revision: &str, fp16: bool) -> Result<PathBuf, AcsError> {
+    let cache = hub_cache_dir();
+    let missing = match resolve_snapshot(&cache, repo, revision) {
+        Ok(dir) => return Ok(dir),
+        Err(missing) => missing,
+    };
+    let settings = HubSettings::from_env()?;
+    if settings.offline {
+        return Err(missing);
+    }
+    let options = FetchOptions {
+        repo: repo.to_owned(),
+        revision: revision.to_owned(),
+        variant: fp16.then_some(Variant::Fp16),
+    };
+    fetch_model(&settings, &options, &mut |note| eprintln!("note: {note}"))
+        .map_err(|err| AcsError::input(format!("{missing}; fetching it failed: {err}")))?;
+    resolve_snapshot(&cache, repo, revision)
 }
 
 /// Loads the manifest's model, or the embedded tiny model when it names none.

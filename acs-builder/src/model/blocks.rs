@@ -3,11 +3,11 @@
 //! the VAE's single-head spatial attention, and the resampling convolutions.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::layers::{
-    attention, conv2d, group_norm, layer_norm, linear, linear_no_bias, pointwise_linear,
-    upsample_nearest, Conv2d,
+    attention, conv2d, group_norm, layer_norm, linear, linear_no_bias, pointwise_linear, silu,
+    upsample_nearest, Conv2d, GroupNorm,
 };
 
 /// `ResnetBlock2D` with the default ("group norm, add time embedding") variant.
@@ -56,12 +56,12 @@ impl ResnetBlock {
 
     /// `temb`: [batch, temb_channels] after the UNet's time MLP (SiLU is applied here).
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+            let t = proj.forward(&silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.conv_shortcut {
             Some(shortcut) => shortcut.forward(xs)? + h,
             None => xs + h,

@@ -3,7 +3,7 @@
 //! attention that bounds its memory.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, LayerNorm, Linear, VarBuilder};
 
 /// Activation functions by their transformers / diffusers config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,14 +78,18 @@ pub fn pointwise_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result
 
 /// A square convolution with bias.
 ///
-/// Stride-1 convolutions run as one matrix multiplication per band of output rows over an
-/// im2col matrix built from shifted views of the padded input (the GEMM does the work, with
-/// sequential memory access); candle's own CPU convolution spends most of its time gathering
-/// patches element by element. Strided convolutions (the few downsamplers) use candle's.
+/// On the CPU, stride-1 convolutions are matrix products: in float32 the shifted-GEMM kernel
+/// of [`super::conv`], in other dtypes one GEMM per band of output rows over an im2col matrix
+/// built from shifted views of the padded input. candle 0.11's own CPU convolution spends most
+/// of its time gathering patches element by element. Strided convolutions (the few
+/// downsamplers) and GPU devices use candle's.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    /// candle's layer (weights [out, in, k, k], bias), used for strided convolutions.
+    /// candle's layer (weights [out, in, k, k], bias), used for strided convolutions and GPUs.
     inner: candle_nn::Conv2d,
+    /// The float32 CPU kernel and the bias it adds (zeros when the layer has none), when the
+    /// weights are float32 on the CPU.
+    shifted_gemm: Option<(super::conv::ShiftedGemmConv, Tensor)>,
     /// The weights as a matrix [out, in·k·k].
     weight_matrix: Tensor,
     bias: Option<Tensor>,
@@ -105,8 +109,26 @@ impl Conv2d {
             .reshape((out_c, in_c * kernel * kernel))?
             .contiguous()?;
         let bias = inner.bias().map(|b| b.reshape((1, out_c, 1))).transpose()?;
+        let shifted_gemm = if inner.weight().dtype() == DType::F32
+            && inner.weight().device().is_cpu()
+            && config.stride == 1
+            && config.dilation == 1
+            && config.groups == 1
+        {
+            let bias = match inner.bias() {
+                Some(bias) => bias.contiguous()?,
+                None => Tensor::zeros(out_c, DType::F32, inner.weight().device())?,
+            };
+            let op = super::conv::ShiftedGemmConv {
+                padding: config.padding,
+            };
+            Some((op, bias))
+        } else {
+            None
+        };
         Ok(Self {
             inner,
+            shifted_gemm,
             weight_matrix,
             bias,
             kernel,
@@ -142,8 +164,12 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.stride != 1 {
+        if self.stride != 1 || !xs.device().is_cpu() {
             return self.inner.forward(xs);
+        }
+        if let (Some((op, bias)), DType::F32) = (&self.shifted_gemm, xs.dtype()) {
+            let weight = self.inner.weight().contiguous()?;
+            return xs.contiguous()?.apply_op3_no_bwd(&weight, bias, op);
         }
         let (batch, channels, height, width) = xs.dims4()?;
         let p = self.padding;
@@ -187,9 +213,62 @@ pub fn conv2d(
     Conv2d::from_candle(inner, kernel, config)
 }
 
-/// A group norm with affine weights.
+/// A group norm with affine weights (optionally followed by SiLU); on the CPU in float32 one
+/// fused pass per statistic instead of candle's chain of a dozen tensor operations.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Normalises, then applies SiLU when `silu` is set.
+    fn apply(&self, xs: &Tensor, silu_after: bool) -> Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            let op = super::vector_math::GroupNormOp {
+                groups: self.groups,
+                eps: self.eps as f32,
+                silu: silu_after,
+            };
+            return xs
+                .contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        let normed = self.inner.forward(xs)?;
+        if silu_after {
+            silu(&normed)
+        } else {
+            Ok(normed)
+        }
+    }
+
+    /// group_norm(xs) followed by SiLU.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        self.apply(xs, true)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.apply(xs, false)
+    }
+}
+
+/// A group norm with affine weights at `vb` (`weight`, `bias`).
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+    let inner = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+    Ok(GroupNorm {
+        inner,
+        weight: weight.contiguous()?,
+        bias: bias.contiguous()?,
+        groups,
+        eps,
+    })
 }
 
 /// A layer norm with affine weights.
@@ -248,6 +327,19 @@ fn attention_within(
     };
     let scale = 1.0 / (head_dim as f64).sqrt();
     let q = (split(q, n)? * scale)?;
+    if mask.is_none() && q.device().is_cpu() {
+        let flat = |t: Tensor, len: usize| t.reshape((batch * heads, len, head_dim));
+        let out = flat(q, n)?.apply_op3_no_bwd(
+            &flat(split(k, m)?, m)?,
+            &flat(split(v, m)?, m)?,
+            &super::cpu_attention::FusedAttention,
+        )?;
+        return out
+            .reshape((batch, heads, n, head_dim))?
+            .transpose(1, 2)?
+            .reshape((batch, n, inner))?
+            .to_dtype(dtype);
+    }
     let k_t = split(k, m)?.t()?.contiguous()?;
     let v = split(v, m)?;
     let rows_per_chunk = (max_scores / (batch * heads * m).max(1)).clamp(1, n);
@@ -279,6 +371,40 @@ fn attention_within(
     out.transpose(1, 2)?
         .reshape((batch, n, inner))?
         .to_dtype(dtype)
+}
+
+/// SiLU, x · sigmoid(x); on the CPU in float32 with the vectorised kernel.
+pub fn silu(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.contiguous()?.apply_op1_no_bwd(&SiluOp)
+    } else {
+        xs.silu()
+    }
+}
+
+struct SiluOp;
+
+impl candle_core::CustomOp1 for SiluOp {
+    fn name(&self) -> &'static str {
+        "silu-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (candle_core::CpuStorage::F32(data), Some((start, end))) =
+            (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("silu-f32: expects a contiguous f32 tensor");
+        };
+        let mut out = data[start..end].to_vec();
+        out.par_chunks_mut(1 << 14)
+            .for_each(super::vector_math::silu_in_place);
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
 }
 
 /// Nearest-neighbour upsampling to an exact size (diffusers' `Upsample2D` interpolation).

@@ -3,12 +3,15 @@
 
 pub mod blocks;
 pub mod config;
+pub mod conv;
+pub mod cpu_attention;
 pub mod forward;
 pub mod layers;
 pub mod text_encoder;
 pub mod tiny;
 pub mod unet;
 pub mod vae;
+pub mod vector_math;
 
 use std::path::{Path, PathBuf};
 

@@ -2,12 +2,12 @@
 //! embedding, cross-attention down / mid / up blocks with skip connections.
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::blocks::{
     Downsample, ResnetBlock, SpatialTransformer, SpatialTransformerShape, Upsample,
 };
-use super::layers::{conv2d, group_norm, linear, Conv2d};
+use super::layers::{conv2d, group_norm, linear, silu, Conv2d, GroupNorm};
 
 /// One resolution level of the UNet.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +219,7 @@ impl UNet {
         .to_dtype(dtype)?;
         let emb = self
             .time_linear_2
-            .forward(&self.time_linear_1.forward(&t_emb)?.silu()?)?
+            .forward(&silu(&self.time_linear_1.forward(&t_emb)?)?)?
             .broadcast_as((batch, 4 * self.config.levels[0].channels))?
             .contiguous()?;
         let sample = if self.config.center_input_sample {
@@ -266,7 +266,7 @@ impl UNet {
                 h = upsample.forward(&h, size.map(|(_, _, sh, sw)| (sh, sw)))?;
             }
         }
-        let h = self.conv_norm_out.forward(&h)?.silu()?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
     }
 }

@@ -1,10 +1,10 @@
 //! The decoder half of diffusers' `AutoencoderKL` (latents -> RGB); acs never encodes images.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{ResnetBlock, SpatialSelfAttention, Upsample};
-use super::layers::{conv2d, group_norm, Conv2d};
+use super::layers::{conv2d, group_norm, Conv2d, GroupNorm};
 
 /// Hyper-parameters read from `vae/config.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +135,7 @@ impl VaeDecoder {
                 h = upsample.forward(&h, None)?;
             }
         }
-        let h = self.conv_norm_out.forward(&h)?.silu()?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
     }
 }

@@ -1,0 +1,180 @@
+//! Stride-1 convolution on the CPU in float32 as k² accumulated matrix products over shifted
+//! views of the zero-padded input ("shifted GEMM"), with the bias added while cropping.
+//!
+//! With the padded input flattened per channel, output pixel (y, x) at padded-grid index
+//! j = y·Wp + x reads input index j + dy·Wp + dx for kernel tap (dy, dx): every tap is one
+//! contiguous, shifted window of the same buffer, so each tap is a plain GEMM
+//! [out, in] × [in, out_h·Wp] accumulated into one destination, without an im2col copy.
+//! Columns x ≥ out_w of the destination are padding artefacts and are dropped by the crop.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
+use gemm::Parallelism;
+
+/// A stride-1 convolution with `padding`, applied as
+/// `input.apply_op3_no_bwd(&weight, &bias, &op)`: input [b, in, h, w], weight [out, in, k, k],
+/// bias [out], all contiguous float32 on the CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedGemmConv {
+    /// Zero padding on each side.
+    pub padding: usize,
+}
+
+/// The operands of one image's convolution.
+struct Operands<'a> {
+    weight: &'a [f32],
+    bias: &'a [f32],
+    out_channels: usize,
+    in_channels: usize,
+    kernel: usize,
+}
+
+impl ShiftedGemmConv {
+    /// Convolves one image `input` [in, h, w] into `out` [out, out_h, out_w].
+    fn convolve(
+        &self,
+        ops: &Operands,
+        input: &[f32],
+        (h, w): (usize, usize),
+        scratch: &mut Scratch,
+        out: &mut [f32],
+    ) {
+        let (k, p) = (ops.kernel, self.padding);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let (out_h, out_w) = (hp + 1 - k, wp + 1 - k);
+        let c = ops.in_channels;
+        // Padded input, one channel after another, plus k - 1 zeros so that the last tap's
+        // window of the last channel stays inside the buffer.
+        let plane = hp * wp;
+        scratch.padded.clear();
+        scratch.padded.resize(c * plane + k, 0.0);
+        for ch in 0..c {
+            for y in 0..h {
+                let src = &input[(ch * h + y) * w..][..w];
+                let dst = ch * plane + (y + p) * wp + p;
+                scratch.padded[dst..dst + w].copy_from_slice(src);
+            }
+        }
+        let n = out_h * wp;
+        scratch.product.clear();
+        scratch.product.resize(ops.out_channels * n, 0.0);
+        let taps = k * k;
+        let parallelism = parallelism(ops.out_channels * n * c);
+        for tap in 0..taps {
+            let offset = (tap / k) * wp + tap % k;
+            // SAFETY: dst is out_channels × n (row stride n); lhs reads weight[o·c·k² + ch·k² +
+            // tap] for o < out_channels, ch < c; rhs reads padded[ch·plane + offset + j] for
+            // j < n, whose largest index c·plane + k - 2 is inside the buffer (see above).
+            unsafe {
+                gemm::gemm(
+                    ops.out_channels,
+                    n,
+                    c,
+                    scratch.product.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    tap > 0,
+                    ops.weight.as_ptr().add(tap),
+                    taps as isize,
+                    (c * taps) as isize,
+                    scratch.padded.as_ptr().add(offset),
+                    1,
+                    plane as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+        for (o, &bias) in ops.bias.iter().enumerate() {
+            for y in 0..out_h {
+                let src = &scratch.product[o * n + y * wp..][..out_w];
+                let dst = &mut out[(o * out_h + y) * out_w..][..out_w];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s + bias;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    padded: Vec<f32>,
+    product: Vec<f32>,
+}
+
+/// GEMMs below this many multiply-adds run on one thread (thread start-up costs more).
+fn parallelism(work: usize) -> Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    if threads > 1 && work >= 1 << 20 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("shifted-gemm-conv2d: {name} must be f32");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("shifted-gemm-conv2d: {name} must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
+impl CustomOp3 for ShiftedGemmConv {
+    fn name(&self) -> &'static str {
+        "shifted-gemm-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let input = f32_slice(s1, l1, "input")?;
+        let weight = f32_slice(s2, l2, "weight")?;
+        let bias = f32_slice(s3, l3, "bias")?;
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (out_channels, in_channels, kernel, kernel_w) = l2.shape().dims4()?;
+        if c != in_channels || kernel != kernel_w || bias.len() != out_channels {
+            candle_core::bail!(
+                "shifted-gemm-conv2d: input {:?}, weight {:?}, bias {:?} do not fit",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        if hp < kernel || wp < kernel {
+            candle_core::bail!("shifted-gemm-conv2d: input {h}x{w} smaller than the kernel");
+        }
+        let (out_h, out_w) = (hp + 1 - kernel, wp + 1 - kernel);
+        let ops = Operands {
+            weight,
+            bias,
+            out_channels,
+            in_channels,
+            kernel,
+        };
+        let per_out = out_channels * out_h * out_w;
+        let mut out = vec![0f32; b * per_out];
+        let mut scratch = Scratch::default();
+        for (i, image) in out.chunks_mut(per_out).enumerate() {
+            let input = &input[i * c * h * w..][..c * h * w];
+            self.convolve(&ops, input, (h, w), &mut scratch, image);
+        }
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((b, out_channels, out_h, out_w)),
+        ))
+    }
+}
