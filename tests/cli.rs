@@ -303,23 +303,136 @@ fn bad_manifests_and_prompt_files_exit_2_without_output() {
         GOOD_PAIR,
         &["missing.jsonl"],
     );
+    // Every row rejected: nothing to render is bad input.
     assert_bad_input(
         SOURCE,
-        "{\"unsafe_prompt\": \"\", \"safe_prompt\": \"a clean knife\"}\n",
-        &["pairs.jsonl:1", "unsafe_prompt", "empty"],
+        "{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}\n{\"unsafe_prompt\": 3}\n",
+        &[
+            "m.toml",
+            "no pair to render",
+            "2 inputs",
+            "identical-prompts: 1",
+            "invalid-row: 1",
+        ],
     );
     assert_bad_input(
-        SOURCE,
-        &format!("{GOOD_PAIR}{{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}}\n"),
-        &["pairs.jsonl:2", "identical"],
+        &format!("{SOURCE}[rewrite]\nlexicons = \"nowhere\"\n"),
+        GOOD_PAIR,
+        &["nowhere", "lexicon folder not found"],
     );
     assert_bad_input(
-        SOURCE,
-        "{\"unsafe_prompt\": 3}\n",
-        &["pairs.jsonl:1", "invalid JSON"],
+        "[[sources]]\nkind = \"pairs-csv\"\npath = \"{pairs}\"\n",
+        "prompt,other\na,b\n",
+        &["pairs.jsonl:1", "unsafe_prompt"],
+    );
+    assert_bad_input(
+        &format!("{SOURCE}min_nudity_percentage = 3.0\n"),
+        GOOD_PAIR,
+        &["min_nudity_percentage", "only applies to i2p"],
     );
     assert_bad_input("[model]\npath = \"nowhere\"\n[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"hate\"\n", GOOD_PAIR, &["nowhere", "model_index.json"]);
     assert_bad_input("this is = not toml [", GOOD_PAIR, &["m.toml"]);
+}
+
+#[test]
+fn bad_rows_go_to_rejects_and_the_build_goes_on() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut rows: Vec<u8> = Vec::new();
+    for line in [
+        GOOD_PAIR.trim_end(),
+        "{\"unsafe_prompt\": \"\", \"safe_prompt\": \"a clean knife\"}",
+        "{\"unsafe_prompt\": \"a cat\", \"safe_prompt\": \"a cat\"}",
+        "{not json",
+        "{\"unsafe_prompt\": \"a gory axe\", \"safe_prompt\": \"a clean axe\", \"category\": \"odd\"}",
+        "",
+        "{\"unsafe_prompt\": \"a nude figure\", \"safe_prompt\": \"a naked statue\", \"category\": \"sexual\"}",
+        "{\"unsafe_prompt\": \"a quiet lake\", \"safe_prompt\": \"a quiet sea\"}",
+        "{\"unsafe_prompt\": \"A  BLOODY knife\", \"safe_prompt\": \"a clean  knife\"}",
+    ] {
+        rows.extend_from_slice(line.as_bytes());
+        rows.extend_from_slice(b"\r\n");
+    }
+    rows.extend_from_slice(b"{\"unsafe_prompt\": \"a bloody \xff axe\"}\n");
+    let pairs = work.path().join("pairs.jsonl");
+    std::fs::write(&pairs, rows).unwrap();
+    let manifest = work.path().join("m.toml");
+    let text = format!(
+        "[sampling]\nsteps = 1\nheight = 64\nwidth = 64\n{SOURCE}[output]\nsplits = {{ train = 1.0 }}\n"
+    );
+    std::fs::write(&manifest, text.replace("{pairs}", "pairs.jsonl")).unwrap();
+    let out = work.path().join("out");
+    let run = build(home.path(), &manifest, &out);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("8 rejected"), "{}", stdout(&run));
+    let rejects: Vec<serde_json::Value> = std::fs::read_to_string(out.join("rejects.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<(u64, &str)> = rejects
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (2, "invalid-row"),
+            (4, "invalid-row"),
+            (5, "bad-category"),
+            (10, "invalid-utf8"),
+            (3, "identical-prompts"),
+            (7, "safe-holds-concept"),
+            (8, "no-concept-term"),
+            (9, "duplicate"),
+        ]
+    );
+    assert!(rejects
+        .iter()
+        .all(|r| r["source"].as_str().unwrap().ends_with("pairs.jsonl")));
+    assert_eq!(rejects[5]["safe_prompt"], "a naked statue");
+    let dataset = acs_schema::DatasetManifest::load(&out).unwrap();
+    assert_eq!(dataset.total_rows(), 1);
+}
+
+#[test]
+fn sample_manifests_dry_run_report_pairs_and_rejects() {
+    let home = tempfile::tempdir().unwrap();
+    let expectations = [
+        (
+            "pairs-csv.toml",
+            8,
+            vec!["identical-prompts", "no-concept-term"],
+        ),
+        ("prompts-txt.toml", 9, vec!["no-concept-term"]),
+        ("i2p-sample.toml", 36, vec!["no-concept-term"]),
+    ];
+    for (name, pairs, reasons) in expectations {
+        let manifest = repo_root().join("manifests").join(name);
+        let run = acs(
+            home.path(),
+            &[
+                "build",
+                "--manifest",
+                &manifest.display().to_string(),
+                "--out",
+                "unused",
+                "--dry-run",
+            ],
+        );
+        assert!(run.status.success(), "{name}: {}", stderr(&run));
+        let text = stdout(&run);
+        assert!(
+            text.contains(&format!("dry run: {pairs} pairs would be rendered")),
+            "{name}: {text}"
+        );
+        for reason in reasons {
+            assert!(
+                text.contains(&format!("rejected {reason}")),
+                "{name}: {text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -510,4 +623,95 @@ fn prompt_switch_shares_a_prefix_then_forks() {
     }
     // 18 pairs x 2 shared steps x 2 (classifier-free guidance).
     assert!(summary.contains("saved 72 latent evaluations"), "{summary}");
+}
+
+#[test]
+fn i2p_parquet_rows_are_read_filtered_and_rewritten() {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let prompts = [
+        "a nude figure by a lake, oil painting",
+        "a gory scene in an alley",
+        "a quiet library at noon",
+        "a bloody sword, concept art",
+    ];
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("prompt", Arc::new(StringArray::from(prompts.to_vec()))),
+        (
+            "categories",
+            Arc::new(StringArray::from(vec![
+                "sexual",
+                "violence, shocking",
+                "hate",
+                "violence",
+            ])),
+        ),
+        ("hard", Arc::new(Int64Array::from(vec![1, 1, 1, 0]))),
+        (
+            "inappropriate_percentage",
+            Arc::new(Float64Array::from(vec![90.0, 80.0, 70.0, 60.0])),
+        ),
+        ("sd_seed", Arc::new(Int64Array::from(vec![11, 22, 33, 44]))),
+        (
+            "sd_guidance_scale",
+            Arc::new(Float64Array::from(vec![7.0, 8.0, 9.0, 10.0])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let path = work.path().join("i2p.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let manifest = work.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "[sampling]\nsteps = 1\nheight = 64\nwidth = 64\n[[sources]]\nkind = \"i2p-parquet\"\n\
+         path = \"i2p.parquet\"\nhard = true\n[output]\nsplits = { train = 1.0 }\n",
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let run = build(home.path(), &manifest, &out);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = stdout(&run);
+    assert!(text.contains("1 rows filtered out; 1 rejected"), "{text}");
+    let rows = acs_schema::Dataset::open(&out).unwrap().records().unwrap();
+    let mut got: Vec<(String, u64, f32, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.safe_prompt.clone(),
+                r.seed,
+                r.guidance_scale,
+                r.category.clone(),
+            )
+        })
+        .collect();
+    got.sort_by_key(|row| row.1);
+    assert_eq!(
+        got,
+        [
+            (
+                "a clothed figure by a lake, oil painting".to_owned(),
+                11,
+                7.0,
+                "sexual".to_owned()
+            ),
+            (
+                "a colorful scene in an alley".to_owned(),
+                22,
+                8.0,
+                "violence".to_owned()
+            ),
+        ]
+    );
+    let rejects = std::fs::read_to_string(out.join("rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains("\"line\":3") && rejects.contains("no-concept-term"),
+        "{rejects}"
+    );
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use acs_schema::{
-    DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION,
+    write_atomic, DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION,
 };
 use candle_core::{DType, Device};
 use serde_json::json;
@@ -18,13 +18,18 @@ use crate::error::AcsError;
 use crate::hub::{fetch_model, FetchOptions, HubSettings, Variant};
 use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
+use crate::lexicon::Lexicons;
 use crate::metrics::pair_metrics;
+use crate::model::tiny::acs_home;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
 use crate::model::{model_fingerprint, StableDiffusion};
+use crate::pairing::{Pairer, Pairing};
+use crate::plan::Plan;
 use crate::plan::{plan, PlannedPair};
+use crate::rewrite::llm::LlmRewriter;
 use crate::sampler::{PairSampler, RenderJob, RenderedPair};
 use crate::sink::ShardSink;
-use crate::sources::read_all;
+use crate::sources::{read_all, Reject};
 use crate::tokenizer::ClipTokenizer;
 use crate::verdict::{verdict, Thresholds};
 
@@ -51,6 +56,14 @@ pub struct BuildReport {
     pub valid_rows: u64,
     /// Duplicate input pairs dropped.
     pub duplicates: usize,
+    /// Inputs that did not become pairs, by reason (also in rejects.jsonl).
+    pub rejects: std::collections::BTreeMap<String, usize>,
+    /// Rows a source's filters left out.
+    pub filtered: usize,
+    /// Safe prompts the lexicons made.
+    pub rewritten_by_lexicon: usize,
+    /// Safe prompts the LLM made.
+    pub rewritten_by_llm: usize,
     /// Shards written.
     pub shards: usize,
     /// Latent rows the prompt-switch prefix did not send through the UNet.
@@ -63,7 +76,10 @@ pub struct BuildReport {
 
 /// The build configuration recorded in the dataset manifest: the normalised manifest plus the
 /// sha256 of every source file, so a changed prompt file is a changed build.
-fn build_config(loaded: &LoadedManifest) -> Result<serde_json::Value, AcsError> {
+fn build_config(
+    loaded: &LoadedManifest,
+    lexicons: &Lexicons,
+) -> Result<serde_json::Value, AcsError> {
     let mut sources = Vec::new();
     for source in &loaded.manifest.sources {
         let path = loaded.resolve(&source.path);
@@ -74,6 +90,7 @@ fn build_config(loaded: &LoadedManifest) -> Result<serde_json::Value, AcsError> 
     Ok(json!({
         "manifest": serde_json::to_value(&loaded.manifest)?,
         "source_files": sources,
+        "lexicons_sha256": lexicons.sha256(),
     }))
 }
 
@@ -226,6 +243,9 @@ impl Stopwatch {
     }
 }
 
+/// Inputs that did not become pairs, one JSON object per line, in the output folder.
+pub const REJECTS_FILE: &str = "rejects.jsonl";
+
 /// Runs a build.
 pub fn run_build(
     options: &BuildOptions,
@@ -233,8 +253,23 @@ pub fn run_build(
 ) -> Result<BuildReport, AcsError> {
     let mut watch = Stopwatch(Vec::new(), Instant::now());
     let loaded = LoadedManifest::load(&options.manifest)?;
-    let prompts = read_all(&loaded)?;
-    let config = build_config(&loaded)?;
+    let manifest = &loaded.manifest;
+    let sources = read_all(&loaded)?;
+    let lexicons = match &manifest.rewrite.lexicons {
+        Some(dir) => Lexicons::from_dir(&loaded.resolve(dir))?,
+        None => Lexicons::built_in()?,
+    };
+    let llm = match &manifest.rewrite.llm {
+        Some(section) => {
+            let cache = match &section.cache {
+                Some(dir) => loaded.resolve(dir),
+                None => acs_home().join("llm-cache"),
+            };
+            Some(LlmRewriter::new(section, &cache)?)
+        }
+        None => None,
+    };
+    let config = build_config(&loaded, &lexicons)?;
     let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
     watch.lap("read manifest and sources");
     if !options.dry_run && check_output_folder(&options.out, &config_sha256)? {
@@ -247,12 +282,40 @@ pub fn run_build(
         });
     }
 
-    let manifest = &loaded.manifest;
+    let pair_inputs = |tokenizer: &ClipTokenizer,
+                       progress: &mut dyn FnMut(&str)|
+     -> Result<(Pairing, Vec<Reject>), AcsError> {
+        let pairer = Pairer {
+            lexicons: &lexicons,
+            tokenizer,
+            max_token_edits: manifest.alignment.max_token_edits,
+            llm: llm.as_ref(),
+        };
+        let mut pairing = pairer.pair(sources.items.clone(), progress)?;
+        let mut rejects = sources.rejects.clone();
+        rejects.append(&mut pairing.rejects);
+        Ok((pairing, rejects))
+    };
+    let summarise = |pairing: &Pairing, rejects: &[Reject], plan: &Plan| {
+        let mut report = BuildReport {
+            duplicates: plan.duplicates,
+            filtered: sources.filtered,
+            rewritten_by_lexicon: pairing.rewritten_by_lexicon,
+            rewritten_by_llm: pairing.rewritten_by_llm,
+            ..BuildReport::default()
+        };
+        for reject in rejects {
+            *report.rejects.entry(reject.reason.clone()).or_default() += 1;
+        }
+        report
+    };
+
     if options.dry_run {
         // Plan with the model's tokenizer and fingerprint only; no weights are loaded.
         let dir = model_dir(&loaded)?;
         let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer"))?;
-        let plan = plan(prompts, manifest, &tokenizer, &model_fingerprint(&dir)?)?;
+        let (pairing, rejects) = pair_inputs(&tokenizer, progress)?;
+        let plan = plan(pairing.pairs.clone(), manifest, &model_fingerprint(&dir)?);
         watch.lap("plan and align prompts");
         for pair in &plan.pairs {
             progress(&format!(
@@ -267,15 +330,26 @@ pub fn run_build(
         }
         return Ok(BuildReport {
             rows: plan.pairs.len() as u64,
-            duplicates: plan.duplicates,
             stage_seconds: watch.0,
-            ..BuildReport::default()
+            ..summarise(&pairing, &rejects, &plan)
         });
     }
     let model = load_model(&loaded)?;
     watch.lap("load model");
-    let plan = plan(prompts, manifest, &model.tokenizer, &model.sha256)?;
+    let (pairing, rejects) = pair_inputs(&model.tokenizer, progress)?;
+    let plan = plan(pairing.pairs.clone(), manifest, &model.sha256);
     watch.lap("plan and align prompts");
+    if plan.pairs.is_empty() {
+        let counts = summarise(&pairing, &rejects, &plan).rejects;
+        let reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        return Err(AcsError::input(format!(
+            "{}: no pair to render: all {} inputs were rejected ({}); `acs build --dry-run` \
+             lists them",
+            loaded.file.display(),
+            rejects.len(),
+            reasons.join(", ")
+        )));
+    }
 
     let s = &manifest.sampling;
     let sampler = PairSampler::new(
@@ -306,11 +380,17 @@ pub fn run_build(
         manifest.output.shard_rows as usize,
         shard_bytes,
     )?;
+    let mut rejects_jsonl = Vec::new();
+    for reject in &rejects {
+        serde_json::to_writer(&mut rejects_jsonl, reject)?;
+        rejects_jsonl.push(b'\n');
+    }
+    if let Err(err) = write_atomic(&options.out.join(REJECTS_FILE), &rejects_jsonl) {
+        sink.discard_if_empty();
+        return Err(err.into());
+    }
     let thresholds = Thresholds::from_manifest(manifest);
-    let mut report = BuildReport {
-        duplicates: plan.duplicates,
-        ..BuildReport::default()
-    };
+    let mut report = summarise(&pairing, &rejects, &plan);
     let mut times = [Duration::ZERO; 3];
     let rendered = render_all(
         &plan.pairs,

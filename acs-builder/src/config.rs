@@ -36,6 +36,9 @@ pub struct BuildManifest {
     /// Prompt sources, at least one.
     #[serde(default)]
     pub sources: Vec<SourceSection>,
+    /// How unsafe prompts without a safe counterpart are rewritten.
+    #[serde(default)]
+    pub rewrite: RewriteSection,
     /// Shard output settings.
     #[serde(default)]
     pub output: OutputSection,
@@ -134,17 +137,109 @@ impl Default for AlignmentSection {
     }
 }
 
+/// Source kinds.
+pub const SOURCE_KINDS: [&str; 5] = [
+    "pairs-jsonl",
+    "pairs-csv",
+    "prompts-txt",
+    "i2p-csv",
+    "i2p-parquet",
+];
+
 /// One `[[sources]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
-    /// Source format: pairs-jsonl.
+    /// Source format, one of [`SOURCE_KINDS`].
     pub kind: String,
     /// The file, relative to the manifest's folder.
     pub path: PathBuf,
     /// Category of rows that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// I2P: keep the row's seed (`sd_seed` / `evaluation_seed`) instead of deriving one.
+    #[serde(default = "yes")]
+    pub use_seed: bool,
+    /// I2P: keep the row's guidance scale (`sd_guidance_scale` / `evaluation_guidance`).
+    #[serde(default = "yes")]
+    pub use_guidance: bool,
+    /// I2P: keep only rows with at least one of these categories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// I2P: keep only rows whose `hard` flag equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<bool>,
+    /// I2P: keep only rows with inappropriate_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_inappropriate_percentage: Option<f64>,
+    /// I2P: keep only rows with nudity_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_nudity_percentage: Option<f64>,
+    /// I2P: keep only rows with q16_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_q16_percentage: Option<f64>,
+    /// I2P: keep only rows with sd_safety_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sd_safety_percentage: Option<f64>,
+    /// I2P: keep only rows with prompt_toxicity >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_prompt_toxicity: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[rewrite]`: how single unsafe prompts (prompts-txt, I2P) get their safe counterpart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteSection {
+    /// Folder of one lexicon TOML per category; absent: the lexicons built into acs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexicons: Option<PathBuf>,
+    /// An OpenAI-compatible chat-completions endpoint for prompts the lexicons cannot rewrite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSection>,
+}
+
+/// `[rewrite.llm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// Base URL of the API, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended).
+    pub base_url: String,
+    /// Model name sent in each request.
+    pub model: String,
+    /// Environment variable holding the API key (sent as a bearer token); none: no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// System instruction; absent: acs's built-in minimal-edit instruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_llm_concurrency")]
+    pub concurrency: u32,
+    /// Seconds before a request is abandoned.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_s: f64,
+    /// Retries of a failed request (with exponential backoff).
+    #[serde(default = "default_llm_retries")]
+    pub retries: u32,
+    /// Cache folder (relative to the manifest); absent: $ACS_HOME/llm-cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
+}
+
+fn default_llm_concurrency() -> u32 {
+    4
+}
+
+fn default_llm_timeout() -> f64 {
+    60.0
+}
+
+fn default_llm_retries() -> u32 {
+    3
 }
 
 /// `[output]`.
@@ -201,7 +296,14 @@ impl BuildManifest {
 }
 
 /// The keys each table accepts; anything else is an error with a suggestion.
-const TOP_KEYS: &[&str] = &["model", "sampling", "alignment", "sources", "output"];
+const TOP_KEYS: &[&str] = &[
+    "model",
+    "sampling",
+    "alignment",
+    "sources",
+    "rewrite",
+    "output",
+];
 const MODEL_KEYS: &[&str] = &["path", "repo", "revision", "dtype", "device"];
 const SAMPLING_KEYS: &[&str] = &[
     "scheduler",
@@ -222,7 +324,31 @@ const ALIGNMENT_KEYS: &[&str] = &[
     "ssim_min",
     "changed_area_max",
 ];
-const SOURCE_KEYS: &[&str] = &["kind", "path", "category"];
+const SOURCE_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "category",
+    "use_seed",
+    "use_guidance",
+    "categories",
+    "hard",
+    "min_inappropriate_percentage",
+    "min_nudity_percentage",
+    "min_q16_percentage",
+    "min_sd_safety_percentage",
+    "min_prompt_toxicity",
+];
+const REWRITE_KEYS: &[&str] = &["lexicons", "llm"];
+const LLM_KEYS: &[&str] = &[
+    "base_url",
+    "model",
+    "api_key_env",
+    "instruction",
+    "concurrency",
+    "timeout_s",
+    "retries",
+    "cache",
+];
 const OUTPUT_KEYS: &[&str] = &["shard_rows", "shard_bytes", "splits", "store_latents"];
 
 /// A manifest together with the file it came from.
@@ -314,6 +440,12 @@ fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
             "sampling" => check_table(value, origin, "[sampling]", SAMPLING_KEYS)?,
             "alignment" => check_table(value, origin, "[alignment]", ALIGNMENT_KEYS)?,
             "output" => check_table(value, origin, "[output]", OUTPUT_KEYS)?,
+            "rewrite" => {
+                check_table(value, origin, "[rewrite]", REWRITE_KEYS)?;
+                if let Some(llm) = value.get("llm") {
+                    check_table(llm, origin, "[rewrite.llm]", LLM_KEYS)?;
+                }
+            }
             "sources" => {
                 let Some(entries) = value.as_array() else {
                     return Err(AcsError::input(format!(
@@ -482,22 +614,80 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
     }
     for (i, source) in m.sources.iter().enumerate() {
         let field = format!("[[sources]] #{}", i + 1);
-        if source.kind != "pairs-jsonl" {
+        if !SOURCE_KINDS.contains(&source.kind.as_str()) {
             return fail(
                 &format!("{field}.kind"),
                 format!(
-                    "`{}` is not supported (supported: pairs-jsonl)",
-                    source.kind
+                    "`{}` is not supported (supported: {})",
+                    source.kind,
+                    SOURCE_KINDS.join(", ")
                 ),
             );
         }
-        if let Some(category) = &source.category {
+        for category in source.category.iter().chain(&source.categories) {
             if !CATEGORIES.contains(&category.as_str()) {
                 return fail(
                     &format!("{field}.category"),
                     format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
                 );
             }
+        }
+        let is_i2p = source.kind.starts_with("i2p-");
+        let i2p_only = [
+            ("categories", !source.categories.is_empty()),
+            ("hard", source.hard.is_some()),
+            (
+                "min_inappropriate_percentage",
+                source.min_inappropriate_percentage.is_some(),
+            ),
+            (
+                "min_nudity_percentage",
+                source.min_nudity_percentage.is_some(),
+            ),
+            ("min_q16_percentage", source.min_q16_percentage.is_some()),
+            (
+                "min_sd_safety_percentage",
+                source.min_sd_safety_percentage.is_some(),
+            ),
+            ("min_prompt_toxicity", source.min_prompt_toxicity.is_some()),
+        ];
+        if let Some((key, _)) = i2p_only.iter().find(|(_, set)| *set && !is_i2p) {
+            return fail(
+                &format!("{field}.{key}"),
+                format!(
+                    "only applies to i2p-csv and i2p-parquet sources, not {}",
+                    source.kind
+                ),
+            );
+        }
+    }
+    if let Some(llm) = &m.rewrite.llm {
+        if !(llm.base_url.starts_with("http://") || llm.base_url.starts_with("https://")) {
+            return fail(
+                "[rewrite.llm].base_url",
+                format!("`{}` is not an http(s) URL", llm.base_url),
+            );
+        }
+        if llm.model.trim().is_empty() {
+            return fail("[rewrite.llm].model", "must not be empty".into());
+        }
+        if !(1..=256).contains(&llm.concurrency) {
+            return fail(
+                "[rewrite.llm].concurrency",
+                format!("must be 1..=256 (got {})", llm.concurrency),
+            );
+        }
+        if !(llm.timeout_s.is_finite() && llm.timeout_s > 0.0) {
+            return fail(
+                "[rewrite.llm].timeout_s",
+                format!("must be > 0 (got {})", llm.timeout_s),
+            );
+        }
+        if llm.retries > 20 {
+            return fail(
+                "[rewrite.llm].retries",
+                format!("must be at most 20 (got {})", llm.retries),
+            );
         }
     }
     let o = &m.output;

@@ -193,6 +193,18 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                     report.duplicates
                 );
             }
+            let rejected: usize = report.rejects.values().sum();
+            println!(
+                "  inputs: {} safe prompts rewritten by the lexicons, {} by the LLM; {} rows \
+                 filtered out; {rejected} rejected{}",
+                report.rewritten_by_lexicon,
+                report.rewritten_by_llm,
+                report.filtered,
+                if dry_run { "" } else { " (see rejects.jsonl)" }
+            );
+            for (reason, count) in &report.rejects {
+                println!("    rejected {reason:<28} {count:>8}");
+            }
             if report.unet_evaluations_saved > 0 {
                 println!(
                     "  the prompt-switch prefix saved {} latent evaluations of the UNet",

@@ -8,9 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::align::PromptAlignment;
 use crate::config::BuildManifest;
-use crate::error::AcsError;
-use crate::sources::PromptPair;
-use crate::tokenizer::ClipTokenizer;
+use crate::pairing::{AlignedPair, PromptPair};
 
 /// A row that will be rendered.
 #[derive(Debug, Clone)]
@@ -112,19 +110,12 @@ pub fn pair_id(
     hex::encode(&digest[..16])
 }
 
-/// Expands prompt pairs by seeds_per_prompt, assigns ids, splits and seeds, measures the prompt
-/// alignment, and drops exact duplicates.
-pub fn plan(
-    prompts: Vec<PromptPair>,
-    manifest: &BuildManifest,
-    tokenizer: &ClipTokenizer,
-    model_sha256: &str,
-) -> Result<Plan, AcsError> {
+/// Expands checked prompt pairs by seeds_per_prompt, assigns ids, splits and seeds, and drops
+/// exact duplicates (same pair_id).
+pub fn plan(prompts: Vec<AlignedPair>, manifest: &BuildManifest, model_sha256: &str) -> Plan {
     let mut seen = HashSet::new();
     let mut plan = Plan::default();
-    for pair in prompts {
-        let alignment =
-            PromptAlignment::measure(tokenizer, &pair.unsafe_prompt, &pair.safe_prompt)?;
+    for AlignedPair { pair, alignment } in prompts {
         let guidance_scale = pair
             .guidance_scale
             .unwrap_or(manifest.sampling.guidance_scale);
@@ -153,7 +144,7 @@ pub fn plan(
             });
         }
     }
-    Ok(plan)
+    plan
 }
 
 #[cfg(test)]

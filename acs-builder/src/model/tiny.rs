@@ -350,15 +350,18 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), AcsError> {
     Ok(())
 }
 
-/// Where the tiny model is materialised on first use: `$ACS_HOME/models/tiny-sd-v1`, else
-/// `$XDG_CACHE_HOME/acs/...`, else `~/.cache/acs/...`.
-pub fn default_tiny_model_dir() -> PathBuf {
-    let base = std::env::var_os("ACS_HOME")
+/// acs's own folder for caches: `$ACS_HOME`, else `$XDG_CACHE_HOME/acs`, else `~/.cache/acs`.
+pub fn acs_home() -> PathBuf {
+    std::env::var_os("ACS_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("acs")))
         .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/acs")))
-        .unwrap_or_else(|| std::env::temp_dir().join("acs"));
-    base.join("models").join("tiny-sd-v1")
+        .unwrap_or_else(|| std::env::temp_dir().join("acs"))
+}
+
+/// Where the tiny model is materialised on first use: `acs_home()/models/tiny-sd-v1`.
+pub fn default_tiny_model_dir() -> PathBuf {
+    acs_home().join("models").join("tiny-sd-v1")
 }
 
 /// The tiny model folder, written first if it is not there yet.

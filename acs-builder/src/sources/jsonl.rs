@@ -1,0 +1,73 @@
+//! `pairs-jsonl`: one JSON object per line with `unsafe_prompt`, `safe_prompt` and optional
+//! `category`, `seed`, `guidance_scale`. Blank lines are skipped; other fields are ignored.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{checked_category, pair_item, read_file, Origin, PromptSource, Reject, SourceBatch};
+use crate::error::AcsError;
+
+/// The `pairs-jsonl` reader.
+pub struct PairsJsonl {
+    /// The file.
+    pub path: PathBuf,
+    /// Category for rows that name none.
+    pub category: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    unsafe_prompt: Option<String>,
+    safe_prompt: Option<String>,
+    category: Option<String>,
+    seed: Option<u64>,
+    guidance_scale: Option<f32>,
+}
+
+impl PromptSource for PairsJsonl {
+    fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
+        let bytes = read_file(&self.path)?;
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let origin = Origin {
+                file: self.path.clone(),
+                line: index + 1,
+            };
+            let text = match crate::text::decode(raw) {
+                Ok(text) => text,
+                Err(reason) => {
+                    batch
+                        .rejects
+                        .push(Reject::at(&origin, "invalid-utf8", reason));
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let row: Row = match serde_json::from_str(text) {
+                Ok(row) => row,
+                Err(e) => {
+                    let detail = format!("invalid JSON object: {e}");
+                    batch
+                        .rejects
+                        .push(Reject::at(&origin, "invalid-row", detail));
+                    continue;
+                }
+            };
+            let category = checked_category(row.category, &self.category);
+            match pair_item(
+                origin,
+                row.unsafe_prompt.as_deref(),
+                row.safe_prompt.as_deref(),
+                category,
+                row.seed,
+                row.guidance_scale,
+            ) {
+                Ok(item) => batch.items.push(item),
+                Err(reject) => batch.rejects.push(*reject),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! `prompts-txt`: unsafe prompts, one per line, to be rewritten. Blank lines and lines starting
+//! with `#` are skipped. The category comes from the source entry (or, when it has none, from
+//! the first lexicon that finds a concept term in the prompt).
+
+use std::path::PathBuf;
+
+use super::{read_file, Origin, PromptSource, Prompts, Reject, SourceBatch, SourceItem};
+use crate::config::CATEGORIES;
+use crate::error::AcsError;
+
+/// The `prompts-txt` reader.
+pub struct PromptsTxt {
+    /// The file.
+    pub path: PathBuf,
+    /// The category of every prompt; none: any category whose lexicon matches.
+    pub category: Option<String>,
+}
+
+impl PromptSource for PromptsTxt {
+    fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
+        let bytes = read_file(&self.path)?;
+        let categories: Vec<String> = match &self.category {
+            Some(category) => vec![category.clone()],
+            None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        };
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let origin = Origin {
+                file: self.path.clone(),
+                line: index + 1,
+            };
+            let text = match crate::text::decode(raw) {
+                Ok(text) => text,
+                Err(reason) => {
+                    batch
+                        .rejects
+                        .push(Reject::at(&origin, "invalid-utf8", reason));
+                    continue;
+                }
+            };
+            let prompt = crate::text::clean(text);
+            if prompt.is_empty() || prompt.starts_with('#') {
+                continue;
+            }
+            batch.items.push(SourceItem {
+                prompts: Prompts::Unsafe(prompt),
+                categories: categories.clone(),
+                seed: None,
+                guidance_scale: None,
+                origin,
+            });
+        }
+        Ok(())
+    }
+}
