@@ -117,13 +117,7 @@ fn parallelism(work: usize) -> Parallelism {
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("shifted-gemm-conv2d: {name} must be f32");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("shifted-gemm-conv2d: {name} must be contiguous");
-    };
-    Ok(&data[start..end])
+    super::cpu_storage::contiguous_f32(storage, layout, "shifted-gemm-conv2d", name)
 }
 
 impl CustomOp3 for ShiftedGemmConv {

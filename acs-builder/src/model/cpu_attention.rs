@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::cpu_storage::contiguous_f32;
 use super::vector_math::softmax_in_place;
 
 /// Query rows per tile.
@@ -16,13 +17,7 @@ const TILE_ROWS: usize = 64;
 pub struct FusedAttention;
 
 fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, name: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("fused attention: {name} must be f32");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("fused attention: {name} must be contiguous");
-    };
-    Ok(&data[start..end])
+    contiguous_f32(storage, layout, "fused attention", name)
 }
 
 impl CustomOp3 for FusedAttention {

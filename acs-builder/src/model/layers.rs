@@ -395,12 +395,8 @@ impl candle_core::CustomOp1 for SiluOp {
         layout: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use rayon::prelude::*;
-        let (candle_core::CpuStorage::F32(data), Some((start, end))) =
-            (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("silu-f32: expects a contiguous f32 tensor");
-        };
-        let mut out = data[start..end].to_vec();
+        let mut out =
+            super::cpu_storage::contiguous_f32(storage, layout, "silu-f32", "input")?.to_vec();
         out.par_chunks_mut(1 << 14)
             .for_each(super::vector_math::silu_in_place);
         Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
@@ -441,6 +437,17 @@ mod tests {
             .unwrap()
     }
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn ramp(shape: (usize, usize, usize), phase: f32) -> Tensor {
         let count = shape.0 * shape.1 * shape.2;
         let values: Vec<f32> = (0..count)
@@ -457,14 +464,7 @@ mod tests {
         let expected = naive_attention(&q, &k, &v, 2);
         for budget in [usize::MAX, 2 * 2 * 11 * 5, 1] {
             let got = attention_within(&q, &k, &v, 2, None, budget).unwrap();
-            let diff = (&expected - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&expected, &got);
             assert!(diff < 1e-6, "budget {budget}: {diff}");
         }
     }
@@ -494,14 +494,7 @@ mod tests {
             let conv = Conv2d::from_candle(inner, kernel, config).unwrap();
             let got = conv.forward(&x).unwrap();
             assert_eq!(got.dims(), expected.dims());
-            let diff = (got - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &expected);
             assert!(diff < 1e-5, "kernel {kernel}: {diff}");
             // Banded: one output row per band.
             let padded = x.pad_with_zeros(2, padding, padding).unwrap();
@@ -514,14 +507,7 @@ mod tests {
                 })
                 .collect();
             let banded = Tensor::cat(&rows, 2).unwrap();
-            let diff = (banded - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&banded, &expected);
             assert!(diff < 1e-5, "banded kernel {kernel}: {diff}");
         }
     }

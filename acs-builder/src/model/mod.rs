@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod config;
 pub mod conv;
 pub mod cpu_attention;
+pub mod cpu_storage;
 pub mod forward;
 pub mod layers;
 pub mod text_encoder;

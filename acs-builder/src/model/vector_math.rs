@@ -127,19 +127,13 @@ impl candle_core::CustomOp3 for GroupNormOp {
         s3: &candle_core::CpuStorage,
         l3: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use super::cpu_storage::contiguous_f32;
         use candle_core::CpuStorage;
         use rayon::prelude::*;
-        let slice = |s: &'_ CpuStorage, l: &candle_core::Layout| -> Option<Vec<f32>> {
-            let (CpuStorage::F32(data), Some((a, b))) = (s, l.contiguous_offsets()) else {
-                return None;
-            };
-            Some(data[a..b].to_vec())
-        };
-        let (Some(mut out), Some(weight), Some(bias)) =
-            (slice(s1, l1), slice(s2, l2), slice(s3, l3))
-        else {
-            candle_core::bail!("group-norm-f32: expects contiguous f32 tensors");
-        };
+        const OP: &str = "group-norm-f32";
+        let mut out = contiguous_f32(s1, l1, OP, "input")?.to_vec();
+        let weight = contiguous_f32(s2, l2, OP, "weight")?;
+        let bias = contiguous_f32(s3, l3, OP, "bias")?;
         let dims = l1.shape().dims();
         let channels = dims.get(1).copied().unwrap_or(0);
         let spatial: usize = dims.iter().skip(2).product();

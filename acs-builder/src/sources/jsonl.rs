@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{checked_category, pair_item, read_file, Origin, PromptSource, Reject, SourceBatch};
+use super::{checked_category, pair_item, text_lines, PromptSource, Reject, SourceBatch};
 use crate::error::AcsError;
 
 /// The `pairs-jsonl` reader.
@@ -27,25 +27,8 @@ struct Row {
 
 impl PromptSource for PairsJsonl {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
-        let bytes = read_file(&self.path)?;
-        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let origin = Origin {
-                file: self.path.clone(),
-                line: index + 1,
-            };
-            let text = match crate::text::decode(raw) {
-                Ok(text) => text,
-                Err(reason) => {
-                    batch
-                        .rejects
-                        .push(Reject::at(&origin, "invalid-utf8", reason));
-                    continue;
-                }
-            };
-            if text.trim().is_empty() {
-                continue;
-            }
-            let row: Row = match serde_json::from_str(text) {
+        for (origin, text) in text_lines(&self.path, batch)? {
+            let row: Row = match serde_json::from_str(&text) {
                 Ok(row) => row,
                 Err(e) => {
                     let detail = format!("invalid JSON object: {e}");

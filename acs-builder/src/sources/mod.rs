@@ -156,6 +156,27 @@ fn read_file(path: &Path) -> Result<Vec<u8>, AcsError> {
     std::fs::read(path).map_err(|e| AcsError::io(path, e))
 }
 
+/// The non-blank lines of a text source with their origins; lines that are not valid UTF-8
+/// go to the rejects.
+fn text_lines(path: &Path, batch: &mut SourceBatch) -> Result<Vec<(Origin, String)>, AcsError> {
+    let bytes = read_file(path)?;
+    let mut lines = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let origin = Origin {
+            file: path.to_path_buf(),
+            line: index + 1,
+        };
+        match crate::text::decode(raw) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) => lines.push((origin, text.to_owned())),
+            Err(reason) => batch
+                .rejects
+                .push(Reject::at(&origin, "invalid-utf8", reason)),
+        }
+    }
+    Ok(lines)
+}
+
 /// A category named by a row or the source, checked against the taxonomy.
 fn checked_category(named: Option<String>, default: &Option<String>) -> Result<String, String> {
     let category = named

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{read_file, Origin, PromptSource, Prompts, Reject, SourceBatch, SourceItem};
+use super::{text_lines, PromptSource, Prompts, SourceBatch, SourceItem};
 use crate::config::CATEGORIES;
 use crate::error::AcsError;
 
@@ -18,26 +18,12 @@ pub struct PromptsTxt {
 
 impl PromptSource for PromptsTxt {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
-        let bytes = read_file(&self.path)?;
         let categories: Vec<String> = match &self.category {
             Some(category) => vec![category.clone()],
             None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
         };
-        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let origin = Origin {
-                file: self.path.clone(),
-                line: index + 1,
-            };
-            let text = match crate::text::decode(raw) {
-                Ok(text) => text,
-                Err(reason) => {
-                    batch
-                        .rejects
-                        .push(Reject::at(&origin, "invalid-utf8", reason));
-                    continue;
-                }
-            };
-            let prompt = crate::text::clean(text);
+        for (origin, text) in text_lines(&self.path, batch)? {
+            let prompt = crate::text::clean(&text);
             if prompt.is_empty() || prompt.starts_with('#') {
                 continue;
             }
