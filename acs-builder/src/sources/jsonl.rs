@@ -27,7 +27,14 @@ struct Row {
 
 impl PromptSource for PairsJsonl {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
-        for (origin, text) in text_lines(&self.path, batch)? {
+        for line in text_lines(&self.path)? {
+            let (origin, text) = match line {
+                Ok(line) => line,
+                Err(reject) => {
+                    batch.rejects.push(reject);
+                    continue;
+                }
+            };
             let row: Row = match serde_json::from_str(&text) {
                 Ok(row) => row,
                 Err(e) => {

@@ -156,9 +156,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, AcsError> {
     std::fs::read(path).map_err(|e| AcsError::io(path, e))
 }
 
-/// The non-blank lines of a text source with their origins; lines that are not valid UTF-8
-/// go to the rejects.
-fn text_lines(path: &Path, batch: &mut SourceBatch) -> Result<Vec<(Origin, String)>, AcsError> {
+/// A decoded line with its origin, or the reject of a line that is not valid UTF-8.
+type TextLine = Result<(Origin, String), Reject>;
+
+/// The non-blank lines of a text source, in order.
+fn text_lines(path: &Path) -> Result<Vec<TextLine>, AcsError> {
     let bytes = read_file(path)?;
     let mut lines = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -168,10 +170,8 @@ fn text_lines(path: &Path, batch: &mut SourceBatch) -> Result<Vec<(Origin, Strin
         };
         match crate::text::decode(raw) {
             Ok(text) if text.trim().is_empty() => {}
-            Ok(text) => lines.push((origin, text.to_owned())),
-            Err(reason) => batch
-                .rejects
-                .push(Reject::at(&origin, "invalid-utf8", reason)),
+            Ok(text) => lines.push(Ok((origin, text.to_owned()))),
+            Err(reason) => lines.push(Err(Reject::at(&origin, "invalid-utf8", reason))),
         }
     }
     Ok(lines)

@@ -22,7 +22,14 @@ impl PromptSource for PromptsTxt {
             Some(category) => vec![category.clone()],
             None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
         };
-        for (origin, text) in text_lines(&self.path, batch)? {
+        for line in text_lines(&self.path)? {
+            let (origin, text) = match line {
+                Ok(line) => line,
+                Err(reject) => {
+                    batch.rejects.push(reject);
+                    continue;
+                }
+            };
             let prompt = crate::text::clean(&text);
             if prompt.is_empty() || prompt.starts_with('#') {
                 continue;
