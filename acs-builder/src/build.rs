@@ -152,7 +152,7 @@ fn probe_writable(dir: &Path) -> Result<(), AcsError> {
         })
 }
 
-fn dtype_of(name: &str) -> DType {
+pub(crate) fn dtype_of(name: &str) -> DType {
     match name {
         "f16" => DType::F16,
         "bf16" => DType::BF16,

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod pairing;
 pub mod plan;
+pub mod replay;
 pub mod rewrite;
 pub mod rng;
 pub mod sampler;

@@ -72,6 +72,13 @@ enum Command {
         /// Largest fraction of invalid rows that still passes (exit 1 above it).
         #[arg(long, default_value_t = 0.0)]
         max_invalid_fraction: f64,
+        /// Re-render this fraction of the rows (a seeded sample) and check that x_T and the
+        /// latents are bit-identical (exit 1 otherwise).
+        #[arg(long)]
+        replay: Option<f64>,
+        /// The model folder for --replay when the dataset was built from a local folder.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Summarise a dataset with polars.
     Stats {
@@ -220,19 +227,56 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             dir,
             json,
             max_invalid_fraction,
+            replay,
+            model,
         } => {
             if !(0.0..=1.0).contains(&max_invalid_fraction) {
                 return Err(AcsError::input(format!(
                     "--max-invalid-fraction: must be in [0, 1] (got {max_invalid_fraction})"
                 )));
             }
+            if let Some(fraction) = replay.filter(|f| !(0.0..=1.0).contains(f) || f.is_nan()) {
+                return Err(AcsError::input(format!(
+                    "--replay: must be in [0, 1] (got {fraction})"
+                )));
+            }
             let report = validate(&dir, max_invalid_fraction)?;
+            let replayed = match replay {
+                Some(fraction) if report.failure().is_none() => {
+                    Some(replay_dataset(&dir, fraction, model.as_deref())?)
+                }
+                _ => None,
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                if let (Some(replayed), Some(object)) = (&replayed, value.as_object_mut()) {
+                    object.insert("replay".into(), serde_json::to_value(replayed)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", report.table());
+                if let Some(replayed) = &replayed {
+                    println!(
+                        "replay: {} of {} re-rendered rows identical",
+                        replayed.identical, replayed.rows
+                    );
+                    for line in &replayed.mismatches {
+                        println!("  {line}");
+                    }
+                }
             }
-            report.failure().map_or(Ok(()), Err)
+            if let Some(err) = report.failure() {
+                return Err(err);
+            }
+            match replayed {
+                Some(r) if !r.mismatches.is_empty() => Err(AcsError::Invalid(format!(
+                    "replay: {} of {} re-rendered rows differ from the dataset (first: {})",
+                    r.mismatches.len(),
+                    r.rows,
+                    r.mismatches[0]
+                ))),
+                _ => Ok(()),
+            }
         }
         Command::Stats { dir, json } => {
             let stats = dataset_stats(&dir)?;
@@ -357,6 +401,29 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             Ok(())
         }
     }
+}
+
+/// Replays a fraction of a validated dataset's rows with the model it was built with.
+fn replay_dataset(
+    dir: &std::path::Path,
+    fraction: f64,
+    model_dir: Option<&std::path::Path>,
+) -> Result<acs_builder::replay::ReplayReport, AcsError> {
+    use acs_builder::replay::{load_dataset_model, replay};
+    let manifest = acs_schema::DatasetManifest::load(dir)?;
+    let build: acs_builder::config::BuildManifest =
+        serde_json::from_value(manifest.build_config["manifest"].clone())?;
+    let mut records = Vec::new();
+    for shard in &manifest.shards {
+        for (row, record) in acs_schema::read_shard(&dir.join(&shard.path))?
+            .into_iter()
+            .enumerate()
+        {
+            records.push((format!("{}: row {row}", shard.path), record));
+        }
+    }
+    let model = load_dataset_model(&manifest, &build, model_dir)?;
+    replay(&manifest, &build, &model, &records, fraction)
 }
 
 /// candle asks for its thread count on every matrix multiplication and, unless

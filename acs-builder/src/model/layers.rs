@@ -3,7 +3,7 @@
 //! attention that bounds its memory.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2dConfig, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, LayerNorm, VarBuilder};
 
 /// Activation functions by their transformers / diffusers config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +52,50 @@ impl Module for Activation {
     }
 }
 
+/// A linear layer whose result for one batch element does not depend on the others: on the
+/// CPU a [batch, in] or [batch, n, in] input is multiplied one batch element at a time. candle stacks the
+/// batch into the rows of one GEMM, whose blocking (and so the last bits of every sum) then
+/// depends on how many pairs share a batch; rows rendered together would not replay alone.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+impl Linear {
+    /// A layer from its weight [out, in] and optional bias [out].
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            inner: candle_nn::Linear::new(weight, bias),
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match xs.dims() {
+            [batch, ..] if *batch > 1 && xs.rank() <= 3 && xs.device().is_cpu() => {
+                let rows = (0..*batch)
+                    .map(|i| self.inner.forward(&xs.narrow(0, i, 1)?))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)
+            }
+            _ => self.inner.forward(xs),
+        }
+    }
+}
+
 /// A linear layer `in -> out` with bias, at `vb` (`weight`, `bias`).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear(in_dim, out_dim, vb)
+    Ok(Linear {
+        inner: candle_nn::linear(in_dim, out_dim, vb)?,
+    })
 }
 
 /// A linear layer without bias.
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    candle_nn::linear_no_bias(in_dim, out_dim, vb)
+    Ok(Linear {
+        inner: candle_nn::linear_no_bias(in_dim, out_dim, vb)?,
+    })
 }
 
 /// A 1×1 projection stored either as a linear weight `[out, in]` or as a 1×1 convolution

@@ -2,9 +2,9 @@
 //! its last hidden state after the final layer norm.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
-use super::layers::{attention, layer_norm, linear, Activation};
+use super::layers::{attention, layer_norm, linear, Activation, Linear};
 
 /// Hyper-parameters read from `text_encoder/config.json`.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,12 +2,12 @@
 //! embedding, cross-attention down / mid / up blocks with skip connections.
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{
     Downsample, ResnetBlock, SpatialTransformer, SpatialTransformerShape, Upsample,
 };
-use super::layers::{conv2d, group_norm, linear, silu, Conv2d, GroupNorm};
+use super::layers::{conv2d, group_norm, linear, silu, Conv2d, GroupNorm, Linear};
 
 /// One resolution level of the UNet.
 #[derive(Debug, Clone, PartialEq)]
