@@ -152,7 +152,7 @@ fn probe_writable(dir: &Path) -> Result<(), AcsError> {
         })
 }
 
-pub(crate) fn dtype_of(name: &str) -> DType {
+fn dtype_of(name: &str) -> DType {
     match name {
         "f16" => DType::F16,
         "bf16" => DType::BF16,
@@ -204,27 +204,25 @@ fn resolve_or_fetch(repo: &str, revision: &str, fp16: bool) -> Result<PathBuf, A
 
 /// Loads the manifest's model, or the embedded tiny model when it names none.
 pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> {
-    let dir = model_dir(loaded)?;
-    match &loaded.manifest.model {
+    load_model_from(&model_dir(loaded)?, loaded.manifest.model.as_ref())
+}
+
+/// Loads the model folder `dir` with the dtype and device of `section` (`None`: the embedded
+/// tiny model, f32 on the CPU).
+pub fn load_model_from(
+    dir: &Path,
+    section: Option<&ModelSection>,
+) -> Result<StableDiffusion, AcsError> {
+    match section {
         Some(model) => StableDiffusion::load(
-            &dir,
+            dir,
             dtype_of(&model.dtype),
             DeviceSpec::parse(&model.device)
-                .map_err(|reason| {
-                    AcsError::input(format!(
-                        "{}: [model].device: {reason}",
-                        loaded.file.display()
-                    ))
-                })?
+                .map_err(|reason| AcsError::input(format!("[model].device: {reason}")))?
                 .open()?,
             model.repo.clone(),
         ),
-        None => StableDiffusion::load(
-            &dir,
-            DType::F32,
-            Device::Cpu,
-            Some(TINY_MODEL_ID.to_owned()),
-        ),
+        None => StableDiffusion::load(dir, DType::F32, Device::Cpu, Some(TINY_MODEL_ID.to_owned())),
     }
 }
 

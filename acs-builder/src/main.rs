@@ -422,7 +422,7 @@ fn replay_dataset(
             records.push((format!("{}: row {row}", shard.path), record));
         }
     }
-    let model = load_dataset_model(&manifest, &build, model_dir)?;
+    let model = load_dataset_model(&build, model_dir)?;
     replay(&manifest, &build, &model, &records, fraction)
 }
 

@@ -104,21 +104,11 @@ pub fn replay(
 }
 
 /// Loads the model a dataset was built with: `model_dir` when given, else the embedded tiny
-/// model or the hub cache entry named by the dataset's model id.
+/// model or the hub cache entry its manifest names, with the build's dtype and device.
 pub fn load_dataset_model(
-    manifest: &DatasetManifest,
     build: &BuildManifest,
     model_dir: Option<&Path>,
 ) -> Result<StableDiffusion, AcsError> {
-    let (dtype, device) = match &build.model {
-        Some(section) => (
-            crate::build::dtype_of(&section.dtype),
-            crate::device::DeviceSpec::parse(&section.device)
-                .map_err(AcsError::input)?
-                .open()?,
-        ),
-        None => (candle_core::DType::F32, candle_core::Device::Cpu),
-    };
     let dir = match (model_dir, &build.model) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, None) => crate::model::tiny::ensure_tiny_model()?,
@@ -133,7 +123,7 @@ pub fn load_dataset_model(
             )),
         },
     };
-    StableDiffusion::load(&dir, dtype, device, Some(manifest.model.id.clone()))
+    crate::build::load_model_from(&dir, build.model.as_ref())
 }
 
 #[cfg(test)]

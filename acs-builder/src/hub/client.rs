@@ -87,13 +87,18 @@ pub struct HubClient {
     token: Option<Token>,
 }
 
+/// The single-threaded tokio runtime acs's blocking HTTP clients run their requests on.
+pub(crate) fn http_runtime() -> Result<tokio::runtime::Runtime, AcsError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AcsError::internal(format!("HTTP runtime: {e}")))
+}
+
 impl HubClient {
     /// A client for the endpoint and token of `settings`.
     pub fn new(settings: &HubSettings) -> Result<Self, AcsError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AcsError::internal(format!("HTTP runtime: {e}")))?;
+        let runtime = http_runtime()?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))

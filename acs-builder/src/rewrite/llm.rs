@@ -472,10 +472,7 @@ impl LlmRewriter {
             None => None,
             Some(name) => Some(read_key(name)?),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AcsError::internal(format!("HTTP runtime: {e}")))?;
+        let runtime = crate::hub::client::http_runtime()?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("acs/", env!("CARGO_PKG_VERSION")))
