@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use acs_schema::{
-    write_atomic, DatasetManifest, ImageBlob, ModelInfo, PairRecord, MANIFEST_FILE, SCHEMA_VERSION,
+    write_atomic, DatasetManifest, ImageBlob, ModelInfo, PairRecord, WorkerSlice, MANIFEST_FILE,
+    SCHEMA_VERSION,
 };
 use candle_core::{DType, Device};
 use serde_json::json;
@@ -19,7 +20,7 @@ use crate::hub::{fetch_model, FetchOptions, HubSettings, Variant};
 use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::lexicon::Lexicons;
-use crate::metrics::pair_metrics;
+use crate::metrics::{pair_metrics, ChangedBox};
 use crate::model::tiny::acs_home;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
 use crate::model::{model_fingerprint, StableDiffusion};
@@ -28,13 +29,22 @@ use crate::plan::Plan;
 use crate::plan::{plan, PlannedPair};
 use crate::rewrite::llm::LlmRewriter;
 use crate::sampler::{PairSampler, RenderJob, RenderedPair};
-use crate::sink::ShardSink;
+use crate::sink::{Resumed, ShardSink};
 use crate::sources::{read_all, Reject};
 use crate::tokenizer::ClipTokenizer;
-use crate::verdict::{verdict, Thresholds};
+use crate::nudenet::SafetyScorer;
+use crate::verdict::{verdict, SafetyScores, Thresholds};
+use rayon::prelude::*;
 
 /// The acs version recorded in manifests and rows.
 pub const ACS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Appended to errors after which the output folder holds resumable work.
+const RESUME_NOTE: &str =
+    " (the finished work is kept: run the same `acs build` again to resume)";
+
+/// The detector named in the build config when `[validation].nudenet_model` is set.
+pub const DETECTOR_NAME: &str = "nudenet-320n";
 
 /// Options of one `acs build` run.
 #[derive(Debug, Clone)]
@@ -45,6 +55,8 @@ pub struct BuildOptions {
     pub out: PathBuf,
     /// Plan only: list the pairs, load no model weights beyond the tokenizer, write nothing.
     pub dry_run: bool,
+    /// Render only this worker's slice of the pairs (`--worker i/n`).
+    pub worker: Option<WorkerSlice>,
 }
 
 /// What a build did, with wall time per stage.
@@ -70,6 +82,8 @@ pub struct BuildReport {
     pub unet_evaluations_saved: u64,
     /// True when the folder already held this exact build.
     pub up_to_date: bool,
+    /// Rows an interrupted run of this build had already rendered (0 for a fresh build).
+    pub resumed_rows: u64,
     /// (stage, seconds) in pipeline order.
     pub stage_seconds: Vec<(String, f64)>,
 }
@@ -79,6 +93,7 @@ pub struct BuildReport {
 fn build_config(
     loaded: &LoadedManifest,
     lexicons: &Lexicons,
+    scorer: Option<&SafetyScorer>,
 ) -> Result<serde_json::Value, AcsError> {
     let mut sources = Vec::new();
     for source in &loaded.manifest.sources {
@@ -87,15 +102,63 @@ fn build_config(
             .map_err(|_| AcsError::input(format!("{}: cannot read source file", path.display())))?;
         sources.push(json!({"path": source.path, "sha256": sha256}));
     }
-    Ok(json!({
+    let mut config = json!({
         "manifest": serde_json::to_value(&loaded.manifest)?,
         "source_files": sources,
         "lexicons_sha256": lexicons.sha256(),
-    }))
+    });
+    if let Some(scorer) = scorer {
+        config["detector"] = json!({
+            "name": DETECTOR_NAME,
+            "sha256": scorer.detector().sha256(),
+        });
+    }
+    Ok(config)
+}
+
+/// Keeps the pairs of one worker's slice.
+fn keep_worker_slice(plan: &mut Plan, worker: Option<WorkerSlice>) {
+    if let Some(worker) = worker {
+        plan.pairs.retain(|p| worker.owns(&p.pair_id));
+    }
+}
+
+/// What the output folder holds.
+enum OutputState {
+    /// Nothing (new, empty, or only the traces of a build killed before its manifest).
+    Empty,
+    /// This build, finished.
+    Finished,
+    /// This build, unfinished: resume it.
+    Unfinished(DatasetManifest),
+}
+
+/// Whether a folder holds only what a build killed before its first manifest leaves.
+fn only_early_traces(out: &Path) -> Result<bool, AcsError> {
+    for entry in std::fs::read_dir(out).map_err(|e| AcsError::io(out, e))? {
+        let entry = entry.map_err(|e| AcsError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let allowed = match name.as_str() {
+            crate::journal::JOURNAL_DIR => true,
+            "data" => std::fs::read_dir(entry.path())
+                .map_err(|e| AcsError::io(&entry.path(), e))?
+                .flatten()
+                .all(|e| e.file_name().to_string_lossy().ends_with(".tmp")),
+            _ => name.starts_with('.') && name.ends_with(".tmp"),
+        };
+        if !allowed {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Refuses output folders that cannot be written or hold something else; touches nothing.
-fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError> {
+fn check_output_folder(
+    out: &Path,
+    config_sha256: &str,
+    worker: Option<WorkerSlice>,
+) -> Result<OutputState, AcsError> {
     if out.exists() {
         if !out.is_dir() {
             return Err(AcsError::input(format!(
@@ -105,17 +168,33 @@ fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError
         }
         if out.join(MANIFEST_FILE).is_file() {
             let existing = DatasetManifest::load(out)?;
-            if existing.build_config_sha256 == config_sha256 && existing.complete {
-                return Ok(true);
+            if existing.build_config_sha256 != config_sha256 {
+                return Err(AcsError::input(format!(
+                    "{}: holds a build of a different manifest (build_config_sha256 {}, this \
+                     manifest {config_sha256}); choose another folder",
+                    out.display(),
+                    existing.build_config_sha256
+                )));
             }
-            return Err(AcsError::input(format!(
-                "{}: holds {} from a different or unfinished build; choose an empty folder",
-                out.display(),
-                MANIFEST_FILE
-            )));
+            if existing.worker != worker {
+                let describe = |w: Option<WorkerSlice>| {
+                    w.map_or("the whole build".to_string(), |w| format!("worker {w}"))
+                };
+                return Err(AcsError::input(format!(
+                    "{}: holds {} of this manifest, not {}; choose another folder",
+                    out.display(),
+                    describe(existing.worker),
+                    describe(worker)
+                )));
+            }
+            probe_writable(out)?;
+            return Ok(if existing.complete {
+                OutputState::Finished
+            } else {
+                OutputState::Unfinished(existing)
+            });
         }
-        let mut entries = std::fs::read_dir(out).map_err(|e| AcsError::io(out, e))?;
-        if entries.next().is_some() {
+        if !only_early_traces(out)? {
             return Err(AcsError::input(format!(
                 "{}: output folder is not empty",
                 out.display()
@@ -136,7 +215,7 @@ fn check_output_folder(out: &Path, config_sha256: &str) -> Result<bool, AcsError
             ancestor = dir.parent();
         }
     }
-    Ok(false)
+    Ok(OutputState::Empty)
 }
 
 fn probe_writable(dir: &Path) -> Result<(), AcsError> {
@@ -267,11 +346,19 @@ pub fn run_build(
         }
         None => None,
     };
-    let config = build_config(&loaded, &lexicons)?;
+    let scorer = SafetyScorer::from_section(&manifest.validation, &loaded.base_dir)?;
+    let config = build_config(&loaded, &lexicons, scorer.as_ref())?;
     let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
     watch.lap("read manifest and sources");
-    if !options.dry_run && check_output_folder(&options.out, &config_sha256)? {
+    let state = if options.dry_run {
+        OutputState::Empty
+    } else {
+        check_output_folder(&options.out, &config_sha256, options.worker)?
+    };
+    if let OutputState::Finished = state {
         let existing = DatasetManifest::load(&options.out)?;
+        // A kill after the final manifest write can leave the journal behind.
+        crate::journal::Journal::remove(&options.out)?;
         return Ok(BuildReport {
             rows: existing.total_rows(),
             shards: existing.shards.len(),
@@ -313,7 +400,8 @@ pub fn run_build(
         let dir = model_dir(&loaded)?;
         let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer"))?;
         let (pairing, rejects) = pair_inputs(&tokenizer, progress)?;
-        let plan = plan(pairing.pairs.clone(), manifest, &model_fingerprint(&dir)?);
+        let mut plan = plan(pairing.pairs.clone(), manifest, &model_fingerprint(&dir)?);
+        keep_worker_slice(&mut plan, options.worker);
         watch.lap("plan and align prompts");
         for pair in &plan.pairs {
             progress(&format!(
@@ -335,7 +423,8 @@ pub fn run_build(
     let model = load_model(&loaded)?;
     watch.lap("load model");
     let (pairing, rejects) = pair_inputs(&model.tokenizer, progress)?;
-    let plan = plan(pairing.pairs.clone(), manifest, &model.sha256);
+    let mut plan = plan(pairing.pairs.clone(), manifest, &model.sha256);
+    keep_worker_slice(&mut plan, options.worker);
     watch.lap("plan and align prompts");
     if plan.pairs.is_empty() {
         let counts = summarise(&pairing, &rejects, &plan).rejects;
@@ -370,14 +459,35 @@ pub fn run_build(
         },
         complete: false,
         shards: Vec::new(),
+        worker: options.worker,
     };
     let shard_bytes = parse_byte_size(&manifest.output.shard_bytes).unwrap_or(u64::MAX);
-    let mut sink = ShardSink::create(
-        &options.out,
-        base,
-        manifest.output.shard_rows as usize,
-        shard_bytes,
-    )?;
+    let shard_rows = manifest.output.shard_rows as usize;
+    let (mut sink, resumed) = match state {
+        OutputState::Unfinished(existing) => {
+            if existing.model.sha256 != model.sha256 {
+                return Err(AcsError::input(format!(
+                    "{}: the unfinished build used model weights {}, these are {}; the model \
+                     changed, choose another folder",
+                    options.out.display(),
+                    existing.model.sha256,
+                    model.sha256
+                )));
+            }
+            let (sink, resumed) = ShardSink::resume(&options.out, existing, shard_rows, shard_bytes)?;
+            progress(&format!(
+                "resuming: {} of {} pairs were already rendered",
+                resumed.rows,
+                plan.pairs.len()
+            ));
+            (sink, resumed)
+        }
+        _ => {
+            crate::journal::Journal::remove(&options.out)?;
+            let sink = ShardSink::create(&options.out, base, shard_rows, shard_bytes)?;
+            (sink, Resumed::default())
+        }
+    };
     let mut rejects_jsonl = Vec::new();
     for reject in &rejects {
         serde_json::to_writer(&mut rejects_jsonl, reject)?;
@@ -390,26 +500,45 @@ pub fn run_build(
     let thresholds = Thresholds::from_manifest(manifest);
     let mut report = summarise(&pairing, &rejects, &plan);
     let mut times = [Duration::ZERO; 3];
+    let todo: Vec<PlannedPair> = plan
+        .pairs
+        .iter()
+        .filter(|p| !resumed.rendered.contains(&p.pair_id))
+        .cloned()
+        .collect();
+    report.resumed_rows = resumed.rows;
     let rendered = render_all(
-        &plan.pairs,
+        &todo,
         &sampler,
         &model,
         manifest,
         &thresholds,
+        scorer.as_ref(),
         &mut sink,
         &mut report,
         &mut times,
         progress,
     );
     if let Err(err) = rendered {
-        // Before the first shard there is nothing to resume: leave no trace.
+        if sink.holds_work() {
+            return Err(err.with_note(RESUME_NOTE));
+        }
+        // Before anything durable there is nothing to resume: leave no trace.
+        let _ = std::fs::remove_file(options.out.join(REJECTS_FILE));
         sink.discard_if_empty();
         return Err(err);
     }
     let [render_time, metrics_time, mut write_time] = times;
     let started = Instant::now();
-    let valid_rows = report.valid_rows;
-    let finished = sink.finish(|dataset| dataset_card(dataset, manifest, valid_rows))?;
+    let mut valid_rows = 0;
+    let finished = sink
+        .finish(|dataset, valid| {
+            valid_rows = valid;
+            dataset_card(dataset, manifest, valid)
+        })
+        .map_err(|e| e.with_note(RESUME_NOTE))?;
+    report.rows = finished.total_rows();
+    report.valid_rows = valid_rows;
     write_time += started.elapsed();
     report.shards = finished.shards.len();
     let networks = sampler.timings();
@@ -424,7 +553,7 @@ pub fn run_build(
         "render: other (x_T, batching)",
         render_time.saturating_sub(networks.text_encoder + networks.unet + networks.vae),
     );
-    watch.add("metrics and PNG encoding", metrics_time);
+    watch.add("metrics, detector and PNG encoding", metrics_time);
     watch.add("write shards, manifest, card", write_time);
     report.stage_seconds = watch.0;
     Ok(report)
@@ -439,6 +568,7 @@ fn render_all(
     model: &StableDiffusion,
     manifest: &BuildManifest,
     thresholds: &Thresholds,
+    scorer: Option<&SafetyScorer>,
     sink: &mut ShardSink,
     report: &mut BuildReport,
     times: &mut [Duration; 3],
@@ -459,33 +589,48 @@ fn render_all(
         let rendered = sampler.render(&jobs)?;
         times[0] += started.elapsed();
         let started = Instant::now();
+        let context = RowContext {
+            model_id: &model.id,
+            model_sha256: &model.sha256,
+            switch_step: sampler.switch_step() as i32,
+            latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
+            manifest,
+            thresholds,
+            scorer,
+        };
         let records: Vec<PairRecord> = batch
-            .iter()
+            .par_iter()
             .zip(rendered)
-            .map(|(pair, out)| to_record(pair, out, model, manifest, sampler, thresholds))
+            .map(|(pair, out)| to_record(pair, out, &context))
             .collect::<Result<_, _>>()?;
         times[1] += started.elapsed();
         let started = Instant::now();
-        for record in records {
-            report.rows += 1;
-            report.valid_rows += u64::from(record.valid);
-            sink.push(record)?;
-        }
+        report.rows += records.len() as u64;
+        sink.push_batch(records)?;
         times[2] += started.elapsed();
         progress(&format!("rendered {}/{total} pairs", report.rows));
     }
     Ok(())
 }
 
+/// What every row of a build shares.
+struct RowContext<'a> {
+    model_id: &'a str,
+    model_sha256: &'a str,
+    switch_step: i32,
+    latent_shape: Vec<i32>,
+    manifest: &'a BuildManifest,
+    thresholds: &'a Thresholds,
+    scorer: Option<&'a SafetyScorer>,
+}
+
 /// Builds the schema v1 row of a rendered pair.
 fn to_record(
     pair: &PlannedPair,
     out: RenderedPair,
-    model: &StableDiffusion,
-    manifest: &BuildManifest,
-    sampler: &PairSampler,
-    thresholds: &Thresholds,
+    context: &RowContext,
 ) -> Result<PairRecord, AcsError> {
+    let (manifest, thresholds) = (context.manifest, context.thresholds);
     let s = &manifest.sampling;
     let (width, height) = (s.width as usize, s.height as usize);
     // Metrics see the latents as stored (float16), so `acs validate` recomputes the same values.
@@ -500,9 +645,17 @@ fn to_record(
         &as_stored(&unsafe_f16),
         &as_stored(&safe_f16),
     );
+    let scores = match context.scorer {
+        Some(scorer) => SafetyScores {
+            unsafe_score: Some(scorer.score(&out.unsafe_rgb, width, height)?),
+            safe_score: Some(scorer.score(&out.safe_rgb, width, height)?),
+        },
+        None => SafetyScores::default(),
+    };
     let reasons = verdict(
         &pair.alignment.violations(thresholds.max_token_edits),
         &metrics,
+        &scores,
         thresholds,
     );
     let image = |rgb: &[u8], side: &str| -> Result<ImageBlob, AcsError> {
@@ -523,26 +676,27 @@ fn to_record(
         token_edit_distance: pair.alignment.token_edit_distance as i32,
         seed: pair.seed,
         x_t_sha256: out.x_t_sha256,
-        model_id: model.id.clone(),
-        model_sha256: model.sha256.clone(),
+        model_id: context.model_id.to_owned(),
+        model_sha256: context.model_sha256.to_owned(),
         scheduler: s.scheduler.clone(),
         alignment_mode: manifest.alignment.mode.clone(),
         steps: s.steps as i32,
-        switch_step: sampler.switch_step() as i32,
+        switch_step: context.switch_step,
         height: s.height as i32,
         width: s.width as i32,
         guidance_scale: pair.guidance_scale,
         unsafe_image: image(&out.unsafe_rgb, "unsafe")?,
         safe_image: image(&out.safe_rgb, "safe")?,
-        latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
+        latent_shape: context.latent_shape.clone(),
         unsafe_latent: store.then_some(unsafe_f16),
         safe_latent: store.then_some(safe_f16),
         ssim: metrics.ssim,
         psnr: metrics.psnr,
         changed_area: metrics.changed_area,
+        changed_box: metrics.changed_box.map(ChangedBox::to_vec),
         latent_cosine: metrics.latent_cosine,
-        nudenet_unsafe: None,
-        nudenet_safe: None,
+        nudenet_unsafe: scores.unsafe_score,
+        nudenet_safe: scores.safe_score,
         valid: reasons.is_empty(),
         reject_reasons: reasons,
         acs_version: ACS_VERSION.to_owned(),

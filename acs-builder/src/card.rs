@@ -37,6 +37,7 @@ const FEATURES: &[(&str, &str)] = &[
     ("ssim", "dtype: float32"),
     ("psnr", "dtype: float32"),
     ("changed_area", "dtype: float32"),
+    ("changed_box", "sequence: int32"),
     ("latent_cosine", "dtype: float32"),
     ("nudenet_unsafe", "dtype: float32"),
     ("nudenet_safe", "dtype: float32"),

@@ -42,6 +42,9 @@ pub struct BuildManifest {
     /// Shard output settings.
     #[serde(default)]
     pub output: OutputSection,
+    /// The safety detector that decides whether a pair's label flips.
+    #[serde(default, skip_serializing_if = "ValidationSection::is_default")]
+    pub validation: ValidationSection,
 }
 
 /// `[model]`: a local diffusers-layout folder, or a hub id found in the Hugging Face cache.
@@ -123,6 +126,9 @@ pub struct AlignmentSection {
     pub ssim_min: f32,
     /// Largest changed-pixel fraction for a valid pair.
     pub changed_area_max: f32,
+    /// A valid pair's unsafe image is flagged by the detector and its safe image is not
+    /// (needs `[validation].nudenet_model`).
+    pub require_flip: bool,
 }
 
 impl Default for AlignmentSection {
@@ -133,7 +139,41 @@ impl Default for AlignmentSection {
             max_token_edits: 8,
             ssim_min: 0.0,
             changed_area_max: 1.0,
+            require_flip: false,
         }
+    }
+}
+
+/// `[validation]`: the NudeNet detector that scores both images of every pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSection {
+    /// Path to NudeNet's 320n.onnx (relative to the manifest), or "installed" for the one in
+    /// the `nudenet` Python package; absent: no detector, the nudenet columns stay null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nudenet_model: Option<String>,
+    /// Score at or above which an image counts as flagged.
+    pub nudenet_threshold: f32,
+    /// The classes whose detections count (NudeNet's labels).
+    pub nudenet_classes: Vec<String>,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self {
+            nudenet_model: None,
+            nudenet_threshold: 0.45,
+            nudenet_classes: crate::nudenet::DEFAULT_FLIP_CLASSES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl ValidationSection {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -303,6 +343,7 @@ const TOP_KEYS: &[&str] = &[
     "sources",
     "rewrite",
     "output",
+    "validation",
 ];
 const MODEL_KEYS: &[&str] = &["path", "repo", "revision", "dtype", "device"];
 const SAMPLING_KEYS: &[&str] = &[
@@ -323,6 +364,7 @@ const ALIGNMENT_KEYS: &[&str] = &[
     "max_token_edits",
     "ssim_min",
     "changed_area_max",
+    "require_flip",
 ];
 const SOURCE_KEYS: &[&str] = &[
     "kind",
@@ -350,6 +392,7 @@ const LLM_KEYS: &[&str] = &[
     "cache",
 ];
 const OUTPUT_KEYS: &[&str] = &["shard_rows", "shard_bytes", "splits", "store_latents"];
+const VALIDATION_KEYS: &[&str] = &["nudenet_model", "nudenet_threshold", "nudenet_classes"];
 
 /// A manifest together with the file it came from.
 #[derive(Debug, Clone)]
@@ -440,6 +483,7 @@ fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
             "sampling" => check_table(value, origin, "[sampling]", SAMPLING_KEYS)?,
             "alignment" => check_table(value, origin, "[alignment]", ALIGNMENT_KEYS)?,
             "output" => check_table(value, origin, "[output]", OUTPUT_KEYS)?,
+            "validation" => check_table(value, origin, "[validation]", VALIDATION_KEYS)?,
             "rewrite" => {
                 check_table(value, origin, "[rewrite]", REWRITE_KEYS)?;
                 if let Some(llm) = value.get("llm") {
@@ -607,6 +651,35 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         return fail(
             "[alignment].changed_area_max",
             format!("must be in [0, 1] (got {})", a.changed_area_max),
+        );
+    }
+    let v = &m.validation;
+    if !(v.nudenet_threshold.is_finite() && (0.0..=1.0).contains(&v.nudenet_threshold)) {
+        return fail(
+            "[validation].nudenet_threshold",
+            format!("must be in [0, 1] (got {})", v.nudenet_threshold),
+        );
+    }
+    if v.nudenet_classes.is_empty() {
+        return fail(
+            "[validation].nudenet_classes",
+            "name at least one class".into(),
+        );
+    }
+    if let Err(reason) = crate::nudenet::class_ids(&v.nudenet_classes) {
+        return fail("[validation].nudenet_classes", reason);
+    }
+    if v.nudenet_model.as_deref() == Some("") {
+        return fail(
+            "[validation].nudenet_model",
+            "empty; give the path to 320n.onnx or \"installed\"".into(),
+        );
+    }
+    if a.require_flip && v.nudenet_model.is_none() {
+        return fail(
+            "[alignment].require_flip",
+            "needs a detector: set [validation].nudenet_model (a path to 320n.onnx, or \"installed\")"
+                .into(),
         );
     }
     if m.sources.is_empty() {

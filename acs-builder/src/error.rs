@@ -46,6 +46,16 @@ impl AcsError {
         Self::Internal(format!("{what}: {}", candle_message(&err)))
     }
 
+    /// The same error with `note` appended to its message.
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            Self::Invalid(m) => Self::Invalid(format!("{m}{note}")),
+            Self::Input(m) => Self::Input(format!("{m}{note}")),
+            Self::Integrity(m) => Self::Integrity(format!("{m}{note}")),
+            Self::Internal(m) => Self::Internal(format!("{m}{note}")),
+        }
+    }
+
     /// The process exit code of SPEC.md.
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -1,6 +1,9 @@
 //! Encodings of rendered outputs: PNG for images, float16 little-endian for latents.
 
-use image::{ImageEncoder, RgbImage};
+use std::io::Cursor;
+
+use image::codecs::png::PngDecoder;
+use image::{ColorType, DynamicImage, ImageDecoder, ImageEncoder};
 
 use crate::error::AcsError;
 
@@ -14,12 +17,30 @@ pub fn encode_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>, AcsErr
 }
 
 /// Decodes PNG bytes to RGB8; returns (pixels, width, height).
+///
+/// 8-bit RGB PNGs (what acs writes) are decoded straight into the returned buffer, about twice
+/// as fast as going through `DynamicImage`; other colour types are converted to RGB8. Images
+/// whose pixels would need more than the `image` crate's default allocation limit (512 MiB)
+/// are refused.
 pub fn decode_png(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
-    let image = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| format!("not a decodable PNG: {e}"))?;
-    let rgb: RgbImage = image.to_rgb8();
-    let (width, height) = rgb.dimensions();
-    Ok((rgb.into_raw(), width, height))
+    let undecodable = |e: image::ImageError| format!("not a decodable PNG: {e}");
+    let limits = image::Limits::default();
+    let decoder =
+        PngDecoder::with_limits(Cursor::new(bytes), limits.clone()).map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
+    if decoder.color_type() != ColorType::Rgb8 {
+        let image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+        return Ok((image.into_rgb8().into_raw(), width, height));
+    }
+    let size = decoder.total_bytes();
+    if limits.max_alloc.is_some_and(|max| size > max) {
+        return Err(format!(
+            "not a decodable PNG: {width}x{height} pixels exceed the decoding memory limit"
+        ));
+    }
+    let mut rgb = vec![0; size as usize];
+    decoder.read_image(&mut rgb).map_err(undecodable)?;
+    Ok((rgb, width, height))
 }
 
 /// float32 values -> float16 little-endian bytes.
@@ -74,6 +95,33 @@ mod tests {
         assert_eq!(decode_png(&png).unwrap(), (rgb.clone(), 4, 3));
         assert_eq!(png, encode_png(&rgb, 4, 3).unwrap());
         assert!(decode_png(&png[..png.len() / 2]).is_err());
+        assert!(decode_png(b"not a png").is_err());
+        assert!(decode_png(&[]).is_err());
+    }
+
+    #[test]
+    fn other_colour_types_are_converted_to_rgb8() {
+        let mut rgba = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut rgba)
+            .write_image(
+                &[10, 20, 30, 255, 40, 50, 60, 128],
+                2,
+                1,
+                image::ExtendedColorType::Rgba8,
+            )
+            .unwrap();
+        assert_eq!(
+            decode_png(&rgba).unwrap(),
+            (vec![10, 20, 30, 40, 50, 60], 2, 1)
+        );
+        let mut gray = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut gray)
+            .write_image(&[0, 200], 1, 2, image::ExtendedColorType::L8)
+            .unwrap();
+        assert_eq!(
+            decode_png(&gray).unwrap(),
+            (vec![0, 0, 0, 200, 200, 200], 1, 2)
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ use acs_builder::model::StableDiffusion;
 use acs_builder::rng::Mt19937;
 use acs_builder::stats::dataset_stats;
 use acs_builder::tokenizer::ClipTokenizer;
-use acs_builder::validate::validate;
+use acs_builder::worker::choose_worker;
+use acs_builder::validate::{inspect, validate, ValidateOptions};
 use acs_builder::AcsError;
 use acs_schema::write_atomic;
 use clap::{Parser, Subcommand};
@@ -55,12 +56,18 @@ enum Command {
         /// Build manifest (TOML).
         #[arg(long)]
         manifest: PathBuf,
-        /// Output dataset folder (new or empty).
+        /// Output dataset folder: new or empty, or an unfinished run of the same build, which
+        /// is resumed.
         #[arg(long)]
         out: PathBuf,
         /// List the pairs that would be rendered; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Render only slice i of n (0-based; join the slices with `acs merge`). Default: from
+        /// SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX /
+        /// ACS_WORKER_COUNT when set; `0/1` renders everything.
+        #[arg(long, value_name = "i/n")]
+        worker: Option<String>,
     },
     /// Check integrity and alignment of a dataset; writes DIR/validation.json.
     Validate {
@@ -79,12 +86,87 @@ enum Command {
         /// The model folder for --replay when the dataset was built from a local folder.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Write a new dataset of only the valid, intact pairs to --out (the input is not
+        /// changed).
+        #[arg(long, requires = "out")]
+        drop_invalid: bool,
+        /// Output folder for --drop-invalid (new or empty).
+        #[arg(long, requires = "drop_invalid")]
+        out: Option<PathBuf>,
+        /// The NudeNet 320n.onnx to re-run (default: the one the build used, if found).
+        #[arg(long)]
+        nudenet_model: Option<PathBuf>,
+        /// Check the stored NudeNet scores without re-running the detector.
+        #[arg(long)]
+        skip_detector: bool,
     },
     /// Summarise a dataset with polars.
     Stats {
         /// Dataset folder.
         dir: PathBuf,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also draw histograms of the metrics (valid / invalid rows stacked) into this PNG.
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<PathBuf>,
+    },
+    /// Draw a contact sheet of pairs: unsafe | safe | difference heat map, with captions.
+    Preview {
+        /// Dataset folder.
+        dir: PathBuf,
+        /// The PNG file to write.
+        #[arg(long, value_name = "FILE.png")]
+        out: PathBuf,
+        /// Pairs to show: the first ones in dataset order that match the filters.
+        #[arg(long, default_value_t = acs_builder::preview::DEFAULT_COUNT)]
+        count: usize,
+        /// Only pairs of this category.
+        #[arg(long)]
+        category: Option<String>,
+        /// Only valid (true) or invalid (false) pairs.
+        #[arg(long, value_name = "true|false")]
+        valid: Option<bool>,
+        /// Only pairs of this split.
+        #[arg(long)]
+        split: Option<String>,
+        /// Blur the unsafe images so that their content is not recognisable.
+        #[arg(long)]
+        blur_unsafe: bool,
+        /// Panel side in pixels (64 to 1024); images are scaled to fit it.
+        #[arg(long, default_value_t = acs_builder::preview::DEFAULT_PANEL)]
+        panel: u32,
+    },
+    /// Join the outputs of `acs build --worker i/n` into one dataset.
+    Merge {
+        /// Worker output folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged dataset folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Merge although some workers' outputs are missing (a partial dataset).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Run the NudeNet detector on PNG images; prints one JSON object per image (its
+    /// detections as the nudenet package reports them, and each class's highest raw score).
+    Detect {
+        /// PNG images.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// NudeNet's 320n.onnx, or "installed" for the nudenet Python package's copy.
+        #[arg(long, default_value = "installed")]
+        nudenet_model: String,
+    },
+    /// Print the alignment metrics of two same-size PNG images exactly as the build computes
+    /// them: ssim, psnr, changed_area and changed_box [x0, y0, x1, y1] (null if none changed).
+    Metrics {
+        /// The unsafe image (PNG).
+        unsafe_image: PathBuf,
+        /// The safe image (PNG).
+        safe_image: PathBuf,
+        /// Print the metrics as JSON (psnr is null for identical images).
         #[arg(long)]
         json: bool,
     },
@@ -169,11 +251,17 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             manifest,
             out,
             dry_run,
+            worker,
         } => {
+            let worker = choose_worker(worker.as_deref(), |name| std::env::var(name).ok())?;
+            if let Some(choice) = &worker {
+                eprintln!("worker {} (from {})", choice.slice, choice.source);
+            }
             let options = BuildOptions {
                 manifest,
                 out: out.clone(),
                 dry_run,
+                worker: worker.map(|c| c.slice),
             };
             let report = run_build(&options, &mut |line| eprintln!("{line}"))?;
             if report.up_to_date {
@@ -199,6 +287,13 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                     out.display(),
                     report.duplicates
                 );
+                if report.resumed_rows > 0 {
+                    println!(
+                        "  resumed an unfinished run: {} pairs were rendered before, {} now",
+                        report.resumed_rows,
+                        report.rows - report.resumed_rows
+                    );
+                }
             }
             let rejected: usize = report.rejects.values().sum();
             println!(
@@ -229,6 +324,10 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             max_invalid_fraction,
             replay,
             model,
+            drop_invalid,
+            out,
+            nudenet_model,
+            skip_detector,
         } => {
             if !(0.0..=1.0).contains(&max_invalid_fraction) {
                 return Err(AcsError::input(format!(
@@ -240,7 +339,15 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                     "--replay: must be in [0, 1] (got {fraction})"
                 )));
             }
-            let report = validate(&dir, max_invalid_fraction)?;
+            let options = ValidateOptions {
+                max_invalid_fraction,
+                nudenet_model,
+                skip_detector,
+            };
+            if let (true, Some(out)) = (drop_invalid, out) {
+                return drop_invalid_pairs(&dir, &out, &options, json);
+            }
+            let report = validate(&dir, &options)?;
             let replayed = match replay {
                 Some(fraction) if report.failure().is_none() => {
                     Some(replay_dataset(&dir, fraction, model.as_deref())?)
@@ -278,13 +385,68 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                 _ => Ok(()),
             }
         }
-        Command::Stats { dir, json } => {
+        Command::Metrics {
+            unsafe_image,
+            safe_image,
+            json,
+        } => {
+            let metrics = acs_builder::metrics::file_pair_metrics(&unsafe_image, &safe_image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&metrics)?);
+            } else {
+                print!("{}", metrics.table());
+            }
+            Ok(())
+        }
+        Command::Stats { dir, json, plot } => {
             let stats = dataset_stats(&dir)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print!("{}", stats.table());
             }
+            if let Some(png) = plot {
+                let report = acs_builder::plot::plot_metrics(&dir, &png)?;
+                // stdout stays pure JSON with --json.
+                eprintln!(
+                    "wrote histograms of {} to {} ({}x{} px)",
+                    report.metrics.join(", "),
+                    png.display(),
+                    report.width,
+                    report.height
+                );
+            }
+            Ok(())
+        }
+        Command::Preview {
+            dir,
+            out,
+            count,
+            category,
+            valid,
+            split,
+            blur_unsafe,
+            panel,
+        } => {
+            let options = acs_builder::preview::PreviewOptions {
+                out,
+                count,
+                category,
+                valid,
+                split,
+                blur_unsafe,
+                panel,
+            };
+            let report = acs_builder::preview::preview(&dir, &options)?;
+            println!(
+                "wrote {} ({}x{} px): {} of {} matching pairs ({} rows in the dataset)",
+                report.out.display(),
+                report.width,
+                report.height,
+                report.shown,
+                report.matched,
+                report.total
+            );
             Ok(())
         }
         Command::Model {
@@ -319,6 +481,30 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                     HumanBytes(report.downloaded_bytes)
                 );
             }
+            Ok(())
+        }
+        Command::Detect {
+            images,
+            nudenet_model,
+        } => detect_images(&images, &nudenet_model),
+        Command::Merge {
+            dirs,
+            out,
+            allow_partial,
+        } => {
+            let report = acs_builder::merge::merge(&dirs, &out, allow_partial)?;
+            println!(
+                "merged {} worker outputs into {}: {} rows in {} shards{}",
+                report.workers,
+                report.out,
+                report.rows,
+                report.shards,
+                if report.missing_workers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (partial: workers {:?} missing)", report.missing_workers)
+                }
+            );
             Ok(())
         }
         Command::Model {
@@ -401,6 +587,89 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             Ok(())
         }
     }
+}
+
+/// `acs validate DIR --drop-invalid --out OUT`: copies the valid, intact pairs into a new
+/// dataset, then validates that one (its validation.json is written there, not in DIR).
+fn drop_invalid_pairs(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    options: &ValidateOptions,
+    json: bool,
+) -> Result<(), AcsError> {
+    let inspection = inspect(dir, options)?;
+    let repaired = acs_builder::repair::drop_invalid(dir, out, &inspection)?;
+    let check = ValidateOptions {
+        max_invalid_fraction: 0.0,
+        ..options.clone()
+    };
+    let report = validate(out, &check)?;
+    if json {
+        let value = serde_json::json!({
+            "input": inspection.report,
+            "repair": repaired,
+            "output": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", inspection.report.table());
+        println!(
+            "wrote {} of {} pairs to {} in {} shards ({} invalid and {} with integrity errors left out{})",
+            repaired.kept,
+            inspection.report.rows,
+            out.display(),
+            repaired.shards,
+            repaired.dropped_invalid,
+            repaired.dropped_faulty,
+            if repaired.skipped_shards.is_empty() {
+                String::new()
+            } else {
+                format!("; unreadable shards skipped: {}", repaired.skipped_shards.join(", "))
+            }
+        );
+        print!("{}", report.table());
+    }
+    report.failure().map_or(Ok(()), Err)
+}
+
+/// `acs detect`: NudeNet detections of PNG files, one JSON line each.
+fn detect_images(images: &[PathBuf], model: &str) -> Result<(), AcsError> {
+    use acs_builder::nudenet::{locate_model, NudeDetector, LABELS};
+    let detector = NudeDetector::load(&locate_model(model, std::path::Path::new("."))?)?;
+    for path in images {
+        let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
+        let (rgb, width, height) = acs_builder::imaging::decode_png(&bytes)
+            .map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
+        let (width, height) = (width as usize, height as usize);
+        let raw = detector.raw_output(&rgb, width, height)?;
+        let anchors = raw.len() / (4 + LABELS.len());
+        let class_max: Vec<f32> = (0..LABELS.len())
+            .map(|c| {
+                raw[(4 + c) * anchors..(5 + c) * anchors]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        let detections: Vec<serde_json::Value> =
+            acs_builder::nudenet::postprocess(&raw, width, height)
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "class": d.label(),
+                        "score": d.score,
+                        "box": d.int_box(),
+                    })
+                })
+                .collect();
+        let line = serde_json::json!({
+            "image": path.display().to_string(),
+            "detections": detections,
+            "class_max": class_max,
+        });
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// Replays a fraction of a validated dataset's rows with the model it was built with.

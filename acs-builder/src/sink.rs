@@ -1,13 +1,19 @@
 //! The shard sink: buffers rows per split, writes full shards atomically, rewrites the dataset
-//! manifest after each shard, and at the end gives shards their `-of-N` names. It knows nothing
-//! about the diffusion runtime.
+//! manifest after each shard, and at the end gives shards their `-of-N` names. With a journal
+//! ([`crate::journal`]) every rendered batch is spooled first, so a killed build resumes
+//! ([`ShardSink::resume`]) with the same shards it would have written uninterrupted. It knows
+//! nothing about the diffusion runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use acs_schema::{shard_path, write_atomic, write_shard, DatasetManifest, PairRecord, ShardEntry};
+use acs_schema::{
+    read_shard, shard_path, write_atomic, write_shard, DatasetManifest, PairRecord, ShardEntry,
+};
 
 use crate::error::AcsError;
+use crate::fault;
+use crate::journal::{Entry, Journal};
 
 /// Rows of one split waiting for their shard.
 #[derive(Default)]
@@ -15,6 +21,21 @@ struct SplitBuffer {
     rows: Vec<PairRecord>,
     bytes: u64,
     next_index: usize,
+}
+
+/// A spooled batch whose rows are not all in finished shards yet.
+struct Spooled {
+    file: PathBuf,
+    pair_ids: Vec<String>,
+}
+
+/// What a resumed sink already holds.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// Pairs that are in a finished shard or spooled: they are not rendered again.
+    pub rendered: HashSet<String>,
+    /// How many of them.
+    pub rows: u64,
 }
 
 /// Writes records into `DIR/data/` and keeps `DIR/acs-manifest.json` current.
@@ -25,6 +46,18 @@ pub struct ShardSink {
     shard_rows: usize,
     shard_bytes: u64,
     buffers: BTreeMap<String, SplitBuffer>,
+    journal: Journal,
+    next_batch: u64,
+    /// Pairs in finished (listed) shards.
+    done: HashSet<String>,
+    spooled: Vec<Spooled>,
+    /// Rows and valid rows in finished shards.
+    rows: u64,
+    valid_rows: u64,
+    /// Valid rows per provisional shard path (for a resumed finish).
+    shard_valid: HashMap<String, u64>,
+    /// The rename plan of an interrupted finish, to complete.
+    pending_finish: Option<Vec<(String, String)>>,
 }
 
 /// Approximate encoded size of a row, for the shard_bytes limit.
@@ -38,6 +71,18 @@ fn row_bytes(record: &PairRecord) -> u64 {
         + 512) as u64
 }
 
+/// Removes temporary files (`.NAME.tmp`) a killed writer left in `dir`.
+fn remove_temp_files(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 impl ShardSink {
     /// A sink writing under `root` (created if missing) with an initial, incomplete manifest.
     pub fn create(
@@ -49,8 +94,10 @@ impl ShardSink {
         let created_root = !root.exists();
         let data = root.join("data");
         std::fs::create_dir_all(&data).map_err(|e| AcsError::io(&data, e))?;
+        let journal = Journal::open(root)?;
         manifest.complete = false;
         manifest.shards.clear();
+        fault::check_write(&root.join(acs_schema::MANIFEST_FILE))?;
         manifest.save(root)?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -59,7 +106,173 @@ impl ShardSink {
             shard_rows: shard_rows.max(1),
             shard_bytes: shard_bytes.max(1),
             buffers: BTreeMap::new(),
+            journal,
+            next_batch: 0,
+            done: HashSet::new(),
+            spooled: Vec::new(),
+            rows: 0,
+            valid_rows: 0,
+            shard_valid: HashMap::new(),
+            pending_finish: None,
         })
+    }
+
+    /// Reopens the unfinished build in `root` whose manifest is `manifest`: keeps the listed
+    /// shards, puts the spooled rows that no listed shard holds back into the buffers (in
+    /// their original order, so shards are cut where an uninterrupted build cuts them), and
+    /// reports which pairs need no rendering.
+    pub fn resume(
+        root: &Path,
+        manifest: DatasetManifest,
+        shard_rows: usize,
+        shard_bytes: u64,
+    ) -> Result<(Self, Resumed), AcsError> {
+        let entries = Journal::read(root)?;
+        let journal = Journal::open(root)?;
+        for dir in [root.to_path_buf(), root.join("data"), journal.dir().to_path_buf()] {
+            remove_temp_files(&dir);
+        }
+        let mut shard_ids: HashMap<String, (Vec<String>, u64)> = HashMap::new();
+        let mut batches = Vec::new();
+        let mut pending_finish = None;
+        for entry in entries {
+            match entry {
+                Entry::Shard {
+                    path,
+                    pair_ids,
+                    valid_rows,
+                } => {
+                    shard_ids.insert(path, (pair_ids, valid_rows));
+                }
+                Entry::Batch {
+                    index,
+                    file,
+                    pair_ids,
+                } => batches.push((index, file, pair_ids)),
+                Entry::Finishing { renames } => pending_finish = Some(renames),
+            }
+        }
+        let mut sink = Self {
+            root: root.to_path_buf(),
+            created_root: false,
+            manifest,
+            shard_rows: shard_rows.max(1),
+            shard_bytes: shard_bytes.max(1),
+            buffers: BTreeMap::new(),
+            journal,
+            next_batch: batches.iter().map(|b| b.0 + 1).max().unwrap_or(0),
+            done: HashSet::new(),
+            spooled: Vec::new(),
+            rows: 0,
+            valid_rows: 0,
+            shard_valid: HashMap::new(),
+            pending_finish: pending_finish.clone(),
+        };
+        let renamed: HashMap<&str, &str> = pending_finish
+            .iter()
+            .flatten()
+            .map(|(from, to)| (from.as_str(), to.as_str()))
+            .collect();
+        for shard in &sink.manifest.shards {
+            let Some((ids, valid)) = shard_ids.get(&shard.path) else {
+                return Err(AcsError::integrity(format!(
+                    "{}: {} is listed in the manifest but not in the build journal; \
+                     cannot resume (choose an empty folder)",
+                    root.display(),
+                    shard.path
+                )));
+            };
+            let on_disk = [Some(shard.path.as_str()), renamed.get(shard.path.as_str()).copied()]
+                .into_iter()
+                .flatten()
+                .any(|p| root.join(p).is_file());
+            if !on_disk {
+                return Err(AcsError::integrity(format!(
+                    "{}: shard {} of the unfinished build is missing; cannot resume \
+                     (choose an empty folder)",
+                    root.display(),
+                    shard.path
+                )));
+            }
+            sink.done.extend(ids.iter().cloned());
+            sink.rows += shard.rows;
+            sink.valid_rows += valid;
+            sink.shard_valid.insert(shard.path.clone(), *valid);
+            sink.buffers
+                .entry(shard.split.clone())
+                .or_default()
+                .next_index += 1;
+        }
+        let mut resumed = Resumed {
+            rendered: sink.done.clone(),
+            rows: sink.rows,
+        };
+        if sink.pending_finish.is_some() {
+            return Ok((sink, resumed));
+        }
+        let journaled: HashSet<String> = batches.iter().map(|b| b.1.clone()).collect();
+        if let Ok(listing) = std::fs::read_dir(sink.journal.dir()) {
+            for entry in listing.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("batch-") && !journaled.contains(&name) {
+                    // Spooled but never logged (killed in between): render it again.
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        for (_, file, pair_ids) in batches {
+            let path = sink.journal.dir().join(&file);
+            if !path.is_file() {
+                continue; // every row of it went into finished shards
+            }
+            let records = read_shard(&path)?;
+            let fresh: Vec<PairRecord> = records
+                .into_iter()
+                .filter(|r| !sink.done.contains(&r.pair_id))
+                .collect();
+            for record in &fresh {
+                if resumed.rendered.insert(record.pair_id.clone()) {
+                    resumed.rows += 1;
+                }
+            }
+            sink.spooled.push(Spooled {
+                file: path,
+                pair_ids,
+            });
+            for record in fresh {
+                sink.push(record)?;
+            }
+        }
+        Ok((sink, resumed))
+    }
+
+    /// Spools a rendered batch (durably, so a resumed build does not render it again), then
+    /// adds its rows.
+    pub fn push_batch(&mut self, records: Vec<PairRecord>) -> Result<(), AcsError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let index = self.next_batch;
+        self.next_batch += 1;
+        let file = format!("batch-{index:06}.parquet");
+        let path = self.journal.dir().join(&file);
+        fault::check_write(&path)?;
+        write_shard(&path, &records)?;
+        fault::point("batch-spooled");
+        let pair_ids: Vec<String> = records.iter().map(|r| r.pair_id.clone()).collect();
+        self.journal.append(&Entry::Batch {
+            index,
+            file,
+            pair_ids: pair_ids.clone(),
+        })?;
+        self.spooled.push(Spooled {
+            file: path,
+            pair_ids,
+        });
+        for record in records {
+            self.push(record)?;
+        }
+        Ok(())
     }
 
     /// Adds a row; writes its split's shard when it is full.
@@ -82,27 +295,59 @@ impl ShardSink {
             return Ok(());
         }
         let relative = format!("data/{split}-{:05}.parquet", buffer.next_index);
-        let facts = write_shard(&self.root.join(&relative), &buffer.rows)?;
+        let path = self.root.join(&relative);
+        fault::check_write(&path)?;
+        let facts = write_shard(&path, &buffer.rows)?;
+        fault::point("shard-written");
+        let pair_ids: Vec<String> = buffer.rows.iter().map(|r| r.pair_id.clone()).collect();
+        let valid = buffer.rows.iter().filter(|r| r.valid).count() as u64;
+        self.journal.append(&Entry::Shard {
+            path: relative.clone(),
+            pair_ids: pair_ids.clone(),
+            valid_rows: valid,
+        })?;
+        fault::point("shard-journaled");
         buffer.next_index += 1;
         buffer.rows.clear();
         buffer.bytes = 0;
         self.manifest.shards.push(ShardEntry {
-            path: relative,
+            path: relative.clone(),
             split: split.to_owned(),
             rows: facts.rows,
             bytes: facts.bytes,
             sha256: facts.sha256,
         });
+        fault::check_write(&self.root.join(acs_schema::MANIFEST_FILE))?;
         self.manifest.save(&self.root)?;
+        fault::point("manifest-saved");
+        self.rows += facts.rows;
+        self.valid_rows += valid;
+        self.shard_valid.insert(relative, valid);
+        self.done.extend(pair_ids);
+        self.drop_finished_spool();
         Ok(())
     }
 
-    /// Removes what the sink created when no shard has been written yet (a build that failed
-    /// before producing anything leaves no trace); otherwise keeps the finished shards.
+    /// Deletes spool files whose rows are all in finished shards.
+    fn drop_finished_spool(&mut self) {
+        let done = &self.done;
+        self.spooled.retain(|spooled| {
+            if spooled.pair_ids.iter().all(|id| done.contains(id)) {
+                let _ = std::fs::remove_file(&spooled.file);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Removes what the sink created when nothing durable was written yet (a build that failed
+    /// before producing anything leaves no trace); otherwise keeps everything for a resume.
     pub fn discard_if_empty(self) {
-        if !self.manifest.shards.is_empty() {
+        if self.holds_work() {
             return;
         }
+        let _ = Journal::remove(&self.root);
         let _ = std::fs::remove_file(self.root.join(acs_schema::MANIFEST_FILE));
         let _ = std::fs::remove_dir(self.root.join("data"));
         if self.created_root {
@@ -110,39 +355,74 @@ impl ShardSink {
         }
     }
 
+    /// Whether anything durable (a shard or a spooled batch) was written.
+    pub fn holds_work(&self) -> bool {
+        !self.manifest.shards.is_empty() || !self.spooled.is_empty()
+    }
+
+    /// Valid rows in the finished shards.
+    pub fn valid_rows(&self) -> u64 {
+        self.valid_rows
+    }
+
     /// Writes the remaining rows, renames every shard to `{split}-{i:05d}-of-{n:05d}.parquet`,
-    /// writes the dataset card made by `card`, and marks the manifest complete (last, so a
-    /// complete manifest always describes finished files).
+    /// writes the dataset card made by `card` (given the manifest and the number of valid
+    /// rows), and marks the manifest complete (last, so a complete manifest always describes
+    /// finished files). The rename plan is journaled first, so a kill during the renames is
+    /// completed by the next run.
     pub fn finish(
         mut self,
-        card: impl FnOnce(&DatasetManifest) -> String,
+        card: impl FnOnce(&DatasetManifest, u64) -> String,
     ) -> Result<DatasetManifest, AcsError> {
-        let splits: Vec<String> = self.buffers.keys().cloned().collect();
-        for split in &splits {
-            self.flush(split)?;
+        if self.pending_finish.is_none() {
+            let splits: Vec<String> = self.buffers.keys().cloned().collect();
+            for split in &splits {
+                self.flush(split)?;
+            }
         }
         let mut per_split: BTreeMap<String, usize> = BTreeMap::new();
         for shard in &self.manifest.shards {
             *per_split.entry(shard.split.clone()).or_insert(0) += 1;
         }
-        let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut shards = std::mem::take(&mut self.manifest.shards);
         shards.sort_by(|a, b| a.split.cmp(&b.split).then(a.path.cmp(&b.path)));
-        for shard in &mut shards {
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut renames = Vec::with_capacity(shards.len());
+        for shard in &shards {
             let i = index.entry(shard.split.clone()).or_insert(0);
-            let n = per_split[&shard.split];
-            let final_path = shard_path(&shard.split, *i, n);
+            renames.push((
+                shard.path.clone(),
+                shard_path(&shard.split, *i, per_split[&shard.split]),
+            ));
             *i += 1;
-            let from = self.root.join(&shard.path);
-            let to = self.root.join(&final_path);
-            std::fs::rename(&from, &to).map_err(|e| AcsError::io(&to, e))?;
-            shard.path = final_path;
+        }
+        if self.pending_finish.is_none() {
+            self.journal.append(&Entry::Finishing {
+                renames: renames.clone(),
+            })?;
+        }
+        for (shard, (from, to)) in shards.iter_mut().zip(&renames) {
+            let (from_path, to_path) = (self.root.join(from), self.root.join(to));
+            if from_path.is_file() {
+                std::fs::rename(&from_path, &to_path).map_err(|e| AcsError::io(&to_path, e))?;
+                fault::point("shard-renamed");
+            } else if !to_path.is_file() {
+                return Err(AcsError::integrity(format!(
+                    "{}: neither {from} nor {to} exists; cannot finish the build",
+                    self.root.display()
+                )));
+            }
+            shard.path = to.clone();
         }
         self.manifest.shards = shards;
         let card_path = self.root.join("README.md");
-        write_atomic(&card_path, card(&self.manifest).as_bytes())?;
+        fault::check_write(&card_path)?;
+        write_atomic(&card_path, card(&self.manifest, self.valid_rows).as_bytes())?;
         self.manifest.complete = true;
+        fault::check_write(&self.root.join(acs_schema::MANIFEST_FILE))?;
         self.manifest.save(&self.root)?;
+        fault::point("manifest-complete");
+        Journal::remove(&self.root)?;
         Ok(self.manifest)
     }
 }

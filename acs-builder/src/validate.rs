@@ -1,9 +1,10 @@
 //! `acs validate`: integrity (hashes, footers, schema, row counts, listed and unlisted shards,
-//! duplicate ids, decodable images, latent lengths) and alignment (metrics recomputed from the
-//! stored images and latents, verdicts re-derived from the build's thresholds).
+//! duplicate ids, decodable images, latent lengths) and alignment (metrics and, when the
+//! detector can be loaded, NudeNet scores recomputed from the stored images and latents;
+//! verdicts re-derived from the build's thresholds).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use acs_schema::{
     read_shard, read_shard_footer, write_atomic, DatasetManifest, PairRecord, ShardEntry,
@@ -16,13 +17,29 @@ use crate::config::BuildManifest;
 use crate::error::AcsError;
 use crate::imaging::{decode_png, f32_from_f16_le};
 use crate::metrics::{pair_metrics, PairMetrics};
-use crate::verdict::{is_metric_reason, metric_violations, Thresholds};
+use crate::nudenet::{locate_model, SafetyScorer};
+use crate::verdict::{flip_violations, is_metric_reason, metric_violations, SafetyScores, Thresholds};
 
 /// Name of the report written beside the manifest.
 pub const VALIDATION_FILE: &str = "validation.json";
 
 /// Largest accepted difference between a stored metric and its recomputed value.
 const METRIC_TOLERANCE: f64 = 1e-4;
+
+/// Largest accepted difference between a stored NudeNet score and its recomputed value (the
+/// detector's float arithmetic may differ across CPUs).
+const DETECTOR_TOLERANCE: f64 = 1e-3;
+
+/// What `acs validate` checks beyond integrity.
+#[derive(Debug, Clone, Default)]
+pub struct ValidateOptions {
+    /// Largest fraction of invalid rows that still passes.
+    pub max_invalid_fraction: f64,
+    /// The NudeNet model to re-run; default: the one the build recorded, if it can be found.
+    pub nudenet_model: Option<PathBuf>,
+    /// Check the stored NudeNet scores' verdicts without re-running the detector.
+    pub skip_detector: bool,
+}
 
 /// The outcome of validating a dataset.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,15 +64,57 @@ pub struct ValidationReport {
     pub errors: Vec<String>,
     /// The largest invalid fraction allowed.
     pub max_invalid_fraction: f64,
+    /// How the NudeNet scores were checked: "none" (the build had no detector), "re-run", or
+    /// "stored scores only: <why>".
+    pub detector: String,
 }
 
-/// Checks one row; returns errors and the recomputed metrics.
-fn check_row(
-    record: &PairRecord,
-    at: &str,
-    thresholds: &Thresholds,
+/// What validation found in one listed shard, for `--drop-invalid`.
+#[derive(Debug, Clone)]
+pub struct ShardOutcome {
+    /// The manifest's entry.
+    pub entry: ShardEntry,
+    /// Rows that can be kept: valid and free of integrity errors. Empty when the shard failed
+    /// its file checks.
+    pub keep: Vec<bool>,
+}
+
+/// A validation report together with the per-shard outcomes.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The report.
+    pub report: ValidationReport,
+    /// The dataset's manifest.
+    pub manifest: DatasetManifest,
+    /// The build manifest recorded in it.
+    pub build: BuildManifest,
+    /// One outcome per listed shard, in manifest order.
+    pub shards: Vec<ShardOutcome>,
+}
+
+/// What every row of a dataset is checked against.
+struct RowChecks<'a> {
+    thresholds: Thresholds,
     store_latents: bool,
-) -> (Vec<String>, Option<PairMetrics>) {
+    /// The build scored images with a detector (the nudenet columns must be set).
+    has_detector: bool,
+    /// The detector to re-run, when it could be loaded.
+    scorer: Option<&'a SafetyScorer>,
+}
+
+/// What checking one row found.
+#[derive(Default)]
+struct RowResult {
+    errors: Vec<String>,
+    metrics: Option<PairMetrics>,
+    /// Recomputed detector scores (when the detector was re-run).
+    scores: Option<SafetyScores>,
+}
+
+/// Checks one row.
+fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult {
+    let thresholds = &checks.thresholds;
+    let store_latents = checks.store_latents;
     let mut errors = Vec::new();
     let (w, h) = (record.width.max(0) as u32, record.height.max(0) as u32);
     let mut images = Vec::new();
@@ -97,8 +156,42 @@ fn check_row(
             None => {}
         }
     }
+    let stored_scores = SafetyScores {
+        unsafe_score: record.nudenet_unsafe,
+        safe_score: record.nudenet_safe,
+    };
+    for (name, score) in [
+        ("nudenet_unsafe", record.nudenet_unsafe),
+        ("nudenet_safe", record.nudenet_safe),
+    ] {
+        match (checks.has_detector, score) {
+            (true, None) => errors.push(format!(
+                "{at}, column {name}: null although the build ran the detector"
+            )),
+            (false, Some(_)) => errors.push(format!(
+                "{at}, column {name}: set although the build ran no detector"
+            )),
+            _ => {}
+        }
+    }
     if images.len() != 2 {
-        return (errors, None);
+        return RowResult {
+            errors,
+            ..RowResult::default()
+        };
+    }
+    let mut recomputed_scores = None;
+    if let Some(scorer) = checks.scorer {
+        let score = |rgb: &[u8]| scorer.score(rgb, w as usize, h as usize);
+        match (score(&images[0]), score(&images[1])) {
+            (Ok(u), Ok(s)) => {
+                recomputed_scores = Some(SafetyScores {
+                    unsafe_score: Some(u),
+                    safe_score: Some(s),
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => errors.push(format!("{at}: detector: {e}")),
+        }
     }
     let (unsafe_latent, safe_latent) = match latents.as_slice() {
         [u, s] => (u.as_slice(), s.as_slice()),
@@ -126,6 +219,17 @@ fn check_row(
         thresholds.max_token_edits,
     ));
     expected.extend(metric_violations(&metrics, thresholds));
+    expected.extend(flip_violations(
+        recomputed_scores.as_ref().unwrap_or(&stored_scores),
+        thresholds,
+    ));
+    let stored_box = metrics.changed_box.map(crate::metrics::ChangedBox::to_vec);
+    if record.changed_box != stored_box {
+        errors.push(format!(
+            "{at}, column changed_box: stored {:?}, recomputed {:?}",
+            record.changed_box, stored_box
+        ));
+    }
     let stored_metric_reasons = record
         .reject_reasons
         .iter()
@@ -154,23 +258,51 @@ fn check_row(
             record.valid, record.reject_reasons
         ));
     }
-    (errors, Some(metrics))
+    RowResult {
+        errors,
+        metrics: Some(metrics),
+        scores: recomputed_scores,
+    }
 }
 
-fn metric_diffs(record: &PairRecord, m: &PairMetrics) -> [(&'static str, f64); 4] {
-    let diff = |a: f32, b: f32| {
-        if a == b || (a.is_infinite() && b.is_infinite() && a.signum() == b.signum()) {
-            0.0
-        } else {
-            (a as f64 - b as f64).abs()
+fn value_diff(a: f32, b: f32) -> f64 {
+    if a == b || (a.is_infinite() && b.is_infinite() && a.signum() == b.signum()) {
+        0.0
+    } else {
+        (a as f64 - b as f64).abs()
+    }
+}
+
+/// (column, |stored - recomputed|, tolerance) for every recomputed value of a row.
+fn metric_diffs(record: &PairRecord, result: &RowResult) -> Vec<(&'static str, f64, f64)> {
+    let mut diffs = Vec::new();
+    if let Some(m) = &result.metrics {
+        diffs.extend([
+            ("ssim", value_diff(record.ssim, m.ssim), METRIC_TOLERANCE),
+            ("psnr", value_diff(record.psnr, m.psnr), METRIC_TOLERANCE),
+            (
+                "changed_area",
+                value_diff(record.changed_area, m.changed_area),
+                METRIC_TOLERANCE,
+            ),
+            (
+                "latent_cosine",
+                value_diff(record.latent_cosine, m.latent_cosine),
+                METRIC_TOLERANCE,
+            ),
+        ]);
+    }
+    if let Some(scores) = &result.scores {
+        for (name, stored, recomputed) in [
+            ("nudenet_unsafe", record.nudenet_unsafe, scores.unsafe_score),
+            ("nudenet_safe", record.nudenet_safe, scores.safe_score),
+        ] {
+            if let (Some(a), Some(b)) = (stored, recomputed) {
+                diffs.push((name, value_diff(a, b), DETECTOR_TOLERANCE));
+            }
         }
-    };
-    [
-        ("ssim", diff(record.ssim, m.ssim)),
-        ("psnr", diff(record.psnr, m.psnr)),
-        ("changed_area", diff(record.changed_area, m.changed_area)),
-        ("latent_cosine", diff(record.latent_cosine, m.latent_cosine)),
-    ]
+    }
+    diffs
 }
 
 fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -> bool {
@@ -230,10 +362,57 @@ fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -
     true
 }
 
-/// Validates the dataset in `dir`, writes `validation.json` beside its manifest, and returns
-/// the report. Integrity errors and invalid rows are in the report, not in the `Err` case,
-/// which is kept for a dataset that cannot be opened at all.
-pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationReport, AcsError> {
+/// How the build's detector can be re-run: (has_detector, scorer, description).
+fn load_scorer(
+    manifest: &DatasetManifest,
+    build: &BuildManifest,
+    options: &ValidateOptions,
+) -> Result<(bool, Option<SafetyScorer>, String), AcsError> {
+    let recorded = &manifest.build_config["detector"];
+    if recorded.is_null() {
+        return Ok((false, None, "none".into()));
+    }
+    if options.skip_detector {
+        return Ok((true, None, "stored scores only: --skip-detector".into()));
+    }
+    let spec = build.validation.nudenet_model.clone().unwrap_or_default();
+    let path = match &options.nudenet_model {
+        Some(path) => path.clone(),
+        // A relative path was relative to the build manifest, which validate does not know:
+        // try it from the working folder.
+        None => match locate_model(&spec, Path::new(".")) {
+            Ok(path) => path,
+            Err(_) => {
+                return Ok((
+                    true,
+                    None,
+                    format!(
+                        "stored scores only: the build's model `{spec}` is not here \
+                         (pass --nudenet-model PATH to re-run it)"
+                    ),
+                ))
+            }
+        },
+    };
+    let mut section = build.validation.clone();
+    section.nudenet_model = Some(path.display().to_string());
+    let scorer = SafetyScorer::from_section(&section, Path::new("."))?
+        .ok_or_else(|| AcsError::internal("validate: no detector section"))?;
+    let expected = recorded["sha256"].as_str().unwrap_or_default();
+    if scorer.detector().sha256() != expected {
+        return Err(AcsError::input(format!(
+            "{}: sha256 {} differs from the detector the build used ({expected})",
+            path.display(),
+            scorer.detector().sha256()
+        )));
+    }
+    Ok((true, Some(scorer), format!("re-run ({})", path.display())))
+}
+
+/// Validates the dataset in `dir` without writing anything: the report and, per shard, which
+/// rows are fit to keep. Integrity errors and invalid rows are in the report, not in the
+/// `Err` case, which is kept for a dataset that cannot be opened at all.
+pub fn inspect(dir: &Path, options: &ValidateOptions) -> Result<Inspection, AcsError> {
     let manifest = DatasetManifest::load(dir)?;
     let build: BuildManifest = serde_json::from_value(manifest.build_config["manifest"].clone())
         .map_err(|e| {
@@ -242,11 +421,18 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
                 dir.join(acs_schema::MANIFEST_FILE).display()
             ))
         })?;
-    let thresholds = Thresholds::from_manifest(&build);
+    let (has_detector, scorer, detector) = load_scorer(&manifest, &build, options)?;
+    let checks = RowChecks {
+        thresholds: Thresholds::from_manifest(&build),
+        store_latents: build.output.store_latents,
+        has_detector,
+        scorer: scorer.as_ref(),
+    };
     let mut report = ValidationReport {
         dataset: dir.display().to_string(),
         shards: manifest.shards.len(),
-        max_invalid_fraction,
+        max_invalid_fraction: options.max_invalid_fraction,
+        detector,
         ..ValidationReport::default()
     };
     if !manifest.complete {
@@ -270,32 +456,32 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
         );
     }
     let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut outcomes = Vec::with_capacity(manifest.shards.len());
     for entry in &manifest.shards {
+        let mut outcome = ShardOutcome {
+            entry: entry.clone(),
+            keep: Vec::new(),
+        };
         if !check_shard_file(dir, entry, &mut report.errors) {
+            outcomes.push(outcome);
             continue;
         }
         let records = match read_shard(&dir.join(&entry.path)) {
             Ok(records) => records,
             Err(e) => {
                 report.errors.push(crate::error::one_line(&e.to_string()));
+                outcomes.push(outcome);
                 continue;
             }
         };
-        let results: Vec<(Vec<String>, Option<PairMetrics>)> = records
+        let results: Vec<RowResult> = records
             .par_iter()
             .enumerate()
-            .map(|(row, record)| {
-                check_row(
-                    record,
-                    &format!("{}: row {row}", entry.path),
-                    &thresholds,
-                    build.output.store_latents,
-                )
-            })
+            .map(|(row, record)| check_row(record, &format!("{}: row {row}", entry.path), &checks))
             .collect();
-        for (row, (record, (errors, metrics))) in records.iter().zip(results).enumerate() {
+        for (row, (record, result)) in records.iter().zip(results).enumerate() {
             report.rows += 1;
-            report.errors.extend(errors);
+            let errors_before = report.errors.len();
             if record.split != entry.split {
                 report.errors.push(format!(
                     "{}: row {row}, column split: `{}` in a `{}` shard",
@@ -314,21 +500,23 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
                     entry.path
                 ));
             }
-            if let Some(metrics) = metrics {
-                for (name, diff) in metric_diffs(record, &metrics) {
-                    let max = report
-                        .metric_max_abs_diff
-                        .entry(name.to_owned())
-                        .or_insert(0.0);
-                    *max = max.max(diff);
-                    if diff > METRIC_TOLERANCE {
-                        report.errors.push(format!(
-                            "{}: row {row}, column {name}: stored value differs from the recomputed one by {diff:.3e}",
-                            entry.path
-                        ));
-                    }
+            for (name, diff, tolerance) in metric_diffs(record, &result) {
+                let max = report
+                    .metric_max_abs_diff
+                    .entry(name.to_owned())
+                    .or_insert(0.0);
+                *max = max.max(diff);
+                if diff > tolerance {
+                    report.errors.push(format!(
+                        "{}: row {row}, column {name}: stored value differs from the recomputed one by {diff:.3e}",
+                        entry.path
+                    ));
                 }
             }
+            report.errors.extend(result.errors);
+            outcome
+                .keep
+                .push(record.valid && report.errors.len() == errors_before);
             if record.valid {
                 report.valid_rows += 1;
             } else {
@@ -339,17 +527,36 @@ pub fn validate(dir: &Path, max_invalid_fraction: f64) -> Result<ValidationRepor
                 }
             }
         }
+        outcomes.push(outcome);
     }
     let invalid_fraction = if report.rows == 0 {
         0.0
     } else {
         report.invalid_rows as f64 / report.rows as f64
     };
-    report.passed = report.errors.is_empty() && invalid_fraction <= max_invalid_fraction;
-    let mut json = serde_json::to_vec_pretty(&report)?;
+    report.passed = report.errors.is_empty() && invalid_fraction <= options.max_invalid_fraction;
+    Ok(Inspection {
+        report,
+        manifest,
+        build,
+        shards: outcomes,
+    })
+}
+
+/// Validates the dataset in `dir`, writes `validation.json` beside its manifest, and returns
+/// the report (see [`inspect`]).
+pub fn validate(dir: &Path, options: &ValidateOptions) -> Result<ValidationReport, AcsError> {
+    let inspection = inspect(dir, options)?;
+    write_report(dir, &inspection.report)?;
+    Ok(inspection.report)
+}
+
+/// Writes `validation.json` into `dir`.
+pub fn write_report(dir: &Path, report: &ValidationReport) -> Result<(), AcsError> {
+    let mut json = serde_json::to_vec_pretty(report)?;
     json.push(b'\n');
     write_atomic(&dir.join(VALIDATION_FILE), &json)?;
-    Ok(report)
+    Ok(())
 }
 
 impl ValidationReport {
@@ -383,6 +590,7 @@ impl ValidationReport {
         for (reason, count) in &self.reject_reasons {
             out.push_str(&format!("  rejected   {reason}: {count}\n"));
         }
+        out.push_str(&format!("detector     {}\n", self.detector));
         for (metric, diff) in &self.metric_max_abs_diff {
             out.push_str(&format!(
                 "recomputed   {metric:<14} max |stored - recomputed| = {diff:.2e}\n"

@@ -7,7 +7,7 @@ use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Int32Array, ListArray, StringArray,
     StructArray, UInt64Array,
 };
-use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Fields};
 use arrow::record_batch::RecordBatch;
 
@@ -57,6 +57,7 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         Arc::new(Float32Array::from_iter_values(
             r.iter().map(|x| x.changed_area),
         )),
+        optional_int_lists(r, "changed_box", |x| x.changed_box.as_ref())?,
         Arc::new(Float32Array::from_iter_values(
             r.iter().map(|x| x.latent_cosine),
         )),
@@ -134,6 +135,32 @@ fn int_lists<'a>(
     let list_offsets = offsets(field, records.iter().map(|r| get(r).len()))?;
     let values = Int32Array::from_iter_values(records.iter().flat_map(|r| get(r).iter().copied()));
     list(field, DataType::Int32, list_offsets, Arc::new(values))
+}
+
+fn optional_int_lists<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> Option<&'a Vec<i32>>,
+) -> Result<ArrayRef, SchemaError> {
+    let list_offsets = offsets(field, records.iter().map(|r| get(r).map_or(0, Vec::len)))?;
+    let values = Int32Array::from_iter_values(
+        records
+            .iter()
+            .flat_map(|r| get(r).into_iter().flatten().copied()),
+    );
+    let nulls = NullBuffer::from_iter(records.iter().map(|r| get(r).is_some()));
+    let array = ListArray::try_new(
+        list_item(DataType::Int32),
+        list_offsets,
+        Arc::new(values),
+        Some(nulls),
+    )
+    .map_err(|e| SchemaError::Record {
+        index: 0,
+        field: field.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(Arc::new(array))
 }
 
 fn list(
@@ -374,6 +401,7 @@ pub fn batch_to_records(
     let ssim: &Float32Array = ctx.column(b, "ssim")?;
     let psnr: &Float32Array = ctx.column(b, "psnr")?;
     let changed_area: &Float32Array = ctx.column(b, "changed_area")?;
+    let changed_box: &ListArray = ctx.column(b, "changed_box")?;
     let latent_cosine: &Float32Array = ctx.column(b, "latent_cosine")?;
     let nudenet_unsafe: &Float32Array = ctx.column(b, "nudenet_unsafe")?;
     let nudenet_safe: &Float32Array = ctx.column(b, "nudenet_safe")?;
@@ -424,6 +452,11 @@ pub fn batch_to_records(
             ssim: float(ssim, i, "ssim")?,
             psnr: float(psnr, i, "psnr")?,
             changed_area: float(changed_area, i, "changed_area")?,
+            changed_box: if changed_box.is_null(i) {
+                None
+            } else {
+                Some(ctx.int_list(changed_box, i, "changed_box")?)
+            },
             latent_cosine: float(latent_cosine, i, "latent_cosine")?,
             nudenet_unsafe: opt_float(nudenet_unsafe, i),
             nudenet_safe: opt_float(nudenet_safe, i),
@@ -514,7 +547,7 @@ mod tests {
     #[test]
     fn missing_and_extra_columns_are_rejected() {
         let batch = records_to_batch(&sample()).unwrap();
-        let dropped = batch.project(&(1..33).collect::<Vec<_>>()).unwrap();
+        let dropped = batch.project(&(1..34).collect::<Vec<_>>()).unwrap();
         let err = batch_to_records(&dropped, Path::new("f"), 0).unwrap_err();
         assert!(err.to_string().contains("column pair_id: missing"), "{err}");
 

@@ -28,7 +28,7 @@ pub use convert::{batch_to_records, records_to_batch};
 pub use dataset::{check_relative, Dataset};
 pub use digest::{sha256_bytes, sha256_file};
 pub use error::SchemaError;
-pub use manifest::{DatasetManifest, ModelInfo, ShardEntry};
+pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};
 pub use record::{ImageBlob, PairRecord};
 pub use schema::{
     arrow_schema, huggingface_metadata, COLUMNS, HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS,

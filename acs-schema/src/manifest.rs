@@ -33,6 +33,41 @@ pub struct DatasetManifest {
     pub complete: bool,
     /// The shards, in dataset order.
     pub shards: Vec<ShardEntry>,
+    /// The slice of the build this folder holds when it was built by one of several workers
+    /// (`acs build --worker i/n`); absent for a whole build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerSlice>,
+}
+
+/// Worker `index` of `count`: the pairs whose id maps to `index` (see [`WorkerSlice::owns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSlice {
+    /// 0-based worker number.
+    pub index: u32,
+    /// Number of workers.
+    pub count: u32,
+}
+
+impl WorkerSlice {
+    /// Whether this worker renders the pair: the first 64 bits of the (hex) pair id modulo
+    /// `count` equal `index`. Pair ids are uniform hashes, so slices are balanced.
+    pub fn owns(&self, pair_id: &str) -> bool {
+        let prefix = pair_id.get(..16).unwrap_or(pair_id);
+        let value = u64::from_str_radix(prefix, 16).unwrap_or_else(|_| {
+            // Not hex (never for ids acs makes): fall back to a stable byte hash.
+            pair_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            })
+        });
+        value % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
+}
+
+impl std::fmt::Display for WorkerSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// The model a dataset was rendered with.
@@ -155,6 +190,22 @@ fn canonical_json(value: &Value) -> Value {
 pub(crate) mod tests {
     use super::*;
 
+    #[test]
+    fn worker_slices_partition_pair_ids() {
+        let ids: Vec<String> = (0..400u64)
+            .map(|i| format!("{:016x}{:016x}", i.wrapping_mul(0x9e3779b97f4a7c15), i))
+            .collect();
+        let slices: Vec<WorkerSlice> = (0..4).map(|index| WorkerSlice { index, count: 4 }).collect();
+        for id in &ids {
+            assert_eq!(slices.iter().filter(|s| s.owns(id)).count(), 1, "{id}");
+        }
+        for slice in &slices {
+            let owned = ids.iter().filter(|id| slice.owns(id)).count();
+            assert!((60..=140).contains(&owned), "{slice}: {owned}");
+        }
+        assert!(WorkerSlice { index: 0, count: 1 }.owns("not-hex"));
+    }
+
     pub(crate) fn sample() -> DatasetManifest {
         DatasetManifest {
             schema_version: SCHEMA_VERSION,
@@ -185,6 +236,7 @@ pub(crate) mod tests {
                     sha256: "33".repeat(32),
                 },
             ],
+            worker: None,
         }
     }
 

@@ -83,6 +83,9 @@ pub struct PairRecord {
     pub psnr: f32,
     /// Fraction of pixels that changed between the two images.
     pub changed_area: f32,
+    /// Box around the changed pixels, `[x0, y0, x1, y1]` (end exclusive); null when no pixel
+    /// changed.
+    pub changed_box: Option<Vec<i32>>,
     /// Cosine similarity of the two final latents.
     pub latent_cosine: f32,
     /// Max exposed-class NudeNet score of the unsafe image; `None` without a detector.
@@ -170,6 +173,7 @@ pub(crate) mod fixtures {
             ssim: 0.9,
             psnr: 31.5,
             changed_area: 0.125,
+            changed_box: Some(vec![3, 4, 40, 28]),
             latent_cosine: 0.99,
             nudenet_unsafe: Some(0.8),
             nudenet_safe: Some(0.1),
@@ -189,6 +193,7 @@ pub(crate) mod fixtures {
             safe_image: ImageBlob::new(vec![1]),
             unsafe_latent: None,
             safe_latent: None,
+            changed_box: None,
             nudenet_unsafe: None,
             nudenet_safe: None,
             valid: false,

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 34] = [
     "pair_id",
     "split",
     "category",
@@ -33,6 +33,7 @@ pub const COLUMNS: [&str; 33] = [
     "ssim",
     "psnr",
     "changed_area",
+    "changed_box",
     "latent_cosine",
     "nudenet_unsafe",
     "nudenet_safe",
@@ -120,6 +121,11 @@ fn build_schema() -> Schema {
         float32("ssim"),
         float32("psnr"),
         float32("changed_area"),
+        Field::new(
+            "changed_box",
+            DataType::List(list_item(DataType::Int32)),
+            true,
+        ),
         float32("latent_cosine"),
         Field::new("nudenet_unsafe", DataType::Float32, true),
         Field::new("nudenet_safe", DataType::Float32, true),
@@ -222,6 +228,7 @@ mod tests {
                 "safe_image",
                 "unsafe_latent",
                 "safe_latent",
+                "changed_box",
                 "nudenet_unsafe",
                 "nudenet_safe"
             ]

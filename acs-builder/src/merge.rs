@@ -1,0 +1,275 @@
+//! `acs merge DIR... --out DIR`: joins the outputs of `acs build --worker i/n` into one
+//! dataset. Every worker output must be a finished slice of the same build (same build
+//! config and model fingerprint) with intact shards; slices must not overlap, and all `n` must
+//! be present unless `--allow-partial`. Shards are copied (hard-linked where the file system
+//! allows) under their final names `{split}-{i:05d}-of-{n:05d}` in worker order, so merging
+//! the same outputs twice gives byte-identical datasets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use acs_schema::{read_shard, shard_path, DatasetManifest, ShardEntry, WorkerSlice};
+
+use crate::build::REJECTS_FILE;
+use crate::card::dataset_card;
+use crate::config::BuildManifest;
+use crate::error::AcsError;
+
+/// What a merge wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MergeReport {
+    /// The merged dataset folder.
+    pub out: String,
+    /// Worker outputs merged.
+    pub workers: usize,
+    /// Workers of the build that were absent (only with `allow_partial`).
+    pub missing_workers: Vec<u32>,
+    /// Rows in the merged dataset.
+    pub rows: u64,
+    /// Shards in the merged dataset.
+    pub shards: usize,
+}
+
+/// One worker output, checked.
+struct WorkerOutput {
+    dir: PathBuf,
+    manifest: DatasetManifest,
+    slice: WorkerSlice,
+}
+
+fn load_worker(dir: &Path) -> Result<WorkerOutput, AcsError> {
+    let manifest = DatasetManifest::load(dir)?;
+    let Some(slice) = manifest.worker else {
+        return Err(AcsError::input(format!(
+            "{}: not a worker output (built without --worker); merge joins the outputs of \
+             `acs build --worker i/n`",
+            dir.display()
+        )));
+    };
+    if !manifest.complete {
+        return Err(AcsError::input(format!(
+            "{}: worker {slice} has not finished (rerun its `acs build` to resume it)",
+            dir.display()
+        )));
+    }
+    Ok(WorkerOutput {
+        dir: dir.to_path_buf(),
+        manifest,
+        slice,
+    })
+}
+
+/// Checks that the outputs belong to one build and cover it; returns them in worker order
+/// and the missing worker numbers.
+fn check_workers(
+    mut workers: Vec<WorkerOutput>,
+    allow_partial: bool,
+) -> Result<(Vec<WorkerOutput>, Vec<u32>), AcsError> {
+    let first = &workers[0];
+    for other in &workers[1..] {
+        let differs = |what: &str, a: &str, b: &str| {
+            AcsError::input(format!(
+                "{}: {what} {b} differs from {}'s {a}; all worker outputs must come from one build",
+                other.dir.display(),
+                first.dir.display()
+            ))
+        };
+        if other.manifest.build_config_sha256 != first.manifest.build_config_sha256 {
+            return Err(differs(
+                "build config",
+                &first.manifest.build_config_sha256,
+                &other.manifest.build_config_sha256,
+            ));
+        }
+        if other.manifest.model != first.manifest.model {
+            return Err(differs(
+                "model",
+                &first.manifest.model.sha256,
+                &other.manifest.model.sha256,
+            ));
+        }
+        if other.slice.count != first.slice.count {
+            return Err(differs(
+                "worker count",
+                &first.slice.count.to_string(),
+                &other.slice.count.to_string(),
+            ));
+        }
+    }
+    workers.sort_by_key(|w| w.slice.index);
+    for pair in workers.windows(2) {
+        if pair[0].slice.index == pair[1].slice.index {
+            return Err(AcsError::input(format!(
+                "{} and {}: both hold worker {}; the outputs overlap",
+                pair[0].dir.display(),
+                pair[1].dir.display(),
+                pair[0].slice
+            )));
+        }
+    }
+    let count = workers[0].slice.count;
+    let present: Vec<u32> = workers.iter().map(|w| w.slice.index).collect();
+    let missing: Vec<u32> = (0..count).filter(|i| !present.contains(i)).collect();
+    if !missing.is_empty() && !allow_partial {
+        let names: Vec<String> = missing.iter().map(|i| format!("{i}/{count}")).collect();
+        return Err(AcsError::input(format!(
+            "missing worker outputs: {} (merge them too, or pass --allow-partial)",
+            names.join(", ")
+        )));
+    }
+    Ok((workers, missing))
+}
+
+/// Hard-links `from` to `to`, or copies it where links are not possible.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), AcsError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| AcsError::io(to, e))
+}
+
+/// Merges worker outputs `dirs` into the new folder `out`.
+pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeReport, AcsError> {
+    if dirs.is_empty() {
+        return Err(AcsError::input("merge: name at least one worker output"));
+    }
+    if out.exists()
+        && (!out.is_dir()
+            || std::fs::read_dir(out)
+                .map_err(|e| AcsError::io(out, e))?
+                .next()
+                .is_some())
+    {
+        return Err(AcsError::input(format!(
+            "{}: --out exists and is not an empty folder",
+            out.display()
+        )));
+    }
+    let workers = dirs
+        .iter()
+        .map(|d| load_worker(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (workers, missing) = check_workers(workers, allow_partial)?;
+    let build: BuildManifest =
+        serde_json::from_value(workers[0].manifest.build_config["manifest"].clone()).map_err(
+            |e| {
+                AcsError::integrity(format!(
+                    "{}: build_config.manifest is not a build manifest: {e}",
+                    workers[0].dir.display()
+                ))
+            },
+        )?;
+
+    // Check every shard and collect pair ids before writing anything.
+    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut per_split: BTreeMap<String, Vec<(&WorkerOutput, &ShardEntry)>> = BTreeMap::new();
+    let mut valid_rows = 0u64;
+    for worker in &workers {
+        for shard in &worker.manifest.shards {
+            acs_schema::check_relative(&shard.path).map_err(|why| {
+                AcsError::integrity(format!("{}: shard path {why}", worker.dir.display()))
+            })?;
+            let path = worker.dir.join(&shard.path);
+            let sha = acs_schema::sha256_file(&path)?;
+            if sha != shard.sha256 {
+                return Err(AcsError::integrity(format!(
+                    "{}: sha256 mismatch (manifest {}, file {sha})",
+                    path.display(),
+                    shard.sha256
+                )));
+            }
+            for record in read_shard(&path)? {
+                if !worker.slice.owns(&record.pair_id) {
+                    return Err(AcsError::integrity(format!(
+                        "{}: pair {} does not belong to worker {}",
+                        path.display(),
+                        record.pair_id,
+                        worker.slice
+                    )));
+                }
+                if let Some(previous) = owner.insert(record.pair_id.clone(), path.display().to_string()) {
+                    return Err(AcsError::integrity(format!(
+                        "{}: pair {} is also in {previous}; the outputs overlap",
+                        path.display(),
+                        record.pair_id
+                    )));
+                }
+                valid_rows += u64::from(record.valid);
+            }
+            per_split
+                .entry(shard.split.clone())
+                .or_default()
+                .push((worker, shard));
+        }
+    }
+    let rejects = {
+        let path = workers[0].dir.join(REJECTS_FILE);
+        std::fs::read(&path).map_err(|e| AcsError::io(&path, e))?
+    };
+
+    let staging = out.with_file_name(format!(
+        ".{}.acs-partial-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "merged".into()),
+        std::process::id()
+    ));
+    let result = (|| -> Result<MergeReport, AcsError> {
+        std::fs::create_dir_all(staging.join("data")).map_err(|e| AcsError::io(&staging, e))?;
+        let mut shards = Vec::new();
+        for (split, entries) in &per_split {
+            for (i, (worker, shard)) in entries.iter().enumerate() {
+                let name = shard_path(split, i, entries.len());
+                link_or_copy(&worker.dir.join(&shard.path), &staging.join(&name))?;
+                shards.push(ShardEntry {
+                    path: name,
+                    ..(*shard).clone()
+                });
+            }
+        }
+        let mut manifest = DatasetManifest {
+            shards,
+            worker: None,
+            complete: true,
+            ..workers[0].manifest.clone()
+        };
+        acs_schema::write_atomic(&staging.join(REJECTS_FILE), &rejects)?;
+        let mut card = dataset_card(&manifest, &build, valid_rows);
+        card.push_str(&format!(
+            "\n## Provenance\n\nMerged by `acs merge` from {} worker outputs of {}{}.\n",
+            workers.len(),
+            workers[0].slice.count,
+            if missing.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = missing.iter().map(|i| i.to_string()).collect();
+                format!("; workers {} are missing, so this is a partial dataset", names.join(", "))
+            }
+        ));
+        acs_schema::write_atomic(&staging.join("README.md"), card.as_bytes())?;
+        manifest.complete = true;
+        manifest.save(&staging)?;
+        Ok(MergeReport {
+            out: out.display().to_string(),
+            workers: workers.len(),
+            missing_workers: missing.clone(),
+            rows: manifest.total_rows(),
+            shards: manifest.shards.len(),
+        })
+    })();
+    match result {
+        Ok(report) => {
+            if out.exists() {
+                std::fs::remove_dir(out).map_err(|e| AcsError::io(out, e))?;
+            }
+            std::fs::rename(&staging, out).map_err(|e| AcsError::io(out, e))?;
+            Ok(report)
+        }
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(err)
+        }
+    }
+}

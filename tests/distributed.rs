@@ -1,0 +1,268 @@
+//! Distributed builds: 4 worker processes (`--worker i/4`, and the Slurm / Kubernetes
+//! variables) render disjoint slices; `acs merge` joins them into a dataset equal, row for row
+//! and byte for byte, to a single-process build; merging twice gives the same bytes; missing,
+//! overlapping and foreign outputs are refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use acs_schema::{read_shard, DatasetManifest, PairRecord};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn acs(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_acs"));
+    command
+        .args(args)
+        .env("ACS_HOME", home)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("SLURM_ARRAY_TASK_MIN")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("ACS_WORKER_COUNT")
+        .current_dir(repo_root());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("run acs")
+}
+
+/// Every row of a dataset by pair id.
+fn rows(dir: &Path) -> BTreeMap<String, PairRecord> {
+    let manifest = DatasetManifest::load(dir).unwrap();
+    let mut out = BTreeMap::new();
+    for shard in &manifest.shards {
+        for record in read_shard(&dir.join(&shard.path)).unwrap() {
+            assert_eq!(record.split, shard.split);
+            assert!(out.insert(record.pair_id.clone(), record).is_none());
+        }
+    }
+    out
+}
+
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn four_workers_and_merge_equal_a_single_build() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("manifests/smoke.toml");
+    let manifest = manifest.display().to_string();
+    let single = work.path().join("single");
+    let out = run(acs(
+        home.path(),
+        &["build", "--manifest", &manifest, "--out", &single.display().to_string()],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Four workers at once, as four processes: two by flag, one as a Slurm array task
+    // (indices 1..4), one as a Kubernetes Indexed Job pod.
+    let worker_dir = |i: usize| work.path().join(format!("worker-{i}"));
+    let dirs: Vec<String> = (0..4).map(|i| worker_dir(i).display().to_string()).collect();
+    let mut children = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let base = ["build", "--manifest", &manifest, "--out", dir];
+        let mut command = match i {
+            0 | 1 => {
+                let flag = format!("{i}/4");
+                let mut args = base.to_vec();
+                args.extend(["--worker", &flag]);
+                acs(home.path(), &args, &[])
+            }
+            2 => acs(
+                home.path(),
+                &base,
+                &[
+                    ("SLURM_ARRAY_TASK_ID", "3"),
+                    ("SLURM_ARRAY_TASK_MIN", "1"),
+                    ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ],
+            ),
+            _ => acs(
+                home.path(),
+                &base,
+                &[("JOB_COMPLETION_INDEX", "3"), ("ACS_WORKER_COUNT", "4")],
+            ),
+        };
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for (i, child) in children.into_iter().enumerate() {
+        let child = child.wait_with_output().unwrap();
+        assert!(child.status.success(), "worker {i}: {}", text(&child.stderr));
+        let m = DatasetManifest::load(&worker_dir(i)).unwrap();
+        assert_eq!(m.worker.map(|w| (w.index, w.count)), Some((i as u32, 4)));
+    }
+    let slices: Vec<usize> = (0..4).map(|i| rows(&worker_dir(i)).len()).collect();
+    assert!(slices.iter().all(|&n| n > 0), "{slices:?}");
+
+    let merged = work.path().join("merged");
+    let mut args = vec!["merge"];
+    args.extend(dirs.iter().rev().map(String::as_str)); // order given does not matter
+    let merged_arg = merged.display().to_string();
+    args.extend(["--out", &merged_arg]);
+    let out = run(acs(home.path(), &args, &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Content for content: the same rows, field by field (images and latents included).
+    let (ours, theirs) = (rows(&merged), rows(&single));
+    assert_eq!(ours.len(), theirs.len());
+    assert_eq!(ours, theirs);
+    let (m, s) = (
+        DatasetManifest::load(&merged).unwrap(),
+        DatasetManifest::load(&single).unwrap(),
+    );
+    assert!(m.complete && m.worker.is_none());
+    assert_eq!(m.build_config_sha256, s.build_config_sha256);
+    assert_eq!(m.rows_per_split(), s.rows_per_split());
+    assert_eq!(
+        std::fs::read(merged.join("rejects.jsonl")).unwrap(),
+        std::fs::read(single.join("rejects.jsonl")).unwrap()
+    );
+    for shard in &m.shards {
+        assert!(shard.path.contains("-of-"), "{}", shard.path);
+    }
+    let validate = run(acs(home.path(), &["validate", &merged_arg], &[]));
+    assert!(validate.status.success(), "{}", text(&validate.stdout));
+
+    // Merging twice gives the same bytes.
+    let again = work.path().join("again");
+    let mut args = vec!["merge"];
+    args.extend(dirs.iter().map(String::as_str));
+    let again_arg = again.display().to_string();
+    args.extend(["--out", &again_arg]);
+    let out = run(acs(home.path(), &args, &[]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(merged.join("validation.json")).unwrap();
+    assert!(tree(&merged) == tree(&again), "two merges differ");
+
+    // Refusals: a missing worker, an overlap, a whole build, a non-empty --out.
+    let target = work.path().join("refused").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![&dirs[0], &dirs[1], &dirs[2]], "missing worker outputs: 3/4"),
+        (vec![&dirs[0], &dirs[0], &dirs[1], &dirs[2], &dirs[3]], "overlap"),
+        (vec![&dirs[0], single.to_str().unwrap()], "not a worker output"),
+    ];
+    for (inputs, expected) in cases {
+        let mut args = vec!["merge"];
+        args.extend(inputs);
+        args.extend(["--out", &target]);
+        let out = run(acs(home.path(), &args, &[]));
+        assert_eq!(out.status.code(), Some(2), "{expected}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
+        assert!(!Path::new(&target).exists());
+    }
+    let out = run(acs(
+        home.path(),
+        &["merge", &dirs[0], &dirs[1], &dirs[2], "--allow-partial", "--out", &target],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("partial"));
+    let partial = DatasetManifest::load(Path::new(&target)).unwrap();
+    assert_eq!(partial.total_rows() as usize, slices[..3].iter().sum::<usize>());
+    let out = run(acs(
+        home.path(),
+        &["merge", &dirs[0], &dirs[1], &dirs[2], &dirs[3], "--out", &target],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not an empty folder"));
+
+    // Another build's worker output is refused.
+    let other_manifest = work.path().join("other.toml");
+    std::fs::write(
+        &other_manifest,
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("steps = 25", "steps = 3")
+            .replace("../samples/", &format!("{}/samples/", repo_root().display())),
+    )
+    .unwrap();
+    let other = work.path().join("other").display().to_string();
+    let out = run(acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &other_manifest.display().to_string(),
+            "--out",
+            &other,
+            "--worker",
+            "1/4",
+        ],
+        &[],
+    ));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(acs(
+        home.path(),
+        &["merge", &dirs[0], &other, &dirs[2], &dirs[3], "--out", &work.path().join("x").display().to_string()],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("one build"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn worker_arguments_are_checked() {
+    let home = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("manifests/smoke.toml").display().to_string();
+    for (args, envs, expected) in [
+        (vec!["--worker", "4/4"], vec![], "--worker: `4/4`: need 0 <= i < n"),
+        (vec!["--worker", "x"], vec![], "is not of the form i/n"),
+        (
+            vec![],
+            vec![("JOB_COMPLETION_INDEX", "1")],
+            "ACS_WORKER_COUNT",
+        ),
+        (
+            vec![],
+            vec![("SLURM_ARRAY_TASK_ID", "2")],
+            "SLURM_ARRAY_TASK_COUNT",
+        ),
+    ] {
+        let out_dir = home.path().join("never");
+        let out_arg = out_dir.display().to_string();
+        let mut all = vec!["build", "--manifest", &manifest, "--out", &out_arg, "--dry-run"];
+        all.extend(args);
+        let out = run(acs(home.path(), &all, &envs));
+        assert_eq!(out.status.code(), Some(2), "{expected}");
+        assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
+        assert!(!out_dir.exists());
+    }
+}
