@@ -20,6 +20,29 @@ fi
 # One profile and one feature set for everything, so dependencies compile once.
 cargo test --release --workspace
 
+# Fuzz smoke: every cargo-fuzz target runs briefly from its committed corpus (longer runs:
+# docs/fuzzing.md). cargo-fuzz needs the nightly toolchain; both are installed when missing.
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+fuzz_scratch="$(mktemp -d)"
+for target in $(cargo +nightly fuzz list); do
+    mkdir -p "$fuzz_scratch/$target"
+    log="$fuzz_scratch/$target.log"
+    if ! cargo +nightly fuzz run --sanitizer none "$target" "$fuzz_scratch/$target" \
+        "fuzz/corpus/$target" -- -max_total_time="${ACS_FUZZ_SECONDS:-10}" -rss_limit_mb=2048 \
+        -timeout=30 >"$log" 2>&1; then
+        cat "$log"
+        echo "fuzz smoke: $target failed" >&2
+        exit 1
+    fi
+    echo "fuzz smoke: $target: $(grep -c . "$log") log lines, $(grep -o 'exec/s: [0-9]*' "$log" | tail -n 1)"
+done
+rm -rf "$fuzz_scratch"
+
 target="${CARGO_TARGET_DIR:-target}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

@@ -81,7 +81,13 @@ fn four_workers_and_merge_equal_a_single_build() {
     let single = work.path().join("single");
     let out = run(acs(
         home.path(),
-        &["build", "--manifest", &manifest, "--out", &single.display().to_string()],
+        &[
+            "build",
+            "--manifest",
+            &manifest,
+            "--out",
+            &single.display().to_string(),
+        ],
         &[],
     ));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -89,7 +95,9 @@ fn four_workers_and_merge_equal_a_single_build() {
     // Four workers at once, as four processes: two by flag, one as a Slurm array task
     // (indices 1..4), one as a Kubernetes Indexed Job pod.
     let worker_dir = |i: usize| work.path().join(format!("worker-{i}"));
-    let dirs: Vec<String> = (0..4).map(|i| worker_dir(i).display().to_string()).collect();
+    let dirs: Vec<String> = (0..4)
+        .map(|i| worker_dir(i).display().to_string())
+        .collect();
     let mut children = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let base = ["build", "--manifest", &manifest, "--out", dir];
@@ -124,7 +132,11 @@ fn four_workers_and_merge_equal_a_single_build() {
     }
     for (i, child) in children.into_iter().enumerate() {
         let child = child.wait_with_output().unwrap();
-        assert!(child.status.success(), "worker {i}: {}", text(&child.stderr));
+        assert!(
+            child.status.success(),
+            "worker {i}: {}",
+            text(&child.stderr)
+        );
         let m = DatasetManifest::load(&worker_dir(i)).unwrap();
         assert_eq!(m.worker.map(|w| (w.index, w.count)), Some((i as u32, 4)));
     }
@@ -174,31 +186,62 @@ fn four_workers_and_merge_equal_a_single_build() {
     // Refusals: a missing worker, an overlap, a whole build, a non-empty --out.
     let target = work.path().join("refused").display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec![&dirs[0], &dirs[1], &dirs[2]], "missing worker outputs: 3/4"),
-        (vec![&dirs[0], &dirs[0], &dirs[1], &dirs[2], &dirs[3]], "overlap"),
-        (vec![&dirs[0], single.to_str().unwrap()], "not a worker output"),
+        (
+            vec![&dirs[0], &dirs[1], &dirs[2]],
+            "missing worker outputs: 3/4",
+        ),
+        (
+            vec![&dirs[0], &dirs[0], &dirs[1], &dirs[2], &dirs[3]],
+            "overlap",
+        ),
+        (
+            vec![&dirs[0], single.to_str().unwrap()],
+            "not a worker output",
+        ),
     ];
     for (inputs, expected) in cases {
         let mut args = vec!["merge"];
         args.extend(inputs);
         args.extend(["--out", &target]);
         let out = run(acs(home.path(), &args, &[]));
-        assert_eq!(out.status.code(), Some(2), "{expected}: {}", text(&out.stdout));
-        assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{expected}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(!Path::new(&target).exists());
     }
     let out = run(acs(
         home.path(),
-        &["merge", &dirs[0], &dirs[1], &dirs[2], "--allow-partial", "--out", &target],
+        &[
+            "merge",
+            &dirs[0],
+            &dirs[1],
+            &dirs[2],
+            "--allow-partial",
+            "--out",
+            &target,
+        ],
         &[],
     ));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("partial"));
     let partial = DatasetManifest::load(Path::new(&target)).unwrap();
-    assert_eq!(partial.total_rows() as usize, slices[..3].iter().sum::<usize>());
+    assert_eq!(
+        partial.total_rows() as usize,
+        slices[..3].iter().sum::<usize>()
+    );
     let out = run(acs(
         home.path(),
-        &["merge", &dirs[0], &dirs[1], &dirs[2], &dirs[3], "--out", &target],
+        &[
+            "merge", &dirs[0], &dirs[1], &dirs[2], &dirs[3], "--out", &target,
+        ],
         &[],
     ));
     assert_eq!(out.status.code(), Some(2));
@@ -211,7 +254,10 @@ fn four_workers_and_merge_equal_a_single_build() {
         std::fs::read_to_string(&manifest)
             .unwrap()
             .replace("steps = 25", "steps = 3")
-            .replace("../samples/", &format!("{}/samples/", repo_root().display())),
+            .replace(
+                "../samples/",
+                &format!("{}/samples/", repo_root().display()),
+            ),
     )
     .unwrap();
     let other = work.path().join("other").display().to_string();
@@ -231,19 +277,38 @@ fn four_workers_and_merge_equal_a_single_build() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(acs(
         home.path(),
-        &["merge", &dirs[0], &other, &dirs[2], &dirs[3], "--out", &work.path().join("x").display().to_string()],
+        &[
+            "merge",
+            &dirs[0],
+            &other,
+            &dirs[2],
+            &dirs[3],
+            "--out",
+            &work.path().join("x").display().to_string(),
+        ],
         &[],
     ));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("one build"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("one build"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn worker_arguments_are_checked() {
     let home = tempfile::tempdir().unwrap();
-    let manifest = repo_root().join("manifests/smoke.toml").display().to_string();
+    let manifest = repo_root()
+        .join("manifests/smoke.toml")
+        .display()
+        .to_string();
     for (args, envs, expected) in [
-        (vec!["--worker", "4/4"], vec![], "--worker: `4/4`: need 0 <= i < n"),
+        (
+            vec!["--worker", "4/4"],
+            vec![],
+            "--worker: `4/4`: need 0 <= i < n",
+        ),
         (vec!["--worker", "x"], vec![], "is not of the form i/n"),
         (
             vec![],
@@ -258,11 +323,22 @@ fn worker_arguments_are_checked() {
     ] {
         let out_dir = home.path().join("never");
         let out_arg = out_dir.display().to_string();
-        let mut all = vec!["build", "--manifest", &manifest, "--out", &out_arg, "--dry-run"];
+        let mut all = vec![
+            "build",
+            "--manifest",
+            &manifest,
+            "--out",
+            &out_arg,
+            "--dry-run",
+        ];
         all.extend(args);
         let out = run(acs(home.path(), &all, &envs));
         assert_eq!(out.status.code(), Some(2), "{expected}");
-        assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(!out_dir.exists());
     }
 }

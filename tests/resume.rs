@@ -45,13 +45,19 @@ fn build_command(manifest: &Path, out: &Path, envs: &[(&str, &str)]) -> Command 
 }
 
 fn build(manifest: &Path, out: &Path, envs: &[(&str, &str)]) -> Output {
-    build_command(manifest, out, envs).output().expect("run acs")
+    build_command(manifest, out, envs)
+        .output()
+        .expect("run acs")
 }
 
 /// The smoke manifest with its prompt file copied beside it (so a test can remove it).
 fn manifest_in(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy(repo_root().join("samples/pairs.jsonl"), dir.join("pairs.jsonl")).unwrap();
+    std::fs::copy(
+        repo_root().join("samples/pairs.jsonl"),
+        dir.join("pairs.jsonl"),
+    )
+    .unwrap();
     let smoke = std::fs::read_to_string(repo_root().join("manifests/smoke.toml")).unwrap();
     let path = dir.join("smoke.toml");
     std::fs::write(
@@ -114,7 +120,11 @@ fn assert_same_as_reference(out: &Path) {
     let mut ids = std::collections::HashSet::new();
     for shard in &ours.shards {
         for record in read_shard(&out.join(&shard.path)).unwrap() {
-            assert!(ids.insert(record.pair_id.clone()), "duplicate {}", record.pair_id);
+            assert!(
+                ids.insert(record.pair_id.clone()),
+                "duplicate {}",
+                record.pair_id
+            );
         }
     }
     assert_eq!(ids.len() as u64, theirs.total_rows());
@@ -233,14 +243,21 @@ fn full_disk_and_read_only_output_fail_clearly_and_resume() {
         let stderr = text(&failed.stderr);
         assert_eq!(failed.status.code(), Some(2), "{fault}: {stderr}");
         let error = stderr.lines().last().unwrap_or_default();
-        assert!(error.starts_with("error: ") && error.contains(reason), "{error}");
+        assert!(
+            error.starts_with("error: ") && error.contains(reason),
+            "{error}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_consistent(&out);
         if out.join(acs_schema::MANIFEST_FILE).is_file() {
             assert!(error.contains("resume"), "{error}");
         }
         let resumed = build(&manifest, &out, &[]);
-        assert!(resumed.status.success(), "{fault}: {}", text(&resumed.stderr));
+        assert!(
+            resumed.status.success(),
+            "{fault}: {}",
+            text(&resumed.stderr)
+        );
         assert_same_as_reference(&out);
     }
 }
@@ -262,7 +279,11 @@ fn vanished_input_and_another_manifest_are_refused_then_the_build_resumes() {
     std::fs::remove_file(&pairs).unwrap();
     let missing = build(&manifest, &out, &[]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing.stderr).contains("pairs.jsonl"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("pairs.jsonl"),
+        "{}",
+        text(&missing.stderr)
+    );
     assert_eq!(DatasetManifest::load(&out).unwrap(), before);
     assert_consistent(&out);
 

@@ -164,7 +164,10 @@ fn the_shared_build_has_valid_and_invalid_pairs_and_thresholds_exit_1() {
         report["valid_rows"].as_u64().unwrap(),
         report["invalid_rows"].as_u64().unwrap(),
     );
-    assert!(valid >= 2 && invalid >= 2, "{valid} valid, {invalid} invalid");
+    assert!(
+        valid >= 2 && invalid >= 2,
+        "{valid} valid, {invalid} invalid"
+    );
     assert_eq!(report["reject_reasons"]["ssim"], invalid);
     assert_eq!(report["detector"], "none");
     assert!(text(&out.stderr).contains("fail the build's thresholds"));
@@ -261,7 +264,10 @@ fn schema_versions_other_than_1_are_refused() {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     rehash(&dir, 0);
-    assert_integrity_error(&dir, &[&manifest.shards[0].path, "not an acs schema v1 shard"]);
+    assert_integrity_error(
+        &dir,
+        &[&manifest.shards[0].path, "not an acs schema v1 shard"],
+    );
 }
 
 #[test]
@@ -335,7 +341,10 @@ fn duplicate_pair_ids_across_shards_are_found() {
         copy.split = second_split;
         records.push(copy);
     });
-    assert_integrity_error(&dir, &[&shard, "column pair_id: duplicate", &first[0].pair_id]);
+    assert_integrity_error(
+        &dir,
+        &[&shard, "column pair_id: duplicate", &first[0].pair_id],
+    );
 }
 
 #[test]
@@ -389,12 +398,20 @@ fn drop_invalid_writes_a_new_dataset_of_the_good_pairs() {
         "{summary}"
     );
     for (path, bytes) in &before {
-        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} changed", path.display());
+        assert_eq!(
+            &std::fs::read(path).unwrap(),
+            bytes,
+            "{} changed",
+            path.display()
+        );
     }
     let repaired = DatasetManifest::load(&kept).unwrap();
     assert!(repaired.complete);
     assert_eq!(repaired.total_rows(), valid - 1);
-    assert_eq!(repaired.build_config, DatasetManifest::load(&dir).unwrap().build_config);
+    assert_eq!(
+        repaired.build_config,
+        DatasetManifest::load(&dir).unwrap().build_config
+    );
     for shard in &repaired.shards {
         assert!(shard.path.contains("-of-"), "{}", shard.path);
         assert!(read_shard(&kept.join(&shard.path))
@@ -430,4 +447,42 @@ fn drop_invalid_writes_a_new_dataset_of_the_good_pairs() {
         &["validate", &dir.display().to_string(), "--drop-invalid"],
     );
     assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn hostile_parquet_files_are_rejected_without_exhausting_memory() {
+    use arrow::array::{ArrayRef, Int32Array, StructArray};
+    use arrow::datatypes::{DataType, Field};
+    let work = tempfile::tempdir().unwrap();
+
+    // 200 levels of nested structs instead of the schema v1 columns.
+    let dir = copy_dataset(&work.path().join("deep"));
+    let manifest = DatasetManifest::load(&dir).unwrap();
+    let mut array: ArrayRef = std::sync::Arc::new(Int32Array::from(vec![1, 2, 3]));
+    for _ in 0..200 {
+        let field = Field::new("x", array.data_type().clone(), true);
+        array = std::sync::Arc::new(StructArray::from(vec![(std::sync::Arc::new(field), array)]));
+    }
+    let batch = arrow::record_batch::RecordBatch::try_from_iter([("deep", array.clone())]).unwrap();
+    assert!(matches!(array.data_type(), DataType::Struct(_)));
+    let shard = dir.join(&manifest.shards[0].path);
+    let file = std::fs::File::create(&shard).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    rehash(&dir, 0);
+    assert_integrity_error(
+        &dir,
+        &[&manifest.shards[0].path, "not an acs schema v1 shard"],
+    );
+
+    // A footer that claims 2 GiB of metadata in a small file.
+    let dir = copy_dataset(&work.path().join("footer"));
+    let shard = dir.join(&manifest.shards[0].path);
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    std::fs::write(&shard, &bytes).unwrap();
+    rehash(&dir, 0);
+    assert_integrity_error(&dir, &[&manifest.shards[0].path, "unreadable footer"]);
 }

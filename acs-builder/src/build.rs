@@ -24,6 +24,7 @@ use crate::metrics::{pair_metrics, ChangedBox};
 use crate::model::tiny::acs_home;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
 use crate::model::{model_fingerprint, StableDiffusion};
+use crate::nudenet::SafetyScorer;
 use crate::pairing::{Pairer, Pairing};
 use crate::plan::Plan;
 use crate::plan::{plan, PlannedPair};
@@ -32,7 +33,6 @@ use crate::sampler::{PairSampler, RenderJob, RenderedPair};
 use crate::sink::{Resumed, ShardSink};
 use crate::sources::{read_all, Reject};
 use crate::tokenizer::ClipTokenizer;
-use crate::nudenet::SafetyScorer;
 use crate::verdict::{verdict, SafetyScores, Thresholds};
 use rayon::prelude::*;
 
@@ -40,8 +40,7 @@ use rayon::prelude::*;
 pub const ACS_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Appended to errors after which the output folder holds resumable work.
-const RESUME_NOTE: &str =
-    " (the finished work is kept: run the same `acs build` again to resume)";
+const RESUME_NOTE: &str = " (the finished work is kept: run the same `acs build` again to resume)";
 
 /// The detector named in the build config when `[validation].nudenet_model` is set.
 pub const DETECTOR_NAME: &str = "nudenet-320n";
@@ -474,7 +473,8 @@ pub fn run_build(
                     model.sha256
                 )));
             }
-            let (sink, resumed) = ShardSink::resume(&options.out, existing, shard_rows, shard_bytes)?;
+            let (sink, resumed) =
+                ShardSink::resume(&options.out, existing, shard_rows, shard_bytes)?;
             progress(&format!(
                 "resuming: {} of {} pairs were already rendered",
                 resumed.rows,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::edit_distance::nearest;
 use crate::error::{one_line, AcsError};
 
+/// Most pairs rendered per prompt pair (each with its own seed).
+pub const MAX_SEEDS_PER_PROMPT: u32 = 10_000;
+
 /// The I2P taxonomy of unsafe categories.
 pub const CATEGORIES: [&str; 7] = [
     "sexual",
@@ -408,7 +411,15 @@ pub struct LoadedManifest {
 impl LoadedManifest {
     /// Reads, parses and checks a manifest file.
     pub fn load(file: &Path) -> Result<Self, AcsError> {
-        let text = std::fs::read_to_string(file).map_err(|e| AcsError::io(file, e))?;
+        let bytes = std::fs::read(file).map_err(|e| AcsError::io(file, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            AcsError::input(format!(
+                "{}: line {line}: invalid UTF-8 at byte {at}",
+                file.display()
+            ))
+        })?;
         let manifest = parse_manifest(&text, &file.display().to_string())?;
         let base_dir = file
             .parent()
@@ -616,8 +627,14 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
             );
         }
     }
-    if s.seeds_per_prompt == 0 {
-        return fail("[sampling].seeds_per_prompt", "must be at least 1".into());
+    if s.seeds_per_prompt == 0 || s.seeds_per_prompt > MAX_SEEDS_PER_PROMPT {
+        return fail(
+            "[sampling].seeds_per_prompt",
+            format!(
+                "must be 1..={MAX_SEEDS_PER_PROMPT} (got {})",
+                s.seeds_per_prompt
+            ),
+        );
     }
     if s.rng != "torch-cpu" {
         return fail(
@@ -749,6 +766,23 @@ fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
                 "[rewrite.llm].concurrency",
                 format!("must be 1..=256 (got {})", llm.concurrency),
             );
+        }
+        if let Some(cache) = &llm.cache {
+            // A manifest may come from someone else: it must not make acs write elsewhere.
+            let escapes = cache.is_absolute()
+                || cache
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if escapes || cache.as_os_str().is_empty() {
+                return fail(
+                    "[rewrite.llm].cache",
+                    format!(
+                        "`{}` must be a relative path inside the manifest's folder (no `..`, not \
+                         absolute); leave it out to use $ACS_HOME/llm-cache",
+                        cache.display()
+                    ),
+                );
+            }
         }
         if !(llm.timeout_s.is_finite() && llm.timeout_s > 0.0) {
             return fail(

@@ -193,6 +193,17 @@ impl Canvas {
     /// Writes the canvas as a PNG file, atomically (temporary sibling, then rename).
     pub fn write_png(&self, path: &Path) -> Result<(), AcsError> {
         let bytes = self.to_png()?;
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !folder.is_dir() {
+            return Err(AcsError::input(format!(
+                "{}: the folder {} does not exist",
+                path.display(),
+                folder.display()
+            )));
+        }
         acs_schema::write_atomic(path, &bytes)
             .map_err(|e| AcsError::input(crate::error::one_line(&e.to_string())))
     }

@@ -99,3 +99,9 @@ pub fn one_line(message: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// `message` without a leading "`path`: " (for messages that name the file themselves).
+pub fn without_path(message: &str, path: &std::path::Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    one_line(message.strip_prefix(&prefix).unwrap_or(message))
+}

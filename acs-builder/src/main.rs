@@ -13,8 +13,8 @@ use acs_builder::model::StableDiffusion;
 use acs_builder::rng::Mt19937;
 use acs_builder::stats::dataset_stats;
 use acs_builder::tokenizer::ClipTokenizer;
-use acs_builder::worker::choose_worker;
 use acs_builder::validate::{inspect, validate, ValidateOptions};
+use acs_builder::worker::choose_worker;
 use acs_builder::AcsError;
 use acs_schema::write_atomic;
 use clap::{Parser, Subcommand};
@@ -400,13 +400,17 @@ fn run(cli: Cli) -> Result<(), AcsError> {
         }
         Command::Stats { dir, json, plot } => {
             let stats = dataset_stats(&dir)?;
+            // The plot first: a failure prints one error line and no report.
+            let plotted = match &plot {
+                Some(png) => Some(acs_builder::plot::plot_metrics(&dir, png)?),
+                None => None,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print!("{}", stats.table());
             }
-            if let Some(png) = plot {
-                let report = acs_builder::plot::plot_metrics(&dir, &png)?;
+            if let (Some(png), Some(report)) = (plot, plotted) {
                 // stdout stays pure JSON with --json.
                 eprintln!(
                     "wrote histograms of {} to {} ({}x{} px)",
@@ -635,7 +639,9 @@ fn drop_invalid_pairs(
 /// `acs detect`: NudeNet detections of PNG files, one JSON line each.
 fn detect_images(images: &[PathBuf], model: &str) -> Result<(), AcsError> {
     use acs_builder::nudenet::{locate_model, NudeDetector, LABELS};
-    let detector = NudeDetector::load(&locate_model(model, std::path::Path::new("."))?)?;
+    let path = locate_model(model, std::path::Path::new("."))
+        .map_err(|e| e.with_note(" (--nudenet-model)"))?;
+    let detector = NudeDetector::load(&path)?;
     for path in images {
         let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
         let (rgb, width, height) = acs_builder::imaging::decode_png(&bytes)

@@ -152,15 +152,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
         .map(|d| load_worker(d))
         .collect::<Result<Vec<_>, _>>()?;
     let (workers, missing) = check_workers(workers, allow_partial)?;
-    let build: BuildManifest =
-        serde_json::from_value(workers[0].manifest.build_config["manifest"].clone()).map_err(
-            |e| {
-                AcsError::integrity(format!(
-                    "{}: build_config.manifest is not a build manifest: {e}",
-                    workers[0].dir.display()
-                ))
-            },
-        )?;
+    let build: BuildManifest = serde_json::from_value(
+        workers[0].manifest.build_config["manifest"].clone(),
+    )
+    .map_err(|e| {
+        AcsError::integrity(format!(
+            "{}: build_config.manifest is not a build manifest: {e}",
+            workers[0].dir.display()
+        ))
+    })?;
 
     // Check every shard and collect pair ids before writing anything.
     let mut owner: HashMap<String, String> = HashMap::new();
@@ -171,6 +171,14 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
             acs_schema::check_relative(&shard.path).map_err(|why| {
                 AcsError::integrity(format!("{}: shard path {why}", worker.dir.display()))
             })?;
+            if !acs_schema::is_split_name(&shard.split) {
+                return Err(AcsError::integrity(format!(
+                    "{}: {}: split `{}` is not a valid split name (letters, digits, _)",
+                    worker.dir.display(),
+                    shard.path,
+                    shard.split
+                )));
+            }
             let path = worker.dir.join(&shard.path);
             let sha = acs_schema::sha256_file(&path)?;
             if sha != shard.sha256 {
@@ -189,7 +197,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
                         worker.slice
                     )));
                 }
-                if let Some(previous) = owner.insert(record.pair_id.clone(), path.display().to_string()) {
+                if let Some(previous) =
+                    owner.insert(record.pair_id.clone(), path.display().to_string())
+                {
                     return Err(AcsError::integrity(format!(
                         "{}: pair {} is also in {previous}; the outputs overlap",
                         path.display(),
@@ -245,7 +255,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
                 String::new()
             } else {
                 let names: Vec<String> = missing.iter().map(|i| i.to_string()).collect();
-                format!("; workers {} are missing, so this is a partial dataset", names.join(", "))
+                format!(
+                    "; workers {} are missing, so this is a partial dataset",
+                    names.join(", ")
+                )
             }
         ));
         acs_schema::write_atomic(&staging.join("README.md"), card.as_bytes())?;

@@ -118,7 +118,7 @@ pub fn locate_model(spec: &str, base_dir: &Path) -> Result<PathBuf, AcsError> {
         };
         if !path.is_file() {
             return Err(AcsError::input(format!(
-                "{}: [validation].nudenet_model: no such file",
+                "{}: NudeNet model: no such file",
                 path.display()
             )));
         }
@@ -136,7 +136,7 @@ pub fn locate_model(spec: &str, base_dir: &Path) -> Result<PathBuf, AcsError> {
     let model = PathBuf::from(&folder).join("320n.onnx");
     if folder.is_empty() || !model.is_file() {
         return Err(AcsError::input(format!(
-            "[validation].nudenet_model = \"installed\": `{python}` finds no nudenet package \
+            "NudeNet model \"installed\": `{python}` finds no nudenet package \
              with 320n.onnx (pip install nudenet, set ACS_PYTHON, or give the path to 320n.onnx)"
         )));
     }
@@ -160,9 +160,7 @@ impl NudeDetector {
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true)
             .model_for_read(&mut bytes.as_slice())
-            .and_then(|m| {
-                m.with_input_fact(0, f32::fact([1, 3, INPUT_SIZE, INPUT_SIZE]).into())
-            })
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, INPUT_SIZE, INPUT_SIZE]).into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(fail)?;
@@ -185,20 +183,22 @@ impl NudeDetector {
 
     /// The raw model output for an RGB8 image: 22 rows (cx, cy, w, h, 18 class scores) of
     /// 2,100 anchors each, row-major.
-    pub fn raw_output(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<f32>, AcsError> {
+    pub fn raw_output(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<f32>, AcsError> {
         let blob = input_blob(rgb, width, height)?;
         let input = Tensor::from_shape(&[1, 3, INPUT_SIZE, INPUT_SIZE], &blob)
             .map_err(|e| AcsError::input(format!("nudenet input: {e}")))?;
-        let outputs = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(|e| {
-                AcsError::internal(format!(
-                    "{}: nudenet inference failed: {}",
-                    self.path.display(),
-                    crate::error::one_line(&format!("{e:#}"))
-                ))
-            })?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(|e| {
+            AcsError::internal(format!(
+                "{}: nudenet inference failed: {}",
+                self.path.display(),
+                crate::error::one_line(&format!("{e:#}"))
+            ))
+        })?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| AcsError::input(format!("nudenet output: {e}")))?;
@@ -213,7 +213,12 @@ impl NudeDetector {
     }
 
     /// Detections in an RGB8 image, as the package's `NudeDetector.detect` returns them.
-    pub fn detect(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<Detection>, AcsError> {
+    pub fn detect(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<Detection>, AcsError> {
         let raw = self.raw_output(rgb, width, height)?;
         Ok(postprocess(&raw, width, height))
     }
@@ -236,7 +241,8 @@ impl SafetyScorer {
         let Some(spec) = &section.nudenet_model else {
             return Ok(None);
         };
-        let path = locate_model(spec, base_dir)?;
+        let path = locate_model(spec, base_dir)
+            .map_err(|e| e.with_note(" ([validation].nudenet_model)"))?;
         let classes = class_ids(&section.nudenet_classes)
             .map_err(|reason| AcsError::input(format!("[validation].nudenet_classes: {reason}")))?;
         Ok(Some(Self {
@@ -272,7 +278,10 @@ pub fn class_ids(names: &[String]) -> Result<Vec<usize>, String> {
         .iter()
         .map(|name| {
             LABELS.iter().position(|l| l == name).ok_or_else(|| {
-                format!("`{name}` is not a NudeNet class (classes: {})", LABELS.join(", "))
+                format!(
+                    "`{name}` is not a NudeNet class (classes: {})",
+                    LABELS.join(", ")
+                )
             })
         })
         .collect()
@@ -511,9 +520,9 @@ mod tests {
     fn nms_keeps_the_best_of_overlapping_boxes() {
         let boxes = [
             det(0.5, [0.0, 0.0, 10.0, 10.0]),
-            det(0.9, [1.0, 1.0, 10.0, 10.0]),   // overlaps the first by 0.68
+            det(0.9, [1.0, 1.0, 10.0, 10.0]), // overlaps the first by 0.68
             det(0.6, [50.0, 50.0, 10.0, 10.0]), // apart
-            det(0.24, [80.0, 80.0, 5.0, 5.0]),  // under the NMS score
+            det(0.24, [80.0, 80.0, 5.0, 5.0]), // under the NMS score
         ];
         let kept = nms(&boxes);
         let scores: Vec<f32> = kept.iter().map(|d| d.score).collect();
@@ -543,6 +552,8 @@ mod tests {
     fn class_names_resolve() {
         let ids = class_ids(&DEFAULT_FLIP_CLASSES.map(String::from)).unwrap();
         assert_eq!(ids, vec![3, 4, 14, 2, 6]);
-        assert!(class_ids(&["FACE".into()]).unwrap_err().contains("not a NudeNet class"));
+        assert!(class_ids(&["FACE".into()])
+            .unwrap_err()
+            .contains("not a NudeNet class"));
     }
 }

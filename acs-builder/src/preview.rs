@@ -250,6 +250,7 @@ struct Pair {
 pub fn preview(dir: &Path, options: &PreviewOptions) -> Result<PreviewReport, AcsError> {
     options.check()?;
     let dataset = Dataset::open(dir)?;
+    crate::stats::check_shard_footers(&dataset)?;
     let rows = filter_columns(&dataset)?;
     let total = rows.len();
     let matched = rows

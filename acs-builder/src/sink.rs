@@ -129,7 +129,11 @@ impl ShardSink {
     ) -> Result<(Self, Resumed), AcsError> {
         let entries = Journal::read(root)?;
         let journal = Journal::open(root)?;
-        for dir in [root.to_path_buf(), root.join("data"), journal.dir().to_path_buf()] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("data"),
+            journal.dir().to_path_buf(),
+        ] {
             remove_temp_files(&dir);
         }
         let mut shard_ids: HashMap<String, (Vec<String>, u64)> = HashMap::new();
@@ -182,10 +186,13 @@ impl ShardSink {
                     shard.path
                 )));
             };
-            let on_disk = [Some(shard.path.as_str()), renamed.get(shard.path.as_str()).copied()]
-                .into_iter()
-                .flatten()
-                .any(|p| root.join(p).is_file());
+            let on_disk = [
+                Some(shard.path.as_str()),
+                renamed.get(shard.path.as_str()).copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|p| root.join(p).is_file());
             if !on_disk {
                 return Err(AcsError::integrity(format!(
                     "{}: shard {} of the unfinished build is missing; cannot resume \
@@ -293,6 +300,11 @@ impl ShardSink {
         };
         if buffer.rows.is_empty() {
             return Ok(());
+        }
+        if !acs_schema::is_split_name(split) {
+            return Err(AcsError::integrity(format!(
+                "split `{split}` is not a valid split name (letters, digits, _)"
+            )));
         }
         let relative = format!("data/{split}-{:05}.parquet", buffer.next_index);
         let path = self.root.join(&relative);

@@ -70,11 +70,34 @@ fn value_f64(df: &DataFrame, name: &str, row: usize) -> Result<Option<f64>, Pola
     })
 }
 
+/// Checks that every shard of `dataset` has a readable schema v1 footer, so that a foreign or
+/// broken shard is named before a reader reports a missing column.
+pub fn check_shard_footers(dataset: &Dataset) -> Result<(), AcsError> {
+    for shard in &dataset.manifest().shards {
+        let path = dataset.root().join(&shard.path);
+        let footer = acs_schema::read_shard_footer(&path).map_err(|e| {
+            AcsError::integrity(format!(
+                "{}: unreadable footer: {}",
+                path.display(),
+                crate::error::without_path(&e.to_string(), &path)
+            ))
+        })?;
+        if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches {
+            return Err(AcsError::integrity(format!(
+                "{}: not an acs schema v1 shard",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Computes the summary with polars.
 pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     let dataset = Dataset::open(dir)?;
     let err = polars_error(dir);
     let mut stats = DatasetStats::default();
+    check_shard_footers(&dataset)?;
     for shard in &dataset.manifest().shards {
         let split = stats.splits.entry(shard.split.clone()).or_default();
         split.bytes += shard.bytes;

@@ -18,7 +18,9 @@ use crate::error::AcsError;
 use crate::imaging::{decode_png, f32_from_f16_le};
 use crate::metrics::{pair_metrics, PairMetrics};
 use crate::nudenet::{locate_model, SafetyScorer};
-use crate::verdict::{flip_violations, is_metric_reason, metric_violations, SafetyScores, Thresholds};
+use crate::verdict::{
+    flip_violations, is_metric_reason, metric_violations, SafetyScores, Thresholds,
+};
 
 /// Name of the report written beside the manifest.
 pub const VALIDATION_FILE: &str = "validation.json";
@@ -310,6 +312,13 @@ fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -
         errors.push(format!("{}: shard path {why}", entry.path));
         return false;
     }
+    if !acs_schema::is_split_name(&entry.split) {
+        errors.push(format!(
+            "{}: split `{}` is not a valid split name (letters, digits, _)",
+            entry.path, entry.split
+        ));
+        return false;
+    }
     let path = root.join(&entry.path);
     let Ok(meta) = std::fs::metadata(&path) else {
         errors.push(format!(
@@ -343,19 +352,23 @@ fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String>) -
     }
     match read_shard_footer(&path) {
         Ok(footer) => {
+            if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches {
+                errors.push(format!("{}: not an acs schema v1 shard", entry.path));
+                return false;
+            }
             if footer.rows != entry.rows {
                 errors.push(format!(
                     "{}: {} rows, manifest says {}",
                     entry.path, footer.rows, entry.rows
                 ));
             }
-            if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches {
-                errors.push(format!("{}: not an acs schema v1 shard", entry.path));
-                return false;
-            }
         }
         Err(e) => {
-            errors.push(format!("{}: unreadable footer: {e}", entry.path));
+            errors.push(format!(
+                "{}: unreadable footer: {}",
+                entry.path,
+                crate::error::without_path(&e.to_string(), &path)
+            ));
             return false;
         }
     }
@@ -567,10 +580,13 @@ impl ValidationReport {
                 1 => String::new(),
                 n => format!(" (and {} more errors, see {VALIDATION_FILE})", n - 1),
             };
-            return Some(AcsError::integrity(format!(
-                "{}/{first}{more}",
-                self.dataset
-            )));
+            // Errors name paths inside the dataset; an absolute one stands alone.
+            let prefix = if first.starts_with('/') {
+                String::new()
+            } else {
+                format!("{}/", self.dataset)
+            };
+            return Some(AcsError::integrity(format!("{prefix}{first}{more}")));
         }
         if !self.passed {
             return Some(AcsError::Invalid(format!(

@@ -161,7 +161,9 @@ mod tests {
         assert_eq!(reasons.len(), 2);
         assert!(reasons[0].starts_with("no_flip: unsafe image not flagged"));
         assert!(reasons[1].starts_with("no_flip: safe image flagged (nudenet 0.4500 >= 0.45)"));
-        assert!(reasons.iter().all(|r| is_metric_reason(r) && is_flip_reason(r)));
+        assert!(reasons
+            .iter()
+            .all(|r| is_metric_reason(r) && is_flip_reason(r)));
         assert_eq!(
             flip_violations(&SafetyScores::default(), &t),
             vec!["no_flip: no detector scores".to_string()]

@@ -73,8 +73,12 @@ pub fn choose_worker(
                 format!("{task} is below SLURM_ARRAY_TASK_MIN {min}"),
             )
         })?;
-        let slice = parse_worker(&format!("{index}/{count}"))
-            .map_err(|r| bad("SLURM_ARRAY_TASK_ID", r + " (use a contiguous array such as --array=0-3)"))?;
+        let slice = parse_worker(&format!("{index}/{count}")).map_err(|r| {
+            bad(
+                "SLURM_ARRAY_TASK_ID",
+                r + " (use a contiguous array such as --array=0-3)",
+            )
+        })?;
         return Ok((count > 1).then_some(WorkerChoice {
             slice,
             source: "SLURM_ARRAY_TASK_ID",
@@ -128,7 +132,10 @@ mod tests {
             ("SLURM_ARRAY_TASK_COUNT", "4"),
         ];
         let c = choose_worker(None, env(&slurm)).unwrap().unwrap();
-        assert_eq!((c.slice, c.source), (WorkerSlice { index: 2, count: 4 }, "SLURM_ARRAY_TASK_ID"));
+        assert_eq!(
+            (c.slice, c.source),
+            (WorkerSlice { index: 2, count: 4 }, "SLURM_ARRAY_TASK_ID")
+        );
         let k8s = [("JOB_COMPLETION_INDEX", "0"), ("ACS_WORKER_COUNT", "3")];
         let c = choose_worker(None, env(&k8s)).unwrap().unwrap();
         assert_eq!(c.slice, WorkerSlice { index: 0, count: 3 });

@@ -185,6 +185,12 @@ impl Dataset {
     }
 }
 
+/// Whether `split` is a safe split name (ASCII letters, digits and `_`): it becomes part of
+/// shard file names.
+pub fn is_split_name(split: &str) -> bool {
+    !split.is_empty() && split.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Why a manifest shard path is not a plain relative path inside the dataset, if it is not.
 /// Checks that a manifest path is relative and stays inside the dataset directory; the error
 /// says why not.

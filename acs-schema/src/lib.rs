@@ -25,7 +25,7 @@ mod shard;
 
 pub use atomic::{temp_sibling, write_atomic, write_atomic_with};
 pub use convert::{batch_to_records, records_to_batch};
-pub use dataset::{check_relative, Dataset};
+pub use dataset::{check_relative, is_split_name, Dataset};
 pub use digest::{sha256_bytes, sha256_file};
 pub use error::SchemaError;
 pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};

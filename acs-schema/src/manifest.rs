@@ -195,7 +195,9 @@ pub(crate) mod tests {
         let ids: Vec<String> = (0..400u64)
             .map(|i| format!("{:016x}{:016x}", i.wrapping_mul(0x9e3779b97f4a7c15), i))
             .collect();
-        let slices: Vec<WorkerSlice> = (0..4).map(|index| WorkerSlice { index, count: 4 }).collect();
+        let slices: Vec<WorkerSlice> = (0..4)
+            .map(|index| WorkerSlice { index, count: 4 })
+            .collect();
         for id in &ids {
             assert_eq!(slices.iter().filter(|s| s.owns(id)).count(), 1, "{id}");
         }

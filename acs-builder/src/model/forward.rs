@@ -39,7 +39,7 @@ pub fn run_components(
 ) -> Result<Vec<String>, AcsError> {
     let tensors = candle_core::safetensors::load(inputs, &model.device).map_err(|e| {
         AcsError::input(format!(
-            "{}: {}",
+            "{}: not a readable safetensors file ({})",
             inputs.display(),
             crate::error::candle_message(&e)
         ))

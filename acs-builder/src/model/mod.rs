@@ -64,18 +64,29 @@ fn weight_file(dir: &Path, stem: &str) -> Result<PathBuf, AcsError> {
             return Ok(path);
         }
     }
-    for pickle in [
-        format!("{stem}.bin"),
-        format!("{stem}.fp16.bin"),
-        format!("{stem}.ckpt"),
-    ] {
-        if dir.join(&pickle).is_file() {
-            return Err(AcsError::input(format!(
-                "{}: pickle checkpoints are refused (unpickling runs arbitrary code); convert it to \
-                 {stem}.safetensors, e.g. with diffusers' save_pretrained(safe_serialization=True)",
-                dir.join(pickle).display()
-            )));
-        }
+    // Any pickle in the folder (diffusers' `{stem}.bin`, transformers' `pytorch_model.bin`,
+    // `.ckpt`, `.pt`): say why it is not used.
+    let mut pickles: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("bin" | "ckpt" | "pt" | "pth" | "pkl")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pickles.sort();
+    if let Some(pickle) = pickles.first() {
+        return Err(AcsError::input(format!(
+            "{}: pickle checkpoints are refused (unpickling runs arbitrary code); convert it to \
+             {stem}.safetensors, e.g. with diffusers' save_pretrained(safe_serialization=True)",
+            pickle.display()
+        )));
     }
     Err(AcsError::input(format!(
         "{}: missing weights {stem}.safetensors",
@@ -139,6 +150,12 @@ impl StableDiffusion {
         id: Option<String>,
     ) -> Result<Self, AcsError> {
         let index = dir.join("model_index.json");
+        if !dir.is_dir() {
+            return Err(AcsError::input(format!(
+                "{}: model folder does not exist",
+                dir.display()
+            )));
+        }
         if !index.is_file() {
             return Err(AcsError::input(format!(
                 "{}: not a diffusers model folder (no model_index.json)",

@@ -92,7 +92,7 @@ impl PromptSource for PairsCsv {
             return Err(AcsError::input(format!(
                 "{}:1: the header must name `unsafe_prompt` and `safe_prompt` (found: {})",
                 self.path.display(),
-                header.join(", ")
+                super::quoted_names(&header)
             )));
         }
         let category_col = column(&header, &["category"]);

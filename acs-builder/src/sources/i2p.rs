@@ -191,7 +191,7 @@ impl PromptSource for I2pCsv {
             return Err(AcsError::input(format!(
                 "{}:1: the header must name `prompt` (found: {})",
                 self.path.display(),
-                header.join(", ")
+                super::quoted_names(&header)
             )));
         }
         for record in records {
@@ -244,8 +244,22 @@ impl PromptSource for I2pParquet {
                 return Err(AcsError::input(format!(
                     "{}: no `prompt` column (found: {})",
                     self.path.display(),
-                    names.join(", ")
+                    super::quoted_names(&names)
                 )));
+            }
+            for field in schema.fields() {
+                let textual = matches!(
+                    field.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                );
+                if field.name().eq_ignore_ascii_case("prompt") && !textual {
+                    return Err(AcsError::input(format!(
+                        "{}: column `{}` is {}, not a string column",
+                        self.path.display(),
+                        field.name(),
+                        field.data_type()
+                    )));
+                }
             }
             let columns = record_batch
                 .columns()

@@ -142,13 +142,34 @@ pub fn open_source(
     })
 }
 
-/// Reads every source of a manifest, in manifest order.
+/// Reads every source of a manifest, in manifest order. A source without a single row is an
+/// error (an empty file is almost always a mistake).
 pub fn read_all(manifest: &LoadedManifest) -> Result<SourceBatch, AcsError> {
     let mut batch = SourceBatch::default();
     for section in &manifest.manifest.sources {
+        let before = (batch.items.len(), batch.rejects.len(), batch.filtered);
         open_source(section, manifest)?.read(&mut batch)?;
+        if (batch.items.len(), batch.rejects.len(), batch.filtered) == before {
+            return Err(AcsError::input(format!(
+                "{}: empty: the {} source holds no rows",
+                manifest.resolve(&section.path).display(),
+                section.kind
+            )));
+        }
     }
     Ok(batch)
+}
+
+/// Column names for a message: each quoted and escaped, so odd bytes cannot break the line.
+pub(crate) fn quoted_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no columns".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reads a whole source file.
