@@ -486,3 +486,21 @@ fn hostile_parquet_files_are_rejected_without_exhausting_memory() {
     rehash(&dir, 0);
     assert_integrity_error(&dir, &[&manifest.shards[0].path, "unreadable footer"]);
 }
+
+#[test]
+fn a_shard_that_makes_the_parquet_reader_panic_is_an_integrity_error() {
+    // Found by the shard_reader fuzz target: parquet 60's byte-array reader divides by zero.
+    let hostile =
+        repo_root().join("fuzz/corpus/shard_reader/regression-parquet-divide-by-zero.parquet");
+    let work = tempfile::tempdir().unwrap();
+    let dir = copy_dataset(work.path());
+    let manifest = DatasetManifest::load(&dir).unwrap();
+    std::fs::copy(&hostile, dir.join(&manifest.shards[0].path)).unwrap();
+    rehash(&dir, 0);
+    let out = acs(&built().home, &["validate", &dir.display().to_string()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&manifest.shards[0].path), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

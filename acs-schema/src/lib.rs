@@ -18,6 +18,7 @@ mod convert;
 mod dataset;
 mod digest;
 mod error;
+mod guard;
 mod manifest;
 mod record;
 mod schema;
@@ -28,6 +29,7 @@ pub use convert::{batch_to_records, records_to_batch};
 pub use dataset::{check_relative, is_split_name, Dataset};
 pub use digest::{sha256_bytes, sha256_file};
 pub use error::SchemaError;
+pub use guard::guard;
 pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};
 pub use record::{ImageBlob, PairRecord};
 pub use schema::{

@@ -129,7 +129,17 @@ pub fn write_shard(path: &Path, records: &[PairRecord]) -> Result<ShardFacts, Sc
 }
 
 /// Reads all rows of a shard. Errors name the file and, for bad values, the row and column.
+/// A malformed file that makes the Parquet reader panic is an error too.
 pub fn read_shard(path: &Path) -> Result<Vec<PairRecord>, SchemaError> {
+    crate::guard::guard(|| read_shard_unguarded(path)).unwrap_or_else(|panic| {
+        Err(SchemaError::invalid(
+            path,
+            format!("malformed Parquet data (the reader failed: {panic})"),
+        ))
+    })
+}
+
+fn read_shard_unguarded(path: &Path) -> Result<Vec<PairRecord>, SchemaError> {
     let file = File::open(path).map_err(|e| SchemaError::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(ROW_GROUP_ROWS).build())
@@ -146,6 +156,15 @@ pub fn read_shard(path: &Path) -> Result<Vec<PairRecord>, SchemaError> {
 /// Reads a shard's Parquet footer only: row count, key-value metadata and whether the Arrow
 /// schema is schema v1.
 pub fn read_shard_footer(path: &Path) -> Result<ShardFooter, SchemaError> {
+    crate::guard::guard(|| read_shard_footer_unguarded(path)).unwrap_or_else(|panic| {
+        Err(SchemaError::invalid(
+            path,
+            format!("malformed Parquet footer (the reader failed: {panic})"),
+        ))
+    })
+}
+
+fn read_shard_footer_unguarded(path: &Path) -> Result<ShardFooter, SchemaError> {
     let file = File::open(path).map_err(|e| SchemaError::io(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::parquet(path, e))?;
     let meta = reader.metadata().file_metadata();

@@ -220,6 +220,18 @@ pub struct I2pParquet {
 
 impl PromptSource for I2pParquet {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
+        // The Parquet reader can panic on malformed files: that is bad input, not a crash.
+        acs_schema::guard(|| self.read_unguarded(batch)).unwrap_or_else(|panic| {
+            Err(AcsError::input(format!(
+                "{}: not a readable Parquet file (the reader failed: {panic})",
+                self.path.display()
+            )))
+        })
+    }
+}
+
+impl I2pParquet {
+    fn read_unguarded(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
         use arrow::array::{Array, StringArray};
         use arrow::datatypes::DataType;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
