@@ -330,7 +330,7 @@ fn bad_manifests_and_prompt_files_exit_2_without_output() {
         GOOD_PAIR,
         &["min_nudity_percentage", "only applies to i2p"],
     );
-    assert_bad_input("[model]\npath = \"nowhere\"\n[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"hate\"\n", GOOD_PAIR, &["nowhere", "model_index.json"]);
+    assert_bad_input("[model]\npath = \"nowhere\"\n[[sources]]\nkind = \"pairs-jsonl\"\npath = \"{pairs}\"\ncategory = \"hate\"\n", GOOD_PAIR, &["nowhere", "model folder does not exist"]);
     assert_bad_input("this is = not toml [", GOOD_PAIR, &["m.toml"]);
 }
 
