@@ -482,7 +482,12 @@ pub fn inspect(dir: &Path, options: &ValidateOptions) -> Result<Inspection, AcsE
         let records = match read_shard(&dir.join(&entry.path)) {
             Ok(records) => records,
             Err(e) => {
-                report.errors.push(crate::error::one_line(&e.to_string()));
+                // Named relative to the dataset, like every other error of the report.
+                report.errors.push(format!(
+                    "{}: {}",
+                    entry.path,
+                    crate::error::without_path(&e.to_string(), &dir.join(&entry.path))
+                ));
                 outcomes.push(outcome);
                 continue;
             }

@@ -242,8 +242,8 @@ impl I2pParquet {
                 self.path.display()
             ))
         };
-        let file = std::fs::File::open(&self.path).map_err(|e| AcsError::io(&self.path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        let bytes = std::fs::read(&self.path).map_err(|e| AcsError::io(&self.path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
             .map_err(|e| fail(&e))?
             .build()
             .map_err(|e| fail(&e))?;
