@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use acs_builder::build::{ACS_VERSION, REJECTS_FILE};
+use acs_builder::build::{metrics_as_stored, ACS_VERSION, REJECTS_FILE};
 use acs_builder::card::dataset_card;
 use acs_builder::config::{parse_byte_size, BuildManifest};
-use acs_builder::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
-use acs_builder::metrics::{pair_metrics, ChangedBox};
+use acs_builder::imaging::encode_png;
+use acs_builder::metrics::ChangedBox;
 use acs_builder::pairing::PromptPair;
 use acs_builder::plan::{pair_id, split_of};
 use acs_builder::sink::ShardSink;
@@ -317,16 +317,13 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
     let side = context.side as usize;
     let pair = synthesise(seed, side, context.latent_shape);
     // As the build: metrics see the latents as stored (float16).
-    let unsafe_f16 = f16_le_bytes(&pair.unsafe_latent);
-    let safe_f16 = f16_le_bytes(&pair.safe_latent);
-    let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
-    let metrics = pair_metrics(
+    let (metrics, unsafe_f16, safe_f16) = metrics_as_stored(
         &pair.unsafe_rgb,
         &pair.safe_rgb,
         side,
         side,
-        &as_stored(&unsafe_f16),
-        &as_stored(&safe_f16),
+        &pair.unsafe_latent,
+        &pair.safe_latent,
     );
     let token_edit_distance = 1;
     let reasons = verdict(&[], &metrics, &SafetyScores::default(), &context.thresholds);

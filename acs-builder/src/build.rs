@@ -20,7 +20,7 @@ use crate::hub::{fetch_model, FetchOptions, HubSettings, Variant};
 use crate::hub_cache::{hub_cache_dir, resolve_snapshot};
 use crate::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::lexicon::Lexicons;
-use crate::metrics::{pair_metrics, ChangedBox};
+use crate::metrics::{pair_metrics, ChangedBox, PairMetrics};
 use crate::model::tiny::acs_home;
 use crate::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
 use crate::model::{model_fingerprint, StableDiffusion};
@@ -624,6 +624,30 @@ struct RowContext<'a> {
     scorer: Option<&'a SafetyScorer>,
 }
 
+/// A pair's metrics on its latents as stored (float16, so `acs validate` recomputes the same
+/// values), with the stored latent bytes (unsafe, safe).
+pub fn metrics_as_stored(
+    unsafe_rgb: &[u8],
+    safe_rgb: &[u8],
+    width: usize,
+    height: usize,
+    unsafe_latent: &[f32],
+    safe_latent: &[f32],
+) -> (PairMetrics, Vec<u8>, Vec<u8>) {
+    let unsafe_f16 = f16_le_bytes(unsafe_latent);
+    let safe_f16 = f16_le_bytes(safe_latent);
+    let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
+    let metrics = pair_metrics(
+        unsafe_rgb,
+        safe_rgb,
+        width,
+        height,
+        &as_stored(&unsafe_f16),
+        &as_stored(&safe_f16),
+    );
+    (metrics, unsafe_f16, safe_f16)
+}
+
 /// Builds the schema v1 row of a rendered pair.
 fn to_record(
     pair: &PlannedPair,
@@ -633,17 +657,13 @@ fn to_record(
     let (manifest, thresholds) = (context.manifest, context.thresholds);
     let s = &manifest.sampling;
     let (width, height) = (s.width as usize, s.height as usize);
-    // Metrics see the latents as stored (float16), so `acs validate` recomputes the same values.
-    let unsafe_f16 = f16_le_bytes(&out.unsafe_latent);
-    let safe_f16 = f16_le_bytes(&out.safe_latent);
-    let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
-    let metrics = pair_metrics(
+    let (metrics, unsafe_f16, safe_f16) = metrics_as_stored(
         &out.unsafe_rgb,
         &out.safe_rgb,
         width,
         height,
-        &as_stored(&unsafe_f16),
-        &as_stored(&safe_f16),
+        &out.unsafe_latent,
+        &out.safe_latent,
     );
     let scores = match context.scorer {
         Some(scorer) => SafetyScores {

@@ -47,6 +47,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sink;
 pub mod sources;
+pub mod staging;
 pub mod stats;
 pub mod text;
 pub mod tokenizer;

@@ -135,18 +135,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
     if dirs.is_empty() {
         return Err(AcsError::input("merge: name at least one worker output"));
     }
-    if out.exists()
-        && (!out.is_dir()
-            || std::fs::read_dir(out)
-                .map_err(|e| AcsError::io(out, e))?
-                .next()
-                .is_some())
-    {
-        return Err(AcsError::input(format!(
-            "{}: --out exists and is not an empty folder",
-            out.display()
-        )));
-    }
+    crate::staging::check_new_folder(out)?;
     let workers = dirs
         .iter()
         .map(|d| load_worker(d))
@@ -219,15 +208,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
         std::fs::read(&path).map_err(|e| AcsError::io(&path, e))?
     };
 
-    let staging = out.with_file_name(format!(
-        ".{}.acs-partial-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "merged".into()),
-        std::process::id()
-    ));
-    let result = (|| -> Result<MergeReport, AcsError> {
-        std::fs::create_dir_all(staging.join("data")).map_err(|e| AcsError::io(&staging, e))?;
+    crate::staging::write_new_folder(out, |staging| -> Result<MergeReport, AcsError> {
+        std::fs::create_dir_all(staging.join("data")).map_err(|e| AcsError::io(staging, e))?;
         let mut shards = Vec::new();
         for (split, entries) in &per_split {
             for (i, (worker, shard)) in entries.iter().enumerate() {
@@ -263,7 +245,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
         ));
         acs_schema::write_atomic(&staging.join("README.md"), card.as_bytes())?;
         manifest.complete = true;
-        manifest.save(&staging)?;
+        manifest.save(staging)?;
         Ok(MergeReport {
             out: out.display().to_string(),
             workers: workers.len(),
@@ -271,18 +253,5 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
             rows: manifest.total_rows(),
             shards: manifest.shards.len(),
         })
-    })();
-    match result {
-        Ok(report) => {
-            if out.exists() {
-                std::fs::remove_dir(out).map_err(|e| AcsError::io(out, e))?;
-            }
-            std::fs::rename(&staging, out).map_err(|e| AcsError::io(out, e))?;
-            Ok(report)
-        }
-        Err(err) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(err)
-        }
-    }
+    })
 }

@@ -2,7 +2,7 @@
 //! pass, with its own manifest and card. The input is never changed; the output appears
 //! under its name only once it is complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use acs_schema::{read_shard, MANIFEST_FILE};
 
@@ -42,29 +42,7 @@ fn check_target(input: &Path, out: &Path) -> Result<(), AcsError> {
             out.display()
         )));
     }
-    if out.exists() {
-        let empty = out.is_dir()
-            && std::fs::read_dir(out)
-                .map_err(|e| AcsError::io(out, e))?
-                .next()
-                .is_none();
-        if !empty {
-            return Err(AcsError::input(format!(
-                "{}: --out exists and is not an empty folder",
-                out.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// A hidden sibling of `out` to build in.
-fn staging_dir(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    out.with_file_name(format!(".{name}.acs-partial-{}", std::process::id()))
+    crate::staging::check_new_folder(out)
 }
 
 /// Writes the rows that `inspection` marked as fit to keep into a new dataset at `out`.
@@ -74,22 +52,10 @@ pub fn drop_invalid(
     inspection: &Inspection,
 ) -> Result<RepairReport, AcsError> {
     check_target(input, out)?;
-    let staging = staging_dir(out);
-    let result = write_kept(input, &staging, inspection);
-    match result {
-        Ok(mut report) => {
-            if out.exists() {
-                std::fs::remove_dir(out).map_err(|e| AcsError::io(out, e))?;
-            }
-            std::fs::rename(&staging, out).map_err(|e| AcsError::io(out, e))?;
-            report.out = out.display().to_string();
-            Ok(report)
-        }
-        Err(err) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(err)
-        }
-    }
+    let mut report =
+        crate::staging::write_new_folder(out, |staging| write_kept(input, staging, inspection))?;
+    report.out = out.display().to_string();
+    Ok(report)
 }
 
 fn write_kept(
