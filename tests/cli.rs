@@ -746,7 +746,7 @@ fn replay_rerenders_rows_bit_for_bit_and_catches_an_altered_latent() {
         let mut records = acs_schema::read_shard(&path).unwrap();
         let Some(record) = records
             .iter_mut()
-            .find(|r| acs_builder::replay::sampled(&r.pair_id, 1.0))
+            .find(|r| acs_builder::commands::replay::sampled(&r.pair_id, 1.0))
         else {
             continue;
         };

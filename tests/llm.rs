@@ -12,9 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use acs_builder::config::LlmSection;
-use acs_builder::rewrite::llm::LlmRewriter;
-use acs_builder::rewrite::{RewriteOutcome, RewriteRequest};
+use acs_builder::manifest::LlmSection;
+use acs_builder::prompts::rewrite::llm::LlmRewriter;
+use acs_builder::prompts::rewrite::{RewriteOutcome, RewriteRequest};
 use acs_builder::AcsError;
 
 const KEY_VAR: &str = "ACS_LLM_TEST_KEY";

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use acs_builder::imaging::decode_png;
-use acs_builder::plot::PlotLayout;
-use acs_builder::preview::SheetLayout;
+use acs_builder::store::imaging::decode_png;
+use acs_builder::commands::plot::PlotLayout;
+use acs_builder::commands::preview::SheetLayout;
 use acs_schema::Dataset;
 
 fn repo_root() -> PathBuf {
@@ -265,7 +265,7 @@ fn stats_plot_writes_the_histograms(home: &Path, dir: &Path, work: &Path) {
     assert_eq!((w, h), (layout.width, layout.height));
     let valid = pixels
         .chunks_exact(3)
-        .filter(|p| *p == acs_builder::plot::VALID_COLOR)
+        .filter(|p| *p == acs_builder::commands::plot::VALID_COLOR)
         .count();
     assert!(valid > 500, "{valid} pixels of valid bars");
 

@@ -5,8 +5,8 @@
 //! ellipses and a little grain, from a seeded splitmix64 generator) with a local edit in the
 //! safe image (the "concept" object replaced by another one, plus a faint global brightness
 //! drift), and random float16 latents that differ in the edited region. Every column is filled
-//! the way `acs build` fills it: metrics from `acs_builder::metrics` on the float16 latents as
-//! stored, the verdict from `acs_builder::verdict` under the (default) build manifest recorded
+//! the way `acs build` fills it: metrics from `acs_builder::judge::metrics` on the float16 latents as
+//! stored, the verdict from `acs_builder::judge::verdict` under the (default) build manifest recorded
 //! in the dataset manifest, the split from the pair id, shards through the build's shard sink
 //! and the dataset card, so `acs validate DIR` passes on the result.
 //!
@@ -22,15 +22,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use acs_builder::build::{metrics_as_stored, ACS_VERSION, REJECTS_FILE};
-use acs_builder::card::dataset_card;
-use acs_builder::config::{parse_byte_size, BuildManifest};
-use acs_builder::imaging::encode_png;
-use acs_builder::metrics::ChangedBox;
-use acs_builder::pairing::PromptPair;
-use acs_builder::plan::{pair_id, split_of};
-use acs_builder::sink::ShardSink;
-use acs_builder::verdict::{verdict, SafetyScores, Thresholds};
+use acs_builder::commands::build::metrics_as_stored;
+use acs_builder::store::REJECTS_FILE;
+use acs_builder::ACS_VERSION;
+use acs_builder::store::card::dataset_card;
+use acs_builder::manifest::{parse_byte_size, BuildManifest};
+use acs_builder::store::imaging::encode_png;
+use acs_builder::judge::metrics::ChangedBox;
+use acs_builder::prompts::pairing::PromptPair;
+use acs_builder::prompts::plan::{pair_id, split_of};
+use acs_builder::store::sink::ShardSink;
+use acs_builder::judge::verdict::{verdict, SafetyScores, Thresholds};
 use acs_builder::AcsError;
 use acs_schema::{write_atomic, DatasetManifest, ImageBlob, ModelInfo, PairRecord, SCHEMA_VERSION};
 use clap::Parser;
@@ -346,8 +348,8 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         x_t_sha256: pair.x_t_sha256,
         model_id: MODEL_ID.to_owned(),
         model_sha256: context.model_sha256.clone(),
-        scheduler: s.scheduler.clone(),
-        alignment_mode: manifest.alignment.mode.clone(),
+        scheduler: s.scheduler.to_string(),
+        alignment_mode: manifest.alignment.mode.to_string(),
         steps: s.steps as i32,
         switch_step: manifest.switch_step() as i32,
         height: context.side as i32,
@@ -425,7 +427,7 @@ fn run(args: &Args) -> Result<(), AcsError> {
     };
     let latent_side = (args.size as usize).div_ceil(8);
     let context = Context {
-        thresholds: Thresholds::from_manifest(&manifest),
+        thresholds: manifest.thresholds(),
         model_sha256,
         side: args.size,
         latent_shape: [4, latent_side, latent_side],

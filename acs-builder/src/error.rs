@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+pub use crate::runtime::error::{candle_message, one_line};
+use crate::runtime::RuntimeError;
+
 /// An error that ends a command; its message is one line naming the file / field and reason.
 #[derive(Debug, thiserror::Error)]
 pub enum AcsError {
@@ -41,11 +44,6 @@ impl AcsError {
         Self::Input(format!("{}: {err}", path.display()))
     }
 
-    /// A runtime (candle) failure while doing `what`.
-    pub fn runtime(what: &str, err: candle_core::Error) -> Self {
-        Self::Internal(format!("{what}: {}", candle_message(&err)))
-    }
-
     /// The same error with `note` appended to its message.
     pub fn with_note(self, note: &str) -> Self {
         match self {
@@ -71,33 +69,21 @@ impl From<serde_json::Error> for AcsError {
     }
 }
 
+impl From<RuntimeError> for AcsError {
+    fn from(err: RuntimeError) -> Self {
+        match err {
+            RuntimeError::Input(m) => Self::Input(m),
+            RuntimeError::Integrity(m) => Self::Integrity(m),
+            RuntimeError::Internal(m) => Self::Internal(m),
+            setting @ RuntimeError::Setting { .. } => Self::Input(setting.to_string()),
+        }
+    }
+}
+
 impl From<acs_schema::SchemaError> for AcsError {
     fn from(err: acs_schema::SchemaError) -> Self {
         Self::Integrity(one_line(&err.to_string()))
     }
-}
-
-/// candle's message without the backtrace it may carry, on one line.
-pub fn candle_message(err: &candle_core::Error) -> String {
-    let text = err.to_string();
-    let message: Vec<&str> = text
-        .lines()
-        .take_while(|line| {
-            let line = line.trim_start();
-            !(line.starts_with("0:") || line.starts_with("stack backtrace"))
-        })
-        .collect();
-    one_line(&message.join("\n"))
-}
-
-/// Folds a multi-line message (candle backtraces, toml snippets) into one line.
-pub fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `message` without a leading "`path`: " (for messages that name the file themselves).

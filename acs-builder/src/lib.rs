@@ -1,58 +1,35 @@
 //! acs-builder: builds Aligned Counterfactual Safety datasets.
 //!
-//! The pipeline flows one way — sources -> prompt alignment -> pair sampler (candle) ->
-//! metrics and verdict -> shard sink — with one small module per stage:
+//! The pipeline flows one way, one folder per stage:
 //!
-//! - [`config`]: the build manifest (TOML)
-//! - [`sources`]: prompt pair readers
-//! - [`tokenizer`], [`align`]: CLIP tokens and the minimal-edit checks
-//! - [`plan`]: pair ids, splits and seeds, before any rendering
-//! - [`model`], [`hub_cache`], [`scheduler`], [`rng`], [`sampler`]: the diffusion runtime
-//! - [`hub`]: downloading models from the Hugging Face hub into its cache
-//! - [`metrics`], [`verdict`], [`nudenet`]: alignment metrics, the NudeNet detector and
-//!   thresholds
-//! - [`imaging`]: PNG and float16 encodings
-//! - [`sink`], [`card`]: Parquet shards, manifest, dataset card (through `acs-schema`)
-//! - [`build`], [`validate`], [`stats`]: the commands
-//! - [`preview`], [`plot`] (drawn with [`draw`]): the contact sheet and the metric histograms
+//! ```text
+//! manifest  ->  prompts  ->  runtime  ->  judge  ->  store
+//! (TOML)        sources,     candle SD:   metrics,   Parquet shards,
+//!               rewrite,     pair         detectors, journal, manifest,
+//!               alignment,   sampler      verdict    dataset card
+//!               plan
+//! ```
+//!
+//! - [`manifest`]: the build manifest: its tables, unknown keys, value checks
+//! - [`prompts`]: prompt sources, text hygiene, lexicons, rewriters, pairing and token
+//!   alignment, the render plan
+//! - [`runtime`]: the diffusion runtime (networks, schedulers, pair sampler, torch-compatible
+//!   RNG, tokenizer, devices, model loading, hub cache); it imports no other stage
+//! - [`judge`]: image and latent metrics, safety judges (NudeNet), the verdict
+//! - [`store`]: the shard sink, the build journal, staged folders, the dataset card
+//! - [`commands`]: what the `acs` binary runs (build, validate, repair, replay, merge, stats,
+//!   preview, plot, detect, metrics, model), each printing its own report
+//! - [`error`]: the error type of the commands and its exit codes
 
-pub mod align;
-pub mod build;
-pub mod card;
-pub mod config;
-pub mod device;
-pub mod draw;
-pub mod edit_distance;
+pub mod commands;
 pub mod error;
-pub mod fault;
-pub mod fingerprint;
-pub mod hub;
-pub mod hub_cache;
-pub mod imaging;
-pub mod journal;
-pub mod lexicon;
-pub mod merge;
-pub mod metrics;
-pub mod model;
-pub mod nudenet;
-pub mod pairing;
-pub mod plan;
-pub mod plot;
-pub mod preview;
-pub mod repair;
-pub mod replay;
-pub mod rewrite;
-pub mod rng;
-pub mod sampler;
-pub mod scheduler;
-pub mod sink;
-pub mod sources;
-pub mod staging;
-pub mod stats;
-pub mod text;
-pub mod tokenizer;
-pub mod validate;
-pub mod verdict;
-pub mod worker;
+pub mod judge;
+pub mod manifest;
+pub mod prompts;
+pub mod runtime;
+pub mod store;
 
 pub use error::AcsError;
+
+/// The acs version recorded in manifests and rows.
+pub const ACS_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,9 +2,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "harness.rs"]
+#[allow(dead_code)]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    common::read_source("i2p-parquet", "parquet", data);
-});
+fuzz_target!(|data: &[u8]| harness::i2p_parquet(data));

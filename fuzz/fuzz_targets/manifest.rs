@@ -2,8 +2,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = acs_builder::config::parse_manifest(text, "fuzz.toml");
-    }
-});
+#[path = "harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::manifest(data));

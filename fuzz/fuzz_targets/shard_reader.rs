@@ -2,12 +2,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "harness.rs"]
+#[allow(dead_code)]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let path = common::scratch_file(data, "parquet");
-    let _ = acs_schema::read_shard_footer(&path);
-    let _ = acs_schema::read_shard(&path);
-    let _ = std::fs::remove_file(&path);
-});
+fuzz_target!(|data: &[u8]| harness::shard_reader(data));

@@ -1,0 +1,180 @@
+//! Everything a build reads before it renders: the manifest, the prompt sources, the
+//! rewriters, the safety judge, and the build configuration recorded in the dataset manifest.
+
+use std::path::Path;
+
+use acs_schema::WorkerSlice;
+use serde_json::json;
+
+use crate::error::AcsError;
+use crate::judge::nudenet::{locate_model, NudeNetJudge};
+use crate::judge::Judge;
+use crate::manifest::LoadedManifest;
+use crate::prompts::lexicon::Lexicons;
+use crate::prompts::pairing::{Pairer, Pairing};
+use crate::prompts::plan::{plan, Plan};
+use crate::prompts::rewrite::lexicon::LexiconRewriter;
+use crate::prompts::rewrite::llm::LlmRewriter;
+use crate::prompts::rewrite::Rewriter;
+use crate::prompts::sources::{read_all, Reject, SourceBatch};
+use crate::runtime::model::tiny::acs_home;
+use crate::runtime::ClipTokenizer;
+
+use super::report::BuildReport;
+
+/// The detector named in the build config when `[validation].nudenet_model` is set.
+pub const DETECTOR_NAME: &str = "nudenet-320n";
+
+/// What a build reads before it renders.
+pub struct BuildInputs {
+    /// The checked manifest.
+    pub loaded: LoadedManifest,
+    /// What the sources hold.
+    pub sources: SourceBatch,
+    /// The category lexicons (rewriting and concept checks).
+    pub lexicons: Lexicons,
+    /// The LLM rewriter, when `[rewrite.llm]` is set.
+    pub llm: Option<LlmRewriter>,
+    /// The safety judge, when `[validation]` names a model.
+    pub judge: Option<NudeNetJudge>,
+    /// The build configuration recorded in the dataset manifest.
+    pub config: serde_json::Value,
+    /// Its sha256: the identity of this build.
+    pub config_sha256: String,
+}
+
+/// Pairs, rejects and the render plan.
+pub struct Prepared {
+    /// What pairing made of the inputs.
+    pub pairing: Pairing,
+    /// Every input that did not become a pair: unreadable rows first, then pairing's.
+    pub rejects: Vec<Reject>,
+    /// The rows to render, in order.
+    pub plan: Plan,
+}
+
+impl BuildInputs {
+    /// Reads the manifest and everything it names except the model.
+    pub fn read(manifest: &Path) -> Result<Self, AcsError> {
+        let loaded = LoadedManifest::load(manifest)?;
+        let m = &loaded.manifest;
+        let sources = read_all(&loaded)?;
+        let lexicons = match &m.rewrite.lexicons {
+            Some(dir) => Lexicons::from_dir(&loaded.resolve(dir))?,
+            None => Lexicons::built_in()?,
+        };
+        let llm = match &m.rewrite.llm {
+            Some(section) => {
+                let cache = match &section.cache {
+                    Some(dir) => loaded.resolve(dir),
+                    None => acs_home().join("llm-cache"),
+                };
+                Some(LlmRewriter::new(section, &cache)?)
+            }
+            None => None,
+        };
+        let judge = match &m.validation.nudenet_model {
+            Some(spec) => {
+                let path = locate_model(spec, &loaded.base_dir)
+                    .map_err(|e| e.with_note(" ([validation].nudenet_model)"))?;
+                Some(NudeNetJudge::load(&path, &m.validation.nudenet_classes)?)
+            }
+            None => None,
+        };
+        let config = build_config(&loaded, &lexicons, judge.as_ref())?;
+        let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
+        Ok(Self {
+            loaded,
+            sources,
+            lexicons,
+            llm,
+            judge,
+            config,
+            config_sha256,
+        })
+    }
+
+    /// Rewrites and checks the inputs with `tokenizer`, and plans the pairs of `worker`'s
+    /// slice for the model with fingerprint `model_sha256`.
+    pub fn prepare(
+        &self,
+        tokenizer: &ClipTokenizer,
+        model_sha256: &str,
+        worker: Option<WorkerSlice>,
+    ) -> Result<Prepared, AcsError> {
+        let lexicon = match &self.llm {
+            Some(_) => LexiconRewriter::new(&self.lexicons),
+            None => LexiconRewriter::new(&self.lexicons)
+                .with_failure_hint("no [rewrite.llm] configured"),
+        };
+        let mut rewriters: Vec<&dyn Rewriter> = vec![&lexicon];
+        if let Some(llm) = &self.llm {
+            rewriters.push(llm);
+        }
+        let pairer = Pairer {
+            lexicons: &self.lexicons,
+            tokenizer,
+            max_token_edits: self.loaded.manifest.alignment.max_token_edits,
+            rewriters,
+        };
+        let mut pairing = pairer.pair(self.sources.items.clone())?;
+        let mut rejects = self.sources.rejects.clone();
+        rejects.append(&mut pairing.rejects);
+        let mut plan = plan(pairing.pairs.clone(), &self.loaded.manifest, model_sha256);
+        if let Some(worker) = worker {
+            plan.pairs.retain(|p| worker.owns(&p.pair_id));
+        }
+        Ok(Prepared {
+            pairing,
+            rejects,
+            plan,
+        })
+    }
+
+    /// The counts a report starts from.
+    pub fn summary(&self, prepared: &Prepared) -> BuildReport {
+        let mut report = BuildReport {
+            duplicates: prepared.plan.duplicates,
+            filtered: self.sources.filtered,
+            rewritten: prepared
+                .pairing
+                .rewritten
+                .iter()
+                .map(|(name, n)| ((*name).to_owned(), *n))
+                .collect(),
+            ..BuildReport::default()
+        };
+        for reject in &prepared.rejects {
+            *report.rejects.entry(reject.reason.clone()).or_default() += 1;
+        }
+        report
+    }
+}
+
+/// The build configuration recorded in the dataset manifest: the normalised manifest plus the
+/// sha256 of every source file, so a changed prompt file is a changed build.
+fn build_config(
+    loaded: &LoadedManifest,
+    lexicons: &Lexicons,
+    judge: Option<&NudeNetJudge>,
+) -> Result<serde_json::Value, AcsError> {
+    let mut sources = Vec::new();
+    for source in &loaded.manifest.sources {
+        let path = loaded.resolve(&source.path);
+        let sha256 = acs_schema::sha256_file(&path)
+            .map_err(|_| AcsError::input(format!("{}: cannot read source file", path.display())))?;
+        sources.push(json!({"path": source.path, "sha256": sha256}));
+    }
+    let mut config = json!({
+        "manifest": serde_json::to_value(&loaded.manifest)?,
+        "source_files": sources,
+        "lexicons_sha256": lexicons.sha256(),
+    });
+    if let Some(judge) = judge {
+        config["detector"] = json!({
+            "name": DETECTOR_NAME,
+            "sha256": judge.weights_sha256(),
+        });
+    }
+    Ok(config)
+}

@@ -1,0 +1,299 @@
+//! `acs build`: manifest -> sources -> prompt pairs -> aligned rendering -> rows -> shard sink.
+//! Everything that can be checked is checked before the output folder is touched.
+
+mod inputs;
+mod model;
+mod output;
+mod record;
+mod render;
+mod report;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use acs_schema::{write_atomic, DatasetManifest, ModelInfo, WorkerSlice, SCHEMA_VERSION};
+
+use crate::commands::progress::{Progress, ProgressMode};
+use crate::error::AcsError;
+use crate::prompts::sources::Reject;
+use crate::runtime::model::model_fingerprint;
+use crate::runtime::{ClipTokenizer, PairSampler, StableDiffusion};
+use crate::store::card::dataset_card;
+use crate::store::journal::Journal;
+use crate::store::sink::{Resumed, ShardSink};
+use crate::store::REJECTS_FILE;
+use crate::ACS_VERSION;
+
+pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
+pub use model::{load_model, load_model_from, model_dir};
+pub use record::{metrics_as_stored, RowMaker};
+pub use render::StageTimes;
+pub use report::BuildReport;
+
+use output::{check_output_folder, OutputState};
+use report::Stopwatch;
+
+/// Appended to errors after which the output folder holds resumable work.
+const RESUME_NOTE: &str = " (the finished work is kept: run the same `acs build` again to resume)";
+
+/// Options of one `acs build` run.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The build manifest file.
+    pub manifest: PathBuf,
+    /// The output dataset folder.
+    pub out: PathBuf,
+    /// Plan only: list the pairs, load no model weights beyond the tokenizer, write nothing.
+    pub dry_run: bool,
+    /// Render only this worker's slice of the pairs (`--worker i/n`).
+    pub worker: Option<WorkerSlice>,
+    /// How rendering progress is shown.
+    pub progress: ProgressMode,
+}
+
+/// Runs a build.
+pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
+    let mut watch = Stopwatch::start();
+    let inputs = BuildInputs::read(&options.manifest)?;
+    watch.lap("read manifest and sources");
+    if options.dry_run {
+        return dry_run(&inputs, options, watch);
+    }
+    let existing = match check_output_folder(&options.out, &inputs.config_sha256, options.worker)? {
+        OutputState::Finished(existing) => return up_to_date(&options.out, &existing),
+        OutputState::Unfinished(existing) => Some(existing),
+        OutputState::Empty => None,
+    };
+    let model = load_model(&inputs.loaded)?;
+    watch.lap("load model");
+    let prepared = inputs.prepare(&model.tokenizer, &model.sha256, options.worker)?;
+    watch.lap("plan and align prompts");
+    if prepared.plan.pairs.is_empty() {
+        return Err(nothing_to_render(&inputs, &prepared));
+    }
+    let resuming = existing.is_some();
+    let (mut sink, resumed) = open_sink(options, &inputs, &model, existing)?;
+    if resuming {
+        tracing::info!(
+            "resuming: {} of {} pairs were already rendered",
+            resumed.rows,
+            prepared.plan.pairs.len()
+        );
+    }
+    if let Err(err) = write_rejects(&options.out, &prepared.rejects) {
+        sink.discard_if_empty();
+        return Err(err);
+    }
+    let mut report = BuildReport {
+        out: options.out.clone(),
+        resumed_rows: resumed.rows,
+        ..inputs.summary(&prepared)
+    };
+    let (sampler, times) =
+        match render(options, &inputs, &model, &prepared, &mut sink, &resumed) {
+            Ok(done) => done,
+            Err(err) if sink.holds_work() => return Err(err.with_note(RESUME_NOTE)),
+            Err(err) => {
+                // Before anything durable there is nothing to resume: leave no trace.
+                let _ = std::fs::remove_file(options.out.join(REJECTS_FILE));
+                sink.discard_if_empty();
+                return Err(err);
+            }
+        };
+    let finished = std::time::Instant::now();
+    let (dataset, valid_rows) = finish(sink, &inputs)?;
+    report.rows = dataset.total_rows();
+    report.valid_rows = valid_rows;
+    report.shards = dataset.shards.len();
+    let networks = sampler.timings();
+    report.unet_evaluations_saved = networks.unet_evaluations_saved;
+    watch.add("render: text encoder", networks.text_encoder);
+    watch.add(
+        &format!("render: UNet ({} calls)", networks.unet_calls),
+        networks.unet,
+    );
+    watch.add("render: VAE decode", networks.vae);
+    watch.add(
+        "render: other (x_T, batching)",
+        times
+            .render
+            .saturating_sub(networks.text_encoder + networks.unet + networks.vae),
+    );
+    watch.add("metrics, detector and PNG encoding", times.rows);
+    watch.add("write shards, manifest, card", times.write + finished.elapsed());
+    report.render_idle_share = Some(times.render_idle_share());
+    report.stage_seconds = watch.laps();
+    Ok(report)
+}
+
+/// `--dry-run`: plans with the model's tokenizer and fingerprint only (no weights are loaded)
+/// and lists the pairs.
+fn dry_run(
+    inputs: &BuildInputs,
+    options: &BuildOptions,
+    mut watch: Stopwatch,
+) -> Result<BuildReport, AcsError> {
+    let dir = model_dir(&inputs.loaded)?;
+    let in_manifest = |e| inputs.loaded.runtime_error(e);
+    let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer")).map_err(in_manifest)?;
+    let fingerprint = model_fingerprint(&dir).map_err(in_manifest)?;
+    let prepared = inputs.prepare(&tokenizer, &fingerprint, options.worker)?;
+    watch.lap("plan and align prompts");
+    for pair in &prepared.plan.pairs {
+        tracing::info!(
+            "{} {} seed={} edits={} {:?} -> {:?}",
+            pair.pair_id,
+            pair.split,
+            pair.seed,
+            pair.alignment.token_edit_distance,
+            pair.prompts.unsafe_prompt,
+            pair.prompts.safe_prompt
+        );
+    }
+    Ok(BuildReport {
+        out: options.out.clone(),
+        dry_run: true,
+        rows: prepared.plan.pairs.len() as u64,
+        stage_seconds: watch.laps(),
+        ..inputs.summary(&prepared)
+    })
+}
+
+/// The report of a folder that already holds this build (a kill after the final manifest
+/// write can leave the journal behind: it is removed).
+fn up_to_date(out: &Path, existing: &DatasetManifest) -> Result<BuildReport, AcsError> {
+    Journal::remove(out)?;
+    Ok(BuildReport {
+        out: out.to_path_buf(),
+        rows: existing.total_rows(),
+        shards: existing.shards.len(),
+        up_to_date: true,
+        ..BuildReport::default()
+    })
+}
+
+/// The error of a build whose every input was rejected.
+fn nothing_to_render(inputs: &BuildInputs, prepared: &Prepared) -> AcsError {
+    let counts = inputs.summary(prepared).rejects;
+    let reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    AcsError::input(format!(
+        "{}: no pair to render: all {} inputs were rejected ({}); `acs build --dry-run` lists \
+         them",
+        inputs.loaded.file.display(),
+        prepared.rejects.len(),
+        reasons.join(", ")
+    ))
+}
+
+/// A new sink, or the unfinished build's reopened (same model weights required).
+fn open_sink(
+    options: &BuildOptions,
+    inputs: &BuildInputs,
+    model: &StableDiffusion,
+    existing: Option<DatasetManifest>,
+) -> Result<(ShardSink, Resumed), AcsError> {
+    let output = &inputs.loaded.manifest.output;
+    let shard_bytes = crate::manifest::parse_byte_size(&output.shard_bytes).unwrap_or(u64::MAX);
+    let shard_rows = output.shard_rows as usize;
+    if let Some(existing) = existing {
+        if existing.model.sha256 != model.sha256 {
+            return Err(AcsError::input(format!(
+                "{}: the unfinished build used model weights {}, these are {}; the model \
+                 changed, choose another folder",
+                options.out.display(),
+                existing.model.sha256,
+                model.sha256
+            )));
+        }
+        return ShardSink::resume(&options.out, existing, shard_rows, shard_bytes);
+    }
+    Journal::remove(&options.out)?;
+    let manifest = DatasetManifest {
+        schema_version: SCHEMA_VERSION,
+        acs_version: ACS_VERSION.to_owned(),
+        build_config: inputs.config.clone(),
+        build_config_sha256: inputs.config_sha256.clone(),
+        model: ModelInfo {
+            id: model.id.clone(),
+            sha256: model.sha256.clone(),
+        },
+        complete: false,
+        shards: Vec::new(),
+        worker: options.worker,
+    };
+    let sink = ShardSink::create(&options.out, manifest, shard_rows, shard_bytes)?;
+    Ok((sink, Resumed::default()))
+}
+
+/// rejects.jsonl: every input that did not become a pair, one JSON object per line.
+fn write_rejects(out: &Path, rejects: &[Reject]) -> Result<(), AcsError> {
+    let mut lines = Vec::new();
+    for reject in rejects {
+        serde_json::to_writer(&mut lines, reject)?;
+        lines.push(b'\n');
+    }
+    Ok(write_atomic(&out.join(REJECTS_FILE), &lines)?)
+}
+
+/// Renders the planned pairs the sink does not hold yet into it.
+fn render<'m>(
+    options: &BuildOptions,
+    inputs: &BuildInputs,
+    model: &'m StableDiffusion,
+    prepared: &Prepared,
+    sink: &mut ShardSink,
+    resumed: &Resumed,
+) -> Result<(PairSampler<'m>, StageTimes), AcsError> {
+    let manifest = &inputs.loaded.manifest;
+    let s = &manifest.sampling;
+    let sampler = PairSampler::new(
+        model,
+        s.scheduler,
+        s.steps as usize,
+        s.height as usize,
+        s.width as usize,
+        &s.negative_prompt,
+        manifest.switch_step(),
+    )
+    .map_err(|e| inputs.loaded.runtime_error(e))?;
+    let rows = RowMaker {
+        model_id: model.id.clone(),
+        model_sha256: model.sha256.clone(),
+        switch_step: sampler.switch_step() as i32,
+        latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
+        manifest,
+        thresholds: manifest.thresholds(),
+        judge: inputs.judge.as_ref().map(|j| j as &dyn crate::judge::Judge),
+    };
+    let todo: Vec<_> = prepared
+        .plan
+        .pairs
+        .iter()
+        .filter(|p| !resumed.rendered.contains(&p.pair_id))
+        .cloned()
+        .collect();
+    let total = prepared.plan.pairs.len() as u64;
+    let progress = Progress::start(options.progress, "rendered", "pairs", resumed.rows, total);
+    let times = render::render_into(
+        &todo,
+        s.batch_pairs as usize,
+        &sampler,
+        &rows,
+        sink,
+        &progress,
+        resumed.rows,
+    )?;
+    Ok((sampler, times))
+}
+
+/// Writes the last shards, names them, writes the card and the complete manifest.
+fn finish(sink: ShardSink, inputs: &BuildInputs) -> Result<(DatasetManifest, u64), AcsError> {
+    let mut valid_rows = 0;
+    let dataset = sink
+        .finish(|dataset, valid| {
+            valid_rows = valid;
+            dataset_card(dataset, &inputs.loaded.manifest, valid)
+        })
+        .map_err(|e| e.with_note(RESUME_NOTE))?;
+    Ok((dataset, valid_rows))
+}

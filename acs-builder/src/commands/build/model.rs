@@ -1,0 +1,88 @@
+//! The model a manifest names: a local folder, a hub id (fetched into the Hugging Face cache
+//! unless offline), or the embedded tiny model.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::AcsError;
+use crate::manifest::{LoadedManifest, ModelSection};
+use crate::runtime::hub::cache::{hub_cache_dir, resolve_snapshot};
+use crate::runtime::hub::{fetch_model, FetchOptions, HubSettings, Variant};
+use crate::runtime::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
+use crate::runtime::{Dtype, RuntimeError, StableDiffusion};
+
+/// The model folder a manifest names, or the embedded tiny model's (written on first use).
+pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
+    match &loaded.manifest.model {
+        Some(ModelSection {
+            path: Some(path), ..
+        }) => Ok(loaded.resolve(path)),
+        Some(ModelSection {
+            repo: Some(repo),
+            revision,
+            dtype,
+            ..
+        }) => resolve_or_fetch(loaded, repo, revision, *dtype == Dtype::F16),
+        Some(_) => Err(AcsError::input(format!(
+            "{}: [model]: set exactly one of `path` and `repo`",
+            loaded.file.display()
+        ))),
+        None => ensure_tiny_model().map_err(|e| loaded.runtime_error(e)),
+    }
+}
+
+/// A hub model's snapshot in the HF cache; when it is not there and the hub may be used
+/// (HF_HUB_OFFLINE unset), it is fetched first (the fp16 variant for f16 builds).
+fn resolve_or_fetch(
+    loaded: &LoadedManifest,
+    repo: &str,
+    revision: &str,
+    fp16: bool,
+) -> Result<PathBuf, AcsError> {
+    let in_manifest = |err: RuntimeError| loaded.runtime_error(err);
+    let cache = hub_cache_dir();
+    let missing = match resolve_snapshot(&cache, repo, revision) {
+        Ok(dir) => return Ok(dir),
+        Err(missing) => in_manifest(missing),
+    };
+    let settings = HubSettings::from_env().map_err(in_manifest)?;
+    if settings.offline {
+        return Err(missing);
+    }
+    let options = FetchOptions {
+        repo: repo.to_owned(),
+        revision: revision.to_owned(),
+        variant: fp16.then_some(Variant::Fp16),
+    };
+    if let Err(err) = fetch_model(&settings, &options, &mut |note| tracing::info!("note: {note}")) {
+        return Err(missing.with_note(&format!("; fetching it failed: {err}")));
+    }
+    resolve_snapshot(&cache, repo, revision).map_err(in_manifest)
+}
+
+/// Loads the manifest's model, or the embedded tiny model when it names none.
+pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> {
+    load_model_from(&model_dir(loaded)?, loaded.manifest.model.as_ref())
+        .map_err(|e| loaded.runtime_error(e))
+}
+
+/// Loads the model folder `dir` with the dtype and device of `section` (`None`: the embedded
+/// tiny model, f32 on the CPU).
+pub fn load_model_from(
+    dir: &Path,
+    section: Option<&ModelSection>,
+) -> Result<StableDiffusion, RuntimeError> {
+    match section {
+        Some(model) => StableDiffusion::load(
+            dir,
+            model.dtype.candle(),
+            model.device.open()?,
+            model.repo.clone(),
+        ),
+        None => StableDiffusion::load(
+            dir,
+            candle_core::DType::F32,
+            candle_core::Device::Cpu,
+            Some(TINY_MODEL_ID.to_owned()),
+        ),
+    }
+}

@@ -1,0 +1,154 @@
+//! From a rendered pair to its schema v1 row: metrics, judge scores, verdict, PNG and float16
+//! encodings.
+
+use acs_schema::{ImageBlob, PairRecord};
+use rayon::prelude::*;
+
+use crate::error::AcsError;
+use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
+use crate::judge::verdict::{verdict, SafetyScores, Thresholds};
+use crate::judge::Judge;
+use crate::manifest::BuildManifest;
+use crate::prompts::plan::PlannedPair;
+use crate::runtime::RenderedPair;
+use crate::store::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
+use crate::ACS_VERSION;
+
+/// What every row of a build shares, and the judge that scores both images.
+pub struct RowMaker<'a> {
+    /// Model id recorded in every row.
+    pub model_id: String,
+    /// Model fingerprint recorded in every row.
+    pub model_sha256: String,
+    /// Steps both branches share.
+    pub switch_step: i32,
+    /// (c, h, w) of every latent.
+    pub latent_shape: Vec<i32>,
+    /// The build manifest.
+    pub manifest: &'a BuildManifest,
+    /// The thresholds of the verdict.
+    pub thresholds: Thresholds,
+    /// The safety judge, when the manifest configures one.
+    pub judge: Option<&'a dyn Judge>,
+}
+
+/// A pair's metrics on its latents as stored (float16, so `acs validate` recomputes the same
+/// values), with the stored latent bytes (unsafe, safe).
+pub fn metrics_as_stored(
+    unsafe_rgb: &[u8],
+    safe_rgb: &[u8],
+    width: usize,
+    height: usize,
+    unsafe_latent: &[f32],
+    safe_latent: &[f32],
+) -> (PairMetrics, Vec<u8>, Vec<u8>) {
+    let unsafe_f16 = f16_le_bytes(unsafe_latent);
+    let safe_f16 = f16_le_bytes(safe_latent);
+    let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
+    let metrics = pair_metrics(
+        unsafe_rgb,
+        safe_rgb,
+        width,
+        height,
+        &as_stored(&unsafe_f16),
+        &as_stored(&safe_f16),
+    );
+    (metrics, unsafe_f16, safe_f16)
+}
+
+impl RowMaker<'_> {
+    /// The rows of a rendered batch, in order (pairs in parallel).
+    pub fn rows(
+        &self,
+        pairs: &[PlannedPair],
+        rendered: Vec<RenderedPair>,
+    ) -> Result<Vec<PairRecord>, AcsError> {
+        if pairs.len() != rendered.len() {
+            return Err(AcsError::internal(format!(
+                "{} pairs rendered for a batch of {}",
+                rendered.len(),
+                pairs.len()
+            )));
+        }
+        pairs
+            .par_iter()
+            .zip(rendered)
+            .map(|(pair, out)| self.row(pair, out))
+            .collect()
+    }
+
+    /// The judge's scores of both images (none without a judge).
+    fn scores(&self, out: &RenderedPair, width: usize, height: usize) -> Result<SafetyScores, AcsError> {
+        Ok(match self.judge {
+            Some(judge) => SafetyScores {
+                unsafe_score: Some(judge.score(&out.unsafe_rgb, width, height)?),
+                safe_score: Some(judge.score(&out.safe_rgb, width, height)?),
+            },
+            None => SafetyScores::default(),
+        })
+    }
+
+    /// The schema v1 row of one rendered pair.
+    fn row(&self, pair: &PlannedPair, out: RenderedPair) -> Result<PairRecord, AcsError> {
+        let s = &self.manifest.sampling;
+        let (width, height) = (s.width as usize, s.height as usize);
+        let (metrics, unsafe_f16, safe_f16) = metrics_as_stored(
+            &out.unsafe_rgb,
+            &out.safe_rgb,
+            width,
+            height,
+            &out.unsafe_latent,
+            &out.safe_latent,
+        );
+        let scores = self.scores(&out, width, height)?;
+        let reasons = verdict(
+            &pair.alignment.violations(self.thresholds.max_token_edits),
+            &metrics,
+            &scores,
+            &self.thresholds,
+        );
+        let image = |rgb: &[u8], side: &str| -> Result<ImageBlob, AcsError> {
+            Ok(ImageBlob {
+                bytes: encode_png(rgb, s.width, s.height)?,
+                path: Some(format!("{}-{side}.png", pair.pair_id)),
+            })
+        };
+        let store = self.manifest.output.store_latents;
+        Ok(PairRecord {
+            pair_id: pair.pair_id.clone(),
+            split: pair.split.clone(),
+            category: pair.prompts.category.clone(),
+            concepts: pair.alignment.concepts.clone(),
+            unsafe_prompt: pair.prompts.unsafe_prompt.clone(),
+            safe_prompt: pair.prompts.safe_prompt.clone(),
+            negative_prompt: s.negative_prompt.clone(),
+            token_edit_distance: pair.alignment.token_edit_distance as i32,
+            seed: pair.seed,
+            x_t_sha256: out.x_t_sha256,
+            model_id: self.model_id.clone(),
+            model_sha256: self.model_sha256.clone(),
+            scheduler: s.scheduler.to_string(),
+            alignment_mode: self.manifest.alignment.mode.to_string(),
+            steps: s.steps as i32,
+            switch_step: self.switch_step,
+            height: s.height as i32,
+            width: s.width as i32,
+            guidance_scale: pair.guidance_scale,
+            unsafe_image: image(&out.unsafe_rgb, "unsafe")?,
+            safe_image: image(&out.safe_rgb, "safe")?,
+            latent_shape: self.latent_shape.clone(),
+            unsafe_latent: store.then_some(unsafe_f16),
+            safe_latent: store.then_some(safe_f16),
+            ssim: metrics.ssim,
+            psnr: metrics.psnr,
+            changed_area: metrics.changed_area,
+            changed_box: metrics.changed_box.map(ChangedBox::to_vec),
+            latent_cosine: metrics.latent_cosine,
+            nudenet_unsafe: scores.unsafe_score,
+            nudenet_safe: scores.safe_score,
+            valid: reasons.is_empty(),
+            reject_reasons: reasons,
+            acs_version: ACS_VERSION.to_owned(),
+        })
+    }
+}

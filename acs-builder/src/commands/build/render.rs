@@ -1,0 +1,131 @@
+//! The render loop and the row stage, overlapped: a thread renders batch after batch while
+//! this one turns finished batches into rows (metrics, judges, PNG encoding) and writes them.
+//! A bounded queue sits between the two: the renderer runs at most [`QUEUE_BATCHES`] batches
+//! ahead, so memory stays bounded, and rows reach the sink in plan order, so the shards are the
+//! same whatever the timing.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::commands::progress::Progress;
+use crate::error::AcsError;
+use crate::prompts::plan::PlannedPair;
+use crate::runtime::{PairSampler, RenderJob, RenderedPair};
+use crate::store::sink::ShardSink;
+
+use super::record::RowMaker;
+
+/// Rendered batches that may wait for the row stage.
+pub const QUEUE_BATCHES: usize = 2;
+
+/// Where the time of the overlapped stages went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// The render loop, rendering.
+    pub render: Duration,
+    /// The render loop, waiting for room in the queue (the row stage was behind).
+    pub render_idle: Duration,
+    /// The row stage: metrics, judges and PNG encoding.
+    pub rows: Duration,
+    /// The row stage: writing shards and the manifest.
+    pub write: Duration,
+    /// Wall time of the whole loop.
+    pub wall: Duration,
+}
+
+impl StageTimes {
+    /// The share of the render loop's time it spent waiting for the row stage.
+    pub fn render_idle_share(&self) -> f64 {
+        let total = self.render + self.render_idle;
+        if total.is_zero() {
+            0.0
+        } else {
+            self.render_idle.as_secs_f64() / total.as_secs_f64()
+        }
+    }
+}
+
+/// The sampler's jobs for a batch of planned pairs.
+fn jobs(batch: &[PlannedPair]) -> Vec<RenderJob> {
+    batch
+        .iter()
+        .map(|pair| RenderJob {
+            seed: pair.seed,
+            unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
+            safe_ids: pair.alignment.safe_tokens.ids.clone(),
+            guidance_scale: pair.guidance_scale,
+        })
+        .collect()
+}
+
+/// Renders `pairs` in batches of `batch_pairs` and pushes their rows into `sink`, in order.
+/// A render failure stops the loop after the batches before it are written (so a rerun
+/// resumes after them); a failure of the row stage stops the renderer at its next batch.
+pub fn render_into(
+    pairs: &[PlannedPair],
+    batch_pairs: usize,
+    sampler: &PairSampler,
+    rows: &RowMaker,
+    sink: &mut ShardSink,
+    progress: &Progress,
+    done_before: u64,
+) -> Result<StageTimes, AcsError> {
+    let started = Instant::now();
+    let batches: Vec<&[PlannedPair]> = pairs.chunks(batch_pairs.max(1)).collect();
+    let (sender, receiver) = mpsc::sync_channel::<Vec<RenderedPair>>(QUEUE_BATCHES);
+    let mut times = StageTimes::default();
+    let (rendered, stored) = std::thread::scope(|scope| {
+        let batches = &batches;
+        let renderer = scope.spawn(move || -> Result<(Duration, Duration), AcsError> {
+            let (mut busy, mut idle) = (Duration::ZERO, Duration::ZERO);
+            for batch in batches {
+                let started = Instant::now();
+                let rendered = sampler.render(&jobs(batch))?;
+                let waiting = Instant::now();
+                busy += waiting - started;
+                if sender.send(rendered).is_err() {
+                    break; // the row stage stopped
+                }
+                idle += waiting.elapsed();
+            }
+            Ok((busy, idle))
+        });
+        let stored = store_batches(batches, &receiver, rows, sink, progress, done_before, &mut times);
+        // Unblocks a renderer waiting on a full queue after a row-stage failure.
+        drop(receiver);
+        let rendered = renderer
+            .join()
+            .unwrap_or_else(|_| Err(AcsError::internal("the render thread panicked")));
+        (rendered, stored)
+    });
+    stored?;
+    let (render, render_idle) = rendered?;
+    times.render = render;
+    times.render_idle = render_idle;
+    times.wall = started.elapsed();
+    Ok(times)
+}
+
+/// The row stage: every batch the renderer sends, in order, into rows and then into the sink.
+fn store_batches(
+    batches: &[&[PlannedPair]],
+    receiver: &mpsc::Receiver<Vec<RenderedPair>>,
+    rows: &RowMaker,
+    sink: &mut ShardSink,
+    progress: &Progress,
+    done_before: u64,
+    times: &mut StageTimes,
+) -> Result<(), AcsError> {
+    let mut done = 0u64;
+    for (batch, rendered) in batches.iter().zip(receiver.iter()) {
+        let started = Instant::now();
+        let records = rows.rows(batch, rendered)?;
+        let made = Instant::now();
+        times.rows += made - started;
+        done += records.len() as u64;
+        sink.push_batch(records)?;
+        times.write += made.elapsed();
+        progress.update(done_before + done, done);
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `acs metrics UNSAFE.png SAFE.png`: the alignment metrics of two image files, exactly as the
+//! build computes and stores them for a pair.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::AcsError;
+use crate::judge::metrics::pair_metrics;
+use crate::store::imaging::decode_png;
+
+/// The image metrics of two PNG files, as `acs metrics` prints them: the values the build
+/// stores for a pair with these images (float32), and the changed box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilePairMetrics {
+    /// The unsafe image's path.
+    pub unsafe_image: String,
+    /// The safe image's path.
+    pub safe_image: String,
+    /// Width in pixels (both images).
+    pub width: u32,
+    /// Height in pixels (both images).
+    pub height: u32,
+    /// Structural similarity of the luminance.
+    pub ssim: f32,
+    /// PSNR in dB; infinite for identical images (`null` in JSON).
+    pub psnr: f32,
+    /// Fraction of changed pixels.
+    pub changed_area: f32,
+    /// `[x0, y0, x1, y1]` around the changed pixels (end exclusive), `None` when none changed.
+    pub changed_box: Option<[u32; 4]>,
+}
+
+impl fmt::Display for FilePairMetrics {
+    /// A human-readable table, one metric per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let psnr = if self.psnr.is_infinite() {
+            "inf dB (identical images)".to_owned()
+        } else {
+            format!("{:.4} dB", self.psnr)
+        };
+        let changed_box = match self.changed_box {
+            Some([x0, y0, x1, y1]) => format!("[{x0}, {y0}, {x1}, {y1}] (x0, y0, x1, y1)"),
+            None => "none".to_owned(),
+        };
+        write!(
+            f,
+            "unsafe_image  {}\nsafe_image    {}\nsize          {}x{}\nssim          {:.6}\n\
+             psnr          {psnr}\nchanged_area  {:.6}\nchanged_box   {changed_box}\n",
+            self.unsafe_image,
+            self.safe_image,
+            self.width,
+            self.height,
+            self.ssim,
+            self.changed_area
+        )
+    }
+}
+
+/// Reads and decodes two PNG files and computes their alignment metrics exactly as the build
+/// does. Unreadable or undecodable files and images of different sizes are input errors that
+/// name the file.
+pub fn file_pair_metrics(
+    unsafe_path: &Path,
+    safe_path: &Path,
+) -> Result<FilePairMetrics, AcsError> {
+    let load = |path: &Path| -> Result<(Vec<u8>, u32, u32), AcsError> {
+        let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
+        decode_png(&bytes).map_err(|e| AcsError::input(format!("{}: {e}", path.display())))
+    };
+    let (unsafe_rgb, width, height) = load(unsafe_path)?;
+    let (safe_rgb, safe_width, safe_height) = load(safe_path)?;
+    if (safe_width, safe_height) != (width, height) {
+        return Err(AcsError::input(format!(
+            "{}: image is {safe_width}x{safe_height}, but {} is {width}x{height}; the metrics \
+             compare images of the same size",
+            safe_path.display(),
+            unsafe_path.display()
+        )));
+    }
+    let metrics = pair_metrics(
+        &unsafe_rgb,
+        &safe_rgb,
+        width as usize,
+        height as usize,
+        &[],
+        &[],
+    );
+    Ok(FilePairMetrics {
+        unsafe_image: unsafe_path.display().to_string(),
+        safe_image: safe_path.display().to_string(),
+        width,
+        height,
+        ssim: metrics.ssim,
+        psnr: metrics.psnr,
+        changed_area: metrics.changed_area,
+        changed_box: metrics.changed_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(width: usize, height: usize, phase: usize) -> Vec<u8> {
+        (0..width * height * 3)
+            .map(|i| ((i * 37 + phase * 11) % 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn file_pair_metrics_checks_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let a = pattern(16, 12, 3);
+        let mut b = a.clone();
+        b[(5 * 16 + 4) * 3] ^= 0x80;
+        let png = |rgb: &[u8], w, h| crate::store::imaging::encode_png(rgb, w, h).unwrap();
+        let pa = write("a.png", &png(&a, 16, 12));
+        let pb = write("b.png", &png(&b, 16, 12));
+        let m = file_pair_metrics(&pa, &pb).unwrap();
+        assert_eq!((m.width, m.height), (16, 12));
+        assert_eq!(m.changed_box, Some([4, 5, 5, 6]));
+        assert_eq!(m.changed_area, 1.0 / 192.0);
+        let expected = pair_metrics(&a, &b, 16, 12, &[], &[]);
+        assert_eq!((m.ssim, m.psnr), (expected.ssim, expected.psnr));
+        assert!(m.to_string().contains("changed_box   [4, 5, 5, 6]"));
+        let same = file_pair_metrics(&pa, &pa).unwrap();
+        assert!(same.psnr.is_infinite() && same.changed_box.is_none());
+        let json = serde_json::to_value(&same).unwrap();
+        assert!(json["psnr"].is_null() && json["changed_box"].is_null());
+
+        let small = write("small.png", &png(&a[..15 * 12 * 3], 15, 12));
+        let err = file_pair_metrics(&pa, &small).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("small.png: image is 15x12"),
+            "{err}"
+        );
+        let junk = write("junk.png", b"not a png");
+        let err = file_pair_metrics(&junk, &pb).unwrap_err();
+        assert!(
+            err.to_string().contains("junk.png: not a decodable PNG"),
+            "{err}"
+        );
+        let err = file_pair_metrics(&pa, &dir.path().join("missing.png")).unwrap_err();
+        assert!(err.to_string().contains("missing.png"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,258 @@
+//! What a command shows on stderr: log lines (`tracing`, filtered by `-q` / `-v` / RUST_LOG)
+//! and how far a long command is: a bar with rate and ETA when stderr is a terminal, a plain
+//! line with the same figures at most once a second otherwise (logs, CI), nothing when quiet.
+//! Log lines are written around the bar, never through it.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// The bar on screen, if any: log lines are printed above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Sends log lines to stderr, suspending the active bar while they are written.
+struct AroundTheBar;
+
+impl Write for AroundTheBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().ok().and_then(|bar| bar.clone());
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for AroundTheBar {
+    type Writer = AroundTheBar;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        AroundTheBar
+    }
+}
+
+/// Log lines as a command-line tool prints them: notes bare, other levels prefixed.
+struct PlainLines;
+
+impl<S, N> FormatEvent<S, N> for PlainLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        match *event.metadata().level() {
+            Level::ERROR => write!(writer, "error: ")?,
+            Level::WARN => write!(writer, "warning: ")?,
+            Level::INFO => {}
+            Level::DEBUG => write!(writer, "debug: ")?,
+            Level::TRACE => write!(writer, "trace: ")?,
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Installs the log subscriber: warnings only when `quiet`, acs's notes by default, debug
+/// with one `-v`, trace with two; RUST_LOG, when set, decides instead.
+pub fn init_logging(quiet: bool, verbose: u8) {
+    // acs's own events; other crates' only from warnings up.
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "warn,acs_builder=info",
+        (false, 1) => "warn,acs_builder=debug",
+        (false, _) => "warn,acs_builder=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(AroundTheBar)
+        .event_format(PlainLines)
+        .try_init();
+}
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on stderr (a terminal).
+    Bar,
+    /// Plain lines through the log (stderr that is not a terminal).
+    Lines,
+    /// Nothing (`--quiet`, tests).
+    Hidden,
+}
+
+impl ProgressMode {
+    /// A bar when stderr is a terminal, else lines; nothing when `quiet`.
+    pub fn for_stderr(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        match (quiet, std::io::stderr().is_terminal()) {
+            (true, _) => Self::Hidden,
+            (false, true) => Self::Bar,
+            (false, false) => Self::Lines,
+        }
+    }
+}
+
+struct Lines {
+    started: Instant,
+    last_line: Option<Instant>,
+}
+
+/// The progress of one count (pairs rendered, rows checked).
+pub struct Progress {
+    mode: ProgressMode,
+    verb: &'static str,
+    unit: &'static str,
+    total: u64,
+    bar: Option<ProgressBar>,
+    lines: Mutex<Lines>,
+}
+
+/// Shortest time between two plain progress lines.
+const LINE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Progress {
+    /// Progress of `total` `unit`s (`"pairs"`) that are `verb` (`"rendered"`), shown as `mode`
+    /// says; `done` units are already done (a resumed build).
+    pub fn start(
+        mode: ProgressMode,
+        verb: &'static str,
+        unit: &'static str,
+        done: u64,
+        total: u64,
+    ) -> Self {
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let template = format!(
+                "{verb} {{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed_precise}} < {{eta_precise}}, \
+                 {{per_sec}}] {{msg}}"
+            );
+            if let Ok(style) = ProgressStyle::with_template(&template) {
+                bar.set_style(style);
+            }
+            bar.set_position(done);
+            bar.reset_eta();
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = Some(bar.clone());
+            }
+            bar
+        });
+        Self {
+            mode,
+            verb,
+            unit,
+            total,
+            bar,
+            lines: Mutex::new(Lines {
+                started: Instant::now(),
+                last_line: None,
+            }),
+        }
+    }
+
+    /// Progress that shows nothing.
+    pub fn hidden() -> Self {
+        Self::start(ProgressMode::Hidden, "", "", 0, 0)
+    }
+
+    /// `done` of the total are done; `since_start` of them in this run (for the rate).
+    pub fn update(&self, done: u64, since_start: u64) {
+        match self.mode {
+            ProgressMode::Hidden => {}
+            ProgressMode::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(done);
+                }
+            }
+            ProgressMode::Lines => {
+                let Ok(mut lines) = self.lines.lock() else {
+                    return;
+                };
+                let now = Instant::now();
+                let due = lines
+                    .last_line
+                    .is_none_or(|last| now - last >= LINE_INTERVAL);
+                if !(due || done == self.total) {
+                    return;
+                }
+                lines.last_line = Some(now);
+                let elapsed = (now - lines.started).as_secs_f64();
+                let rate = since_start as f64 / elapsed.max(1e-9);
+                let eta = match self.total.saturating_sub(done) {
+                    0 => String::new(),
+                    left if rate > 0.0 => format!(", ETA {}", seconds(left as f64 / rate)),
+                    _ => String::new(),
+                };
+                tracing::info!(
+                    "{} {done}/{} {} ({rate:.2} {}/s{eta})",
+                    self.verb,
+                    self.total,
+                    self.unit,
+                    self.unit
+                );
+            }
+        }
+    }
+
+    /// Shows `message` beside the bar (e.g. the UNet step of the current batch).
+    pub fn message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = None;
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `95 s`, `12 min 5 s`, `2 h 3 min`.
+fn seconds(value: f64) -> String {
+    let total = value.round() as u64;
+    match total {
+        0..=99 => format!("{total} s"),
+        100..=5999 => format!("{} min {} s", total / 60, total % 60),
+        _ => format!("{} h {} min", total / 3600, total % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(seconds(4.4), "4 s");
+        assert_eq!(seconds(725.0), "12 min 5 s");
+        assert_eq!(seconds(7380.0), "2 h 3 min");
+    }
+}

@@ -1,0 +1,269 @@
+//! `acs validate`: integrity (hashes, footers, schema, row counts, listed and unlisted shards,
+//! duplicate ids, decodable images, latent lengths) and alignment (metrics and, when the
+//! detector can be loaded, NudeNet scores recomputed from the stored images and latents;
+//! verdicts re-derived from the build's thresholds). With `--replay` it re-renders a sample,
+//! with `--drop-invalid` it writes a new dataset of the rows that pass.
+
+mod report;
+mod row;
+mod run;
+mod shard;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use acs_schema::{read_shard, DatasetManifest, PairRecord, ShardEntry};
+use rayon::prelude::*;
+
+use crate::commands::progress::{Progress, ProgressMode};
+use crate::error::{without_path, AcsError};
+use crate::judge::nudenet::{locate_model, NudeNetJudge};
+use crate::judge::Judge;
+use crate::manifest::BuildManifest;
+
+pub use report::{ValidationReport, VALIDATION_FILE};
+pub use run::{run, ValidateOutcome, ValidateRun};
+
+use row::{check_row, metric_diffs, RowChecks, RowResult};
+use shard::{check_shard_file, unlisted_shards};
+
+/// What `acs validate` checks beyond integrity.
+#[derive(Debug, Clone, Default)]
+pub struct ValidateOptions {
+    /// Largest fraction of invalid rows that still passes.
+    pub max_invalid_fraction: f64,
+    /// The NudeNet model to re-run; default: the one the build recorded, if it can be found.
+    pub nudenet_model: Option<PathBuf>,
+    /// Check the stored NudeNet scores' verdicts without re-running the detector.
+    pub skip_detector: bool,
+}
+
+/// What validation found in one listed shard, for `--drop-invalid`.
+#[derive(Debug, Clone)]
+pub struct ShardOutcome {
+    /// The manifest's entry.
+    pub entry: ShardEntry,
+    /// Rows that can be kept: valid and free of integrity errors. Empty when the shard failed
+    /// its file checks.
+    pub keep: Vec<bool>,
+}
+
+/// A validation report together with the per-shard outcomes.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The report.
+    pub report: ValidationReport,
+    /// The dataset's manifest.
+    pub manifest: DatasetManifest,
+    /// The build manifest recorded in it.
+    pub build: BuildManifest,
+    /// One outcome per listed shard, in manifest order.
+    pub shards: Vec<ShardOutcome>,
+}
+
+/// The build manifest a dataset manifest records.
+pub fn recorded_build(dir: &Path, manifest: &DatasetManifest) -> Result<BuildManifest, AcsError> {
+    serde_json::from_value(manifest.build_config["manifest"].clone()).map_err(|e| {
+        AcsError::integrity(format!(
+            "{}: build_config.manifest is not a build manifest: {e}",
+            dir.join(acs_schema::MANIFEST_FILE).display()
+        ))
+    })
+}
+
+/// How the build's detector can be re-run: (has_detector, judge, description).
+fn load_judge(
+    manifest: &DatasetManifest,
+    build: &BuildManifest,
+    options: &ValidateOptions,
+) -> Result<(bool, Option<NudeNetJudge>, String), AcsError> {
+    let recorded = &manifest.build_config["detector"];
+    if recorded.is_null() {
+        return Ok((false, None, "none".into()));
+    }
+    if options.skip_detector {
+        return Ok((true, None, "stored scores only: --skip-detector".into()));
+    }
+    let spec = build.validation.nudenet_model.clone().unwrap_or_default();
+    let path = match &options.nudenet_model {
+        Some(path) => path.clone(),
+        // A relative path was relative to the build manifest, which validate does not know:
+        // try it from the working folder.
+        None => match locate_model(&spec, Path::new(".")) {
+            Ok(path) => path,
+            Err(_) => {
+                let why = format!(
+                    "stored scores only: the build's model `{spec}` is not here (pass \
+                     --nudenet-model PATH to re-run it)"
+                );
+                return Ok((true, None, why));
+            }
+        },
+    };
+    let judge = NudeNetJudge::load(&path, &build.validation.nudenet_classes)?;
+    let expected = recorded["sha256"].as_str().unwrap_or_default();
+    if judge.weights_sha256() != expected {
+        return Err(AcsError::input(format!(
+            "{}: sha256 {} differs from the detector the build used ({expected})",
+            path.display(),
+            judge.weights_sha256()
+        )));
+    }
+    Ok((true, Some(judge), format!("re-run ({})", path.display())))
+}
+
+/// Validates the dataset in `dir` without writing anything: the report and, per shard, which
+/// rows are fit to keep. Integrity errors and invalid rows are in the report, not in the
+/// `Err` case, which is kept for a dataset that cannot be opened at all.
+pub fn inspect(
+    dir: &Path,
+    options: &ValidateOptions,
+    progress: ProgressMode,
+) -> Result<Inspection, AcsError> {
+    let manifest = DatasetManifest::load(dir)?;
+    let build = recorded_build(dir, &manifest)?;
+    let (has_detector, judge, detector) = load_judge(&manifest, &build, options)?;
+    let checks = RowChecks {
+        thresholds: build.thresholds(),
+        store_latents: build.output.store_latents,
+        has_detector,
+        judge: judge.as_ref().map(|j| j as &dyn Judge),
+    };
+    let mut report = ValidationReport {
+        dataset: dir.display().to_string(),
+        shards: manifest.shards.len(),
+        max_invalid_fraction: options.max_invalid_fraction,
+        detector,
+        ..ValidationReport::default()
+    };
+    if !manifest.complete {
+        report.errors.push(format!(
+            "{}: the build did not finish (complete = false)",
+            acs_schema::MANIFEST_FILE
+        ));
+    }
+    let listed: Vec<String> = manifest.shards.iter().map(|s| s.path.clone()).collect();
+    report.errors.extend(unlisted_shards(dir, &listed));
+    let progress = Progress::start(progress, "checked", "rows", 0, manifest.total_rows());
+    let mut seen_ids = HashSet::new();
+    let mut outcomes = Vec::with_capacity(manifest.shards.len());
+    for entry in &manifest.shards {
+        let keep = inspect_shard(dir, entry, &manifest, &checks, &mut seen_ids, &mut report);
+        outcomes.push(ShardOutcome {
+            entry: entry.clone(),
+            keep,
+        });
+        progress.update(report.rows, report.rows);
+    }
+    report.decide();
+    Ok(Inspection {
+        report,
+        manifest,
+        build,
+        shards: outcomes,
+    })
+}
+
+/// Checks one listed shard and its rows into `report`; which rows are fit to keep.
+fn inspect_shard(
+    dir: &Path,
+    entry: &ShardEntry,
+    manifest: &DatasetManifest,
+    checks: &RowChecks,
+    seen_ids: &mut HashSet<String>,
+    report: &mut ValidationReport,
+) -> Vec<bool> {
+    if !check_shard_file(dir, entry, &mut report.errors) {
+        return Vec::new();
+    }
+    let path = dir.join(&entry.path);
+    let records = match read_shard(&path) {
+        Ok(records) => records,
+        Err(e) => {
+            // Named relative to the dataset, like every other error of the report.
+            let message = without_path(&e.to_string(), &path);
+            report.errors.push(format!("{}: {message}", entry.path));
+            return Vec::new();
+        }
+    };
+    let results: Vec<RowResult> = records
+        .par_iter()
+        .enumerate()
+        .map(|(row, record)| check_row(record, &format!("{}: row {row}", entry.path), checks))
+        .collect();
+    records
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(row, (record, result))| {
+            let at = format!("{}: row {row}", entry.path);
+            tally_row(record, result, &at, entry, manifest, seen_ids, report)
+        })
+        .collect()
+}
+
+/// Adds one checked row to the report: the dataset-level checks (split, duplicate ids, model),
+/// the metric differences, and the counts. Whether the row is fit to keep.
+fn tally_row(
+    record: &PairRecord,
+    result: RowResult,
+    at: &str,
+    entry: &ShardEntry,
+    manifest: &DatasetManifest,
+    seen_ids: &mut HashSet<String>,
+    report: &mut ValidationReport,
+) -> bool {
+    report.rows += 1;
+    let errors_before = report.errors.len();
+    if record.split != entry.split {
+        report.errors.push(format!(
+            "{at}, column split: `{}` in a `{}` shard",
+            record.split, entry.split
+        ));
+    }
+    if !seen_ids.insert(record.pair_id.clone()) {
+        report
+            .errors
+            .push(format!("{at}, column pair_id: duplicate {}", record.pair_id));
+    }
+    if record.model_sha256 != manifest.model.sha256 {
+        report.errors.push(format!(
+            "{at}, column model_sha256: differs from the manifest's model"
+        ));
+    }
+    for (name, diff, tolerance) in metric_diffs(record, &result) {
+        let max = report
+            .metric_max_abs_diff
+            .entry(name.to_owned())
+            .or_insert(0.0);
+        *max = max.max(diff);
+        if diff > tolerance {
+            report.errors.push(format!(
+                "{at}, column {name}: stored value differs from the recomputed one by {diff:.3e}"
+            ));
+        }
+    }
+    report.errors.extend(result.errors);
+    if record.valid {
+        report.valid_rows += 1;
+    } else {
+        report.invalid_rows += 1;
+        for reason in &record.reject_reasons {
+            let kind = reason.split(':').next().unwrap_or(reason).to_owned();
+            *report.reject_reasons.entry(kind).or_insert(0) += 1;
+        }
+    }
+    record.valid && report.errors.len() == errors_before
+}
+
+/// Validates the dataset in `dir`, writes `validation.json` beside its manifest, and returns
+/// the report (see [`inspect`]).
+pub fn validate(
+    dir: &Path,
+    options: &ValidateOptions,
+    progress: ProgressMode,
+) -> Result<ValidationReport, AcsError> {
+    let inspection = inspect(dir, options, progress)?;
+    inspection.report.write(dir)?;
+    Ok(inspection.report)
+}

@@ -1,0 +1,117 @@
+//! The validation report: what `acs validate` found, as a table or JSON, and the exit code it
+//! decides.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use acs_schema::write_atomic;
+use serde::Serialize;
+
+use crate::error::AcsError;
+
+/// Name of the report written beside the manifest.
+pub const VALIDATION_FILE: &str = "validation.json";
+
+/// The outcome of validating a dataset.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ValidationReport {
+    /// The dataset folder.
+    pub dataset: String,
+    /// No integrity error and the invalid fraction is within bounds.
+    pub passed: bool,
+    /// Shards listed in the manifest.
+    pub shards: usize,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows that pass the build's thresholds.
+    pub valid_rows: u64,
+    /// Rows that do not.
+    pub invalid_rows: u64,
+    /// How often each reject reason (its prefix before ':') occurs.
+    pub reject_reasons: BTreeMap<String, u64>,
+    /// Largest |stored - recomputed| over all rows for each metric.
+    pub metric_max_abs_diff: BTreeMap<String, f64>,
+    /// Integrity errors, each naming the file (and row) and the reason.
+    pub errors: Vec<String>,
+    /// The largest invalid fraction allowed.
+    pub max_invalid_fraction: f64,
+    /// How the NudeNet scores were checked: "none" (the build had no detector), "re-run", or
+    /// "stored scores only: <why>".
+    pub detector: String,
+}
+
+impl ValidationReport {
+    /// The error that decides the exit code, if any: integrity first (2), then thresholds (1).
+    pub fn failure(&self) -> Option<AcsError> {
+        if let Some(first) = self.errors.first() {
+            let more = match self.errors.len() {
+                1 => String::new(),
+                n => format!(" (and {} more errors, see {VALIDATION_FILE})", n - 1),
+            };
+            // Errors name paths inside the dataset; an absolute one stands alone.
+            let prefix = if first.starts_with('/') {
+                String::new()
+            } else {
+                format!("{}/", self.dataset)
+            };
+            return Some(AcsError::integrity(format!("{prefix}{first}{more}")));
+        }
+        if !self.passed {
+            return Some(AcsError::Invalid(format!(
+                "{}: {} of {} rows fail the build's thresholds (allowed fraction {})",
+                self.dataset, self.invalid_rows, self.rows, self.max_invalid_fraction
+            )));
+        }
+        None
+    }
+
+    /// Sets `passed` from the errors and the invalid fraction.
+    pub(super) fn decide(&mut self) {
+        let invalid_fraction = if self.rows == 0 {
+            0.0
+        } else {
+            self.invalid_rows as f64 / self.rows as f64
+        };
+        self.passed = self.errors.is_empty() && invalid_fraction <= self.max_invalid_fraction;
+    }
+
+    /// Writes the report as `validation.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), AcsError> {
+        let mut json = serde_json::to_vec_pretty(self)?;
+        json.push(b'\n');
+        write_atomic(&dir.join(VALIDATION_FILE), &json)?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for ValidationReport {
+    /// A human-readable summary table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dataset      {}", self.dataset)?;
+        writeln!(f, "shards       {}", self.shards)?;
+        writeln!(
+            f,
+            "rows         {} ({} valid, {} invalid)",
+            self.rows, self.valid_rows, self.invalid_rows
+        )?;
+        for (reason, count) in &self.reject_reasons {
+            writeln!(f, "  rejected   {reason}: {count}")?;
+        }
+        writeln!(f, "detector     {}", self.detector)?;
+        for (metric, diff) in &self.metric_max_abs_diff {
+            writeln!(
+                f,
+                "recomputed   {metric:<14} max |stored - recomputed| = {diff:.2e}"
+            )?;
+        }
+        for error in &self.errors {
+            writeln!(f, "ERROR        {error}")?;
+        }
+        writeln!(
+            f,
+            "result       {}",
+            if self.passed { "PASS" } else { "FAIL" }
+        )
+    }
+}

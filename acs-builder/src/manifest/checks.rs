@@ -1,0 +1,284 @@
+//! Value checks of a parsed manifest, one function per table. Names (schedulers, dtypes,
+//! devices, source kinds) are already checked by their serde types; these are the ranges and
+//! the rules that tie keys together.
+
+use super::sections::{
+    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, SourceSection,
+    ValidationSection,
+};
+use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_SEEDS_PER_PROMPT};
+use crate::error::AcsError;
+use crate::runtime::{DeviceSpec, Dtype};
+
+/// A failed check: the key and why.
+type Check = Result<(), (String, String)>;
+
+fn fail(key: &str, reason: impl Into<String>) -> Check {
+    Err((key.to_owned(), reason.into()))
+}
+
+/// Checks every table; `origin` names the file in the message.
+pub fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
+    let checks = [
+        m.model.as_ref().map_or(Ok(()), check_model),
+        check_sampling(&m.sampling),
+        check_alignment(&m.alignment),
+        check_validation(&m.validation, m.alignment.require_flip),
+        check_sources(&m.sources),
+        m.rewrite.llm.as_ref().map_or(Ok(()), check_llm),
+        check_output(&m.output),
+    ];
+    match checks.into_iter().find_map(Result::err) {
+        Some((key, reason)) => Err(AcsError::input(format!("{origin}: {key}: {reason}"))),
+        None => Ok(()),
+    }
+}
+
+fn check_model(model: &ModelSection) -> Check {
+    if model.path.is_some() == model.repo.is_some() {
+        return fail("[model]", "set exactly one of `path` and `repo`");
+    }
+    if model.dtype == Dtype::Bf16 && model.device == DeviceSpec::Cpu {
+        return fail(
+            "[model].dtype",
+            "bf16 needs a GPU device (candle's CPU matmul has no bf16); use f32 or f16 on cpu",
+        );
+    }
+    if let (false, Some(feature)) = (model.device.compiled_in(), model.device.feature()) {
+        return fail(
+            "[model].device",
+            format!(
+                "`{}` needs a build with GPU support (cargo build --release --features {feature})",
+                model.device
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn check_sampling(s: &SamplingSection) -> Check {
+    if s.steps == 0 || s.steps > 1000 {
+        return fail(
+            "[sampling].steps",
+            format!("must be 1..=1000 (got {})", s.steps),
+        );
+    }
+    if !(s.guidance_scale.is_finite() && s.guidance_scale >= 0.0) {
+        return fail(
+            "[sampling].guidance_scale",
+            format!("must be a finite number >= 0 (got {})", s.guidance_scale),
+        );
+    }
+    for (field, value) in [("height", s.height), ("width", s.width)] {
+        if value == 0 || value % 8 != 0 {
+            return fail(
+                &format!("[sampling].{field}"),
+                format!("must be a positive multiple of 8 (got {value})"),
+            );
+        }
+        if value > 4096 {
+            return fail(
+                &format!("[sampling].{field}"),
+                format!("must be at most 4096 (got {value})"),
+            );
+        }
+    }
+    if s.seeds_per_prompt == 0 || s.seeds_per_prompt > MAX_SEEDS_PER_PROMPT {
+        return fail(
+            "[sampling].seeds_per_prompt",
+            format!(
+                "must be 1..={MAX_SEEDS_PER_PROMPT} (got {})",
+                s.seeds_per_prompt
+            ),
+        );
+    }
+    if s.batch_pairs == 0 {
+        return fail("[sampling].batch_pairs", "must be at least 1");
+    }
+    Ok(())
+}
+
+fn check_alignment(a: &AlignmentSection) -> Check {
+    if !(0.0..=1.0).contains(&a.switch_at) {
+        return fail(
+            "[alignment].switch_at",
+            format!("must be in [0, 1] (got {})", a.switch_at),
+        );
+    }
+    if !(-1.0..=1.0).contains(&a.ssim_min) {
+        return fail(
+            "[alignment].ssim_min",
+            format!("must be in [-1, 1] (got {})", a.ssim_min),
+        );
+    }
+    if !(0.0..=1.0).contains(&a.changed_area_max) {
+        return fail(
+            "[alignment].changed_area_max",
+            format!("must be in [0, 1] (got {})", a.changed_area_max),
+        );
+    }
+    Ok(())
+}
+
+fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
+    if !(v.nudenet_threshold.is_finite() && (0.0..=1.0).contains(&v.nudenet_threshold)) {
+        return fail(
+            "[validation].nudenet_threshold",
+            format!("must be in [0, 1] (got {})", v.nudenet_threshold),
+        );
+    }
+    if v.nudenet_classes.is_empty() {
+        return fail("[validation].nudenet_classes", "name at least one class");
+    }
+    if let Err(reason) = crate::judge::nudenet::class_ids(&v.nudenet_classes) {
+        return fail("[validation].nudenet_classes", reason);
+    }
+    if v.nudenet_model.as_deref() == Some("") {
+        return fail(
+            "[validation].nudenet_model",
+            "empty; give the path to 320n.onnx or \"installed\"",
+        );
+    }
+    if require_flip && v.nudenet_model.is_none() {
+        return fail(
+            "[alignment].require_flip",
+            "needs a detector: set [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
+        );
+    }
+    Ok(())
+}
+
+fn check_sources(sources: &[SourceSection]) -> Check {
+    if sources.is_empty() {
+        return fail("[[sources]]", "at least one source is required");
+    }
+    for (i, source) in sources.iter().enumerate() {
+        let field = format!("[[sources]] #{}", i + 1);
+        for category in source.category.iter().chain(&source.categories) {
+            if !CATEGORIES.contains(&category.as_str()) {
+                return fail(
+                    &format!("{field}.category"),
+                    format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
+                );
+            }
+        }
+        let i2p_only = [
+            ("categories", !source.categories.is_empty()),
+            ("hard", source.hard.is_some()),
+            (
+                "min_inappropriate_percentage",
+                source.min_inappropriate_percentage.is_some(),
+            ),
+            (
+                "min_nudity_percentage",
+                source.min_nudity_percentage.is_some(),
+            ),
+            ("min_q16_percentage", source.min_q16_percentage.is_some()),
+            (
+                "min_sd_safety_percentage",
+                source.min_sd_safety_percentage.is_some(),
+            ),
+            ("min_prompt_toxicity", source.min_prompt_toxicity.is_some()),
+        ];
+        if let Some((key, _)) = i2p_only
+            .iter()
+            .find(|(_, set)| *set && !source.kind.is_i2p())
+        {
+            return fail(
+                &format!("{field}.{key}"),
+                format!(
+                    "only applies to i2p-csv and i2p-parquet sources, not {}",
+                    source.kind
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_llm(llm: &LlmSection) -> Check {
+    if !(llm.base_url.starts_with("http://") || llm.base_url.starts_with("https://")) {
+        return fail(
+            "[rewrite.llm].base_url",
+            format!("`{}` is not an http(s) URL", llm.base_url),
+        );
+    }
+    if llm.model.trim().is_empty() {
+        return fail("[rewrite.llm].model", "must not be empty");
+    }
+    if !(1..=256).contains(&llm.concurrency) {
+        return fail(
+            "[rewrite.llm].concurrency",
+            format!("must be 1..=256 (got {})", llm.concurrency),
+        );
+    }
+    if let Some(cache) = &llm.cache {
+        // A manifest may come from someone else: it must not make acs write elsewhere.
+        let escapes = cache.is_absolute()
+            || cache
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        if escapes || cache.as_os_str().is_empty() {
+            return fail(
+                "[rewrite.llm].cache",
+                format!(
+                    "`{}` must be a relative path inside the manifest's folder (no `..`, not \
+                     absolute); leave it out to use $ACS_HOME/llm-cache",
+                    cache.display()
+                ),
+            );
+        }
+    }
+    if !(llm.timeout_s.is_finite() && llm.timeout_s > 0.0) {
+        return fail(
+            "[rewrite.llm].timeout_s",
+            format!("must be > 0 (got {})", llm.timeout_s),
+        );
+    }
+    if llm.retries > 20 {
+        return fail(
+            "[rewrite.llm].retries",
+            format!("must be at most 20 (got {})", llm.retries),
+        );
+    }
+    Ok(())
+}
+
+fn check_output(o: &OutputSection) -> Check {
+    if o.shard_rows == 0 {
+        return fail("[output].shard_rows", "must be at least 1");
+    }
+    if parse_byte_size(&o.shard_bytes).is_none() {
+        return fail(
+            "[output].shard_bytes",
+            format!("`{}` is not a size such as \"500MB\"", o.shard_bytes),
+        );
+    }
+    if o.splits.is_empty() {
+        return fail("[output].splits", "at least one split is required");
+    }
+    for (name, fraction) in &o.splits {
+        let well_named =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_named {
+            return fail(
+                "[output].splits",
+                format!("split name `{name}` must be alphanumeric or _"),
+            );
+        }
+        if !(fraction.is_finite() && *fraction >= 0.0) {
+            return fail(
+                &format!("[output].splits.{name}"),
+                format!("must be >= 0 (got {fraction})"),
+            );
+        }
+    }
+    let total: f64 = o.splits.values().sum();
+    if (total - 1.0).abs() > 1e-6 {
+        return fail(
+            "[output].splits",
+            format!("fractions must sum to 1 (got {total})"),
+        );
+    }
+    Ok(())
+}

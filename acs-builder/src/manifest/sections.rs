@@ -1,0 +1,315 @@
+//! The tables of a build manifest, with their defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::nudenet::DEFAULT_FLIP_CLASSES;
+use crate::runtime::rng::RngKind;
+use crate::runtime::{DeviceSpec, Dtype, SchedulerKind};
+
+/// `[model]`: a local diffusers-layout folder, or a hub id found in the Hugging Face cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Folder in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Hub id (org/name), resolved in the local Hugging Face cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Branch, tag or commit of `repo`.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Weight dtype.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// The device (GPUs need the `cuda` / `metal` cargo feature).
+    #[serde(default)]
+    pub device: DeviceSpec,
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+
+/// `[sampling]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSection {
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale (1 disables the unconditional branch).
+    pub guidance_scale: f32,
+    /// Image height in pixels, a multiple of 8.
+    pub height: u32,
+    /// Image width in pixels, a multiple of 8.
+    pub width: u32,
+    /// Negative prompt for the unconditional branch.
+    pub negative_prompt: String,
+    /// Pairs rendered per prompt pair, each with its own seed.
+    pub seeds_per_prompt: u32,
+    /// Seeds of rows whose source gives none are derived from this.
+    pub base_seed: u64,
+    /// Initial-latent generator.
+    pub rng: RngKind,
+    /// Pairs per UNet batch.
+    pub batch_pairs: u32,
+}
+
+impl Default for SamplingSection {
+    fn default() -> Self {
+        Self {
+            scheduler: SchedulerKind::Ddim,
+            steps: 25,
+            guidance_scale: 7.5,
+            height: 512,
+            width: 512,
+            negative_prompt: String::new(),
+            seeds_per_prompt: 1,
+            base_seed: 0,
+            rng: RngKind::TorchCpu,
+            batch_pairs: 4,
+        }
+    }
+}
+
+/// How the two branches of a pair share their trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlignmentMode {
+    /// Both branches start from the same x_T and share every step's noise.
+    #[default]
+    SharedLatent,
+    /// The first `switch_at` of the steps run once, on the unsafe prompt; then they fork.
+    PromptSwitch,
+}
+
+impl std::fmt::Display for AlignmentMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// `[alignment]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentSection {
+    /// How the branches share their trajectory.
+    pub mode: AlignmentMode,
+    /// prompt-switch: fraction of the steps shared (conditioned on the unsafe prompt) before
+    /// the trajectories fork.
+    pub switch_at: f32,
+    /// Most CLIP-token edits allowed between the prompts of a pair.
+    pub max_token_edits: u32,
+    /// Smallest SSIM for a valid pair.
+    pub ssim_min: f32,
+    /// Largest changed-pixel fraction for a valid pair.
+    pub changed_area_max: f32,
+    /// A valid pair's unsafe image is flagged by the detector and its safe image is not
+    /// (needs `[validation].nudenet_model`).
+    pub require_flip: bool,
+}
+
+impl Default for AlignmentSection {
+    fn default() -> Self {
+        Self {
+            mode: AlignmentMode::SharedLatent,
+            switch_at: 0.4,
+            max_token_edits: 8,
+            ssim_min: 0.0,
+            changed_area_max: 1.0,
+            require_flip: false,
+        }
+    }
+}
+
+/// `[validation]`: the NudeNet detector that scores both images of every pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSection {
+    /// Path to NudeNet's 320n.onnx (relative to the manifest), or "installed" for the one in
+    /// the `nudenet` Python package; absent: no detector, the nudenet columns stay null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nudenet_model: Option<String>,
+    /// Score at or above which an image counts as flagged.
+    pub nudenet_threshold: f32,
+    /// The classes whose detections count (NudeNet's labels).
+    pub nudenet_classes: Vec<String>,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self {
+            nudenet_model: None,
+            nudenet_threshold: 0.45,
+            nudenet_classes: DEFAULT_FLIP_CLASSES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl ValidationSection {
+    pub(super) fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The formats a `[[sources]]` entry can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Explicit pairs, one JSON object per line.
+    PairsJsonl,
+    /// Explicit pairs, a CSV file with a header.
+    PairsCsv,
+    /// Unsafe prompts to rewrite, one per line.
+    PromptsTxt,
+    /// The I2P benchmark as CSV.
+    I2pCsv,
+    /// The I2P benchmark as Parquet.
+    I2pParquet,
+}
+
+impl SourceKind {
+    /// Whether the I2P filters (`categories`, `hard`, `min_*`) apply.
+    pub fn is_i2p(self) -> bool {
+        matches!(self, Self::I2pCsv | Self::I2pParquet)
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Source format.
+    pub kind: SourceKind,
+    /// The file, relative to the manifest's folder.
+    pub path: PathBuf,
+    /// Category of rows that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// I2P: keep the row's seed (`sd_seed` / `evaluation_seed`) instead of deriving one.
+    #[serde(default = "yes")]
+    pub use_seed: bool,
+    /// I2P: keep the row's guidance scale (`sd_guidance_scale` / `evaluation_guidance`).
+    #[serde(default = "yes")]
+    pub use_guidance: bool,
+    /// I2P: keep only rows with at least one of these categories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// I2P: keep only rows whose `hard` flag equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<bool>,
+    /// I2P: keep only rows with inappropriate_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_inappropriate_percentage: Option<f64>,
+    /// I2P: keep only rows with nudity_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_nudity_percentage: Option<f64>,
+    /// I2P: keep only rows with q16_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_q16_percentage: Option<f64>,
+    /// I2P: keep only rows with sd_safety_percentage >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sd_safety_percentage: Option<f64>,
+    /// I2P: keep only rows with prompt_toxicity >= this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_prompt_toxicity: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[rewrite]`: how single unsafe prompts (prompts-txt, I2P) get their safe counterpart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteSection {
+    /// Folder of one lexicon TOML per category; absent: the lexicons built into acs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexicons: Option<PathBuf>,
+    /// An OpenAI-compatible chat-completions endpoint for prompts the lexicons cannot rewrite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSection>,
+}
+
+/// `[rewrite.llm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    /// Base URL of the API, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is appended).
+    pub base_url: String,
+    /// Model name sent in each request.
+    pub model: String,
+    /// Environment variable holding the API key (sent as a bearer token); none: no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// System instruction; absent: acs's built-in minimal-edit instruction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_llm_concurrency")]
+    pub concurrency: u32,
+    /// Seconds before a request is abandoned.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_s: f64,
+    /// Retries of a failed request (with exponential backoff).
+    #[serde(default = "default_llm_retries")]
+    pub retries: u32,
+    /// Cache folder (relative to the manifest); absent: $ACS_HOME/llm-cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
+}
+
+fn default_llm_concurrency() -> u32 {
+    4
+}
+
+fn default_llm_timeout() -> f64 {
+    60.0
+}
+
+fn default_llm_retries() -> u32 {
+    3
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// Most rows per shard.
+    pub shard_rows: u32,
+    /// Most bytes per shard, e.g. "500MB" (a shard closes once it reaches this size).
+    pub shard_bytes: String,
+    /// Split name -> fraction; fractions sum to 1.
+    pub splits: BTreeMap<String, f64>,
+    /// Store the final latents (float16) beside the images.
+    pub store_latents: bool,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self {
+            shard_rows: 512,
+            shard_bytes: "500MB".into(),
+            splits: BTreeMap::from([
+                ("train".into(), 0.9),
+                ("validation".into(), 0.05),
+                ("test".into(), 0.05),
+            ]),
+            store_latents: true,
+        }
+    }
+}

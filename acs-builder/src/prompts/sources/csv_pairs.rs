@@ -1,0 +1,146 @@
+//! `pairs-csv`: a header row naming `unsafe_prompt`, `safe_prompt` and optionally `category`,
+//! `seed`, `guidance_scale` (any order, other columns ignored), then one pair per record.
+
+use std::path::{Path, PathBuf};
+
+use super::{checked_category, pair_item, read_file, Origin, PromptSource, Reject, SourceBatch};
+use crate::error::AcsError;
+
+/// The `pairs-csv` reader.
+pub struct PairsCsv {
+    /// The file.
+    pub path: PathBuf,
+    /// Category for rows that name none.
+    pub category: Option<String>,
+}
+
+/// One CSV record as named text fields.
+pub(super) struct CsvRecord {
+    pub origin: Origin,
+    pub fields: Vec<Option<String>>,
+}
+
+/// Reads a CSV file with a header row: the column names and every record whose fields are
+/// valid UTF-8; records that are not go to the rejects.
+pub(super) fn read_csv(
+    path: &Path,
+    batch: &mut SourceBatch,
+) -> Result<(Vec<String>, Vec<CsvRecord>), AcsError> {
+    let bytes = read_file(path)?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let header = reader
+        .byte_headers()
+        .map_err(|e| AcsError::input(format!("{}:1: unreadable header: {e}", path.display())))?
+        .iter()
+        .map(|name| String::from_utf8_lossy(name).trim().to_owned())
+        .collect::<Vec<_>>();
+    let mut records = Vec::new();
+    for (index, record) in reader.byte_records().enumerate() {
+        let origin = |line: Option<u64>| Origin {
+            file: path.to_path_buf(),
+            line: line.map_or(index + 2, |l| l as usize),
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let line = e.position().map(|p| p.line());
+                batch.rejects.push(Reject::at(
+                    &origin(line),
+                    "invalid-row",
+                    format!("CSV: {e}"),
+                ));
+                continue;
+            }
+        };
+        let origin = origin(record.position().map(|p| p.line()));
+        let mut fields = Vec::with_capacity(record.len());
+        let mut bad = None;
+        for (column, raw) in record.iter().enumerate() {
+            match crate::prompts::text::decode(raw) {
+                Ok(text) => fields.push(Some(text.to_owned())),
+                Err(reason) => {
+                    let name = header.get(column).map_or("?", String::as_str);
+                    bad = Some(format!("column `{name}`: {reason}"));
+                    break;
+                }
+            }
+        }
+        match bad {
+            Some(reason) => batch
+                .rejects
+                .push(Reject::at(&origin, "invalid-utf8", reason)),
+            None => records.push(CsvRecord { origin, fields }),
+        }
+    }
+    Ok((header, records))
+}
+
+/// The index of the first column named like one of `names`.
+pub(super) fn column(header: &[String], names: &[&str]) -> Option<usize> {
+    names
+        .iter()
+        .find_map(|name| header.iter().position(|h| h.eq_ignore_ascii_case(name)))
+}
+
+impl PromptSource for PairsCsv {
+    fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
+        let (header, records) = read_csv(&self.path, batch)?;
+        let unsafe_col = column(&header, &["unsafe_prompt"]);
+        let safe_col = column(&header, &["safe_prompt"]);
+        if unsafe_col.is_none() || safe_col.is_none() {
+            return Err(AcsError::input(format!(
+                "{}:1: the header must name `unsafe_prompt` and `safe_prompt` (found: {})",
+                self.path.display(),
+                super::quoted_names(&header)
+            )));
+        }
+        let category_col = column(&header, &["category"]);
+        let seed_col = column(&header, &["seed"]);
+        let guidance_col = column(&header, &["guidance_scale"]);
+        for record in records {
+            let get = |col: Option<usize>| {
+                col.and_then(|c| record.fields.get(c).cloned().flatten())
+                    .filter(|v| !v.trim().is_empty())
+            };
+            let seed = match get(seed_col).map(|v| v.trim().parse::<u64>()) {
+                None => None,
+                Some(Ok(seed)) => Some(seed),
+                Some(Err(_)) => {
+                    let detail = format!(
+                        "seed `{}` is not an integer",
+                        get(seed_col).unwrap_or_default()
+                    );
+                    batch
+                        .rejects
+                        .push(Reject::at(&record.origin, "invalid-row", detail));
+                    continue;
+                }
+            };
+            let guidance = match get(guidance_col).map(|v| v.trim().parse::<f32>()) {
+                None => None,
+                Some(Ok(g)) => Some(g),
+                Some(Err(_)) => {
+                    let detail = "guidance_scale is not a number".to_owned();
+                    batch
+                        .rejects
+                        .push(Reject::at(&record.origin, "invalid-row", detail));
+                    continue;
+                }
+            };
+            let category = checked_category(get(category_col), &self.category);
+            match pair_item(
+                record.origin.clone(),
+                get(unsafe_col).as_deref(),
+                get(safe_col).as_deref(),
+                category,
+                seed,
+                guidance,
+            ) {
+                Ok(item) => batch.items.push(item),
+                Err(reject) => batch.rejects.push(*reject),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Prompt sources: readers that turn files into explicit (unsafe, safe) prompt pairs or single
+//! unsafe prompts to rewrite. A malformed row never stops a build: it becomes a [`Reject`] with
+//! the file, line (or row) and reason, and reading goes on.
+
+mod csv_pairs;
+mod i2p;
+mod jsonl;
+mod txt;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::manifest::{LoadedManifest, SourceKind, SourceSection, CATEGORIES};
+use crate::error::AcsError;
+
+pub use csv_pairs::PairsCsv;
+pub use i2p::{I2pCsv, I2pFilter, I2pParquet};
+pub use jsonl::PairsJsonl;
+pub use txt::PromptsTxt;
+
+/// Where an input came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// Source file.
+    pub file: PathBuf,
+    /// 1-based line (text formats) or data row (Parquet, CSV records).
+    pub line: usize,
+}
+
+/// The prompts of an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompts {
+    /// An explicit pair.
+    Pair {
+        /// The prompt holding the unsafe concept.
+        unsafe_prompt: String,
+        /// The minimally edited safe counterpart.
+        safe_prompt: String,
+    },
+    /// An unsafe prompt whose safe counterpart the rewriter makes.
+    Unsafe(String),
+}
+
+/// One input read from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceItem {
+    /// The prompts.
+    pub prompts: Prompts,
+    /// Candidate categories, in order (one for explicit pairs; I2P rows may list several).
+    pub categories: Vec<String>,
+    /// A seed fixed by the source (e.g. I2P's sd_seed), else derived later.
+    pub seed: Option<u64>,
+    /// A guidance scale fixed by the source, else the manifest's.
+    pub guidance_scale: Option<f32>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// An input that did not become a pair, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reject {
+    /// Source file.
+    pub source: PathBuf,
+    /// 1-based line or row.
+    pub line: usize,
+    /// Short reason code (e.g. `invalid-utf8`, `no-concept-term`).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The unsafe prompt, when one was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsafe_prompt: Option<String>,
+    /// The safe prompt, when one was read or made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safe_prompt: Option<String>,
+}
+
+impl Reject {
+    /// A reject at `origin`.
+    pub fn at(origin: &Origin, reason: &str, detail: impl Into<String>) -> Self {
+        Self {
+            source: origin.file.clone(),
+            line: origin.line,
+            reason: reason.to_owned(),
+            detail: detail.into(),
+            unsafe_prompt: None,
+            safe_prompt: None,
+        }
+    }
+
+    /// The same reject with the prompts attached.
+    pub fn with_prompts(mut self, unsafe_prompt: &str, safe_prompt: Option<&str>) -> Self {
+        self.unsafe_prompt = Some(unsafe_prompt.to_owned());
+        self.safe_prompt = safe_prompt.map(str::to_owned);
+        self
+    }
+}
+
+/// What reading the sources gave.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    /// Inputs, in source order.
+    pub items: Vec<SourceItem>,
+    /// Rows that could not be read.
+    pub rejects: Vec<Reject>,
+    /// Rows left out by a source's filters (not rejects: the user asked for it).
+    pub filtered: usize,
+}
+
+/// A reader of one source format.
+pub trait PromptSource {
+    /// Reads the source; unreadable files are errors, unreadable rows are rejects.
+    fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError>;
+}
+
+/// Opens the reader for a `[[sources]]` entry.
+pub fn open_source(
+    section: &SourceSection,
+    manifest: &LoadedManifest,
+) -> Box<dyn PromptSource> {
+    let path = manifest.resolve(&section.path);
+    let category = section.category.clone();
+    match section.kind {
+        SourceKind::PairsJsonl => Box::new(PairsJsonl { path, category }),
+        SourceKind::PairsCsv => Box::new(PairsCsv { path, category }),
+        SourceKind::PromptsTxt => Box::new(PromptsTxt { path, category }),
+        SourceKind::I2pCsv => Box::new(I2pCsv {
+            path,
+            filter: I2pFilter::from_section(section),
+        }),
+        SourceKind::I2pParquet => Box::new(I2pParquet {
+            path,
+            filter: I2pFilter::from_section(section),
+        }),
+    }
+}
+
+/// Reads every source of a manifest, in manifest order. A source without a single row is an
+/// error (an empty file is almost always a mistake).
+pub fn read_all(manifest: &LoadedManifest) -> Result<SourceBatch, AcsError> {
+    let mut batch = SourceBatch::default();
+    for section in &manifest.manifest.sources {
+        let before = (batch.items.len(), batch.rejects.len(), batch.filtered);
+        open_source(section, manifest).read(&mut batch)?;
+        if (batch.items.len(), batch.rejects.len(), batch.filtered) == before {
+            return Err(AcsError::input(format!(
+                "{}: empty: the {} source holds no rows",
+                manifest.resolve(&section.path).display(),
+                section.kind
+            )));
+        }
+    }
+    Ok(batch)
+}
+
+/// Column names for a message: each quoted and escaped, so odd bytes cannot break the line.
+pub(crate) fn quoted_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no columns".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads a whole source file.
+fn read_file(path: &Path) -> Result<Vec<u8>, AcsError> {
+    std::fs::read(path).map_err(|e| AcsError::io(path, e))
+}
+
+/// A decoded line with its origin, or the reject of a line that is not valid UTF-8.
+type TextLine = Result<(Origin, String), Reject>;
+
+/// The non-blank lines of a text source, in order.
+fn text_lines(path: &Path) -> Result<Vec<TextLine>, AcsError> {
+    let bytes = read_file(path)?;
+    let mut lines = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let origin = Origin {
+            file: path.to_path_buf(),
+            line: index + 1,
+        };
+        match crate::prompts::text::decode(raw) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) => lines.push(Ok((origin, text.to_owned()))),
+            Err(reason) => lines.push(Err(Reject::at(&origin, "invalid-utf8", reason))),
+        }
+    }
+    Ok(lines)
+}
+
+/// A category named by a row or the source, checked against the taxonomy.
+fn checked_category(named: Option<String>, default: &Option<String>) -> Result<String, String> {
+    let category = named
+        .map(|c| normalise_category(&c))
+        .or_else(|| default.clone())
+        .ok_or("no category (set `category` in the row or in [[sources]])")?;
+    if CATEGORIES.contains(&category.as_str()) {
+        Ok(category)
+    } else {
+        Err(format!(
+            "category `{category}` is not one of {}",
+            CATEGORIES.join(", ")
+        ))
+    }
+}
+
+/// "Illegal activity" -> "illegal-activity".
+fn normalise_category(name: &str) -> String {
+    name.trim().to_lowercase().replace([' ', '_'], "-")
+}
+
+/// A prompt field after text hygiene; `Err` when it is missing or blank.
+fn prompt_field(value: Option<&str>, field: &str) -> Result<String, String> {
+    let value = value.ok_or_else(|| format!("missing field `{field}`"))?;
+    let cleaned = crate::prompts::text::clean(value);
+    if cleaned.is_empty() {
+        return Err(format!("field `{field}` is empty"));
+    }
+    Ok(cleaned)
+}
+
+/// An explicit pair's item, or the reject that says why it is not one.
+fn pair_item(
+    origin: Origin,
+    unsafe_prompt: Option<&str>,
+    safe_prompt: Option<&str>,
+    category: Result<String, String>,
+    seed: Option<u64>,
+    guidance_scale: Option<f32>,
+) -> Result<SourceItem, Box<Reject>> {
+    let reject = |reason: &str, detail: String| Box::new(Reject::at(&origin, reason, detail));
+    let unsafe_prompt =
+        prompt_field(unsafe_prompt, "unsafe_prompt").map_err(|e| reject("invalid-row", e))?;
+    let safe_prompt =
+        prompt_field(safe_prompt, "safe_prompt").map_err(|e| reject("invalid-row", e))?;
+    let category = category.map_err(|e| reject("bad-category", e))?;
+    if let Some(g) = guidance_scale {
+        if !(g.is_finite() && g >= 0.0) {
+            return Err(reject(
+                "invalid-row",
+                format!("guidance_scale must be >= 0 (got {g})"),
+            ));
+        }
+    }
+    Ok(SourceItem {
+        prompts: Prompts::Pair {
+            unsafe_prompt,
+            safe_prompt,
+        },
+        categories: vec![category],
+        seed,
+        guidance_scale,
+        origin,
+    })
+}

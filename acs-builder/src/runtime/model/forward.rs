@@ -1,0 +1,182 @@
+//! Runs the runtime's components one at a time on tensors read from a safetensors file and
+//! writes their outputs to another: how the parity tests hold each component against its
+//! diffusers / transformers counterpart (`acs model forward`).
+//!
+//! Input tensors (any subset):
+//! - `input_ids` [n, 77] (integers) -> `text_hidden_states` [n, 77, d]
+//! - `unet_sample` [b, c, h, w], `unet_timestep` [1], `unet_context` [b, 77, d] -> `unet_output`
+//! - `vae_latents` [n, c, h, w] (unscaled, as the sampler produces them) -> `vae_images`
+//!   [n, 3, H, W] in [-1, 1], unclamped
+//! - `scheduler_sample` [b, c, h, w], `scheduler_model_outputs` [steps, b, c, h, w] and, for
+//!   ancestral schedulers, `scheduler_seed` [1] (noise is drawn from a torch-compatible
+//!   generator with that seed, one draw per step) -> `scheduler_final` (the sample after every
+//!   step, each step fed the next model output) and `scheduler_timesteps` [steps]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, IndexOp, Tensor};
+
+use super::StableDiffusion;
+use crate::runtime::error::RuntimeError;
+use crate::runtime::rng::Mt19937;
+use crate::runtime::scheduler::{Scheduler, SchedulerKind, SchedulerState};
+
+/// Which scheduler to run for the `scheduler_*` inputs.
+pub struct SchedulerChoice {
+    /// The scheduler.
+    pub kind: SchedulerKind,
+    /// Number of inference steps.
+    pub steps: usize,
+}
+
+/// Runs every component whose inputs are present; returns the names of the outputs written.
+pub fn run_components(
+    model: &StableDiffusion,
+    inputs: &Path,
+    out: &Path,
+    scheduler: Option<SchedulerChoice>,
+) -> Result<Vec<String>, RuntimeError> {
+    let tensors = candle_core::safetensors::load(inputs, &model.device).map_err(|e| {
+        RuntimeError::input(format!(
+            "{}: not a readable safetensors file ({})",
+            inputs.display(),
+            crate::runtime::error::candle_message(&e)
+        ))
+    })?;
+    let get = |name: &str| tensors.get(name);
+    let mut outputs: HashMap<String, Tensor> = HashMap::new();
+    fn runtime(what: &'static str) -> impl Fn(candle_core::Error) -> RuntimeError {
+        move |e| RuntimeError::candle(what, e)
+    }
+
+    if let Some(ids) = get("input_ids") {
+        let rows: Vec<Vec<u32>> = ids
+            .to_dtype(DType::I64)
+            .and_then(|t| t.to_vec2::<i64>())
+            .map_err(runtime("input_ids"))?
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v as u32).collect())
+            .collect();
+        outputs.insert("text_hidden_states".into(), model.encode_text(&rows)?);
+    }
+
+    if let (Some(sample), Some(t), Some(context)) = (
+        get("unet_sample"),
+        get("unet_timestep"),
+        get("unet_context"),
+    ) {
+        let t = t
+            .to_dtype(DType::F64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.i(0))
+            .and_then(|t| t.to_scalar::<f64>())
+            .map_err(runtime("unet_timestep"))?;
+        let sample = sample
+            .to_dtype(DType::F32)
+            .map_err(runtime("unet_sample"))?;
+        let context = context
+            .to_dtype(DType::F32)
+            .map_err(runtime("unet_context"))?;
+        outputs.insert(
+            "unet_output".into(),
+            model.unet_forward(&sample, t, &context)?,
+        );
+    }
+
+    if let Some(latents) = get("vae_latents") {
+        let latents = latents
+            .to_dtype(DType::F32)
+            .map_err(runtime("vae_latents"))?;
+        outputs.insert("vae_images".into(), model.decode_latents(&latents)?);
+    }
+
+    if let (Some(sample), Some(model_outputs)) =
+        (get("scheduler_sample"), get("scheduler_model_outputs"))
+    {
+        let choice = scheduler.ok_or_else(|| {
+            RuntimeError::input("scheduler inputs given without a scheduler to run them")
+        })?;
+        let scheduler = Scheduler::new(choice.kind, &model.schedule, choice.steps)?;
+        let (final_sample, timesteps) =
+            run_scheduler(&scheduler, sample, model_outputs, get("scheduler_seed"))?;
+        outputs.insert("scheduler_final".into(), final_sample);
+        outputs.insert("scheduler_timesteps".into(), timesteps);
+    }
+
+    if outputs.is_empty() {
+        return Err(RuntimeError::input(format!(
+            "{}: no component inputs found (expected input_ids, unet_sample + unet_timestep + \
+             unet_context, vae_latents, or scheduler_sample + scheduler_model_outputs)",
+            inputs.display()
+        )));
+    }
+    let mut names: Vec<String> = outputs.keys().cloned().collect();
+    names.sort();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staged = tempfile::NamedTempFile::new_in(parent).map_err(|e| RuntimeError::io(parent, e))?;
+    candle_core::safetensors::save(&outputs, staged.path())
+        .map_err(|e| RuntimeError::candle(&format!("writing {}", out.display()), e))?;
+    staged
+        .persist(out)
+        .map_err(|e| RuntimeError::io(out, e.error))?;
+    Ok(names)
+}
+
+fn run_scheduler(
+    scheduler: &Scheduler,
+    sample: &Tensor,
+    model_outputs: &Tensor,
+    seed: Option<&Tensor>,
+) -> Result<(Tensor, Tensor), RuntimeError> {
+    let runtime = |e: candle_core::Error| RuntimeError::candle("scheduler", e);
+    let steps = scheduler.len();
+    if model_outputs.dim(0).map_err(runtime)? != steps {
+        return Err(RuntimeError::input(format!(
+            "scheduler_model_outputs: {} model outputs for {steps} steps",
+            model_outputs.dim(0).map_err(runtime)?
+        )));
+    }
+    let mut rng = match (scheduler.needs_noise(), seed) {
+        (false, _) => None,
+        (true, Some(seed)) => {
+            let seed = seed
+                .to_dtype(DType::I64)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.i(0))
+                .and_then(|t| t.to_scalar::<i64>())
+                .map_err(runtime)?;
+            Some(Mt19937::new(seed as u64))
+        }
+        (true, None) => {
+            return Err(RuntimeError::input(
+                "scheduler_seed: required by an ancestral scheduler",
+            ))
+        }
+    };
+    let mut x = sample.to_dtype(DType::F32).map_err(runtime)?;
+    let mut state = SchedulerState::default();
+    let mut timesteps = Vec::with_capacity(steps);
+    for index in 0..steps {
+        timesteps.push(scheduler.model_timestep(index) as f32);
+        let output = model_outputs
+            .i(index)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(runtime)?;
+        let noise = match rng.as_mut() {
+            Some(rng) => {
+                let values = rng.randn_f32(x.elem_count());
+                Some(Tensor::from_vec(values, x.shape(), x.device()).map_err(runtime)?)
+            }
+            None => None,
+        };
+        x = scheduler
+            .step(&output, index, &x, noise.as_ref(), &mut state)
+            .map_err(runtime)?;
+    }
+    let timesteps = Tensor::from_vec(timesteps, steps, x.device()).map_err(runtime)?;
+    Ok((x, timesteps))
+}

@@ -1,0 +1,154 @@
+//! The dataset card (DIR/README.md): a Hugging Face YAML header (configs / data_files,
+//! dataset_info.features and splits), how the data was built, and a content warning.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use acs_schema::DatasetManifest;
+
+use crate::manifest::BuildManifest;
+
+/// (column, YAML feature lines) in schema v1 order.
+const FEATURES: &[(&str, &str)] = &[
+    ("pair_id", "dtype: string"),
+    ("split", "dtype: string"),
+    ("category", "dtype: string"),
+    ("concepts", "sequence: string"),
+    ("unsafe_prompt", "dtype: string"),
+    ("safe_prompt", "dtype: string"),
+    ("negative_prompt", "dtype: string"),
+    ("token_edit_distance", "dtype: int32"),
+    ("seed", "dtype: uint64"),
+    ("x_t_sha256", "dtype: string"),
+    ("model_id", "dtype: string"),
+    ("model_sha256", "dtype: string"),
+    ("scheduler", "dtype: string"),
+    ("alignment_mode", "dtype: string"),
+    ("steps", "dtype: int32"),
+    ("switch_step", "dtype: int32"),
+    ("height", "dtype: int32"),
+    ("width", "dtype: int32"),
+    ("guidance_scale", "dtype: float32"),
+    ("unsafe_image", "dtype: image"),
+    ("safe_image", "dtype: image"),
+    ("latent_shape", "sequence: int32"),
+    ("unsafe_latent", "dtype: binary"),
+    ("safe_latent", "dtype: binary"),
+    ("ssim", "dtype: float32"),
+    ("psnr", "dtype: float32"),
+    ("changed_area", "dtype: float32"),
+    ("changed_box", "sequence: int32"),
+    ("latent_cosine", "dtype: float32"),
+    ("nudenet_unsafe", "dtype: float32"),
+    ("nudenet_safe", "dtype: float32"),
+    ("valid", "dtype: bool"),
+    ("reject_reasons", "sequence: string"),
+    ("acs_version", "dtype: string"),
+];
+
+/// Renders the card for a finished dataset.
+pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows: u64) -> String {
+    let mut bytes_per_split: BTreeMap<&str, u64> = BTreeMap::new();
+    for shard in &dataset.shards {
+        *bytes_per_split.entry(shard.split.as_str()).or_insert(0) += shard.bytes;
+    }
+    let rows_per_split = dataset.rows_per_split();
+    let total_bytes: u64 = bytes_per_split.values().sum();
+    let mut out = String::new();
+    let _ = writeln!(out, "---");
+    let _ = writeln!(out, "pretty_name: Aligned Counterfactual Safety pairs");
+    let _ = writeln!(
+        out,
+        "tags:\n- text-to-image\n- safety\n- counterfactual\n- acs"
+    );
+    let _ = writeln!(out, "configs:\n- config_name: default\n  data_files:");
+    for split in rows_per_split.keys() {
+        let _ = writeln!(out, "  - split: {split}\n    path: data/{split}-*");
+    }
+    let _ = writeln!(out, "dataset_info:\n  features:");
+    for (name, feature) in FEATURES {
+        let _ = writeln!(out, "  - name: {name}\n    {feature}");
+    }
+    let _ = writeln!(out, "  splits:");
+    for (split, rows) in &rows_per_split {
+        let bytes = bytes_per_split.get(split.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  - name: {split}\n    num_bytes: {bytes}\n    num_examples: {rows}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  download_size: {total_bytes}\n  dataset_size: {total_bytes}"
+    );
+    let _ = writeln!(out, "---\n");
+    let _ = writeln!(out, "# Aligned Counterfactual Safety dataset\n");
+    let _ = writeln!(
+        out,
+        "> **Content warning.** This dataset pairs prompts that describe unsafe content (sexual, \
+         violent, hateful, harassing, self-harm, shocking or illegal-activity concepts) with \
+         minimally edited safe counterparts, and the images a text-to-image model rendered for \
+         them. It exists to train and evaluate safety modules. Do not use it to generate or \
+         distribute harmful content.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Each row is a pair: an unsafe prompt and a minimally edited safe prompt, rendered by the \
+         same model from the same seed and the same initial latent x_T (`x_t_sha256`), so that the \
+         two images differ only where the unsafe concept differs.\n"
+    );
+    let s = &build.sampling;
+    let _ = writeln!(out, "## How it was built\n");
+    let _ = writeln!(
+        out,
+        "- built by acs {} (schema v{})",
+        dataset.acs_version, dataset.schema_version
+    );
+    let _ = writeln!(
+        out,
+        "- model: `{}` (sha256 `{}`)",
+        dataset.model.id, dataset.model.sha256
+    );
+    let _ = writeln!(
+        out,
+        "- sampling: {} {} steps, guidance {}, {}x{} px, negative prompt {:?}, x_T from `{}` seeds",
+        s.scheduler, s.steps, s.guidance_scale, s.width, s.height, s.negative_prompt, s.rng
+    );
+    match build.switch_step() {
+        0 => {
+            let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
+        }
+        k => {
+            let _ = writeln!(
+                out,
+                "- alignment: {} (the first {k} of {} steps are shared, conditioned on the unsafe prompt)",
+                build.alignment.mode, s.steps
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "- build config sha256: `{}`",
+        dataset.build_config_sha256
+    );
+    let _ = writeln!(
+        out,
+        "- rows: {} ({} valid under the build's thresholds)",
+        dataset.total_rows(),
+        valid_rows
+    );
+    for (split, rows) in &rows_per_split {
+        let _ = writeln!(out, "  - {split}: {rows}");
+    }
+    let _ = writeln!(out, "\n## Loading\n");
+    let _ = writeln!(
+        out,
+        "```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_dir=\"data\")\nds[\"train\"][0][\"unsafe_image\"]  # PIL image\n```\n"
+    );
+    let _ = writeln!(
+        out,
+        "Latents are float16 little-endian bytes of shape `latent_shape`; `acs validate` re-checks \
+         integrity and alignment (see `validation.json` when present)."
+    );
+    out
+}
