@@ -507,17 +507,17 @@ fn manifest_cases() -> Vec<Case> {
         manifest_case(
             "wrong-type-string-for-int",
             "[sampling]\nsteps = \"ten\"\n",
-            &["m.toml", "sampling.steps", "invalid type: string \"ten\""],
+            &["m.toml", "[sampling].steps", "must be a whole number", "\"ten\""],
         ),
         manifest_case(
             "wrong-type-string-for-bool",
             "[output]\nstore_latents = \"yes\"\nsplits = { train = 1.0 }\n",
-            &["m.toml", "output.store_latents", "expected a boolean"],
+            &["m.toml", "[output].store_latents", "must be true or false"],
         ),
         manifest_case(
             "wrong-type-float-for-int",
             "[sampling]\nheight = 64.5\n",
-            &["m.toml", "sampling.height", "64.5"],
+            &["m.toml", "[sampling].height", "whole number", "64.5"],
         ),
         manifest_case(
             "steps-zero",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use acs_builder::manifest::LlmSection;
 use acs_builder::prompts::rewrite::llm::LlmRewriter;
-use acs_builder::prompts::rewrite::{RewriteOutcome, RewriteRequest};
+use acs_builder::prompts::rewrite::{RewriteOutcome, RewriteRequest, Rewriter};
 use acs_builder::AcsError;
 
 const KEY_VAR: &str = "ACS_LLM_TEST_KEY";
@@ -290,26 +290,42 @@ fn section(server: &Server) -> LlmSection {
 }
 
 fn request(prompt: &str, category: &str) -> RewriteRequest {
-    RewriteRequest {
-        prompt: prompt.to_owned(),
-        category: category.to_owned(),
+    RewriteRequest::new(prompt, category)
+}
+
+/// The log lines of a run, captured.
+#[derive(Clone, Default)]
+struct Notes(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Notes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
+/// Rewrites `requests`, checking that no log line of the run shows the key.
 fn run(rewriter: &LlmRewriter, requests: &[RewriteRequest]) -> Vec<RewriteOutcome> {
-    let mut notes = Vec::new();
-    let outcomes = rewriter
-        .rewrite_all(requests, &mut |line: &str| notes.push(line.to_owned()))
-        .unwrap();
+    let notes = Notes::default();
+    let writer = notes.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let outcomes =
+        tracing::subscriber::with_default(subscriber, || rewriter.rewrite(requests)).unwrap();
     assert_eq!(outcomes.len(), requests.len());
-    for note in &notes {
-        assert!(!note.contains(KEY), "{note}");
-    }
+    let notes = String::from_utf8(notes.0.lock().unwrap().clone()).unwrap();
+    assert!(notes.contains("llm: "), "{notes}");
+    assert!(!notes.contains(KEY), "{notes}");
     outcomes
 }
 
 fn rewritten(text: &str) -> RewriteOutcome {
-    RewriteOutcome::Rewritten(text.to_owned())
+    RewriteOutcome::rewritten(text, "violence")
 }
 
 /// The reason of a failed outcome; panics (failing the test) on a rewrite.
@@ -321,7 +337,9 @@ fn reason(outcome: &RewriteOutcome) -> &str {
             assert!(!reason.contains('\n'), "{reason}");
             reason
         }
-        RewriteOutcome::Rewritten(text) => panic!("expected a failure, got {text:?}"),
+        RewriteOutcome::Rewritten { safe_prompt, .. } => {
+            panic!("expected a failure, got {safe_prompt:?}")
+        }
     }
 }
 
@@ -343,7 +361,7 @@ fn rewrites_in_request_order_with_the_bearer_key() {
         outcomes,
         vec![
             rewritten("a clean knife on a table"),
-            rewritten("clean hands, oil painting"),
+            RewriteOutcome::rewritten("clean hands, oil painting", "shocking"),
             rewritten("labelled: a clean street at night"),
             rewritten("a clean knife on a table"),
             rewritten("portrait of a clean soldier"),
@@ -557,8 +575,11 @@ fn a_second_run_answers_from_the_cache() {
         outcomes
     };
     assert_eq!(first[0], rewritten("a clean knife"));
-    assert_eq!(first[1], rewritten("a clean knife"));
-    assert_eq!(first[2], rewritten("clean teeth"));
+    assert_eq!(
+        first[1],
+        RewriteOutcome::rewritten("a clean knife", "shocking")
+    );
+    assert_eq!(first[2], RewriteOutcome::rewritten("clean teeth", "shocking"));
     reason(&first[3]);
 
     // Only the failure is asked again.

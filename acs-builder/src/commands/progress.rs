@@ -1,6 +1,7 @@
 //! What a command shows on stderr: log lines (`tracing`, filtered by `-q` / `-v` / RUST_LOG)
 //! and how far a long command is: a bar with rate and ETA when stderr is a terminal, a plain
-//! line with the same figures at most once a second otherwise (logs, CI), nothing when quiet.
+//! line with the same figures every few seconds otherwise (logs, CI; a command that ends
+//! sooner prints none), nothing when quiet.
 //! Log lines are written around the bar, never through it.
 
 use std::io::Write;
@@ -125,8 +126,8 @@ pub struct Progress {
     lines: Mutex<Lines>,
 }
 
-/// Shortest time between two plain progress lines.
-const LINE_INTERVAL: Duration = Duration::from_secs(1);
+/// Time between two plain progress lines (and before the first).
+const LINE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Progress {
     /// Progress of `total` `unit`s (`"pairs"`) that are `verb` (`"rendered"`), shown as `mode`
@@ -186,10 +187,8 @@ impl Progress {
                     return;
                 };
                 let now = Instant::now();
-                let due = lines
-                    .last_line
-                    .is_none_or(|last| now - last >= LINE_INTERVAL);
-                if !(due || done == self.total) {
+                let since = lines.last_line.unwrap_or(lines.started);
+                if now - since < LINE_INTERVAL {
                     return;
                 }
                 lines.last_line = Some(now);

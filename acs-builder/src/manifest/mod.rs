@@ -162,7 +162,7 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<BuildManifest, AcsErro
             AcsError::input(format!(
                 "{origin}: {}: {}",
                 key_of_path(e.path()),
-                one_line(e.inner().message())
+                plain_message(&one_line(e.inner().message()))
             ))
         })?;
     checks::check_values(&manifest, origin)?;
@@ -197,6 +197,39 @@ fn key_of_path(path: &serde_path_to_error::Path) -> String {
         .chain(names)
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// serde's wording of a wrong value in a user's terms: `invalid type: string "ten", expected
+/// u32` -> `must be a whole number (got the string "ten")`; `unknown variant `x`, expected one
+/// of `a`, `b`` -> `` `x` is not one of a, b``.
+fn plain_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some((value, expected)) = rest.split_once(", expected ") {
+            let names = expected
+                .trim_start_matches("one of ")
+                .replace('`', "")
+                .replace(" or ", ", ");
+            return format!("{value} is not one of {names}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+            let wanted = match expected {
+                "u8" | "u16" | "u32" | "u64" | "usize" | "i32" | "i64" => "a whole number",
+                "f32" | "f64" => "a number",
+                "a boolean" => "true or false",
+                "a string" | "a borrowed string" => "a string (in quotes)",
+                "a sequence" => "a list ([...])",
+                other => other,
+            };
+            let got = got
+                .replace("string ", "the string ")
+                .replace("floating point ", "the number ")
+                .replace("integer ", "the number ");
+            return format!("must be {wanted} (got {got})");
+        }
+    }
+    message.to_owned()
 }
 
 /// Parses sizes such as "500MB", "2GiB", "1000000".
@@ -297,6 +330,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("m.toml: [rewrite.llm].retries: "), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_said_plainly() {
+        for (snippet, expected) in [
+            (
+                "[sampling]\nsteps = \"ten\"\n",
+                "m.toml: [sampling].steps: must be a whole number (got the string \"ten\")",
+            ),
+            (
+                "[sampling]\nheight = 64.5\n",
+                "m.toml: [sampling].height: must be a whole number (got the number `64.5`)",
+            ),
+            (
+                "[output]\nstore_latents = \"yes\"\n",
+                "m.toml: [output].store_latents: must be true or false (got the string \"yes\")",
+            ),
+            (
+                "[model]\npath = \"a\"\ndtype = \"f64\"\n",
+                "m.toml: [model].dtype: `f64` is not one of f32, f16, bf16",
+            ),
+        ] {
+            let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, expected);
+        }
     }
 
     #[test]
