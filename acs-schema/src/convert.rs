@@ -373,99 +373,147 @@ pub fn batch_to_records(
 ) -> Result<Vec<PairRecord>, SchemaError> {
     let ctx = Ctx { file, first_row };
     ctx.check_schema(batch)?;
-    let b = batch;
-    let pair_id: &StringArray = ctx.column(b, "pair_id")?;
-    let split: &StringArray = ctx.column(b, "split")?;
-    let category: &StringArray = ctx.column(b, "category")?;
-    let concepts: &ListArray = ctx.column(b, "concepts")?;
-    let unsafe_prompt: &StringArray = ctx.column(b, "unsafe_prompt")?;
-    let safe_prompt: &StringArray = ctx.column(b, "safe_prompt")?;
-    let negative_prompt: &StringArray = ctx.column(b, "negative_prompt")?;
-    let token_edit_distance: &Int32Array = ctx.column(b, "token_edit_distance")?;
-    let seed: &UInt64Array = ctx.column(b, "seed")?;
-    let x_t_sha256: &StringArray = ctx.column(b, "x_t_sha256")?;
-    let model_id: &StringArray = ctx.column(b, "model_id")?;
-    let model_sha256: &StringArray = ctx.column(b, "model_sha256")?;
-    let scheduler: &StringArray = ctx.column(b, "scheduler")?;
-    let alignment_mode: &StringArray = ctx.column(b, "alignment_mode")?;
-    let steps: &Int32Array = ctx.column(b, "steps")?;
-    let switch_step: &Int32Array = ctx.column(b, "switch_step")?;
-    let height: &Int32Array = ctx.column(b, "height")?;
-    let width: &Int32Array = ctx.column(b, "width")?;
-    let guidance_scale: &Float32Array = ctx.column(b, "guidance_scale")?;
-    let unsafe_image: &StructArray = ctx.column(b, "unsafe_image")?;
-    let safe_image: &StructArray = ctx.column(b, "safe_image")?;
-    let latent_shape: &ListArray = ctx.column(b, "latent_shape")?;
-    let unsafe_latent: &BinaryArray = ctx.column(b, "unsafe_latent")?;
-    let safe_latent: &BinaryArray = ctx.column(b, "safe_latent")?;
-    let ssim: &Float32Array = ctx.column(b, "ssim")?;
-    let psnr: &Float32Array = ctx.column(b, "psnr")?;
-    let changed_area: &Float32Array = ctx.column(b, "changed_area")?;
-    let changed_box: &ListArray = ctx.column(b, "changed_box")?;
-    let latent_cosine: &Float32Array = ctx.column(b, "latent_cosine")?;
-    let nudenet_unsafe: &Float32Array = ctx.column(b, "nudenet_unsafe")?;
-    let nudenet_safe: &Float32Array = ctx.column(b, "nudenet_safe")?;
-    let valid: &BooleanArray = ctx.column(b, "valid")?;
-    let reject_reasons: &ListArray = ctx.column(b, "reject_reasons")?;
-    let acs_version: &StringArray = ctx.column(b, "acs_version")?;
+    let columns = Columns::of(&ctx, batch)?;
+    (0..batch.num_rows())
+        .map(|i| columns.record(&ctx, i))
+        .collect()
+}
 
-    let int = |a: &Int32Array, i: usize, name: &str| -> Result<i32, SchemaError> {
-        ctx.non_null(a, i, name)?;
-        Ok(a.value(i))
-    };
-    let float = |a: &Float32Array, i: usize, name: &str| -> Result<f32, SchemaError> {
-        ctx.non_null(a, i, name)?;
-        Ok(a.value(i))
-    };
-    let opt_float = |a: &Float32Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
-    let opt_binary = |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_vec());
+/// The typed columns of a schema v1 batch.
+struct Columns<'a> {
+    pair_id: &'a StringArray,
+    split: &'a StringArray,
+    category: &'a StringArray,
+    concepts: &'a ListArray,
+    unsafe_prompt: &'a StringArray,
+    safe_prompt: &'a StringArray,
+    negative_prompt: &'a StringArray,
+    token_edit_distance: &'a Int32Array,
+    seed: &'a UInt64Array,
+    x_t_sha256: &'a StringArray,
+    model_id: &'a StringArray,
+    model_sha256: &'a StringArray,
+    scheduler: &'a StringArray,
+    alignment_mode: &'a StringArray,
+    steps: &'a Int32Array,
+    switch_step: &'a Int32Array,
+    height: &'a Int32Array,
+    width: &'a Int32Array,
+    guidance_scale: &'a Float32Array,
+    unsafe_image: &'a StructArray,
+    safe_image: &'a StructArray,
+    latent_shape: &'a ListArray,
+    unsafe_latent: &'a BinaryArray,
+    safe_latent: &'a BinaryArray,
+    ssim: &'a Float32Array,
+    psnr: &'a Float32Array,
+    changed_area: &'a Float32Array,
+    changed_box: &'a ListArray,
+    latent_cosine: &'a Float32Array,
+    nudenet_unsafe: &'a Float32Array,
+    nudenet_safe: &'a Float32Array,
+    valid: &'a BooleanArray,
+    reject_reasons: &'a ListArray,
+    acs_version: &'a StringArray,
+}
 
-    let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        ctx.non_null(seed, i, "seed")?;
-        ctx.non_null(valid, i, "valid")?;
-        out.push(PairRecord {
-            pair_id: ctx.string(pair_id, i, "pair_id")?,
-            split: ctx.string(split, i, "split")?,
-            category: ctx.string(category, i, "category")?,
-            concepts: ctx.string_list(concepts, i, "concepts")?,
-            unsafe_prompt: ctx.string(unsafe_prompt, i, "unsafe_prompt")?,
-            safe_prompt: ctx.string(safe_prompt, i, "safe_prompt")?,
-            negative_prompt: ctx.string(negative_prompt, i, "negative_prompt")?,
-            token_edit_distance: int(token_edit_distance, i, "token_edit_distance")?,
-            seed: seed.value(i),
-            x_t_sha256: ctx.string(x_t_sha256, i, "x_t_sha256")?,
-            model_id: ctx.string(model_id, i, "model_id")?,
-            model_sha256: ctx.string(model_sha256, i, "model_sha256")?,
-            scheduler: ctx.string(scheduler, i, "scheduler")?,
-            alignment_mode: ctx.string(alignment_mode, i, "alignment_mode")?,
-            steps: int(steps, i, "steps")?,
-            switch_step: int(switch_step, i, "switch_step")?,
-            height: int(height, i, "height")?,
-            width: int(width, i, "width")?,
-            guidance_scale: float(guidance_scale, i, "guidance_scale")?,
-            unsafe_image: ctx.image(unsafe_image, i, "unsafe_image")?,
-            safe_image: ctx.image(safe_image, i, "safe_image")?,
-            latent_shape: ctx.int_list(latent_shape, i, "latent_shape")?,
-            unsafe_latent: opt_binary(unsafe_latent, i),
-            safe_latent: opt_binary(safe_latent, i),
-            ssim: float(ssim, i, "ssim")?,
-            psnr: float(psnr, i, "psnr")?,
-            changed_area: float(changed_area, i, "changed_area")?,
-            changed_box: if changed_box.is_null(i) {
+impl<'a> Columns<'a> {
+    /// Every column of `batch`, with the type schema v1 gives it.
+    fn of(ctx: &Ctx, batch: &'a RecordBatch) -> Result<Self, SchemaError> {
+        Ok(Self {
+            pair_id: ctx.column(batch, "pair_id")?,
+            split: ctx.column(batch, "split")?,
+            category: ctx.column(batch, "category")?,
+            concepts: ctx.column(batch, "concepts")?,
+            unsafe_prompt: ctx.column(batch, "unsafe_prompt")?,
+            safe_prompt: ctx.column(batch, "safe_prompt")?,
+            negative_prompt: ctx.column(batch, "negative_prompt")?,
+            token_edit_distance: ctx.column(batch, "token_edit_distance")?,
+            seed: ctx.column(batch, "seed")?,
+            x_t_sha256: ctx.column(batch, "x_t_sha256")?,
+            model_id: ctx.column(batch, "model_id")?,
+            model_sha256: ctx.column(batch, "model_sha256")?,
+            scheduler: ctx.column(batch, "scheduler")?,
+            alignment_mode: ctx.column(batch, "alignment_mode")?,
+            steps: ctx.column(batch, "steps")?,
+            switch_step: ctx.column(batch, "switch_step")?,
+            height: ctx.column(batch, "height")?,
+            width: ctx.column(batch, "width")?,
+            guidance_scale: ctx.column(batch, "guidance_scale")?,
+            unsafe_image: ctx.column(batch, "unsafe_image")?,
+            safe_image: ctx.column(batch, "safe_image")?,
+            latent_shape: ctx.column(batch, "latent_shape")?,
+            unsafe_latent: ctx.column(batch, "unsafe_latent")?,
+            safe_latent: ctx.column(batch, "safe_latent")?,
+            ssim: ctx.column(batch, "ssim")?,
+            psnr: ctx.column(batch, "psnr")?,
+            changed_area: ctx.column(batch, "changed_area")?,
+            changed_box: ctx.column(batch, "changed_box")?,
+            latent_cosine: ctx.column(batch, "latent_cosine")?,
+            nudenet_unsafe: ctx.column(batch, "nudenet_unsafe")?,
+            nudenet_safe: ctx.column(batch, "nudenet_safe")?,
+            valid: ctx.column(batch, "valid")?,
+            reject_reasons: ctx.column(batch, "reject_reasons")?,
+            acs_version: ctx.column(batch, "acs_version")?,
+        })
+    }
+
+    /// Row `i` as a record.
+    fn record(&self, ctx: &Ctx, i: usize) -> Result<PairRecord, SchemaError> {
+        let c = self;
+        let int = |a: &Int32Array, name: &str| -> Result<i32, SchemaError> {
+            ctx.non_null(a, i, name)?;
+            Ok(a.value(i))
+        };
+        let float = |a: &Float32Array, name: &str| -> Result<f32, SchemaError> {
+            ctx.non_null(a, i, name)?;
+            Ok(a.value(i))
+        };
+        let opt_float = |a: &Float32Array| (!a.is_null(i)).then(|| a.value(i));
+        let opt_binary = |a: &BinaryArray| (!a.is_null(i)).then(|| a.value(i).to_vec());
+        ctx.non_null(c.seed, i, "seed")?;
+        ctx.non_null(c.valid, i, "valid")?;
+        Ok(PairRecord {
+            pair_id: ctx.string(c.pair_id, i, "pair_id")?,
+            split: ctx.string(c.split, i, "split")?,
+            category: ctx.string(c.category, i, "category")?,
+            concepts: ctx.string_list(c.concepts, i, "concepts")?,
+            unsafe_prompt: ctx.string(c.unsafe_prompt, i, "unsafe_prompt")?,
+            safe_prompt: ctx.string(c.safe_prompt, i, "safe_prompt")?,
+            negative_prompt: ctx.string(c.negative_prompt, i, "negative_prompt")?,
+            token_edit_distance: int(c.token_edit_distance, "token_edit_distance")?,
+            seed: c.seed.value(i),
+            x_t_sha256: ctx.string(c.x_t_sha256, i, "x_t_sha256")?,
+            model_id: ctx.string(c.model_id, i, "model_id")?,
+            model_sha256: ctx.string(c.model_sha256, i, "model_sha256")?,
+            scheduler: ctx.string(c.scheduler, i, "scheduler")?,
+            alignment_mode: ctx.string(c.alignment_mode, i, "alignment_mode")?,
+            steps: int(c.steps, "steps")?,
+            switch_step: int(c.switch_step, "switch_step")?,
+            height: int(c.height, "height")?,
+            width: int(c.width, "width")?,
+            guidance_scale: float(c.guidance_scale, "guidance_scale")?,
+            unsafe_image: ctx.image(c.unsafe_image, i, "unsafe_image")?,
+            safe_image: ctx.image(c.safe_image, i, "safe_image")?,
+            latent_shape: ctx.int_list(c.latent_shape, i, "latent_shape")?,
+            unsafe_latent: opt_binary(c.unsafe_latent),
+            safe_latent: opt_binary(c.safe_latent),
+            ssim: float(c.ssim, "ssim")?,
+            psnr: float(c.psnr, "psnr")?,
+            changed_area: float(c.changed_area, "changed_area")?,
+            changed_box: if c.changed_box.is_null(i) {
                 None
             } else {
-                Some(ctx.int_list(changed_box, i, "changed_box")?)
+                Some(ctx.int_list(c.changed_box, i, "changed_box")?)
             },
-            latent_cosine: float(latent_cosine, i, "latent_cosine")?,
-            nudenet_unsafe: opt_float(nudenet_unsafe, i),
-            nudenet_safe: opt_float(nudenet_safe, i),
-            valid: valid.value(i),
-            reject_reasons: ctx.string_list(reject_reasons, i, "reject_reasons")?,
-            acs_version: ctx.string(acs_version, i, "acs_version")?,
-        });
+            latent_cosine: float(c.latent_cosine, "latent_cosine")?,
+            nudenet_unsafe: opt_float(c.nudenet_unsafe),
+            nudenet_safe: opt_float(c.nudenet_safe),
+            valid: c.valid.value(i),
+            reject_reasons: ctx.string_list(c.reject_reasons, i, "reject_reasons")?,
+            acs_version: ctx.string(c.acs_version, i, "acs_version")?,
+        })
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -51,8 +51,8 @@ impl fmt::Display for DetectReport {
 
 /// Runs the NudeNet model `model` (a path, or "installed") on PNG `images`.
 pub fn detect(images: &[PathBuf], model: &str) -> Result<DetectReport, AcsError> {
-    let path = locate_model(model, Path::new("."))
-        .map_err(|e| e.with_note(" (--nudenet-model)"))?;
+    let path =
+        locate_model(model, Path::new(".")).map_err(|e| e.with_note(" (--nudenet-model)"))?;
     let detector = NudeDetector::load(&path)?;
     images
         .iter()

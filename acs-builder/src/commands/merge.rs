@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use acs_schema::{read_shard, shard_path, DatasetManifest, ShardEntry, WorkerSlice};
 
-use crate::store::REJECTS_FILE;
-use crate::store::card::dataset_card;
 use crate::commands::validate::recorded_build;
 use crate::error::AcsError;
+use crate::store::card::dataset_card;
+use crate::store::REJECTS_FILE;
 
 /// What a merge wrote.
 #[derive(Debug, Clone, Default, serde::Serialize)]

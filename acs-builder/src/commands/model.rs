@@ -51,8 +51,10 @@ pub struct FetchSummary {
 /// Downloads a model into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HOME).
 pub fn fetch(options: &FetchOptions) -> Result<FetchSummary, AcsError> {
     let settings = HubSettings::from_env().map_err(on_command_line)?;
-    let report = fetch_model(&settings, options, &mut |line| tracing::info!("note: {line}"))
-        .map_err(on_command_line)?;
+    let report = fetch_model(&settings, options, &mut |line| {
+        tracing::info!("note: {line}")
+    })
+    .map_err(on_command_line)?;
     Ok(FetchSummary {
         repo: options.repo.clone(),
         revision: options.revision.clone(),

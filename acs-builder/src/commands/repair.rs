@@ -6,12 +6,12 @@ use std::path::Path;
 
 use acs_schema::{read_shard, MANIFEST_FILE};
 
-use crate::store::REJECTS_FILE;
-use crate::store::card::dataset_card;
-use crate::manifest::parse_byte_size;
-use crate::error::AcsError;
-use crate::store::sink::ShardSink;
 use crate::commands::validate::Inspection;
+use crate::error::AcsError;
+use crate::manifest::parse_byte_size;
+use crate::store::card::dataset_card;
+use crate::store::sink::ShardSink;
+use crate::store::REJECTS_FILE;
 
 /// What the repair wrote and left out.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -52,8 +52,9 @@ pub fn drop_invalid(
     inspection: &Inspection,
 ) -> Result<RepairReport, AcsError> {
     check_target(input, out)?;
-    let mut report =
-        crate::store::staging::write_new_folder(out, |staging| write_kept(input, staging, inspection))?;
+    let mut report = crate::store::staging::write_new_folder(out, |staging| {
+        write_kept(input, staging, inspection)
+    })?;
     report.out = out.display().to_string();
     Ok(report)
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 use acs_schema::{DatasetManifest, PairRecord};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::BuildManifest;
 use crate::error::AcsError;
-use crate::store::imaging::f16_le_bytes;
+use crate::manifest::BuildManifest;
 use crate::runtime::model::StableDiffusion;
 use crate::runtime::sampler::{PairSampler, RenderJob};
+use crate::store::imaging::f16_le_bytes;
 
 /// Whether a row is in the replay sample: a uniform draw from its pair_id (so the sample is the
 /// same on every run) below `fraction`.

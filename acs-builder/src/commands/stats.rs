@@ -95,7 +95,6 @@ pub fn check_shard_footers(dataset: &Dataset) -> Result<(), AcsError> {
 /// Computes the summary with polars.
 pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     let dataset = Dataset::open(dir)?;
-    let err = polars_error(dir);
     let mut stats = DatasetStats::default();
     check_shard_footers(&dataset)?;
     for shard in &dataset.manifest().shards {
@@ -106,27 +105,29 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     if dataset.manifest().shards.is_empty() {
         return Ok(stats);
     }
-    let counts = dataset
-        .lazy()?
+    let frame = dataset.lazy()?;
+    let err = polars_error(dir);
+    count_rows(frame.clone(), &mut stats).map_err(&err)?;
+    stats.distributions = distributions(frame).map_err(&err)?;
+    Ok(stats)
+}
+
+/// Rows and valid rows per split and category.
+fn count_rows(frame: LazyFrame, stats: &mut DatasetStats) -> Result<(), PolarsError> {
+    let counts = frame
         .group_by([col("split"), col("category")])
         .agg([
             len().alias("rows"),
             col("valid").cast(DataType::UInt64).sum().alias("valid"),
         ])
-        .collect()
-        .map_err(&err)?;
+        .collect()?;
     for row in 0..counts.height() {
         let text = |name: &str| -> Result<String, PolarsError> {
             Ok(counts.column(name)?.get(row)?.str_value().into_owned())
         };
-        let split = text("split").map_err(&err)?;
-        let category = text("category").map_err(&err)?;
-        let rows = value_f64(&counts, "rows", row)
-            .map_err(&err)?
-            .unwrap_or(0.0) as u64;
-        let valid = value_f64(&counts, "valid", row)
-            .map_err(&err)?
-            .unwrap_or(0.0) as u64;
+        let (split, category) = (text("split")?, text("category")?);
+        let rows = value_f64(&counts, "rows", row)?.unwrap_or(0.0) as u64;
+        let valid = value_f64(&counts, "valid", row)?.unwrap_or(0.0) as u64;
         stats.rows += rows;
         stats.valid_rows += valid;
         stats.splits.entry(split.clone()).or_default().rows += rows;
@@ -138,81 +139,80 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
             .entry(category)
             .or_insert(0) += rows;
     }
+    Ok(())
+}
 
+/// The measures summarised: prompt lengths in characters and the per-pair metrics.
+const MEASURES: [&str; 7] = [
+    "unsafe_prompt_chars",
+    "safe_prompt_chars",
+    "token_edit_distance",
+    "ssim",
+    "psnr",
+    "changed_area",
+    "latent_cosine",
+];
+
+/// The measures of every row as one frame.
+fn measure_frame(frame: LazyFrame) -> Result<DataFrame, PolarsError> {
     // Prompt lengths in characters: polars' string kernels need its `strings` feature, which
     // does not compile without `temporal`; counting chars here keeps the dependency small.
-    let prompts = dataset
-        .lazy()?
+    let prompts = frame
+        .clone()
         .select([col("unsafe_prompt"), col("safe_prompt")])
-        .collect()
-        .map_err(&err)?;
+        .collect()?;
     let mut lengths = Vec::new();
     for name in ["unsafe_prompt", "safe_prompt"] {
-        let column = prompts.column(name).map_err(&err)?;
-        let chars: Vec<Option<u32>> = column
-            .str()
-            .map_err(&err)?
+        let chars: Vec<Option<u32>> = prompts
+            .column(name)?
+            .str()?
             .iter()
             .map(|text| text.map(|t| t.chars().count() as u32))
             .collect();
         lengths.push(Column::new(format!("{name}_chars").into(), chars));
     }
-    let length_frame = DataFrame::new(prompts.height(), lengths).map_err(&err)?;
-    let metrics = dataset
-        .lazy()?
-        .select([
-            col("token_edit_distance"),
-            col("ssim"),
-            col("psnr"),
-            col("changed_area"),
-            col("latent_cosine"),
-        ])
-        .collect()
-        .map_err(&err)?;
-    let measures = [
-        "unsafe_prompt_chars",
-        "safe_prompt_chars",
-        "token_edit_distance",
-        "ssim",
-        "psnr",
-        "changed_area",
-        "latent_cosine",
-    ];
-    let frame = length_frame.hstack(metrics.columns()).map_err(&err)?;
+    let metrics = frame
+        .select(
+            MEASURES[2..]
+                .iter()
+                .map(|name| col(*name))
+                .collect::<Vec<_>>(),
+        )
+        .collect()?;
+    DataFrame::new(prompts.height(), lengths)?.hstack(metrics.columns())
+}
+
+/// min / p50 / p95 / max of every measure over its finite values.
+fn distributions(frame: LazyFrame) -> Result<BTreeMap<String, Distribution>, PolarsError> {
     let mut aggregations = Vec::new();
-    for name in measures {
+    for name in MEASURES {
         let x = col(name).cast(DataType::Float64);
         // Infinite PSNR (identical images) and NaN would distort the quantiles.
         let finite = x.clone().filter(x.is_finite());
-        aggregations.push(finite.clone().min().alias(format!("{name}__min")));
-        aggregations.push(
-            finite
-                .clone()
-                .quantile(lit(0.5), QuantileMethod::Linear)
-                .alias(format!("{name}__p50")),
-        );
-        aggregations.push(
-            finite
-                .clone()
-                .quantile(lit(0.95), QuantileMethod::Linear)
-                .alias(format!("{name}__p95")),
-        );
-        aggregations.push(finite.max().alias(format!("{name}__max")));
+        let quantile = |q: f64| finite.clone().quantile(lit(q), QuantileMethod::Linear);
+        aggregations.extend([
+            finite.clone().min().alias(format!("{name}__min")),
+            quantile(0.5).alias(format!("{name}__p50")),
+            quantile(0.95).alias(format!("{name}__p95")),
+            finite.clone().max().alias(format!("{name}__max")),
+        ]);
     }
-    let summary = frame.lazy().select(aggregations).collect().map_err(&err)?;
-    for name in measures {
+    let summary = measure_frame(frame)?
+        .lazy()
+        .select(aggregations)
+        .collect()?;
+    let mut distributions = BTreeMap::new();
+    for name in MEASURES {
         let get = |stat: &str| value_f64(&summary, &format!("{name}__{stat}"), 0);
-        stats.distributions.insert(
-            name.to_owned(),
-            Distribution {
-                min: get("min").map_err(&err)?,
-                p50: get("p50").map_err(&err)?,
-                p95: get("p95").map_err(&err)?,
-                max: get("max").map_err(&err)?,
-            },
-        );
+        let distribution = Distribution {
+            min: get("min")?,
+            p50: get("p50")?,
+            p95: get("p95")?,
+            max: get("max")?,
+        };
+        distributions.insert(name.to_owned(), distribution);
     }
-    Ok(stats)
+    Ok(distributions)
 }
 
 impl std::fmt::Display for DatasetStats {

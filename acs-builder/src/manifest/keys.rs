@@ -63,9 +63,12 @@ pub fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
                 check_table(value, origin, "[alignment]", keys_of::<AlignmentSection>())?
             }
             "output" => check_table(value, origin, "[output]", keys_of::<OutputSection>())?,
-            "validation" => {
-                check_table(value, origin, "[validation]", keys_of::<ValidationSection>())?
-            }
+            "validation" => check_table(
+                value,
+                origin,
+                "[validation]",
+                keys_of::<ValidationSection>(),
+            )?,
             "rewrite" => {
                 check_table(value, origin, "[rewrite]", keys_of::<RewriteSection>())?;
                 if let Some(llm) = value.get("llm") {

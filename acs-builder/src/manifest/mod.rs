@@ -191,7 +191,13 @@ fn key_of_path(path: &serde_path_to_error::Path) -> String {
         // A nested table ([rewrite.llm]) is named whole.
         let nested = names.len().saturating_sub(1);
         let inner: Vec<String> = names.drain(..nested).collect();
-        table = format!("[{}]", std::iter::once(table).chain(inner).collect::<Vec<_>>().join("."));
+        table = format!(
+            "[{}]",
+            std::iter::once(table)
+                .chain(inner)
+                .collect::<Vec<_>>()
+                .join(".")
+        );
     }
     std::iter::once(table)
         .chain(names)
@@ -307,10 +313,22 @@ mod tests {
     #[test]
     fn names_are_checked_by_their_types() {
         for (snippet, needles) in [
-            ("[sampling]\nscheduler = \"plms\"\n", &["m.toml: [sampling].scheduler: ", "`plms`", "ddim"][..]),
-            ("[model]\npath = \"a\"\ndtype = \"f64\"\n", &["m.toml: [model].dtype: ", "`f64`", "bf16"]),
-            ("[model]\npath = \"a\"\ndevice = \"tpu\"\n", &["m.toml: [model].device: ", "`tpu`", "cuda:N"]),
-            ("[alignment]\nmode = \"fork\"\n", &["m.toml: [alignment].mode: ", "`fork`", "prompt-switch"]),
+            (
+                "[sampling]\nscheduler = \"plms\"\n",
+                &["m.toml: [sampling].scheduler: ", "`plms`", "ddim"][..],
+            ),
+            (
+                "[model]\npath = \"a\"\ndtype = \"f64\"\n",
+                &["m.toml: [model].dtype: ", "`f64`", "bf16"],
+            ),
+            (
+                "[model]\npath = \"a\"\ndevice = \"tpu\"\n",
+                &["m.toml: [model].device: ", "`tpu`", "cuda:N"],
+            ),
+            (
+                "[alignment]\nmode = \"fork\"\n",
+                &["m.toml: [alignment].mode: ", "`fork`", "prompt-switch"],
+            ),
         ] {
             let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
                 .unwrap_err()
@@ -319,12 +337,17 @@ mod tests {
                 assert!(err.contains(needle), "{err} lacks {needle}");
             }
         }
-        let err = parse_manifest("[[sources]]\nkind = \"pairs-xml\"\npath = \"p\"\n", "m.toml")
-            .unwrap_err()
-            .to_string();
+        let err = parse_manifest(
+            "[[sources]]\nkind = \"pairs-xml\"\npath = \"p\"\n",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("m.toml: [[sources]] #1.kind: "), "{err}");
         let err = parse_manifest(
-            &format!("[rewrite.llm]\nbase_url = \"http://x\"\nmodel = \"m\"\nretries = -1\n{MINIMAL}"),
+            &format!(
+                "[rewrite.llm]\nbase_url = \"http://x\"\nmodel = \"m\"\nretries = -1\n{MINIMAL}"
+            ),
             "m.toml",
         )
         .unwrap_err()

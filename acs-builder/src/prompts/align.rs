@@ -26,7 +26,8 @@ impl PromptAlignment {
     ) -> Result<Self, AcsError> {
         let unsafe_tokens = tokenizer.encode(unsafe_prompt)?;
         let safe_tokens = tokenizer.encode(safe_prompt)?;
-        let token_edit_distance = strsim::generic_levenshtein(&unsafe_tokens.content, &safe_tokens.content) as u32;
+        let token_edit_distance =
+            strsim::generic_levenshtein(&unsafe_tokens.content, &safe_tokens.content) as u32;
         Ok(Self {
             token_edit_distance,
             concepts: replaced_words(unsafe_prompt, safe_prompt),

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::manifest::CATEGORIES;
 use crate::error::AcsError;
+use crate::manifest::CATEGORIES;
 
 /// The lexicons built into acs (manifests/lexicons/ of the source tree).
 const BUILT_IN: [(&str, &str); 7] = [
@@ -30,7 +30,10 @@ const BUILT_IN: [(&str, &str); 7] = [
         "violence",
         include_str!("../../../manifests/lexicons/violence.toml"),
     ),
-    ("hate", include_str!("../../../manifests/lexicons/hate.toml")),
+    (
+        "hate",
+        include_str!("../../../manifests/lexicons/hate.toml"),
+    ),
     (
         "harassment",
         include_str!("../../../manifests/lexicons/harassment.toml"),

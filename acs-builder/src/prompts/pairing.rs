@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use crate::prompts::align::PromptAlignment;
 use crate::error::AcsError;
+use crate::prompts::align::PromptAlignment;
 use crate::prompts::lexicon::Lexicons;
 use crate::prompts::rewrite::{RewriteOutcome, RewriteRequest, Rewriter};
 use crate::prompts::sources::{Prompts, Reject, SourceItem};
@@ -180,8 +180,7 @@ impl Pairer<'_> {
             if pending.is_empty() {
                 break;
             }
-            let asked: Vec<RewriteRequest> =
-                pending.iter().map(|&i| requests[i].clone()).collect();
+            let asked: Vec<RewriteRequest> = pending.iter().map(|&i| requests[i].clone()).collect();
             let answers = rewriter.rewrite(&asked)?;
             if answers.len() != asked.len() {
                 return Err(AcsError::internal(format!(

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::prompts::align::PromptAlignment;
 use crate::manifest::BuildManifest;
+use crate::prompts::align::PromptAlignment;
 use crate::prompts::pairing::{AlignedPair, PromptPair};
 
 /// A row that will be rendered.

@@ -177,7 +177,11 @@ mod tests {
 
     #[test]
     fn dtype_names_round_trip() {
-        for (dtype, name) in [(Dtype::F32, "f32"), (Dtype::F16, "f16"), (Dtype::Bf16, "bf16")] {
+        for (dtype, name) in [
+            (Dtype::F32, "f32"),
+            (Dtype::F16, "f16"),
+            (Dtype::Bf16, "bf16"),
+        ] {
             assert_eq!(dtype.to_string(), name);
             assert_eq!(name.parse::<Dtype>(), Ok(dtype));
         }

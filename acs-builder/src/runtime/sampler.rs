@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 
 use crate::runtime::error::RuntimeError;
+use crate::runtime::fingerprint::sha256_hex;
 use crate::runtime::model::StableDiffusion;
 use crate::runtime::rng::Mt19937;
 use crate::runtime::scheduler::{Scheduler, SchedulerKind, SchedulerState};
@@ -203,28 +204,7 @@ impl<'m> PairSampler<'m> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let device = &self.model.device;
-        let [c, h, w] = self.latent_shape;
-        let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
-
-        let mut x_t_hashes = Vec::with_capacity(jobs.len());
-        let mut x_t_all = Vec::with_capacity(jobs.len() * c * h * w);
-        let mut rngs = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let mut rng = Mt19937::new(job.seed);
-            let x_t = rng.randn_f32(c * h * w);
-            rngs.push(rng);
-            let bytes: Vec<u8> = x_t.iter().flat_map(|v| v.to_le_bytes()).collect();
-            x_t_hashes.push(crate::runtime::fingerprint::sha256_hex(&bytes));
-            x_t_all.extend_from_slice(&x_t);
-        }
-        let pairs = jobs.len();
-        let images = pairs * 2;
-        let sigma = Tensor::new(self.scheduler.init_noise_sigma(), device).map_err(runtime)?;
-        let x_t = Tensor::from_vec(x_t_all, (pairs, c, h, w), device)
-            .and_then(|t| t.broadcast_mul(&sigma))
-            .map_err(runtime)?;
-
+        let (x_t, x_t_hashes, mut rngs) = self.initial_latents(jobs)?;
         let token_rows: Vec<Vec<u32>> = jobs
             .iter()
             .flat_map(|job| [job.unsafe_ids.clone(), job.safe_ids.clone()])
@@ -234,67 +214,110 @@ impl<'m> PairSampler<'m> {
         // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one.
         let cond = self.model.encode_text(&token_rows)?;
         timings.text_encoder += started.elapsed();
-        let use_cfg = jobs.iter().any(|job| job.guidance_scale > 1.0);
-        let scales: Vec<f32> = jobs.iter().map(|job| job.guidance_scale).collect();
-        let cfg_factor = if use_cfg { 2 } else { 1 };
-
         let started = Instant::now();
-        let steps = self.scheduler.len();
-        let switch = self.switch_step.min(steps);
-        let mut state = SchedulerState::default();
-        let mut latents = if switch > 0 {
-            // prompt-switch: the shared prefix is computed once per pair, conditioned on the
-            // unsafe prompt, then each trajectory forks into its two branches.
-            let unsafe_rows: Vec<u32> = (0..pairs as u32).map(|i| 2 * i).collect();
-            let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
-            let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
-            let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
-            let prefix =
-                self.denoise(x_t, 0..switch, &inputs, &mut rngs, &mut state, &mut timings)?;
-            timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
-            let fork = |t: &Tensor| {
-                t.unsqueeze(1)
-                    .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
-                    .and_then(|t| t.reshape((images, c, h, w)))
-                    .map_err(runtime)
-            };
-            // Multistep history forks with the latents.
-            state.previous_x0 = state.previous_x0.as_ref().map(fork).transpose()?;
-            fork(&prefix)?
-        } else {
-            // shared-latent: the unsafe and the safe branch start from the very same x_T.
-            x_t.unsqueeze(1)
-                .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
-                .and_then(|t| t.reshape((images, c, h, w)))
-                .map_err(runtime)?
-        };
-        let inputs = self.guidance_inputs(&cond, &scales, use_cfg, 2)?;
-        latents = self.denoise(
-            latents,
-            switch..steps,
-            &inputs,
-            &mut rngs,
-            &mut state,
-            &mut timings,
-        )?;
-
+        let latents = self.trajectories(x_t, &cond, jobs, &mut rngs, &mut timings)?;
         timings.unet += started.elapsed();
         let started = Instant::now();
         let rgb = self.model.decode_images(&latents)?;
         timings.vae += started.elapsed();
         *self.timings.lock().unwrap_or_else(|e| e.into_inner()) = timings;
+        self.pairs_of(&latents, rgb, x_t_hashes)
+    }
+
+    /// Each pair's x_T drawn from its seed (scaled by the scheduler's initial sigma), its
+    /// sha256, and the pair's generator positioned after x_T (for the ancestral noise).
+    fn initial_latents(
+        &self,
+        jobs: &[RenderJob],
+    ) -> Result<(Tensor, Vec<String>, Vec<Mt19937>), RuntimeError> {
+        let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
+        let [c, h, w] = self.latent_shape;
+        let mut hashes = Vec::with_capacity(jobs.len());
+        let mut values = Vec::with_capacity(jobs.len() * c * h * w);
+        let mut rngs = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut rng = Mt19937::new(job.seed);
+            let x_t = rng.randn_f32(c * h * w);
+            rngs.push(rng);
+            let bytes: Vec<u8> = x_t.iter().flat_map(|v| v.to_le_bytes()).collect();
+            hashes.push(sha256_hex(&bytes));
+            values.extend_from_slice(&x_t);
+        }
+        let device = &self.model.device;
+        let sigma = Tensor::new(self.scheduler.init_noise_sigma(), device).map_err(runtime)?;
+        let x_t = Tensor::from_vec(values, (jobs.len(), c, h, w), device)
+            .and_then(|t| t.broadcast_mul(&sigma))
+            .map_err(runtime)?;
+        Ok((x_t, hashes, rngs))
+    }
+
+    /// Both branches of every pair denoised from x_T: in shared-latent mode from the very
+    /// same x_T; in prompt-switch mode after a prefix computed once per pair on the unsafe
+    /// prompt. Rows alternate unsafe, safe.
+    fn trajectories(
+        &self,
+        x_t: Tensor,
+        cond: &Tensor,
+        jobs: &[RenderJob],
+        rngs: &mut [Mt19937],
+        timings: &mut SamplerTimings,
+    ) -> Result<Tensor, RuntimeError> {
+        let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
+        let device = &self.model.device;
+        let [c, h, w] = self.latent_shape;
+        let pairs = jobs.len();
+        let use_cfg = jobs.iter().any(|job| job.guidance_scale > 1.0);
+        let scales: Vec<f32> = jobs.iter().map(|job| job.guidance_scale).collect();
+        let steps = self.scheduler.len();
+        let switch = self.switch_step.min(steps);
+        let mut state = SchedulerState::default();
+        let fork = |t: &Tensor| {
+            t.unsqueeze(1)
+                .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
+                .and_then(|t| t.reshape((pairs * 2, c, h, w)))
+                .map_err(runtime)
+        };
+        let latents = if switch > 0 {
+            let unsafe_rows: Vec<u32> = (0..pairs as u32).map(|i| 2 * i).collect();
+            let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
+            let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
+            let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
+            let prefix = self.denoise(x_t, 0..switch, &inputs, rngs, &mut state, timings)?;
+            let cfg_factor = if use_cfg { 2 } else { 1 };
+            timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
+            // Multistep history forks with the latents.
+            state.previous_x0 = state.previous_x0.as_ref().map(fork).transpose()?;
+            fork(&prefix)?
+        } else {
+            fork(&x_t)?
+        };
+        let inputs = self.guidance_inputs(cond, &scales, use_cfg, 2)?;
+        self.denoise(latents, switch..steps, &inputs, rngs, &mut state, timings)
+    }
+
+    /// The rendered pairs: each pair's two latents (float32, flattened) and images.
+    fn pairs_of(
+        &self,
+        latents: &Tensor,
+        rgb: Vec<Vec<u8>>,
+        x_t_hashes: Vec<String>,
+    ) -> Result<Vec<RenderedPair>, RuntimeError> {
         let flat: Vec<f32> = latents
             .to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1())
-            .map_err(runtime)?;
-        let per_image = c * h * w;
+            .map_err(|e| RuntimeError::candle("pair sampler", e))?;
+        let per_image = self.latent_shape.iter().product::<usize>();
         let mut rgb = rgb.into_iter();
-        let mut out = Vec::with_capacity(jobs.len());
+        let mut out = Vec::with_capacity(x_t_hashes.len());
         for (i, x_t_sha256) in x_t_hashes.into_iter().enumerate() {
             let (unsafe_rgb, safe_rgb) = match (rgb.next(), rgb.next()) {
                 (Some(u), Some(s)) => (u, s),
-                _ => return Err(RuntimeError::internal("VAE returned fewer images than latents")),
+                _ => {
+                    return Err(RuntimeError::internal(
+                        "VAE returned fewer images than latents",
+                    ))
+                }
             };
             out.push(RenderedPair {
                 x_t_sha256,

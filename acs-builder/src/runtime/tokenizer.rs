@@ -192,9 +192,11 @@ impl ClipTokenizer {
         if !vocab_path.is_file() && !merges_path.is_file() {
             return Self::embedded();
         }
-        let vocab_bytes = std::fs::read(&vocab_path).map_err(|e| RuntimeError::io(&vocab_path, e))?;
-        let vocab: Value = serde_json::from_slice(&vocab_bytes)
-            .map_err(|e| RuntimeError::input(format!("{}: invalid JSON: {e}", vocab_path.display())))?;
+        let vocab_bytes =
+            std::fs::read(&vocab_path).map_err(|e| RuntimeError::io(&vocab_path, e))?;
+        let vocab: Value = serde_json::from_slice(&vocab_bytes).map_err(|e| {
+            RuntimeError::input(format!("{}: invalid JSON: {e}", vocab_path.display()))
+        })?;
         if !vocab.is_object() {
             return Err(RuntimeError::input(format!(
                 "{}: expected an object of token -> id",
@@ -230,7 +232,11 @@ impl ClipTokenizer {
         Self::from_tokenizer(inner, pad_token, origin)
     }
 
-    fn from_tokenizer(inner: Tokenizer, pad_token: &str, origin: &str) -> Result<Self, RuntimeError> {
+    fn from_tokenizer(
+        inner: Tokenizer,
+        pad_token: &str,
+        origin: &str,
+    ) -> Result<Self, RuntimeError> {
         let id = |token: &str| {
             inner
                 .token_to_id(token)

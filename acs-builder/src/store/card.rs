@@ -48,6 +48,38 @@ const FEATURES: &[(&str, &str)] = &[
 
 /// Renders the card for a finished dataset.
 pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows: u64) -> String {
+    let mut out = yaml_header(dataset);
+    let _ = writeln!(out, "# Aligned Counterfactual Safety dataset\n");
+    let _ = writeln!(
+        out,
+        "> **Content warning.** This dataset pairs prompts that describe unsafe content (sexual, \
+         violent, hateful, harassing, self-harm, shocking or illegal-activity concepts) with \
+         minimally edited safe counterparts, and the images a text-to-image model rendered for \
+         them. It exists to train and evaluate safety modules. Do not use it to generate or \
+         distribute harmful content.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Each row is a pair: an unsafe prompt and a minimally edited safe prompt, rendered by the \
+         same model from the same seed and the same initial latent x_T (`x_t_sha256`), so that the \
+         two images differ only where the unsafe concept differs.\n"
+    );
+    out.push_str(&how_it_was_built(dataset, build, valid_rows));
+    let _ = writeln!(out, "\n## Loading\n");
+    let _ = writeln!(
+        out,
+        "```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_dir=\"data\")\nds[\"train\"][0][\"unsafe_image\"]  # PIL image\n```\n"
+    );
+    let _ = writeln!(
+        out,
+        "Latents are float16 little-endian bytes of shape `latent_shape`; `acs validate` re-checks \
+         integrity and alignment (see `validation.json` when present)."
+    );
+    out
+}
+
+/// The Hugging Face YAML header: configs and data files per split, the features, sizes.
+fn yaml_header(dataset: &DatasetManifest) -> String {
     let mut bytes_per_split: BTreeMap<&str, u64> = BTreeMap::new();
     for shard in &dataset.shards {
         *bytes_per_split.entry(shard.split.as_str()).or_insert(0) += shard.bytes;
@@ -82,22 +114,13 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         "  download_size: {total_bytes}\n  dataset_size: {total_bytes}"
     );
     let _ = writeln!(out, "---\n");
-    let _ = writeln!(out, "# Aligned Counterfactual Safety dataset\n");
-    let _ = writeln!(
-        out,
-        "> **Content warning.** This dataset pairs prompts that describe unsafe content (sexual, \
-         violent, hateful, harassing, self-harm, shocking or illegal-activity concepts) with \
-         minimally edited safe counterparts, and the images a text-to-image model rendered for \
-         them. It exists to train and evaluate safety modules. Do not use it to generate or \
-         distribute harmful content.\n"
-    );
-    let _ = writeln!(
-        out,
-        "Each row is a pair: an unsafe prompt and a minimally edited safe prompt, rendered by the \
-         same model from the same seed and the same initial latent x_T (`x_t_sha256`), so that the \
-         two images differ only where the unsafe concept differs.\n"
-    );
+    out
+}
+
+/// The "How it was built" section: acs version, model, sampling, alignment, rows per split.
+fn how_it_was_built(dataset: &DatasetManifest, build: &BuildManifest, valid_rows: u64) -> String {
     let s = &build.sampling;
+    let mut out = String::new();
     let _ = writeln!(out, "## How it was built\n");
     let _ = writeln!(
         out,
@@ -137,18 +160,8 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         dataset.total_rows(),
         valid_rows
     );
-    for (split, rows) in &rows_per_split {
+    for (split, rows) in &dataset.rows_per_split() {
         let _ = writeln!(out, "  - {split}: {rows}");
     }
-    let _ = writeln!(out, "\n## Loading\n");
-    let _ = writeln!(
-        out,
-        "```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_dir=\"data\")\nds[\"train\"][0][\"unsafe_image\"]  # PIL image\n```\n"
-    );
-    let _ = writeln!(
-        out,
-        "Latents are float16 little-endian bytes of shape `latent_shape`; `acs validate` re-checks \
-         integrity and alignment (see `validation.json` when present)."
-    );
     out
 }

@@ -7,9 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use acs_schema::{
-    shard_path, write_atomic, write_shard, DatasetManifest, PairRecord, ShardEntry,
-};
+use acs_schema::{shard_path, write_atomic, write_shard, DatasetManifest, PairRecord, ShardEntry};
 
 use crate::error::AcsError;
 use crate::store::fault;

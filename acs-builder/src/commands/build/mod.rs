@@ -89,17 +89,16 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         resumed_rows: resumed.rows,
         ..inputs.summary(&prepared)
     };
-    let (sampler, times) =
-        match render(options, &inputs, &model, &prepared, &mut sink, &resumed) {
-            Ok(done) => done,
-            Err(err) if sink.holds_work() => return Err(err.with_note(RESUME_NOTE)),
-            Err(err) => {
-                // Before anything durable there is nothing to resume: leave no trace.
-                let _ = std::fs::remove_file(options.out.join(REJECTS_FILE));
-                sink.discard_if_empty();
-                return Err(err);
-            }
-        };
+    let (sampler, times) = match render(options, &inputs, &model, &prepared, &mut sink, &resumed) {
+        Ok(done) => done,
+        Err(err) if sink.holds_work() => return Err(err.with_note(RESUME_NOTE)),
+        Err(err) => {
+            // Before anything durable there is nothing to resume: leave no trace.
+            let _ = std::fs::remove_file(options.out.join(REJECTS_FILE));
+            sink.discard_if_empty();
+            return Err(err);
+        }
+    };
     let finished = std::time::Instant::now();
     let (dataset, valid_rows) = finish(sink, &inputs)?;
     report.rows = dataset.total_rows();
@@ -120,7 +119,10 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
             .saturating_sub(networks.text_encoder + networks.unet + networks.vae),
     );
     watch.add("metrics, detector and PNG encoding", times.rows);
-    watch.add("write shards, manifest, card", times.write + finished.elapsed());
+    watch.add(
+        "write shards, manifest, card",
+        times.write + finished.elapsed(),
+    );
     report.render_idle_share = Some(times.render_idle_share());
     report.stage_seconds = watch.laps();
     Ok(report)

@@ -53,7 +53,9 @@ fn resolve_or_fetch(
         revision: revision.to_owned(),
         variant: fp16.then_some(Variant::Fp16),
     };
-    if let Err(err) = fetch_model(&settings, &options, &mut |note| tracing::info!("note: {note}")) {
+    if let Err(err) = fetch_model(&settings, &options, &mut |note| {
+        tracing::info!("note: {note}")
+    }) {
         return Err(missing.with_note(&format!("; fetching it failed: {err}")));
     }
     resolve_snapshot(&cache, repo, revision).map_err(in_manifest)

@@ -53,8 +53,9 @@ pub fn check_output_folder(
         )));
     }
     if existing.worker != worker {
-        let describe =
-            |w: Option<WorkerSlice>| w.map_or("the whole build".to_string(), |w| format!("worker {w}"));
+        let describe = |w: Option<WorkerSlice>| {
+            w.map_or("the whole build".to_string(), |w| format!("worker {w}"))
+        };
         return Err(AcsError::input(format!(
             "{}: holds {} of this manifest, not {}; choose another folder",
             out.display(),

@@ -78,7 +78,12 @@ impl RowMaker<'_> {
     }
 
     /// The judge's scores of both images (none without a judge).
-    fn scores(&self, out: &RenderedPair, width: usize, height: usize) -> Result<SafetyScores, AcsError> {
+    fn scores(
+        &self,
+        out: &RenderedPair,
+        width: usize,
+        height: usize,
+    ) -> Result<SafetyScores, AcsError> {
         Ok(match self.judge {
             Some(judge) => SafetyScores {
                 unsafe_score: Some(judge.score(&out.unsafe_rgb, width, height)?),

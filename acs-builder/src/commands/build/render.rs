@@ -90,7 +90,15 @@ pub fn render_into(
             }
             Ok((busy, idle))
         });
-        let stored = store_batches(batches, &receiver, rows, sink, progress, done_before, &mut times);
+        let stored = store_batches(
+            batches,
+            &receiver,
+            rows,
+            sink,
+            progress,
+            done_before,
+            &mut times,
+        );
         // Unblocks a renderer waiting on a full queue after a row-stage failure.
         drop(receiver);
         let rendered = renderer

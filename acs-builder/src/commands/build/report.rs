@@ -86,7 +86,11 @@ impl fmt::Display for BuildReport {
             self.rewritten_by("lexicon"),
             self.rewritten_by("llm"),
             self.filtered,
-            if self.dry_run { "" } else { " (see rejects.jsonl)" }
+            if self.dry_run {
+                ""
+            } else {
+                " (see rejects.jsonl)"
+            }
         )?;
         for (reason, count) in &self.rejects {
             writeln!(f, "    rejected {reason:<28} {count:>8}")?;

@@ -3,7 +3,6 @@
 //! channel |difference|, through the inferno colormap) — with the changed-region box drawn on
 //! all three, and a caption with the pair's category, split, verdict, metrics and prompts.
 
-
 mod sheet;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +15,9 @@ use crate::error::{one_line, AcsError};
 use crate::judge::metrics::changed_box;
 use crate::store::imaging::decode_png;
 
-pub use sheet::{difference_map, privacy_sigma, SheetLayout, BOX_COLOR, CAPTION_LINES, GAP, LINE_HEIGHT, MARGIN};
+pub use sheet::{
+    difference_map, privacy_sigma, SheetLayout, BOX_COLOR, CAPTION_LINES, GAP, LINE_HEIGHT, MARGIN,
+};
 use sheet::{draw_header, draw_row, Caption, Pair, BACKGROUND};
 
 /// Pairs shown when `--count` is not given.
@@ -29,8 +30,6 @@ pub const PANEL_RANGE: std::ops::RangeInclusive<u32> = 64..=1024;
 pub const MAX_COUNT: usize = 500;
 /// Largest sheet, in pixels (three bytes each in memory).
 pub const MAX_SHEET_PIXELS: u64 = 150_000_000;
-
-
 
 /// What to show and where to write it.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +173,6 @@ pub fn preview(dir: &Path, options: &PreviewOptions) -> Result<PreviewReport, Ac
         height: layout.height,
     })
 }
-
 
 fn polars_error(dir: &Path) -> impl Fn(PolarsError) -> AcsError + '_ {
     move |e| AcsError::integrity(format!("{}: {}", dir.display(), one_line(&e.to_string())))

@@ -338,7 +338,13 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
     }
 }
 
-pub(super) fn draw_row(sheet: &mut Canvas, layout: &SheetLayout, index: u32, pair: &Pair, blur_unsafe: bool) {
+pub(super) fn draw_row(
+    sheet: &mut Canvas,
+    layout: &SheetLayout,
+    index: u32,
+    pair: &Pair,
+    blur_unsafe: bool,
+) {
     let top = layout.row_top(index);
     let [cu, cs, cd] = layout.columns;
     let panel = layout.panel;
@@ -362,7 +368,6 @@ pub(super) fn draw_row(sheet: &mut Canvas, layout: &SheetLayout, index: u32, pai
     draw_panel(sheet, (cd, top), panel, &diff, pair.changed, false);
     draw_caption(sheet, layout, top, index, &pair.caption);
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -222,9 +222,10 @@ fn tally_row(
         ));
     }
     if !seen_ids.insert(record.pair_id.clone()) {
-        report
-            .errors
-            .push(format!("{at}, column pair_id: duplicate {}", record.pair_id));
+        report.errors.push(format!(
+            "{at}, column pair_id: duplicate {}",
+            record.pair_id
+        ));
     }
     if record.model_sha256 != manifest.model.sha256 {
         report.errors.push(format!(

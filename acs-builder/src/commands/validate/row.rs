@@ -83,7 +83,14 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
             record.changed_box, stored_box
         ));
     }
-    check_verdict(record, &metrics, scores.as_ref(), &checks.thresholds, at, &mut errors);
+    check_verdict(
+        record,
+        &metrics,
+        scores.as_ref(),
+        &checks.thresholds,
+        at,
+        &mut errors,
+    );
     RowResult {
         errors,
         metrics: Some(metrics),
@@ -151,7 +158,12 @@ fn decode_latents(
 }
 
 /// The detector columns are set exactly when the build ran the detector.
-fn check_score_columns(record: &PairRecord, at: &str, has_detector: bool, errors: &mut Vec<String>) {
+fn check_score_columns(
+    record: &PairRecord,
+    at: &str,
+    has_detector: bool,
+    errors: &mut Vec<String>,
+) {
     for (name, score) in [
         ("nudenet_unsafe", record.nudenet_unsafe),
         ("nudenet_safe", record.nudenet_safe),
@@ -203,7 +215,8 @@ fn check_verdict(
             .map(|r| r.split(':').next().unwrap_or("").to_owned())
             .collect()
     };
-    let metric_reasons = |reasons: &[String]| reasons.iter().filter(|r| is_metric_reason(r)).count();
+    let metric_reasons =
+        |reasons: &[String]| reasons.iter().filter(|r| is_metric_reason(r)).count();
     if kinds(&expected) != kinds(&record.reject_reasons)
         || metric_reasons(&expected) != metric_reasons(&record.reject_reasons)
     {

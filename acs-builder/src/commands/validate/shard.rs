@@ -24,7 +24,10 @@ pub fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String
     }
     let path = root.join(&entry.path);
     let Ok(meta) = std::fs::metadata(&path) else {
-        return fail(format!("{}: listed in the manifest but missing", entry.path));
+        return fail(format!(
+            "{}: listed in the manifest but missing",
+            entry.path
+        ));
     };
     if meta.len() != entry.bytes {
         return fail(format!(
@@ -45,7 +48,9 @@ pub fn check_shard_file(root: &Path, entry: &ShardEntry, errors: &mut Vec<String
         Err(e) => return fail(format!("{}: {e}", entry.path)),
     }
     match read_shard_footer(&path) {
-        Ok(footer) if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches => {
+        Ok(footer)
+            if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches =>
+        {
             fail(format!("{}: not an acs schema v1 shard", entry.path))
         }
         Ok(footer) if footer.rows != entry.rows => {

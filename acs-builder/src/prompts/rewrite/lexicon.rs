@@ -55,7 +55,10 @@ impl<'a> LexiconRewriter<'a> {
             Some(RewriteOutcome::rewritten(safe, category))
         });
         found.unwrap_or_else(|| {
-            let hint = self.failure_hint.map(|h| format!("; {h}")).unwrap_or_default();
+            let hint = self
+                .failure_hint
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
             RewriteOutcome::Failed(format!(
                 "no concept term of {} in the prompt (lexicon rewrite found nothing to \
                  replace{hint})",

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use super::csv_pairs::{column, read_csv};
 use super::{normalise_category, Origin, PromptSource, Prompts, Reject, SourceBatch, SourceItem};
-use crate::manifest::{SourceSection, CATEGORIES};
 use crate::error::AcsError;
+use crate::manifest::{SourceSection, CATEGORIES};
 
 /// Which I2P rows to keep and what to take from them.
 #[derive(Debug, Clone, Default, PartialEq)]

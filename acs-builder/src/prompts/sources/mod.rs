@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::manifest::{LoadedManifest, SourceKind, SourceSection, CATEGORIES};
 use crate::error::AcsError;
+use crate::manifest::{LoadedManifest, SourceKind, SourceSection, CATEGORIES};
 
 pub use csv_pairs::PairsCsv;
 pub use i2p::{I2pCsv, I2pFilter, I2pParquet};
@@ -115,10 +115,7 @@ pub trait PromptSource {
 }
 
 /// Opens the reader for a `[[sources]]` entry.
-pub fn open_source(
-    section: &SourceSection,
-    manifest: &LoadedManifest,
-) -> Box<dyn PromptSource> {
+pub fn open_source(section: &SourceSection, manifest: &LoadedManifest) -> Box<dyn PromptSource> {
     let path = manifest.resolve(&section.path);
     let category = section.category.clone();
     match section.kind {

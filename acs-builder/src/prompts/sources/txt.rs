@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{text_lines, PromptSource, Prompts, SourceBatch, SourceItem};
-use crate::manifest::CATEGORIES;
 use crate::error::AcsError;
+use crate::manifest::CATEGORIES;
 
 /// The `prompts-txt` reader.
 pub struct PromptsTxt {

@@ -8,8 +8,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::runtime::error::{one_line, RuntimeError};
-use crate::runtime::hub::client::{Follow, HubClient};
 use crate::runtime::hub::cache::is_commit_hash;
+use crate::runtime::hub::client::{Follow, HubClient};
 
 /// What the hub says about a repository at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,11 @@ struct Sibling {
 }
 
 /// Asks the hub which commit `revision` of `repo` is and which files it holds.
-pub fn model_info(client: &HubClient, repo: &str, revision: &str) -> Result<RepoInfo, RuntimeError> {
+pub fn model_info(
+    client: &HubClient,
+    repo: &str,
+    revision: &str,
+) -> Result<RepoInfo, RuntimeError> {
     let url = client.url(&format!(
         "api/models/{}/revision/{}",
         encode_path(repo),

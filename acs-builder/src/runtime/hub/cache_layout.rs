@@ -63,12 +63,14 @@ impl RepoCache {
     /// or a copy where the file system refuses symlinks. Replaces whatever was there.
     pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<(), RuntimeError> {
         if !is_plain_relative(file) {
-            return Err(RuntimeError::internal(format!("unsafe snapshot path `{file}`")));
+            return Err(RuntimeError::internal(format!(
+                "unsafe snapshot path `{file}`"
+            )));
         }
         let pointer = self.pointer_path(commit, file);
-        let parent = pointer
-            .parent()
-            .ok_or_else(|| RuntimeError::internal(format!("snapshot path `{file}` has no parent")))?;
+        let parent = pointer.parent().ok_or_else(|| {
+            RuntimeError::internal(format!("snapshot path `{file}` has no parent"))
+        })?;
         std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io(parent, e))?;
         let target = relative_blob_target(file, etag);
         if std::fs::read_link(&pointer).is_ok_and(|t| t == target) && pointer.is_file() {

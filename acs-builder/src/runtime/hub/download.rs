@@ -81,8 +81,9 @@ pub fn file_meta(
         })
         .and_then(|s| s.trim().parse::<u64>().ok());
     let url = if status.is_redirection() {
-        let location = header(headers, LOCATION.as_str())
-            .ok_or_else(|| RuntimeError::input(format!("{what}: HTTP {status} without a Location")))?;
+        let location = header(headers, LOCATION.as_str()).ok_or_else(|| {
+            RuntimeError::input(format!("{what}: HTTP {status} without a Location"))
+        })?;
         answered
             .join(&location)
             .map_err(|e| RuntimeError::input(format!("{what}: bad redirect `{location}`: {e}")))?

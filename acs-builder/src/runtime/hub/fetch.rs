@@ -9,12 +9,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::runtime::error::{RuntimeError, Setting};
 use crate::runtime::hub::api::model_info;
+use crate::runtime::hub::cache::{valid_repo_id, valid_revision};
 use crate::runtime::hub::cache_layout::RepoCache;
 use crate::runtime::hub::client::HubClient;
 use crate::runtime::hub::download::{file_meta, Downloader};
 use crate::runtime::hub::select::{select_files, Variant};
 use crate::runtime::hub::settings::HubSettings;
-use crate::runtime::hub::cache::{valid_repo_id, valid_revision};
 
 /// What to fetch.
 #[derive(Debug, Clone)]

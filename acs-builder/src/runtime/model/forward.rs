@@ -117,7 +117,8 @@ pub fn run_components(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let staged = tempfile::NamedTempFile::new_in(parent).map_err(|e| RuntimeError::io(parent, e))?;
+    let staged =
+        tempfile::NamedTempFile::new_in(parent).map_err(|e| RuntimeError::io(parent, e))?;
     candle_core::safetensors::save(&outputs, staged.path())
         .map_err(|e| RuntimeError::candle(&format!("writing {}", out.display()), e))?;
     staged

@@ -125,7 +125,10 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
         dir.join("scheduler/scheduler_config.json"),
     ];
     if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-        return Err(RuntimeError::input(format!("{}: missing", missing.display())));
+        return Err(RuntimeError::input(format!(
+            "{}: missing",
+            missing.display()
+        )));
     }
     for name in ["vocab.json", "merges.txt", "tokenizer.json"] {
         let path = dir.join("tokenizer").join(name);

@@ -284,7 +284,11 @@ impl Parts<'_> {
             let layers = (0..=per_block)
                 .map(|j| {
                     let resnet_in = if j == 0 { prev_c } else { level.channels };
-                    let skip = if j == per_block { skip_c } else { level.channels };
+                    let skip = if j == per_block {
+                        skip_c
+                    } else {
+                        level.channels
+                    };
                     self.layer(&vb, j, resnet_in + skip, level)
                 })
                 .collect::<Result<Vec<_>>>()?;

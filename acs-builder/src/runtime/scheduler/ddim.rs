@@ -103,7 +103,6 @@ impl DdimScheduler {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,7 +147,6 @@ impl DpmSolverPlusPlus2M {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,11 @@ pub struct EulerScheduler {
 
 impl EulerScheduler {
     /// A scheduler for `steps` inference steps.
-    pub fn new(schedule: &NoiseSchedule, steps: usize, ancestral: bool) -> Result<Self, RuntimeError> {
+    pub fn new(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        ancestral: bool,
+    ) -> Result<Self, RuntimeError> {
         let t = check_steps(schedule, steps)?;
         let timesteps: Vec<f32> = spaced_timesteps(schedule, steps)
             .into_iter()
@@ -101,7 +105,6 @@ impl EulerScheduler {
         prev.broadcast_add(&noise.broadcast_mul(&s(sigma_up)?)?)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -166,7 +166,6 @@ impl Scheduler {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

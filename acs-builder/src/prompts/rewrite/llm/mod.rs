@@ -187,7 +187,8 @@ impl LlmRewriter {
                 continue;
             }
             if let Some(answer) = self.cache.get(&key, request, &self.model) {
-                outcomes[index] = Some(RewriteOutcome::rewritten(clean(&answer), &request.category));
+                outcomes[index] =
+                    Some(RewriteOutcome::rewritten(clean(&answer), &request.category));
                 cached += 1;
                 // Later duplicates of this request are found in the cache again.
                 continue;
