@@ -75,6 +75,7 @@ impl From<RuntimeError> for AcsError {
             RuntimeError::Input(m) => Self::Input(m),
             RuntimeError::Integrity(m) => Self::Integrity(m),
             RuntimeError::Internal(m) => Self::Internal(m),
+            RuntimeError::OutOfMemory(m) => Self::Input(m),
             setting @ RuntimeError::Setting { .. } => Self::Input(setting.to_string()),
         }
     }

@@ -112,15 +112,16 @@ pub fn load_dataset_model(
     let dir = match (model_dir, &build.model) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, None) => crate::runtime::model::tiny::ensure_tiny_model()?,
-        (None, Some(section)) => match &section.repo {
-            Some(repo) => crate::runtime::hub::cache::resolve_snapshot(
+        (None, Some(section)) => match (&section.repo, &section.path) {
+            (Some(repo), _) => crate::runtime::hub::cache::resolve_snapshot(
                 &crate::runtime::hub::cache::hub_cache_dir(),
                 repo,
                 &section.revision,
             )?,
-            None => return Err(AcsError::input(
+            (None, Some(_)) => return Err(AcsError::input(
                 "replay: the dataset was built from a local model folder; name it with --model DIR",
             )),
+            (None, None) => crate::runtime::model::tiny::ensure_tiny_model()?,
         },
     };
     Ok(crate::commands::build::load_model_from(

@@ -263,6 +263,7 @@ pub fn parse_byte_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Dtype;
 
     const MINIMAL: &str = "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"p.jsonl\"\n";
 
@@ -272,6 +273,13 @@ mod tests {
         assert_eq!(m.sampling.steps, 25);
         assert_eq!(m.output.splits.len(), 3);
         assert!(m.model.is_none());
+        // A [model] table naming neither path nor repo: the embedded model, as configured.
+        let m = parse_manifest(&format!("[model]\ndtype = \"f16\"\n{MINIMAL}"), "m.toml").unwrap();
+        let model = m.model.unwrap();
+        assert_eq!(
+            (model.path, model.repo, model.dtype),
+            (None, None, Dtype::F16)
+        );
     }
 
     #[test]
@@ -299,7 +307,6 @@ mod tests {
             ("[output]\nsplits = { train = 0.5 }\n", "[output].splits"),
             ("[sampling]\nscheduler = \"plms\"\n", "[sampling].scheduler"),
             ("[model]\npath = \"a\"\nrepo = \"o/n\"\n", "[model]"),
-            ("[model]\ndtype = \"f32\"\n", "[model]"),
         ] {
             let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
                 .unwrap_err()

@@ -9,7 +9,8 @@ use crate::judge::nudenet::DEFAULT_FLIP_CLASSES;
 use crate::runtime::rng::RngKind;
 use crate::runtime::{DeviceSpec, Dtype, SchedulerKind};
 
-/// `[model]`: a local diffusers-layout folder, or a hub id found in the Hugging Face cache.
+/// `[model]`: a local diffusers-layout folder, a hub id found in the Hugging Face cache, or
+/// neither (the embedded tiny model), with the dtype and device to run it in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {

@@ -77,10 +77,17 @@ impl DeviceSpec {
             Self::Cuda(n) => Device::new_cuda(n),
             Self::Metal(n) => Device::new_metal(n),
         };
+        let hint = match self {
+            Self::Cuda(_) => {
+                " (is the NVIDIA driver installed and the GPU visible in `nvidia-smi`? `cuda:N` \
+                 numbers the visible GPUs from 0)"
+            }
+            _ => "",
+        };
         opened.map_err(|e| {
             RuntimeError::setting(
                 Setting::Device,
-                format!("`{self}` cannot be opened: {}", candle_message(&e)),
+                format!("`{self}` cannot be opened: {}{hint}", candle_message(&e)),
             )
         })
     }

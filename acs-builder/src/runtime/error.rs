@@ -46,6 +46,9 @@ pub enum RuntimeError {
     /// Downloaded bytes that do not match the hash the hub published for them.
     #[error("{0}")]
     Integrity(String),
+    /// The device ran out of memory (a smaller batch may fit).
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A failure inside the runtime or candle.
     #[error("internal error: {0}")]
     Internal(String),
@@ -85,7 +88,13 @@ impl RuntimeError {
 
     /// A candle failure while doing `what`.
     pub fn candle(what: &str, err: candle_core::Error) -> Self {
-        Self::Internal(format!("{what}: {}", candle_message(&err)))
+        let message = candle_message(&err);
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("out of memory") || lower.contains("out_of_memory") {
+            Self::OutOfMemory(format!("{what}: the device ran out of memory ({message})"))
+        } else {
+            Self::Internal(format!("{what}: {message}"))
+        }
     }
 
     /// The same error with its message passed through `edit` (e.g. to redact a secret).
@@ -94,6 +103,7 @@ impl RuntimeError {
             Self::Input(m) => Self::Input(edit(&m)),
             Self::Integrity(m) => Self::Integrity(edit(&m)),
             Self::Internal(m) => Self::Internal(edit(&m)),
+            Self::OutOfMemory(m) => Self::OutOfMemory(edit(&m)),
             Self::Setting { setting, reason } => Self::Setting {
                 setting,
                 reason: edit(&reason),

@@ -123,6 +123,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         "write shards, manifest, card",
         times.write + finished.elapsed(),
     );
+    report.render_seconds = times.wall.as_secs_f64();
     report.render_idle_share = Some(times.render_idle_share());
     report.stage_seconds = watch.laps();
     Ok(report)
@@ -136,6 +137,14 @@ fn dry_run(
     mut watch: Stopwatch,
 ) -> Result<BuildReport, AcsError> {
     let dir = model_dir(&inputs.loaded)?;
+    if let Some(device) = inputs.loaded.manifest.model.as_ref().map(|m| m.device) {
+        if let (false, Some(feature)) = (device.compiled_in(), device.feature()) {
+            tracing::warn!(
+                "[model].device `{device}`: this build of acs has no {feature} support; the \
+                 real build needs one (cargo build --release --features {feature})"
+            );
+        }
+    }
     let in_manifest = |e| inputs.loaded.runtime_error(e);
     let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer")).map_err(in_manifest)?;
     let fingerprint = model_fingerprint(&dir).map_err(in_manifest)?;

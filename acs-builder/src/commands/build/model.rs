@@ -22,11 +22,7 @@ pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
             dtype,
             ..
         }) => resolve_or_fetch(loaded, repo, revision, *dtype == Dtype::F16),
-        Some(_) => Err(AcsError::input(format!(
-            "{}: [model]: set exactly one of `path` and `repo`",
-            loaded.file.display()
-        ))),
-        None => ensure_tiny_model().map_err(|e| loaded.runtime_error(e)),
+        Some(_) | None => ensure_tiny_model().map_err(|e| loaded.runtime_error(e)),
     }
 }
 
@@ -78,7 +74,11 @@ pub fn load_model_from(
             dir,
             model.dtype.candle(),
             model.device.open()?,
-            model.repo.clone(),
+            match (&model.path, &model.repo) {
+                (_, Some(repo)) => Some(repo.clone()),
+                (Some(_), None) => None,
+                (None, None) => Some(TINY_MODEL_ID.to_owned()),
+            },
         ),
         None => StableDiffusion::load(
             dir,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::commands::progress::Progress;
 use crate::error::AcsError;
 use crate::prompts::plan::PlannedPair;
-use crate::runtime::{PairSampler, RenderJob, RenderedPair};
+use crate::runtime::{PairSampler, RenderJob, RenderedPair, RuntimeError};
 use crate::store::sink::ShardSink;
 
 use super::record::RowMaker;
@@ -80,7 +80,13 @@ pub fn render_into(
             let (mut busy, mut idle) = (Duration::ZERO, Duration::ZERO);
             for batch in batches {
                 let started = Instant::now();
-                let rendered = sampler.render(&jobs(batch))?;
+                let rendered = sampler.render(&jobs(batch)).map_err(|e| match e {
+                    RuntimeError::OutOfMemory(message) => AcsError::input(format!(
+                        "{message}; lower [sampling].batch_pairs (now {}) or the image size",
+                        batch.len()
+                    )),
+                    other => other.into(),
+                })?;
                 let waiting = Instant::now();
                 busy += waiting - started;
                 if sender.send(rendered).is_err() {

@@ -35,6 +35,9 @@ pub struct BuildReport {
     pub rewritten: BTreeMap<String, usize>,
     /// Latent rows the prompt-switch prefix did not send through the UNet.
     pub unet_evaluations_saved: u64,
+    /// Wall time of the render loop (rendering overlapped with rows and shard writing), in
+    /// seconds: pairs / this is the build's rendering rate.
+    pub render_seconds: f64,
     /// The share of the render loop's time spent waiting for the row stage.
     pub render_idle_share: Option<f64>,
     /// (stage, seconds) in pipeline order.

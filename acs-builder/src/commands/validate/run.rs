@@ -43,14 +43,18 @@ pub enum ValidateOutcome {
         replay: Option<ReplayReport>,
     },
     /// A repaired copy was written and validated.
-    Repaired {
-        /// The input's report.
-        input: ValidationReport,
-        /// What was copied and left out.
-        repair: RepairReport,
-        /// The new dataset's report.
-        output: ValidationReport,
-    },
+    Repaired(Box<Repaired>),
+}
+
+/// What `--drop-invalid --out` found and wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repaired {
+    /// The input's report.
+    pub input: ValidationReport,
+    /// What was copied and left out.
+    pub repair: RepairReport,
+    /// The new dataset's report.
+    pub output: ValidationReport,
 }
 
 /// Runs `acs validate` as asked.
@@ -94,11 +98,11 @@ fn repair(request: &ValidateRun, out: &Path) -> Result<ValidateOutcome, AcsError
         ..request.options.clone()
     };
     let output = validate(out, &check, request.progress)?;
-    Ok(ValidateOutcome::Repaired {
+    Ok(ValidateOutcome::Repaired(Box::new(Repaired {
         input: inspection.report,
         repair,
         output,
-    })
+    })))
 }
 
 impl ValidateOutcome {
@@ -119,7 +123,7 @@ impl ValidateOutcome {
                     _ => Ok(()),
                 }
             }
-            Self::Repaired { output, .. } => output.failure().map_or(Ok(()), Err),
+            Self::Repaired(repaired) => repaired.output.failure().map_or(Ok(()), Err),
         }
     }
 }
@@ -141,11 +145,12 @@ impl fmt::Display for ValidateOutcome {
                 }
                 Ok(())
             }
-            Self::Repaired {
-                input,
-                repair,
-                output,
-            } => {
+            Self::Repaired(repaired) => {
+                let Repaired {
+                    input,
+                    repair,
+                    output,
+                } = repaired.as_ref();
                 write!(f, "{input}")?;
                 let skipped = if repair.skipped_shards.is_empty() {
                     String::new()
