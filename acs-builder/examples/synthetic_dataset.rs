@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use acs_builder::commands::build::metrics_as_stored;
 use acs_builder::judge::metrics::ChangedBox;
-use acs_builder::judge::verdict::{verdict, SafetyScores, Thresholds};
+use acs_builder::judge::verdict::{verdict, JudgeScores, Thresholds};
 use acs_builder::manifest::{parse_byte_size, BuildManifest};
 use acs_builder::prompts::pairing::PromptPair;
 use acs_builder::prompts::plan::{pair_id, split_of};
@@ -328,7 +328,13 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         &pair.safe_latent,
     );
     let token_edit_distance = 1;
-    let reasons = verdict(&[], &metrics, &SafetyScores::default(), &context.thresholds);
+    let reasons = verdict(
+        &[],
+        &metrics,
+        &prompts.category,
+        &JudgeScores::default(),
+        &context.thresholds,
+    );
     let image = |rgb: &[u8], which: &str| -> Result<ImageBlob, AcsError> {
         Ok(ImageBlob {
             bytes: encode_png(rgb, context.side, context.side)?,
@@ -367,6 +373,10 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         latent_cosine: metrics.latent_cosine,
         nudenet_unsafe: None,
         nudenet_safe: None,
+        q16_unsafe: None,
+        q16_safe: None,
+        sd_safety_checker_unsafe: None,
+        sd_safety_checker_safe: None,
         valid: reasons.is_empty(),
         reject_reasons: reasons,
         acs_version: ACS_VERSION.to_owned(),

@@ -6,9 +6,11 @@ use clap::{Args, Parser, Subcommand};
 
 use acs_builder::commands::build::worker::choose_worker;
 use acs_builder::commands::build::BuildOptions;
+use acs_builder::commands::detect::DetectOptions;
 use acs_builder::commands::preview::{PreviewOptions, DEFAULT_COUNT, DEFAULT_PANEL};
 use acs_builder::commands::progress::ProgressMode;
 use acs_builder::commands::validate::{ValidateOptions, ValidateRun};
+use acs_builder::judge::JudgeKind;
 use acs_builder::runtime::hub::{FetchOptions, Variant};
 use acs_builder::runtime::{Dtype, SchedulerKind};
 use acs_builder::AcsError;
@@ -45,8 +47,8 @@ pub enum Command {
     Preview(PreviewArgs),
     /// Join the outputs of `acs build --worker i/n` into one dataset.
     Merge(MergeArgs),
-    /// Run the NudeNet detector on PNG images; prints one JSON object per image (its
-    /// detections as the nudenet package reports them, and each class's highest raw score).
+    /// Run a safety judge (NudeNet, Q16, the SD safety checker) on PNG images: each image's
+    /// score and whether the judge flags it (`--json`: one object per image with the details).
     Detect(DetectArgs),
     /// Print the alignment metrics of two same-size PNG images exactly as the build computes
     /// them: ssim, psnr, changed_area and changed_box [x0, y0, x1, y1] (null if none changed).
@@ -119,7 +121,8 @@ pub struct ValidateArgs {
     /// latents are bit-identical (exit 1 otherwise).
     #[arg(long)]
     pub replay: Option<f64>,
-    /// The model folder for --replay when the dataset was built from a local folder.
+    /// The model folder for --replay when the dataset was built from a local folder (and for
+    /// re-running the safety checker the build took from its model folder).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Write a new dataset of only the valid, intact pairs to --out (the input is not
@@ -132,7 +135,7 @@ pub struct ValidateArgs {
     /// The NudeNet 320n.onnx to re-run (default: the one the build used, if found).
     #[arg(long)]
     pub nudenet_model: Option<PathBuf>,
-    /// Check the stored NudeNet scores without re-running the detector.
+    /// Check the stored judge scores without re-running the judges.
     #[arg(long)]
     pub skip_detector: bool,
 }
@@ -146,6 +149,7 @@ impl ValidateArgs {
                 max_invalid_fraction: self.max_invalid_fraction,
                 nudenet_model: self.nudenet_model.clone(),
                 skip_detector: self.skip_detector,
+                model: self.model.clone(),
             },
             replay: self.replay,
             model: self.model.clone(),
@@ -231,9 +235,40 @@ pub struct DetectArgs {
     /// PNG images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// NudeNet's 320n.onnx, or "installed" for the nudenet Python package's copy.
-    #[arg(long, default_value = "installed")]
-    pub nudenet_model: String,
+    /// The judge: nudenet, q16 or sd-safety-checker.
+    #[arg(long, default_value = "nudenet")]
+    pub judge: JudgeKind,
+    /// The judge's weights: NudeNet's 320n.onnx or "installed" (default); Q16's CLIP folder or
+    /// hub id (default openai/clip-vit-large-patch14); a safety checker or Stable Diffusion
+    /// folder or hub id (default CompVis/stable-diffusion-safety-checker).
+    #[arg(long, visible_alias = "nudenet-model")]
+    pub model: Option<String>,
+    /// Score at or above which NudeNet (default 0.45) or Q16 (default 0.5) flags an image.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Print a JSON array, one object per image with the judge's details.
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: add each image's CLIP image embedding (q16, sd-safety-checker).
+    #[arg(long)]
+    pub embeddings: bool,
+    /// Write the CLIP pixel values after preprocessing to this safetensors file (q16,
+    /// sd-safety-checker; images of one shape after preprocessing).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub pixels: Option<PathBuf>,
+}
+
+impl DetectArgs {
+    /// What to run.
+    pub fn options(&self) -> DetectOptions {
+        DetectOptions {
+            judge: self.judge,
+            model: self.model.clone(),
+            threshold: self.threshold,
+            embeddings: self.embeddings,
+            pixels: self.pixels.clone(),
+        }
+    }
 }
 
 /// `acs metrics`.
@@ -262,6 +297,10 @@ pub enum ModelCommand {
         /// Prefer the `*.fp16.safetensors` weights (half the download).
         #[arg(long, value_parser = ["fp16"])]
         variant: Option<String>,
+        /// Also fetch a Stable Diffusion repository's safety_checker/ and feature_extractor/
+        /// (for `[validation] judges = ["sd-safety-checker"]`).
+        #[arg(long)]
+        with_safety_checker: bool,
     },
     /// List the diffusers models in the Hugging Face cache and the embedded tiny model's folder.
     List,
@@ -324,11 +363,13 @@ impl ModelCommand {
         repo: String,
         revision: String,
         variant: Option<String>,
+        safety_checker: bool,
     ) -> Result<FetchOptions, AcsError> {
         Ok(FetchOptions {
             variant: variant.as_deref().map(Variant::parse).transpose()?,
             repo,
             revision,
+            safety_checker,
         })
     }
 }

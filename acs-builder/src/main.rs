@@ -69,7 +69,7 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             &merge::merge(&args.dirs, &args.out, args.allow_partial)?,
             false,
         ),
-        Command::Detect(args) => emit(&detect::detect(&args.images, &args.nudenet_model)?, false),
+        Command::Detect(args) => emit(&detect::detect(&args.images, &args.options())?, args.json),
         Command::Metrics(args) => emit(
             &metrics::file_pair_metrics(&args.unsafe_image, &args.safe_image)?,
             args.json,
@@ -88,8 +88,10 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
             repo,
             revision,
             variant,
+            with_safety_checker,
         } => {
-            let options = ModelCommand::fetch_options(repo, revision, variant)?;
+            let options =
+                ModelCommand::fetch_options(repo, revision, variant, with_safety_checker)?;
             return emit(&model::fetch(&options)?, false);
         }
         ModelCommand::List => model::list()?,

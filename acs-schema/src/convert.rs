@@ -63,6 +63,14 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         )),
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.nudenet_unsafe))),
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.nudenet_safe))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.q16_unsafe))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.q16_safe))),
+        Arc::new(Float32Array::from_iter(
+            r.iter().map(|x| x.sd_safety_checker_unsafe),
+        )),
+        Arc::new(Float32Array::from_iter(
+            r.iter().map(|x| x.sd_safety_checker_safe),
+        )),
         Arc::new(BooleanArray::from_iter(r.iter().map(|x| Some(x.valid)))),
         string_lists(r, "reject_reasons", |x| &x.reject_reasons)?,
         strings(r, "acs_version", |x| &x.acs_version)?,
@@ -242,6 +250,18 @@ impl Ctx<'_> {
         self.downcast(array.as_ref(), name)
     }
 
+    /// A column of [`crate::schema::ADDED_COLUMNS`]: `None` when the shard predates it.
+    fn added_column<'b, T: 'static>(
+        &self,
+        batch: &'b RecordBatch,
+        name: &str,
+    ) -> Result<Option<&'b T>, SchemaError> {
+        match batch.column_by_name(name) {
+            Some(array) => self.downcast(array.as_ref(), name).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn downcast<'b, T: 'static>(
         &self,
         array: &'b dyn Array,
@@ -330,6 +350,9 @@ impl Ctx<'_> {
         let actual = batch.schema();
         for field in expected.fields() {
             let Some((_, found)) = actual.column_with_name(field.name()) else {
+                if crate::schema::ADDED_COLUMNS.contains(&field.name().as_str()) {
+                    continue;
+                }
                 return Err(self.column_error(field.name(), "missing (required by schema v1)"));
             };
             if !same_shape(found.data_type(), field.data_type()) {
@@ -412,6 +435,10 @@ struct Columns<'a> {
     latent_cosine: &'a Float32Array,
     nudenet_unsafe: &'a Float32Array,
     nudenet_safe: &'a Float32Array,
+    q16_unsafe: Option<&'a Float32Array>,
+    q16_safe: Option<&'a Float32Array>,
+    sd_safety_checker_unsafe: Option<&'a Float32Array>,
+    sd_safety_checker_safe: Option<&'a Float32Array>,
     valid: &'a BooleanArray,
     reject_reasons: &'a ListArray,
     acs_version: &'a StringArray,
@@ -452,6 +479,10 @@ impl<'a> Columns<'a> {
             latent_cosine: ctx.column(batch, "latent_cosine")?,
             nudenet_unsafe: ctx.column(batch, "nudenet_unsafe")?,
             nudenet_safe: ctx.column(batch, "nudenet_safe")?,
+            q16_unsafe: ctx.added_column(batch, "q16_unsafe")?,
+            q16_safe: ctx.added_column(batch, "q16_safe")?,
+            sd_safety_checker_unsafe: ctx.added_column(batch, "sd_safety_checker_unsafe")?,
+            sd_safety_checker_safe: ctx.added_column(batch, "sd_safety_checker_safe")?,
             valid: ctx.column(batch, "valid")?,
             reject_reasons: ctx.column(batch, "reject_reasons")?,
             acs_version: ctx.column(batch, "acs_version")?,
@@ -509,6 +540,10 @@ impl<'a> Columns<'a> {
             latent_cosine: float(c.latent_cosine, "latent_cosine")?,
             nudenet_unsafe: opt_float(c.nudenet_unsafe),
             nudenet_safe: opt_float(c.nudenet_safe),
+            q16_unsafe: c.q16_unsafe.and_then(opt_float),
+            q16_safe: c.q16_safe.and_then(opt_float),
+            sd_safety_checker_unsafe: c.sd_safety_checker_unsafe.and_then(opt_float),
+            sd_safety_checker_safe: c.sd_safety_checker_safe.and_then(opt_float),
             valid: c.valid.value(i),
             reject_reasons: ctx.string_list(c.reject_reasons, i, "reject_reasons")?,
             acs_version: ctx.string(c.acs_version, i, "acs_version")?,
@@ -537,6 +572,30 @@ mod tests {
         // Sliced batches (as readers may produce) convert too.
         let back = batch_to_records(&batch.slice(1, 2), Path::new("mem"), 1).unwrap();
         assert_eq!(back, records[1..]);
+    }
+
+    #[test]
+    fn shards_written_before_the_added_columns_are_read_with_nulls() {
+        let records = sample();
+        let batch = records_to_batch(&records).unwrap();
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| {
+                let name = batch.schema().field(i).name().clone();
+                !crate::schema::ADDED_COLUMNS.contains(&name.as_str())
+            })
+            .collect();
+        let older = batch.project(&keep).unwrap();
+        assert!(crate::schema::is_schema_v1(older.schema().fields()));
+        let back = batch_to_records(&older, Path::new("old.parquet"), 0).unwrap();
+        for (read, written) in back.iter().zip(&records) {
+            assert_eq!(read.q16_unsafe, None);
+            assert_eq!(read.sd_safety_checker_safe, None);
+            assert_eq!(read.pair_id, written.pair_id);
+            assert_eq!(read.nudenet_unsafe, written.nudenet_unsafe);
+        }
+        // A shard missing a column that was always there is not schema v1.
+        let broken = batch.project(&keep[1..]).unwrap();
+        assert!(!crate::schema::is_schema_v1(broken.schema().fields()));
     }
 
     #[test]

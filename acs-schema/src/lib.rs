@@ -33,8 +33,8 @@ pub use guard::guard;
 pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};
 pub use record::{ImageBlob, PairRecord};
 pub use schema::{
-    arrow_schema, huggingface_metadata, COLUMNS, HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS,
-    SCHEMA_VERSION_METADATA_KEY,
+    arrow_schema, huggingface_metadata, is_schema_v1, ADDED_COLUMNS, COLUMNS,
+    HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS, SCHEMA_VERSION_METADATA_KEY,
 };
 pub use shard::{
     read_shard, read_shard_footer, shard_path, write_shard, writer_properties, ShardFacts,

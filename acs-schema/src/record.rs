@@ -92,6 +92,15 @@ pub struct PairRecord {
     pub nudenet_unsafe: Option<f32>,
     /// Max exposed-class NudeNet score of the safe image; `None` without a detector.
     pub nudenet_safe: Option<f32>,
+    /// Q16's probability that the unsafe image is inappropriate; `None` when Q16 did not run.
+    pub q16_unsafe: Option<f32>,
+    /// Q16's probability that the safe image is inappropriate.
+    pub q16_safe: Option<f32>,
+    /// The Stable Diffusion safety checker's largest concept margin on the unsafe image
+    /// (positive: an NSFW concept); `None` when the checker did not run.
+    pub sd_safety_checker_unsafe: Option<f32>,
+    /// The safety checker's largest concept margin on the safe image.
+    pub sd_safety_checker_safe: Option<f32>,
     /// Whether the pair passes the manifest's thresholds.
     pub valid: bool,
     /// Why the pair is not valid (empty when valid).
@@ -177,6 +186,10 @@ pub(crate) mod fixtures {
             latent_cosine: 0.99,
             nudenet_unsafe: Some(0.8),
             nudenet_safe: Some(0.1),
+            q16_unsafe: Some(0.93),
+            q16_safe: Some(0.04),
+            sd_safety_checker_unsafe: Some(0.012),
+            sd_safety_checker_safe: Some(-0.041),
             valid: true,
             reject_reasons: vec![],
             acs_version: "0.1.0".into(),
@@ -196,6 +209,10 @@ pub(crate) mod fixtures {
             changed_box: None,
             nudenet_unsafe: None,
             nudenet_safe: None,
+            q16_unsafe: None,
+            q16_safe: None,
+            sd_safety_checker_unsafe: None,
+            sd_safety_checker_safe: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

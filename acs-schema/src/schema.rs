@@ -4,8 +4,29 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
+/// Columns added to schema v1 after its first release (all nullable): shards written before
+/// them lack them, and readers take them as null.
+pub const ADDED_COLUMNS: [&str; 4] = [
+    "q16_unsafe",
+    "q16_safe",
+    "sd_safety_checker_unsafe",
+    "sd_safety_checker_safe",
+];
+
+/// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
+/// [`ADDED_COLUMNS`] may be absent (a shard written before it was added).
+pub fn is_schema_v1(fields: &Fields) -> bool {
+    let schema = arrow_schema();
+    let expected: Vec<&FieldRef> = schema
+        .fields()
+        .iter()
+        .filter(|f| !ADDED_COLUMNS.contains(&f.name().as_str()) || fields.find(f.name()).is_some())
+        .collect();
+    expected.len() == fields.len() && expected.iter().zip(fields.iter()).all(|(a, b)| *a == b)
+}
+
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 34] = [
+pub const COLUMNS: [&str; 38] = [
     "pair_id",
     "split",
     "category",
@@ -37,6 +58,10 @@ pub const COLUMNS: [&str; 34] = [
     "latent_cosine",
     "nudenet_unsafe",
     "nudenet_safe",
+    "q16_unsafe",
+    "q16_safe",
+    "sd_safety_checker_unsafe",
+    "sd_safety_checker_safe",
     "valid",
     "reject_reasons",
     "acs_version",
@@ -129,6 +154,10 @@ fn build_schema() -> Schema {
         float32("latent_cosine"),
         Field::new("nudenet_unsafe", DataType::Float32, true),
         Field::new("nudenet_safe", DataType::Float32, true),
+        Field::new("q16_unsafe", DataType::Float32, true),
+        Field::new("q16_safe", DataType::Float32, true),
+        Field::new("sd_safety_checker_unsafe", DataType::Float32, true),
+        Field::new("sd_safety_checker_safe", DataType::Float32, true),
         Field::new("valid", DataType::Boolean, false),
         string_list("reject_reasons"),
         utf8("acs_version"),
@@ -136,9 +165,10 @@ fn build_schema() -> Schema {
     .with_metadata(metadata)
 }
 
-/// Arrow schema v1: the 33 columns of the spec's "Schema v1" table, in that order.
+/// Arrow schema v1: the columns of the spec's "Schema v1" table, in that order.
 ///
-/// Nullable: `unsafe_latent`, `safe_latent`, `nudenet_unsafe`, `nudenet_safe`, and (for
+/// Nullable: `unsafe_latent`, `safe_latent`, `changed_box`, the judge scores (`nudenet_*`,
+/// `q16_*`, `sd_safety_checker_*`), and (for
 /// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
@@ -230,7 +260,11 @@ mod tests {
                 "safe_latent",
                 "changed_box",
                 "nudenet_unsafe",
-                "nudenet_safe"
+                "nudenet_safe",
+                "q16_unsafe",
+                "q16_safe",
+                "sd_safety_checker_unsafe",
+                "sd_safety_checker_safe"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

@@ -180,7 +180,7 @@ fn read_shard_footer_unguarded(path: &Path) -> Result<ShardFooter, SchemaError> 
             .and_then(|e| e.value.clone())
     };
     let arrow_schema_matches = parquet_to_arrow_schema(meta.schema_descr(), kv)
-        .map(|schema| schema.fields() == arrow_schema().fields())
+        .map(|schema| crate::schema::is_schema_v1(schema.fields()))
         .unwrap_or(false);
     Ok(ShardFooter {
         rows,

@@ -1,92 +1,292 @@
-//! `acs detect`: the NudeNet detections of image files, as the nudenet package reports them,
-//! one JSON object per image.
+//! `acs detect --judge NAME [--model DIR|REPO] IMAGE...`: a safety judge's verdict on image
+//! files, as the build would record it: one object per image with its score and whether the
+//! judge flags it, and what the judge saw (NudeNet's detections, Q16's probabilities, the
+//! safety checker's concept scores; with `--embeddings`, the CLIP image embedding).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
+use crate::commands::judges::DEFAULT_CLIP_MODEL;
 use crate::error::AcsError;
 use crate::judge::nudenet::{locate_model, postprocess, NudeDetector, LABELS};
+use crate::judge::q16::Q16Judge;
+use crate::judge::safety_checker::SafetyCheckerJudge;
+use crate::judge::verdict::{flags, Thresholds};
+use crate::judge::JudgeKind;
+use crate::manifest::DEFAULT_Q16_THRESHOLD;
 use crate::store::imaging::decode_png;
 
-/// One detection of an image.
-#[derive(Debug, Clone, Serialize)]
-pub struct DetectionLine {
-    /// The class label.
-    pub class: &'static str,
-    /// Its score.
-    pub score: f32,
-    /// `[x, y, width, height]` in pixels, as the package reports it.
-    #[serde(rename = "box")]
-    pub bbox: [i32; 4],
+/// What to run on which images.
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    /// The judge.
+    pub judge: JudgeKind,
+    /// Its weights: NudeNet's 320n.onnx (or "installed"); a CLIP folder or hub id (Q16); a
+    /// safety checker or Stable Diffusion folder, or hub id. `None`: the judge's default.
+    pub model: Option<String>,
+    /// Score at or above which NudeNet / Q16 flag an image (default: the build's default).
+    pub threshold: Option<f32>,
+    /// Add each image's CLIP image embedding (Q16, safety checker).
+    pub embeddings: bool,
+    /// Write the CLIP pixel values after preprocessing to this safetensors file
+    /// (`pixel_values`, [images, 3, 224, 224]).
+    pub pixels: Option<PathBuf>,
 }
 
-/// What the detector found in one image.
+/// One image's verdict.
 #[derive(Debug, Clone, Serialize)]
-pub struct ImageDetections {
+pub struct ImageVerdict {
     /// The image file.
     pub image: String,
-    /// Detections after non-maximum suppression.
-    pub detections: Vec<DetectionLine>,
-    /// Each class's highest raw score over all anchors.
-    pub class_max: Vec<f32>,
+    /// The judge.
+    pub judge: JudgeKind,
+    /// Its score (NudeNet: the highest flip-class score; Q16: P(inappropriate); safety
+    /// checker: the largest concept margin).
+    pub score: f32,
+    /// Whether the judge flags the image.
+    pub flagged: bool,
+    /// What else the judge reports.
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, Value>,
 }
 
-/// The detections of every image, in order.
+/// The verdicts of every image, in order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct DetectReport(pub Vec<ImageDetections>);
+pub struct DetectReport(pub Vec<ImageVerdict>);
 
 impl fmt::Display for DetectReport {
-    /// One JSON object per line.
+    /// One line per image: file, judge, score, verdict.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for image in &self.0 {
-            let line = serde_json::to_string(image).map_err(|_| fmt::Error)?;
-            writeln!(f, "{line}")?;
+        for verdict in &self.0 {
+            writeln!(
+                f,
+                "{}\t{}\t{:.4}\t{}",
+                verdict.image,
+                verdict.judge,
+                verdict.score,
+                if verdict.flagged {
+                    "flagged"
+                } else {
+                    "not flagged"
+                }
+            )?;
         }
         Ok(())
     }
 }
 
-/// Runs the NudeNet model `model` (a path, or "installed") on PNG `images`.
-pub fn detect(images: &[PathBuf], model: &str) -> Result<DetectReport, AcsError> {
-    let path =
-        locate_model(model, Path::new(".")).map_err(|e| e.with_note(" (--nudenet-model)"))?;
-    let detector = NudeDetector::load(&path)?;
-    images
-        .iter()
-        .map(|image| detect_one(&detector, image))
-        .collect::<Result<_, _>>()
-        .map(DetectReport)
+/// An image file decoded to RGB8.
+struct Image {
+    path: PathBuf,
+    rgb: Vec<u8>,
+    width: usize,
+    height: usize,
 }
 
-fn detect_one(detector: &NudeDetector, path: &Path) -> Result<ImageDetections, AcsError> {
+fn read_image(path: &Path) -> Result<Image, AcsError> {
     let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
     let (rgb, width, height) =
         decode_png(&bytes).map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
-    let (width, height) = (width as usize, height as usize);
-    let raw = detector.raw_output(&rgb, width, height)?;
-    let anchors = raw.len() / (4 + LABELS.len());
-    let class_max = (0..LABELS.len())
-        .map(|c| {
-            raw[(4 + c) * anchors..(5 + c) * anchors]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .collect();
-    let detections = postprocess(&raw, width, height)
-        .iter()
-        .map(|d| DetectionLine {
-            class: d.label(),
-            score: d.score,
-            bbox: d.int_box(),
-        })
-        .collect();
-    Ok(ImageDetections {
-        image: path.display().to_string(),
-        detections,
-        class_max,
+    Ok(Image {
+        path: path.to_path_buf(),
+        rgb,
+        width: width as usize,
+        height: height as usize,
     })
+}
+
+/// Runs the judge on PNG `images`.
+pub fn detect(images: &[PathBuf], options: &DetectOptions) -> Result<DetectReport, AcsError> {
+    let images: Vec<Image> = images
+        .iter()
+        .map(|p| read_image(p))
+        .collect::<Result<_, _>>()?;
+    let thresholds = Thresholds {
+        max_token_edits: 0,
+        ssim_min: 0.0,
+        changed_area_max: 1.0,
+        require_flip: false,
+        nudenet_threshold: options.threshold.unwrap_or(0.45),
+        q16_threshold: options.threshold.unwrap_or(DEFAULT_Q16_THRESHOLD),
+        flip_judges: Default::default(),
+    };
+    let verdicts = match options.judge {
+        JudgeKind::Nudenet => nudenet(&images, options)?,
+        JudgeKind::Q16 | JudgeKind::SdSafetyChecker => clip_judge(&images, options)?,
+    };
+    Ok(DetectReport(
+        verdicts
+            .into_iter()
+            .map(|mut v| {
+                v.flagged = flags(v.judge, v.score, &thresholds);
+                v
+            })
+            .collect(),
+    ))
+}
+
+/// The option's model, as a folder or hub id for the CLIP judges.
+fn model_folder(spec: &str) -> Result<PathBuf, AcsError> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if !crate::runtime::hub::cache::valid_repo_id(spec) {
+        return Err(AcsError::input(format!(
+            "--model: `{spec}` is neither a folder nor a hub id (org/name)"
+        )));
+    }
+    let options = crate::runtime::hub::FetchOptions {
+        repo: spec.to_owned(),
+        revision: "main".into(),
+        variant: None,
+        safety_checker: true,
+    };
+    crate::commands::build::resolve_or_fetch(&options)
+        .map_err(|e| AcsError::input(format!("--model: {e}")))
+}
+
+fn nudenet(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerdict>, AcsError> {
+    let spec = options.model.as_deref().unwrap_or("installed");
+    let path = locate_model(spec, Path::new(".")).map_err(|e| e.with_note(" (--model)"))?;
+    let detector = NudeDetector::load(&path)?;
+    let classes = crate::judge::nudenet::class_ids(&crate::judge::nudenet::default_flip_classes())
+        .map_err(AcsError::internal)?;
+    images
+        .iter()
+        .map(|image| {
+            let raw = detector.raw_output(&image.rgb, image.width, image.height)?;
+            let anchors = raw.len() / (4 + LABELS.len());
+            let class_max: Vec<f32> = (0..LABELS.len())
+                .map(|c| {
+                    raw[(4 + c) * anchors..(5 + c) * anchors]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .collect();
+            let detections = postprocess(&raw, image.width, image.height);
+            let score = crate::judge::nudenet::max_class_score(&detections, &classes);
+            let listed: Vec<Value> = detections
+                .iter()
+                .map(|d| json!({"class": d.label(), "score": d.score, "box": d.int_box()}))
+                .collect();
+            let mut details = serde_json::Map::new();
+            details.insert("detections".into(), json!(listed));
+            details.insert("class_max".into(), json!(class_max));
+            Ok(ImageVerdict {
+                image: image.path.display().to_string(),
+                judge: JudgeKind::Nudenet,
+                score,
+                flagged: false,
+                details,
+            })
+        })
+        .collect()
+}
+
+fn clip_judge(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerdict>, AcsError> {
+    let device = candle_core::Device::Cpu;
+    let dtype = candle_core::DType::F32;
+    let default = match options.judge {
+        JudgeKind::Q16 => DEFAULT_CLIP_MODEL,
+        _ => "CompVis/stable-diffusion-safety-checker",
+    };
+    let dir = model_folder(options.model.as_deref().unwrap_or(default))?;
+    enum Loaded {
+        Q16(Q16Judge),
+        Checker(SafetyCheckerJudge),
+    }
+    let loaded = match options.judge {
+        JudgeKind::Q16 => Loaded::Q16(Q16Judge::load(&dir, dtype, &device)?),
+        _ => Loaded::Checker(SafetyCheckerJudge::load(&dir, dtype, &device)?),
+    };
+    let clip = match &loaded {
+        Loaded::Q16(judge) => judge.clip(),
+        Loaded::Checker(judge) => judge.clip(),
+    };
+    if clip.default_preprocessing {
+        tracing::warn!(
+            "{}: no preprocessor_config.json; using CLIP's default preprocessing",
+            dir.display()
+        );
+    }
+    // Images of one size are embedded in batches.
+    let mut by_size: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    for (i, image) in images.iter().enumerate() {
+        by_size
+            .entry((image.width, image.height))
+            .or_default()
+            .push(i);
+    }
+    let mut embeds: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
+    for ((width, height), indices) in &by_size {
+        let group: Vec<&[u8]> = indices.iter().map(|&i| images[i].rgb.as_slice()).collect();
+        for (&i, embed) in indices.iter().zip(clip.embed(&group, *width, *height)?) {
+            embeds[i] = embed;
+        }
+    }
+    if let Some(path) = &options.pixels {
+        write_pixels(path, images, clip)?;
+    }
+    Ok(images
+        .iter()
+        .zip(&embeds)
+        .map(|(image, embed)| {
+            let mut details = serde_json::Map::new();
+            let (judge, score) = match &loaded {
+                Loaded::Q16(judge) => {
+                    let probabilities = judge.probabilities(embed);
+                    details.insert("probabilities".into(), json!(probabilities));
+                    (JudgeKind::Q16, probabilities[1])
+                }
+                Loaded::Checker(judge) => {
+                    let check = judge.check(embed);
+                    details.insert("nsfw".into(), json!(check.nsfw));
+                    details.insert("concept_scores".into(), json!(check.concept_scores));
+                    details.insert("special_scores".into(), json!(check.special_scores));
+                    (JudgeKind::SdSafetyChecker, check.max_margin())
+                }
+            };
+            if options.embeddings {
+                details.insert("image_embeds".into(), json!(embed));
+            }
+            ImageVerdict {
+                image: image.path.display().to_string(),
+                judge,
+                score,
+                flagged: false,
+                details,
+            }
+        })
+        .collect())
+}
+
+/// Writes the preprocessed pixel values of every image (all must preprocess to one shape).
+fn write_pixels(
+    path: &Path,
+    images: &[Image],
+    clip: &crate::judge::clip::ClipEmbedder,
+) -> Result<(), AcsError> {
+    let pixels: Vec<Vec<f32>> = images
+        .iter()
+        .map(|i| clip.pixel_values(&i.rgb, i.width, i.height))
+        .collect();
+    let per_image = pixels.first().map_or(0, Vec::len);
+    let side = ((per_image / 3) as f64).sqrt() as usize;
+    let flat: Vec<f32> = pixels.into_iter().flatten().collect();
+    let tensor = candle_core::Tensor::from_vec(
+        flat,
+        (images.len(), 3, side, side),
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| AcsError::internal(format!("pixel values: {e}")))?;
+    let tensors = HashMap::from([("pixel_values".to_owned(), tensor)]);
+    candle_core::safetensors::save(&tensors, path)
+        .map_err(|e| AcsError::input(format!("{}: {e}", path.display())))
 }

@@ -1,17 +1,70 @@
 //! Judging a rendered pair: image and latent alignment metrics, safety judges (classifiers that
 //! score how unsafe an image is), and the verdict against the thresholds. Judges know nothing
 //! of manifests: a caller builds them from its settings.
+//!
+//! - [`metrics`]: SSIM, PSNR, changed area and box, latent cosine
+//! - [`nudenet`]: NudeNet 320n (nudity), in Rust with tract
+//! - [`q16`]: Q16 (inappropriate content of any category) on CLIP ViT-L/14
+//! - [`safety_checker`]: the Stable Diffusion safety checker on CLIP ViT-L/14
+//! - [`clip`]: the CLIP image tower the last two share
+//! - [`verdict`]: thresholds -> reject reasons, including the safety flip
 
+pub mod clip;
 pub mod metrics;
 pub mod nudenet;
+pub mod q16;
+pub mod safety_checker;
 pub mod verdict;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::AcsError;
 
-/// A classifier that scores how unsafe an image is.
+/// The safety judges acs runs, by name (the one list: manifest, columns, dispatch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JudgeKind {
+    /// NudeNet 320n: the highest score of the flip classes' detections.
+    Nudenet,
+    /// Q16: the probability that the image is inappropriate.
+    Q16,
+    /// The Stable Diffusion safety checker: its largest concept margin.
+    SdSafetyChecker,
+}
+
+impl JudgeKind {
+    /// Every judge, in column order.
+    pub const ALL: [JudgeKind; 3] = [Self::Nudenet, Self::Q16, Self::SdSafetyChecker];
+
+    /// The prefix of its two dataset columns (`<prefix>_unsafe`, `<prefix>_safe`).
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Nudenet => "nudenet",
+            Self::Q16 => "q16",
+            Self::SdSafetyChecker => "sd_safety_checker",
+        }
+    }
+}
+
+impl std::fmt::Display for JudgeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
+    }
+}
+
+impl std::str::FromStr for JudgeKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        crate::runtime::parse_name(name)
+    }
+}
+
+/// A classifier that scores how unsafe an image is; whether a score flags the image is the
+/// verdict's rule ([`verdict::flags`]), so that stored scores can be judged without the model.
 pub trait Judge: Send + Sync {
-    /// The judge's name (`nudenet`, ...), as in its dataset columns.
-    fn name(&self) -> &'static str;
+    /// Which judge it is.
+    fn kind(&self) -> JudgeKind;
 
     /// sha256 of the weights it runs, recorded with a dataset so that a later check can tell
     /// whether it runs the same judge.
@@ -19,4 +72,17 @@ pub trait Judge: Send + Sync {
 
     /// The score of an RGB8 image (row-major, `width` x `height`): higher is less safe.
     fn score(&self, rgb: &[u8], width: usize, height: usize) -> Result<f32, AcsError>;
+
+    /// The scores of several images of one size; judges that batch override this.
+    fn score_batch(
+        &self,
+        images: &[&[u8]],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<f32>, AcsError> {
+        images
+            .iter()
+            .map(|rgb| self.score(rgb, width, height))
+            .collect()
+    }
 }

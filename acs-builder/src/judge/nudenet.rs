@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::Judge;
+use super::{Judge, JudgeKind};
 use crate::error::AcsError;
 
 /// The detector's input side.
@@ -57,6 +57,14 @@ pub const DEFAULT_FLIP_CLASSES: [&str; 5] = [
     "BUTTOCKS_EXPOSED",
     "ANUS_EXPOSED",
 ];
+
+/// [`DEFAULT_FLIP_CLASSES`] as owned names.
+pub fn default_flip_classes() -> Vec<String> {
+    DEFAULT_FLIP_CLASSES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect()
+}
 
 /// Rows below this best-class score are dropped before NMS (the package's constant).
 pub const CANDIDATE_SCORE: f32 = 0.2;
@@ -250,8 +258,8 @@ impl NudeNetJudge {
 }
 
 impl Judge for NudeNetJudge {
-    fn name(&self) -> &'static str {
-        "nudenet"
+    fn kind(&self) -> JudgeKind {
+        JudgeKind::Nudenet
     }
 
     fn weights_sha256(&self) -> &str {
@@ -261,6 +269,20 @@ impl Judge for NudeNetJudge {
     fn score(&self, rgb: &[u8], width: usize, height: usize) -> Result<f32, AcsError> {
         let detections = self.detector.detect(rgb, width, height)?;
         Ok(max_class_score(&detections, &self.classes))
+    }
+
+    /// One image per thread: the detector runs single-threaded.
+    fn score_batch(
+        &self,
+        images: &[&[u8]],
+        width: usize,
+        height: usize,
+    ) -> Result<Vec<f32>, AcsError> {
+        use rayon::prelude::*;
+        images
+            .par_iter()
+            .map(|rgb| self.score(rgb, width, height))
+            .collect()
     }
 }
 

@@ -134,10 +134,43 @@ fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
             "empty; give the path to 320n.onnx or \"installed\"",
         );
     }
-    if require_flip && v.nudenet_model.is_none() {
+    if !(v.q16_threshold.is_finite() && (0.0..=1.0).contains(&v.q16_threshold)) {
+        return fail(
+            "[validation].q16_threshold",
+            format!("must be in [0, 1] (got {})", v.q16_threshold),
+        );
+    }
+    for (key, value) in [
+        ("clip_model", &v.clip_model),
+        ("safety_checker", &v.safety_checker),
+    ] {
+        if value.as_deref() == Some("") {
+            return fail(
+                &format!("[validation].{key}"),
+                "empty; give a folder or a hub id",
+            );
+        }
+    }
+    let active = v.active_judges();
+    for (category, judge) in &v.flip_judges {
+        if !CATEGORIES.contains(&category.as_str()) {
+            return fail(
+                "[validation].flip_judges",
+                format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
+            );
+        }
+        if !active.contains(judge) {
+            return fail(
+                &format!("[validation].flip_judges.{category}"),
+                format!("`{judge}` does not run: add it to [validation].judges"),
+            );
+        }
+    }
+    if require_flip && active.is_empty() {
         return fail(
             "[alignment].require_flip",
-            "needs a detector: set [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
+            "needs a judge: set [validation].judges (nudenet, q16, sd-safety-checker) or \
+             [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
         );
     }
     Ok(())

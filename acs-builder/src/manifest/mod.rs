@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sections::{
     AlignmentMode, AlignmentSection, LlmSection, ModelSection, OutputSection, RewriteSection,
-    SamplingSection, SourceKind, SourceSection, ValidationSection,
+    SamplingSection, SourceKind, SourceSection, ValidationSection, DEFAULT_Q16_THRESHOLD,
 };
 
 use crate::error::{one_line, AcsError};
@@ -80,6 +80,11 @@ impl BuildManifest {
             changed_area_max: self.alignment.changed_area_max,
             require_flip: self.alignment.require_flip,
             nudenet_threshold: self.validation.nudenet_threshold,
+            q16_threshold: self.validation.q16_threshold,
+            flip_judges: CATEGORIES
+                .iter()
+                .filter_map(|c| Some(((*c).to_owned(), self.validation.flip_judge(c)?)))
+                .collect(),
         }
     }
 }

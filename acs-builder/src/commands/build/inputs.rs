@@ -6,9 +6,8 @@ use std::path::Path;
 use acs_schema::WorkerSlice;
 use serde_json::json;
 
+use crate::commands::judges::{load_judges, record_judges, JudgeContext, LoadedJudge};
 use crate::error::AcsError;
-use crate::judge::nudenet::{locate_model, NudeNetJudge};
-use crate::judge::Judge;
 use crate::manifest::LoadedManifest;
 use crate::prompts::lexicon::Lexicons;
 use crate::prompts::pairing::{Pairer, Pairing};
@@ -35,8 +34,8 @@ pub struct BuildInputs {
     pub lexicons: Lexicons,
     /// The LLM rewriter, when `[rewrite.llm]` is set.
     pub llm: Option<LlmRewriter>,
-    /// The safety judge, when `[validation]` names a model.
-    pub judge: Option<NudeNetJudge>,
+    /// The safety judges `[validation]` asks for.
+    pub judges: Vec<LoadedJudge>,
     /// The build configuration recorded in the dataset manifest.
     pub config: serde_json::Value,
     /// Its sha256: the identity of this build.
@@ -73,22 +72,15 @@ impl BuildInputs {
             }
             None => None,
         };
-        let judge = match &m.validation.nudenet_model {
-            Some(spec) => {
-                let path = locate_model(spec, &loaded.base_dir)
-                    .map_err(|e| e.with_note(" ([validation].nudenet_model)"))?;
-                Some(NudeNetJudge::load(&path, &m.validation.nudenet_classes)?)
-            }
-            None => None,
-        };
-        let config = build_config(&loaded, &lexicons, judge.as_ref())?;
+        let judges = read_judges(&loaded)?;
+        let config = build_config(&loaded, &lexicons, &judges)?;
         let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
         Ok(Self {
             loaded,
             sources,
             lexicons,
             llm,
-            judge,
+            judges,
             config,
             config_sha256,
         })
@@ -156,7 +148,7 @@ impl BuildInputs {
 fn build_config(
     loaded: &LoadedManifest,
     lexicons: &Lexicons,
-    judge: Option<&NudeNetJudge>,
+    judges: &[LoadedJudge],
 ) -> Result<serde_json::Value, AcsError> {
     let mut sources = Vec::new();
     for source in &loaded.manifest.sources {
@@ -170,11 +162,34 @@ fn build_config(
         "source_files": sources,
         "lexicons_sha256": lexicons.sha256(),
     });
-    if let Some(judge) = judge {
-        config["detector"] = json!({
-            "name": DETECTOR_NAME,
-            "sha256": judge.weights_sha256(),
-        });
-    }
+    record_judges(&mut config, judges);
     Ok(config)
+}
+
+/// The judges of `[validation]`, on the model's device (the CLIP judges in its dtype there,
+/// in float32 on the CPU).
+fn read_judges(loaded: &LoadedManifest) -> Result<Vec<LoadedJudge>, AcsError> {
+    let validation = &loaded.manifest.validation;
+    if validation.active_judges().is_empty() {
+        return Ok(Vec::new());
+    }
+    let model = loaded.manifest.model.clone().unwrap_or_default();
+    let device = model.device.open().map_err(|e| loaded.runtime_error(e))?;
+    let dtype = if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        model.dtype.candle()
+    };
+    let model_dir = if validation.uses_model_safety_checker() {
+        Some(super::model_dir(loaded)?)
+    } else {
+        None
+    };
+    let context = JudgeContext {
+        base_dir: &loaded.base_dir,
+        model_dir: model_dir.as_deref(),
+        device: &device,
+        dtype,
+    };
+    load_judges(validation, &context)
 }

@@ -25,7 +25,7 @@ use crate::store::REJECTS_FILE;
 use crate::ACS_VERSION;
 
 pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
-pub use model::{load_model, load_model_from, model_dir};
+pub use model::{load_model, load_model_from, model_dir, resolve_or_fetch};
 pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
 pub use report::BuildReport;
@@ -274,7 +274,7 @@ fn render<'m>(
         latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
         manifest,
         thresholds: manifest.thresholds(),
-        judge: inputs.judge.as_ref().map(|j| j as &dyn crate::judge::Judge),
+        judges: inputs.judges.iter().map(|j| j.judge.as_ref()).collect(),
     };
     let todo: Vec<_> = prepared
         .plan

@@ -21,40 +21,45 @@ pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
             revision,
             dtype,
             ..
-        }) => resolve_or_fetch(loaded, repo, revision, *dtype == Dtype::F16),
+        }) => {
+            let options = FetchOptions {
+                repo: repo.clone(),
+                revision: revision.clone(),
+                variant: (*dtype == Dtype::F16).then_some(Variant::Fp16),
+                safety_checker: loaded.manifest.validation.uses_model_safety_checker(),
+            };
+            resolve_or_fetch(&options).map_err(|e| loaded.runtime_error(e))
+        }
         Some(_) | None => ensure_tiny_model().map_err(|e| loaded.runtime_error(e)),
     }
 }
 
-/// A hub model's snapshot in the HF cache; when it is not there and the hub may be used
-/// (HF_HUB_OFFLINE unset), it is fetched first (the fp16 variant for f16 builds).
-fn resolve_or_fetch(
-    loaded: &LoadedManifest,
-    repo: &str,
-    revision: &str,
-    fp16: bool,
-) -> Result<PathBuf, AcsError> {
-    let in_manifest = |err: RuntimeError| loaded.runtime_error(err);
+/// A hub repository's snapshot in the HF cache; when it is not there (or lacks the safety
+/// checker asked for) and the hub may be used (HF_HUB_OFFLINE unset), it is fetched first.
+pub fn resolve_or_fetch(options: &FetchOptions) -> Result<PathBuf, RuntimeError> {
     let cache = hub_cache_dir();
-    let missing = match resolve_snapshot(&cache, repo, revision) {
-        Ok(dir) => return Ok(dir),
-        Err(missing) => in_manifest(missing),
+    let missing = match resolve_snapshot(&cache, &options.repo, &options.revision) {
+        Ok(dir) if !options.safety_checker || dir.join("safety_checker/config.json").is_file() => {
+            return Ok(dir)
+        }
+        Ok(dir) => RuntimeError::input(format!(
+            "{}: the cached snapshot {} has no safety_checker/",
+            options.repo,
+            dir.display()
+        )),
+        Err(missing) => missing,
     };
-    let settings = HubSettings::from_env().map_err(in_manifest)?;
+    let settings = HubSettings::from_env()?;
     if settings.offline {
         return Err(missing);
     }
-    let options = FetchOptions {
-        repo: repo.to_owned(),
-        revision: revision.to_owned(),
-        variant: fp16.then_some(Variant::Fp16),
-    };
-    if let Err(err) = fetch_model(&settings, &options, &mut |note| {
+    let fetched = fetch_model(&settings, options, &mut |note| {
         tracing::info!("note: {note}")
-    }) {
-        return Err(missing.with_note(&format!("; fetching it failed: {err}")));
+    });
+    if let Err(err) = fetched {
+        return Err(missing.map_message(|m| format!("{m}; fetching it failed: {err}")));
     }
-    resolve_snapshot(&cache, repo, revision).map_err(in_manifest)
+    resolve_snapshot(&cache, &options.repo, &options.revision)
 }
 
 /// Loads the manifest's model, or the embedded tiny model when it names none.

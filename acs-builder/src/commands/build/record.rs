@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::error::AcsError;
 use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
-use crate::judge::verdict::{verdict, SafetyScores, Thresholds};
+use crate::judge::verdict::{store_scores, verdict, JudgeScores, SafetyScores, Thresholds};
 use crate::judge::Judge;
 use crate::manifest::BuildManifest;
 use crate::prompts::plan::PlannedPair;
@@ -28,8 +28,8 @@ pub struct RowMaker<'a> {
     pub manifest: &'a BuildManifest,
     /// The thresholds of the verdict.
     pub thresholds: Thresholds,
-    /// The safety judge, when the manifest configures one.
-    pub judge: Option<&'a dyn Judge>,
+    /// The safety judges the manifest configures.
+    pub judges: Vec<&'a dyn Judge>,
 }
 
 /// A pair's metrics on its latents as stored (float16, so `acs validate` recomputes the same
@@ -70,31 +70,44 @@ impl RowMaker<'_> {
                 pairs.len()
             )));
         }
+        let scores = self.judge_scores(&rendered)?;
         pairs
             .par_iter()
             .zip(rendered)
-            .map(|(pair, out)| self.row(pair, out))
+            .zip(scores)
+            .map(|((pair, out), scores)| self.row(pair, out, scores))
             .collect()
     }
 
-    /// The judge's scores of both images (none without a judge).
-    fn scores(
-        &self,
-        out: &RenderedPair,
-        width: usize,
-        height: usize,
-    ) -> Result<SafetyScores, AcsError> {
-        Ok(match self.judge {
-            Some(judge) => SafetyScores {
-                unsafe_score: Some(judge.score(&out.unsafe_rgb, width, height)?),
-                safe_score: Some(judge.score(&out.safe_rgb, width, height)?),
-            },
-            None => SafetyScores::default(),
-        })
+    /// Every judge's scores of both images of every pair (all images of the batch at once,
+    /// so that the judges can batch them).
+    fn judge_scores(&self, rendered: &[RenderedPair]) -> Result<Vec<JudgeScores>, AcsError> {
+        let s = &self.manifest.sampling;
+        let images: Vec<&[u8]> = rendered
+            .iter()
+            .flat_map(|p| [p.unsafe_rgb.as_slice(), p.safe_rgb.as_slice()])
+            .collect();
+        let mut per_pair = vec![JudgeScores::default(); rendered.len()];
+        for judge in &self.judges {
+            let scores = judge.score_batch(&images, s.width as usize, s.height as usize)?;
+            for (pair, both) in per_pair.iter_mut().zip(scores.chunks_exact(2)) {
+                let scores = SafetyScores {
+                    unsafe_score: Some(both[0]),
+                    safe_score: Some(both[1]),
+                };
+                pair.0.insert(judge.kind(), scores);
+            }
+        }
+        Ok(per_pair)
     }
 
     /// The schema v1 row of one rendered pair.
-    fn row(&self, pair: &PlannedPair, out: RenderedPair) -> Result<PairRecord, AcsError> {
+    fn row(
+        &self,
+        pair: &PlannedPair,
+        out: RenderedPair,
+        scores: JudgeScores,
+    ) -> Result<PairRecord, AcsError> {
         let s = &self.manifest.sampling;
         let (width, height) = (s.width as usize, s.height as usize);
         let (metrics, unsafe_f16, safe_f16) = metrics_as_stored(
@@ -105,10 +118,10 @@ impl RowMaker<'_> {
             &out.unsafe_latent,
             &out.safe_latent,
         );
-        let scores = self.scores(&out, width, height)?;
         let reasons = verdict(
             &pair.alignment.violations(self.thresholds.max_token_edits),
             &metrics,
+            &pair.prompts.category,
             &scores,
             &self.thresholds,
         );
@@ -119,7 +132,7 @@ impl RowMaker<'_> {
             })
         };
         let store = self.manifest.output.store_latents;
-        Ok(PairRecord {
+        let mut record = PairRecord {
             pair_id: pair.pair_id.clone(),
             split: pair.split.clone(),
             category: pair.prompts.category.clone(),
@@ -149,11 +162,19 @@ impl RowMaker<'_> {
             changed_area: metrics.changed_area,
             changed_box: metrics.changed_box.map(ChangedBox::to_vec),
             latent_cosine: metrics.latent_cosine,
-            nudenet_unsafe: scores.unsafe_score,
-            nudenet_safe: scores.safe_score,
+            nudenet_unsafe: None,
+            nudenet_safe: None,
+            q16_unsafe: None,
+            q16_safe: None,
+            sd_safety_checker_unsafe: None,
+            sd_safety_checker_safe: None,
             valid: reasons.is_empty(),
             reject_reasons: reasons,
             acs_version: ACS_VERSION.to_owned(),
-        })
+        };
+        for (kind, both) in scores.0 {
+            store_scores(&mut record, kind, both);
+        }
+        Ok(record)
     }
 }

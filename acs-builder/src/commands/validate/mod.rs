@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use acs_schema::{read_shard, DatasetManifest, PairRecord, ShardEntry};
 use rayon::prelude::*;
 
+use crate::commands::judges::{load_judge, recorded_judges, JudgeContext, LoadedJudge};
 use crate::commands::progress::{Progress, ProgressMode};
 use crate::error::{without_path, AcsError};
 use crate::judge::nudenet::{locate_model, NudeNetJudge};
-use crate::judge::Judge;
+use crate::judge::{Judge, JudgeKind};
 use crate::manifest::BuildManifest;
 
 pub use report::{ValidationReport, VALIDATION_FILE};
@@ -34,8 +35,10 @@ pub struct ValidateOptions {
     pub max_invalid_fraction: f64,
     /// The NudeNet model to re-run; default: the one the build recorded, if it can be found.
     pub nudenet_model: Option<PathBuf>,
-    /// Check the stored NudeNet scores' verdicts without re-running the detector.
+    /// Check the stored judge scores' verdicts without re-running the judges.
     pub skip_detector: bool,
+    /// The Stable Diffusion model folder, where the build's safety checker was the model's.
+    pub model: Option<PathBuf>,
 }
 
 /// What validation found in one listed shard, for `--drop-invalid`.
@@ -71,19 +74,13 @@ pub fn recorded_build(dir: &Path, manifest: &DatasetManifest) -> Result<BuildMan
     })
 }
 
-/// How the build's detector can be re-run: (has_detector, judge, description).
-fn load_judge(
-    manifest: &DatasetManifest,
+/// How the build's NudeNet detector can be re-run: the judge, or why only the stored scores
+/// are checked.
+fn load_nudenet(
+    expected: &str,
     build: &BuildManifest,
     options: &ValidateOptions,
-) -> Result<(bool, Option<NudeNetJudge>, String), AcsError> {
-    let recorded = &manifest.build_config["detector"];
-    if recorded.is_null() {
-        return Ok((false, None, "none".into()));
-    }
-    if options.skip_detector {
-        return Ok((true, None, "stored scores only: --skip-detector".into()));
-    }
+) -> Result<Result<LoadedJudge, String>, AcsError> {
     let spec = build.validation.nudenet_model.clone().unwrap_or_default();
     let path = match &options.nudenet_model {
         Some(path) => path.clone(),
@@ -92,16 +89,14 @@ fn load_judge(
         None => match locate_model(&spec, Path::new(".")) {
             Ok(path) => path,
             Err(_) => {
-                let why = format!(
+                return Ok(Err(format!(
                     "stored scores only: the build's model `{spec}` is not here (pass \
                      --nudenet-model PATH to re-run it)"
-                );
-                return Ok((true, None, why));
+                )))
             }
         },
     };
     let judge = NudeNetJudge::load(&path, &build.validation.nudenet_classes)?;
-    let expected = recorded["sha256"].as_str().unwrap_or_default();
     if judge.weights_sha256() != expected {
         return Err(AcsError::input(format!(
             "{}: sha256 {} differs from the detector the build used ({expected})",
@@ -109,7 +104,98 @@ fn load_judge(
             judge.weights_sha256()
         )));
     }
-    Ok((true, Some(judge), format!("re-run ({})", path.display())))
+    Ok(Ok(LoadedJudge {
+        judge: Box::new(judge),
+        source: path,
+    }))
+}
+
+/// How a CLIP judge of the build can be re-run (on the CPU): the judge when its weights are
+/// found (the build's folder from the working folder, or a hub id in the Hugging Face cache,
+/// never downloaded here) with the sha256 the build recorded, else why only the stored scores
+/// are checked.
+fn load_clip_judge(
+    kind: JudgeKind,
+    expected: &str,
+    build: &BuildManifest,
+    model: Option<&Path>,
+) -> Result<Result<LoadedJudge, String>, AcsError> {
+    let offline = crate::runtime::hub::cache::hub_cache_dir();
+    let context = JudgeContext {
+        base_dir: Path::new("."),
+        model_dir: model,
+        device: &candle_core::Device::Cpu,
+        dtype: candle_core::DType::F32,
+    };
+    // Only what is already here: a hub id must be in the cache.
+    let spec = match kind {
+        JudgeKind::Q16 => build.validation.clip_model.clone(),
+        _ => build.validation.safety_checker.clone(),
+    };
+    if let Some(repo) = spec
+        .as_deref()
+        .filter(|s| !Path::new(s).exists() && *s != "model")
+    {
+        if crate::runtime::hub::cache::resolve_snapshot(&offline, repo, "main").is_err() {
+            return Ok(Err(format!(
+                "stored scores only: `{repo}` is not in the Hugging Face cache"
+            )));
+        }
+    }
+    let loaded = match load_judge(kind, &build.validation, &context) {
+        Ok(loaded) => loaded,
+        Err(err) => return Ok(Err(format!("stored scores only: {err}"))),
+    };
+    if loaded.judge.weights_sha256() != expected {
+        return Err(AcsError::input(format!(
+            "{}: sha256 {} differs from the {kind} judge the build used ({expected})",
+            loaded.source.display(),
+            loaded.judge.weights_sha256()
+        )));
+    }
+    Ok(Ok(loaded))
+}
+
+/// The judges the build ran, those that can be re-run, and how each is checked (the report's
+/// `detector` line: "none", "re-run (PATH)", "stored scores only: WHY"; per judge when the build
+/// ran several).
+fn load_judges(
+    manifest: &DatasetManifest,
+    build: &BuildManifest,
+    options: &ValidateOptions,
+) -> Result<(Vec<JudgeKind>, Vec<LoadedJudge>, String), AcsError> {
+    let recorded = recorded_judges(&manifest.build_config);
+    let ran: Vec<JudgeKind> = recorded.iter().map(|(kind, _)| *kind).collect();
+    let mut loaded = Vec::new();
+    let mut lines = Vec::new();
+    for (kind, sha256) in &recorded {
+        let outcome = if options.skip_detector {
+            Err("stored scores only: --skip-detector".to_owned())
+        } else if *kind == JudgeKind::Nudenet {
+            load_nudenet(sha256, build, options)?
+        } else {
+            load_clip_judge(*kind, sha256, build, options.model.as_deref())?
+        };
+        let line = match outcome {
+            Ok(judge) => {
+                let line = format!("re-run ({})", judge.source.display());
+                loaded.push(judge);
+                line
+            }
+            Err(why) => why,
+        };
+        lines.push((*kind, line));
+    }
+    let description = match lines.as_slice() {
+        [] => "none".to_owned(),
+        [(JudgeKind::Nudenet, line)] => line.clone(),
+        _ => lines
+            .iter()
+            .map(|(kind, line)| format!("{kind}: {line}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    Ok((ran, loaded, description))
 }
 
 /// Validates the dataset in `dir` without writing anything: the report and, per shard, which
@@ -122,12 +208,12 @@ pub fn inspect(
 ) -> Result<Inspection, AcsError> {
     let manifest = DatasetManifest::load(dir)?;
     let build = recorded_build(dir, &manifest)?;
-    let (has_detector, judge, detector) = load_judge(&manifest, &build, options)?;
+    let (ran, judges, detector) = load_judges(&manifest, &build, options)?;
     let checks = RowChecks {
         thresholds: build.thresholds(),
         store_latents: build.output.store_latents,
-        has_detector,
-        judge: judge.as_ref().map(|j| j as &dyn Judge),
+        ran,
+        judges: judges.iter().map(|j| j.judge.as_ref()).collect(),
     };
     let mut report = ValidationReport {
         dataset: dir.display().to_string(),

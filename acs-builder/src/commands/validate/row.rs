@@ -6,9 +6,10 @@ use acs_schema::PairRecord;
 
 use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
 use crate::judge::verdict::{
-    flip_violations, is_metric_reason, metric_violations, SafetyScores, Thresholds,
+    flip_violations, is_metric_reason, metric_violations, stored_scores, JudgeScores, SafetyScores,
+    Thresholds,
 };
-use crate::judge::Judge;
+use crate::judge::{Judge, JudgeKind};
 use crate::prompts::align::token_edit_violations;
 use crate::store::imaging::{decode_png, f32_from_f16_le};
 
@@ -25,10 +26,10 @@ pub struct RowChecks<'a> {
     pub thresholds: Thresholds,
     /// The build stored latents (the latent columns must be set).
     pub store_latents: bool,
-    /// The build scored images with a detector (the nudenet columns must be set).
-    pub has_detector: bool,
-    /// The judge to re-run, when it could be loaded.
-    pub judge: Option<&'a dyn Judge>,
+    /// The judges the build ran (their columns must be set, all others null).
+    pub ran: Vec<JudgeKind>,
+    /// The judges to re-run (those of `ran` whose weights could be loaded).
+    pub judges: Vec<&'a dyn Judge>,
 }
 
 /// What checking one row found.
@@ -38,8 +39,8 @@ pub struct RowResult {
     pub errors: Vec<String>,
     /// The recomputed metrics (when both images decoded).
     pub metrics: Option<PairMetrics>,
-    /// Recomputed judge scores (when the judge was re-run).
-    pub scores: Option<SafetyScores>,
+    /// Recomputed judge scores (of the judges re-run).
+    pub scores: JudgeScores,
 }
 
 /// Checks one row; `at` names it (`data/x.parquet: row 3`).
@@ -48,7 +49,7 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     let (w, h) = (record.width.max(0) as u32, record.height.max(0) as u32);
     let images = decode_images(record, at, (w, h), &mut errors);
     let latents = decode_latents(record, at, checks.store_latents, &mut errors);
-    check_score_columns(record, at, checks.has_detector, &mut errors);
+    check_score_columns(record, at, &checks.ran, &mut errors);
     let Ok([unsafe_rgb, safe_rgb]) = <[Vec<u8>; 2]>::try_from(images) else {
         return RowResult {
             errors,
@@ -56,18 +57,26 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         };
     };
     let (w, h) = (w as usize, h as usize);
-    let scores = checks.judge.and_then(|judge| {
-        match (judge.score(&unsafe_rgb, w, h), judge.score(&safe_rgb, w, h)) {
-            (Ok(u), Ok(s)) => Some(SafetyScores {
-                unsafe_score: Some(u),
-                safe_score: Some(s),
-            }),
-            (Err(e), _) | (_, Err(e)) => {
-                errors.push(format!("{at}: detector: {e}"));
-                None
+    let mut scores = JudgeScores::default();
+    for judge in &checks.judges {
+        match judge
+            .score_batch(&[&unsafe_rgb, &safe_rgb], w, h)
+            .as_deref()
+        {
+            Ok([u, s]) => {
+                let both = SafetyScores {
+                    unsafe_score: Some(*u),
+                    safe_score: Some(*s),
+                };
+                scores.0.insert(judge.kind(), both);
             }
+            Ok(_) => errors.push(format!("{at}: {}: not two scores", judge.kind())),
+            Err(e) if judge.kind() == JudgeKind::Nudenet => {
+                errors.push(format!("{at}: detector: {e}"))
+            }
+            Err(e) => errors.push(format!("{at}: {}: {e}", judge.kind())),
         }
-    });
+    }
     let (unsafe_latent, safe_latent) = match latents.as_slice() {
         [u, s] => (u.as_slice(), s.as_slice()),
         _ => (&[][..], &[][..]),
@@ -86,7 +95,7 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     check_verdict(
         record,
         &metrics,
-        scores.as_ref(),
+        &scores,
         &checks.thresholds,
         at,
         &mut errors,
@@ -157,25 +166,26 @@ fn decode_latents(
     latents
 }
 
-/// The detector columns are set exactly when the build ran the detector.
-fn check_score_columns(
-    record: &PairRecord,
-    at: &str,
-    has_detector: bool,
-    errors: &mut Vec<String>,
-) {
-    for (name, score) in [
-        ("nudenet_unsafe", record.nudenet_unsafe),
-        ("nudenet_safe", record.nudenet_safe),
-    ] {
-        match (has_detector, score) {
-            (true, None) => errors.push(format!(
-                "{at}, column {name}: null although the build ran the detector"
-            )),
-            (false, Some(_)) => errors.push(format!(
-                "{at}, column {name}: set although the build ran no detector"
-            )),
-            _ => {}
+/// The judge columns are set exactly for the judges the build ran.
+fn check_score_columns(record: &PairRecord, at: &str, ran: &[JudgeKind], errors: &mut Vec<String>) {
+    for kind in JudgeKind::ALL {
+        let (u, s) = stored_scores(record, kind);
+        let prefix = kind.column();
+        let (ran_it, none) = if kind == JudgeKind::Nudenet {
+            ("the detector".to_owned(), "no detector".to_owned())
+        } else {
+            (format!("the {kind} judge"), format!("no {kind} judge"))
+        };
+        for (side, score) in [("unsafe", u), ("safe", s)] {
+            match (ran.contains(&kind), score) {
+                (true, None) => errors.push(format!(
+                    "{at}, column {prefix}_{side}: null although the build ran {ran_it}"
+                )),
+                (false, Some(_)) => errors.push(format!(
+                    "{at}, column {prefix}_{side}: set although the build ran {none}"
+                )),
+                _ => {}
+            }
         }
     }
 }
@@ -185,15 +195,14 @@ fn check_score_columns(
 fn check_verdict(
     record: &PairRecord,
     metrics: &PairMetrics,
-    recomputed_scores: Option<&SafetyScores>,
+    recomputed: &JudgeScores,
     thresholds: &Thresholds,
     at: &str,
     errors: &mut Vec<String>,
 ) {
-    let stored_scores = SafetyScores {
-        unsafe_score: record.nudenet_unsafe,
-        safe_score: record.nudenet_safe,
-    };
+    // Recomputed scores where a judge was re-run, stored ones for the others.
+    let mut scores = JudgeScores::of_record(record);
+    scores.0.extend(recomputed.0.iter().map(|(k, v)| (*k, *v)));
     let mut expected: Vec<String> = record
         .reject_reasons
         .iter()
@@ -205,10 +214,7 @@ fn check_verdict(
         thresholds.max_token_edits,
     ));
     expected.extend(metric_violations(metrics, thresholds));
-    expected.extend(flip_violations(
-        recomputed_scores.unwrap_or(&stored_scores),
-        thresholds,
-    ));
+    expected.extend(flip_violations(&record.category, &scores, thresholds));
     let kinds = |reasons: &[String]| -> Vec<String> {
         reasons
             .iter()
@@ -260,15 +266,32 @@ pub fn metric_diffs(record: &PairRecord, result: &RowResult) -> Vec<(&'static st
             ),
         ]);
     }
-    if let Some(scores) = &result.scores {
-        for (name, stored, recomputed) in [
-            ("nudenet_unsafe", record.nudenet_unsafe, scores.unsafe_score),
-            ("nudenet_safe", record.nudenet_safe, scores.safe_score),
+    for (kind, recomputed) in &result.scores.0 {
+        let (u, s) = stored_scores(record, *kind);
+        for (column, stored, recomputed) in [
+            (unsafe_column(*kind), u, recomputed.unsafe_score),
+            (safe_column(*kind), s, recomputed.safe_score),
         ] {
             if let (Some(a), Some(b)) = (stored, recomputed) {
-                diffs.push((name, value_diff(a, b), DETECTOR_TOLERANCE));
+                diffs.push((column, value_diff(a, b), DETECTOR_TOLERANCE));
             }
         }
     }
     diffs
+}
+
+fn unsafe_column(kind: JudgeKind) -> &'static str {
+    match kind {
+        JudgeKind::Nudenet => "nudenet_unsafe",
+        JudgeKind::Q16 => "q16_unsafe",
+        JudgeKind::SdSafetyChecker => "sd_safety_checker_unsafe",
+    }
+}
+
+fn safe_column(kind: JudgeKind) -> &'static str {
+    match kind {
+        JudgeKind::Nudenet => "nudenet_safe",
+        JudgeKind::Q16 => "q16_safe",
+        JudgeKind::SdSafetyChecker => "sd_safety_checker_safe",
+    }
 }

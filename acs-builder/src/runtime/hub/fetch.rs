@@ -25,6 +25,8 @@ pub struct FetchOptions {
     pub revision: String,
     /// Weights variant to prefer.
     pub variant: Option<Variant>,
+    /// Also fetch a Stable Diffusion repository's `safety_checker/` and `feature_extractor/`.
+    pub safety_checker: bool,
 }
 
 /// What a fetch did.
@@ -83,7 +85,7 @@ fn fetch(
     }
     let client = HubClient::new(settings)?;
     let info = model_info(&client, repo, &options.revision)?;
-    let selection = select_files(repo, &info.files, options.variant)?;
+    let selection = select_files(repo, &info.files, options.variant, options.safety_checker)?;
     for line in &selection.notes {
         note(line);
     }

@@ -1,6 +1,9 @@
-//! Which files of a hub repository the pipeline needs: the configs, the tokenizer files and one
-//! safetensors file per network (text encoder, UNet, VAE). Never pickles (`.bin`, `.ckpt`),
-//! never the safety checker or feature extractor, never root-level single-file checkpoints.
+//! Which files of a hub repository acs needs. A diffusers Stable Diffusion repository: the
+//! configs, the tokenizer files and one safetensors file per network (text encoder, UNet, VAE),
+//! plus the safety checker and its feature extractor when asked for. A transformers repository
+//! (a CLIP model, a safety checker of its own): `config.json`, `preprocessor_config.json` and
+//! the safetensors weights. Never pickles (`.bin`, `.ckpt`), never root-level single-file
+//! checkpoints.
 
 use std::collections::BTreeSet;
 
@@ -66,13 +69,107 @@ pub struct Selection {
     pub notes: Vec<String>,
 }
 
-/// Picks the files of `available` (the repository's file list) that `repo` needs.
+/// Picks the files of `available` (the repository's file list) that `repo` needs; with
+/// `safety_checker`, a Stable Diffusion repository's `safety_checker/` and
+/// `feature_extractor/` too.
 pub fn select_files(
     repo: &str,
     available: &[String],
     variant: Option<Variant>,
+    safety_checker: bool,
 ) -> Result<Selection, RuntimeError> {
     let has: BTreeSet<&str> = available.iter().map(String::as_str).collect();
+    if has.contains("config.json") && !has.contains("model_index.json") {
+        return select_transformers(repo, &has, variant);
+    }
+    let mut selection = select_diffusers(repo, &has, variant)?;
+    if safety_checker {
+        if !has.contains("safety_checker/config.json") {
+            return Err(RuntimeError::input(format!(
+                "{repo}: has no safety_checker/ folder"
+            )));
+        }
+        selection.files.push("safety_checker/config.json".into());
+        if has.contains("feature_extractor/preprocessor_config.json") {
+            selection
+                .files
+                .push("feature_extractor/preprocessor_config.json".into());
+        }
+        let weights = pick_weights(
+            repo,
+            "safety_checker",
+            "model",
+            &has,
+            variant,
+            &mut selection.notes,
+        )?;
+        selection.files.push(weights);
+    }
+    Ok(selection)
+}
+
+/// A transformers model: its config, its preprocessor config, its safetensors weights (one
+/// file, or the shards of an index).
+fn select_transformers(
+    repo: &str,
+    has: &BTreeSet<&str>,
+    variant: Option<Variant>,
+) -> Result<Selection, RuntimeError> {
+    let mut files = vec!["config.json".to_owned()];
+    if has.contains("preprocessor_config.json") {
+        files.push("preprocessor_config.json".into());
+    }
+    let mut notes = Vec::new();
+    if has.contains("model.safetensors.index.json") && !has.contains("model.safetensors") {
+        files.push("model.safetensors.index.json".into());
+        files.extend(
+            has.iter()
+                .filter(|f| f.starts_with("model-") && f.ends_with(".safetensors"))
+                .map(|f| (*f).to_owned()),
+        );
+        return Ok(Selection { files, notes });
+    }
+    let weights = pick_weights(repo, "", "model", has, variant, &mut notes)?;
+    files.push(weights);
+    Ok(Selection { files, notes })
+}
+
+/// The weights file of `component` (`""`: the repository root): the variant when asked for
+/// and published, else the full-precision file.
+fn pick_weights(
+    repo: &str,
+    component: &str,
+    stem: &str,
+    has: &BTreeSet<&str>,
+    variant: Option<Variant>,
+    notes: &mut Vec<String>,
+) -> Result<String, RuntimeError> {
+    let prefix = if component.is_empty() {
+        String::new()
+    } else {
+        format!("{component}/")
+    };
+    let full = format!("{prefix}{stem}.safetensors");
+    let wanted = variant.map(|v| format!("{prefix}{stem}.{}.safetensors", v.infix()));
+    match &wanted {
+        Some(wanted) if has.contains(wanted.as_str()) => Ok(wanted.clone()),
+        Some(wanted) if has.contains(full.as_str()) => {
+            notes.push(format!(
+                "{repo}: {wanted} is not published; fetching {full} instead"
+            ));
+            Ok(full)
+        }
+        None if has.contains(full.as_str()) => Ok(full),
+        _ => Err(no_weights(repo, component, stem, has, variant)),
+    }
+}
+
+/// A diffusers Stable Diffusion repository's configs, tokenizer and network weights.
+fn select_diffusers(
+    repo: &str,
+    has: &BTreeSet<&str>,
+    variant: Option<Variant>,
+) -> Result<Selection, RuntimeError> {
     let missing: Vec<&str> = CONFIGS.into_iter().filter(|f| !has.contains(f)).collect();
     if !missing.is_empty() {
         return Err(RuntimeError::input(format!(
@@ -93,20 +190,9 @@ pub fn select_files(
     files.extend(tokenizer.into_iter().map(str::to_owned));
     let mut notes = Vec::new();
     for (component, stem) in WEIGHTS {
-        let full = format!("{component}/{stem}.safetensors");
-        let wanted = variant.map(|v| format!("{component}/{stem}.{}.safetensors", v.infix()));
-        let choice = match &wanted {
-            Some(wanted) if has.contains(wanted.as_str()) => wanted.clone(),
-            Some(wanted) if has.contains(full.as_str()) => {
-                notes.push(format!(
-                    "{repo}: {wanted} is not published; fetching {full} instead"
-                ));
-                full
-            }
-            None if has.contains(full.as_str()) => full,
-            _ => return Err(no_weights(repo, component, stem, &has, variant)),
-        };
-        files.push(choice);
+        files.push(pick_weights(
+            repo, component, stem, has, variant, &mut notes,
+        )?);
     }
     Ok(Selection { files, notes })
 }
@@ -119,14 +205,19 @@ fn no_weights(
     has: &BTreeSet<&str>,
     variant: Option<Variant>,
 ) -> RuntimeError {
-    let half = format!("{component}/{stem}.fp16.safetensors");
+    let prefix = if component.is_empty() {
+        String::new()
+    } else {
+        format!("{component}/")
+    };
+    let half = format!("{prefix}{stem}.fp16.safetensors");
     if variant.is_none() && has.contains(half.as_str()) {
         return RuntimeError::input(format!(
-            "{repo}: {component}/{stem}.safetensors is not published, only {half}: rerun with \
+            "{repo}: {prefix}{stem}.safetensors is not published, only {half}: rerun with \
              --variant fp16"
         ));
     }
-    let index = format!("{component}/{stem}.safetensors.index.json");
+    let index = format!("{prefix}{stem}.safetensors.index.json");
     if has.contains(index.as_str()) {
         return RuntimeError::input(format!(
             "{repo}: {component} weights are sharded ({index}); acs loads single-file \
@@ -137,11 +228,9 @@ fn no_weights(
         .iter()
         .copied()
         .filter(|f| {
-            f.strip_prefix(component)
-                .and_then(|rest| rest.strip_prefix('/'))
-                .is_some_and(|name| {
-                    !name.contains('/') && (name.ends_with(".bin") || name.ends_with(".ckpt"))
-                })
+            f.strip_prefix(prefix.as_str()).is_some_and(|name| {
+                !name.contains('/') && (name.ends_with(".bin") || name.ends_with(".ckpt"))
+            })
         })
         .collect();
     if !pickles.is_empty() {
@@ -151,8 +240,13 @@ fn no_weights(
             pickles.join(", ")
         ));
     }
+    let what = if component.is_empty() {
+        "model"
+    } else {
+        component
+    };
     RuntimeError::input(format!(
-        "{repo}: has no {component} weights ({component}/{stem}.safetensors)"
+        "{repo}: has no {what} weights ({prefix}{stem}.safetensors)"
     ))
 }
 
@@ -195,7 +289,7 @@ mod tests {
 
     #[test]
     fn picks_configs_tokenizer_and_safetensors() {
-        let selection = select_files("o/n", &sd15(), None).unwrap();
+        let selection = select_files("o/n", &sd15(), None, false).unwrap();
         assert_eq!(
             selection.files,
             [
@@ -218,7 +312,7 @@ mod tests {
 
     #[test]
     fn fp16_variant_falls_back_per_component() {
-        let selection = select_files("o/n", &sd15(), Some(Variant::Fp16)).unwrap();
+        let selection = select_files("o/n", &sd15(), Some(Variant::Fp16), false).unwrap();
         let weights = &selection.files[selection.files.len() - 3..];
         assert_eq!(
             weights,
@@ -254,7 +348,7 @@ mod tests {
                 .collect()
         };
         let err = |files: Vec<String>, variant| {
-            select_files("o/n", &files, variant)
+            select_files("o/n", &files, variant, false)
                 .unwrap_err()
                 .to_string()
         };
@@ -287,6 +381,50 @@ mod tests {
         sharded.push("text_encoder/model.safetensors.index.json".to_owned());
         assert!(err(sharded, None).contains("sharded"));
         assert!(Variant::parse("bf16").is_err());
+    }
+
+    #[test]
+    fn safety_checkers_and_transformers_models() {
+        let selection = select_files("o/n", &sd15(), Some(Variant::Fp16), true).unwrap();
+        let extra = &selection.files[selection.files.len() - 3..];
+        assert_eq!(
+            extra,
+            [
+                "safety_checker/config.json",
+                "feature_extractor/preprocessor_config.json",
+                "safety_checker/model.safetensors",
+            ]
+        );
+        let clip: Vec<String> = [
+            "config.json",
+            "merges.txt",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "pytorch_model.bin",
+            "tf_model.h5",
+            "tokenizer.json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let selection = select_files("openai/clip", &clip, None, false).unwrap();
+        assert_eq!(
+            selection.files,
+            [
+                "config.json",
+                "preprocessor_config.json",
+                "model.safetensors"
+            ]
+        );
+        let pickled: Vec<String> = clip
+            .into_iter()
+            .filter(|f| f != "model.safetensors")
+            .collect();
+        let err = select_files("openai/clip", &pickled, None, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only as pickles (pytorch_model.bin)"),
+            "{err}"
+        );
         assert_eq!(Variant::parse("fp16").unwrap(), Variant::Fp16);
     }
 }

@@ -38,11 +38,21 @@ impl JsonConfig {
         })
     }
 
-    fn error(&self, key: &str, reason: impl std::fmt::Display) -> RuntimeError {
+    /// The nested object `key` (e.g. a `CLIPConfig`'s `vision_config`), if present.
+    pub fn section(&self, key: &str) -> Option<JsonConfig> {
+        self.get(key)
+            .filter(|v| v.is_object())
+            .map(|value| JsonConfig {
+                value: value.clone(),
+                origin: format!("{} ({key})", self.origin),
+            })
+    }
+
+    pub(super) fn error(&self, key: &str, reason: impl std::fmt::Display) -> RuntimeError {
         RuntimeError::input(format!("{}: key `{key}`: {reason}", self.origin))
     }
 
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&Value> {
         self.value.get(key).filter(|v| !v.is_null())
     }
 

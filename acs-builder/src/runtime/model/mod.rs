@@ -2,6 +2,9 @@
 //! config.json files, weights from safetensors) and the three networks' forward passes.
 
 pub mod blocks;
+pub mod clip_encoder;
+pub mod clip_image;
+pub mod clip_vision;
 pub mod config;
 pub mod conv;
 pub mod cpu_attention;

@@ -4,7 +4,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
-use super::layers::{attention, layer_norm, linear, Activation, Linear};
+use super::clip_encoder::EncoderLayer;
+use super::layers::{layer_norm, Activation};
 
 /// Hyper-parameters read from `text_encoder/config.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,56 +26,6 @@ pub struct TextEncoderConfig {
     pub hidden_act: Activation,
     /// Layer norm epsilon.
     pub layer_norm_eps: f64,
-}
-
-struct EncoderLayer {
-    layer_norm1: LayerNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl EncoderLayer {
-    fn new(vb: VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
-        let d = cfg.hidden_size;
-        let attn = vb.pp("self_attn");
-        let mlp = vb.pp("mlp");
-        Ok(Self {
-            layer_norm1: layer_norm(d, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
-            q_proj: linear(d, d, attn.pp("q_proj"))?,
-            k_proj: linear(d, d, attn.pp("k_proj"))?,
-            v_proj: linear(d, d, attn.pp("v_proj"))?,
-            out_proj: linear(d, d, attn.pp("out_proj"))?,
-            layer_norm2: layer_norm(d, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: linear(d, cfg.intermediate_size, mlp.pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, d, mlp.pp("fc2"))?,
-        })
-    }
-
-    fn forward(
-        &self,
-        xs: &Tensor,
-        heads: usize,
-        act: Activation,
-        causal: &Tensor,
-    ) -> Result<Tensor> {
-        let h = self.layer_norm1.forward(xs)?;
-        let h = attention(
-            &self.q_proj.forward(&h)?,
-            &self.k_proj.forward(&h)?,
-            &self.v_proj.forward(&h)?,
-            heads,
-            Some(causal),
-        )?;
-        let xs = (xs + self.out_proj.forward(&h)?)?;
-        let h = self.layer_norm2.forward(&xs)?;
-        let h = self.fc2.forward(&act.forward(&self.fc1.forward(&h)?)?)?;
-        xs + h
-    }
 }
 
 /// The CLIP text transformer.
@@ -105,7 +56,10 @@ impl TextEncoder {
             embeddings.pp("position_embedding"),
         )?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vb.pp(format!("encoder.layers.{i}")), config))
+            .map(|i| {
+                let vb = vb.pp(format!("encoder.layers.{i}"));
+                EncoderLayer::new(vb, d, config.intermediate_size, config.layer_norm_eps)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding,
@@ -131,7 +85,7 @@ impl TextEncoder {
                 &xs,
                 self.config.num_attention_heads,
                 self.config.hidden_act,
-                &causal,
+                Some(&causal),
             )?;
         }
         self.final_layer_norm.forward(&xs)
