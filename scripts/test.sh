@@ -17,31 +17,10 @@ if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
     cp "$requirements" "$stamp"
 fi
 
-# One profile and one feature set for everything, so dependencies compile once.
+# One profile and one feature set for everything, so dependencies compile once. This also
+# replays every fuzz corpus through the fuzz harness on stable Rust (tests/e2e/fuzz_corpus.rs);
+# live fuzzing (nightly, cargo-fuzz) is scripts/fuzz.sh.
 cargo test --release --workspace
-
-# Fuzz smoke: every cargo-fuzz target runs briefly from its committed corpus (longer runs:
-# docs/fuzzing.md). cargo-fuzz needs the nightly toolchain; both are installed when missing.
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    rustup toolchain install nightly --profile minimal
-fi
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install --locked cargo-fuzz
-fi
-fuzz_scratch="$(mktemp -d)"
-for target in $(cargo +nightly fuzz list); do
-    mkdir -p "$fuzz_scratch/$target"
-    log="$fuzz_scratch/$target.log"
-    if ! cargo +nightly fuzz run --sanitizer none "$target" "$fuzz_scratch/$target" \
-        "fuzz/corpus/$target" -- -max_total_time="${ACS_FUZZ_SECONDS:-10}" -rss_limit_mb=2048 \
-        -timeout=30 >"$log" 2>&1; then
-        cat "$log"
-        echo "fuzz smoke: $target failed" >&2
-        exit 1
-    fi
-    echo "fuzz smoke: $target: $(grep -c . "$log") log lines, $(grep -o 'exec/s: [0-9]*' "$log" | tail -n 1)"
-done
-rm -rf "$fuzz_scratch"
 
 target="${CARGO_TARGET_DIR:-target}"
 scratch="$(mktemp -d)"

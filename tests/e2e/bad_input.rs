@@ -25,37 +25,14 @@ use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray};
 use arrow::datatypes::Int32Type;
 use arrow::record_batch::RecordBatch;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::util::{copy_tree, isolate, repo_root, s, scratch, smoke_manifest, text, ACS};
 
-/// One temporary folder for the whole test file: the shared `ACS_HOME`, the tiny model, the
+/// The folder of this module for the whole run: the shared `ACS_HOME`, the tiny model, the
 /// smoke dataset and one sub-folder per case (removed when the case passes).
-///
-/// A static is never dropped, so the folder is `CARGO_TARGET_TMPDIR/bad_input/run-PID`, and
-/// the folders of earlier runs whose process is gone are removed first.
 fn root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bad_input");
-        std::fs::create_dir_all(&base).unwrap();
-        if Path::new("/proc/self").exists() {
-            for entry in std::fs::read_dir(&base).unwrap().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let stale = name
-                    .strip_prefix("run-")
-                    .and_then(|pid| pid.parse::<u32>().ok())
-                    .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
-                if stale {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        let dir = base.join(format!("run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch().join("bad_input");
         std::fs::create_dir_all(&dir).unwrap();
         dir
     })
@@ -75,36 +52,21 @@ fn acs(args: &[String]) -> Output {
 /// given, so that a case that would exhaust the machine's memory fails quickly instead.
 fn acs_limited(args: &[String], limit_kb: Option<u64>) -> Output {
     let mut command = match limit_kb {
-        None => Command::new(env!("CARGO_BIN_EXE_acs")),
+        None => Command::new(ACS),
         Some(kb) => {
             let mut sh = Command::new("sh");
             sh.arg("-c")
                 .arg(format!("ulimit -v {kb} && exec \"$0\" \"$@\""))
-                .arg(env!("CARGO_BIN_EXE_acs"));
+                .arg(ACS);
             sh
         }
     };
-    command
+    isolate(&mut command, &home())
         .args(args)
-        .env("ACS_HOME", home())
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", root().join("hf"))
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_MIN")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env_remove("ACS_WORKER_COUNT")
-        .current_dir(repo_root())
         .output()
         .expect("run acs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn s(path: impl AsRef<Path>) -> String {
-    path.as_ref().display().to_string()
 }
 
 fn args(parts: &[&str]) -> Vec<String> {
@@ -127,7 +89,7 @@ fn smoke_dataset() -> &'static Path {
     static SMOKE: OnceLock<PathBuf> = OnceLock::new();
     SMOKE.get_or_init(|| {
         let dir = root().join("smoke");
-        let manifest = repo_root().join("manifests/smoke.toml");
+        let manifest = smoke_manifest();
         let out = acs(&args(&[
             "build",
             "--manifest",
@@ -138,19 +100,6 @@ fn smoke_dataset() -> &'static Path {
         assert!(out.status.success(), "smoke build: {}", text(&out.stderr));
         dir
     })
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Every file and folder under `dir` (relative path -> contents, `None` for a folder).

@@ -1,41 +1,12 @@
 //! End-to-end tests of the `acs` binary: smoke build, validate, stats, determinism, tamper
 //! detection, and bad input (exit 2, one line naming the file / field, nothing written).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use acs_schema::{Dataset, DatasetManifest};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Runs `acs` with its model cache in `home`.
-fn acs(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_acs"))
-        .args(args)
-        .env("ACS_HOME", home)
-        .current_dir(repo_root())
-        .output()
-        .expect("run acs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::util::{acs, acs_command, build, repo_root, s, sample_manifest, stderr, stdout};
 
 fn smoke_manifest() -> String {
-    repo_root()
-        .join("manifests/smoke.toml")
-        .display()
-        .to_string()
+    s(crate::util::smoke_manifest())
 }
 
 #[test]
@@ -220,33 +191,6 @@ fn tiny_model_folder_loads_like_the_embedded_model() {
         );
     }
     assert_eq!(from_folder.shards.iter().map(|s| s.rows).sum::<u64>(), 18);
-}
-
-/// `acs build --manifest MANIFEST --out OUT` with its model cache in `home`.
-fn build(home: &Path, manifest: &Path, out: &Path) -> Output {
-    acs(
-        home,
-        &[
-            "build",
-            "--manifest",
-            &manifest.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    )
-}
-
-/// Writes `DIR/NAME.toml`: `head` (model / sampling / alignment tables), then the sample pairs
-/// as the only source and a single train split; returns its path.
-fn sample_manifest(dir: &Path, name: &str, head: &str) -> PathBuf {
-    let pairs = repo_root().join("samples/pairs.jsonl");
-    let path = dir.join(format!("{name}.toml"));
-    let source = format!(
-        "[[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-        pairs.display().to_string()
-    );
-    std::fs::write(&path, format!("{head}{source}")).unwrap();
-    path
 }
 
 /// Writes `manifest` (with `{pairs}` replaced by a pairs file holding `pairs`) and runs a build;
@@ -506,14 +450,14 @@ fn models_in_the_hugging_face_cache_are_found_offline() {
     std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
     let build_revision = |revision: &str, out: &str| {
         let manifest = sample_manifest(work.path(), out, &format!("[model]\nrepo = \"acs-test/tiny-sd\"\nrevision = \"{revision}\"\n[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n"));
-        Command::new(env!("CARGO_BIN_EXE_acs"))
-            .args(["build", "--manifest", &manifest.display().to_string()])
-            .args(["--out", &work.path().join(out).display().to_string()])
-            .env("ACS_HOME", home.path())
-            .env("HF_HOME", work.path().join("hf"))
-            .env_remove("HF_HUB_CACHE")
-            .output()
-            .unwrap()
+        acs_command(
+            home.path(),
+            &["build", "--manifest", &manifest.display().to_string()],
+        )
+        .args(["--out", &work.path().join(out).display().to_string()])
+        .env("HF_HOME", work.path().join("hf"))
+        .output()
+        .unwrap()
     };
     let found = build_revision("main", "by-ref");
     assert!(found.status.success(), "{}", stderr(&found));

@@ -4,41 +4,18 @@
 //! overlapping and foreign outputs are refused.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use acs_schema::{read_shard, DatasetManifest, PairRecord};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::util::{acs_command, run, s, smoke_manifest, smoke_manifest_text, text, tree};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
+/// `acs ARGS` with its model cache in `home` and the variables `envs` set (a job array's).
 fn acs(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_acs"));
+    let mut command = acs_command(home, args);
+    command.envs(envs.iter().copied());
     command
-        .args(args)
-        .env("ACS_HOME", home)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("SLURM_ARRAY_TASK_COUNT")
-        .env_remove("SLURM_ARRAY_TASK_MIN")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env_remove("ACS_WORKER_COUNT")
-        .current_dir(repo_root());
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    command
-}
-
-fn run(mut command: Command) -> Output {
-    command.output().expect("run acs")
 }
 
 /// Every row of a dataset by pair id.
@@ -54,30 +31,11 @@ fn rows(dir: &Path) -> BTreeMap<String, PairRecord> {
     out
 }
 
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                files.push((name, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
 #[test]
 fn four_workers_and_merge_equal_a_single_build() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let manifest = repo_root().join("manifests/smoke.toml");
-    let manifest = manifest.display().to_string();
+    let manifest = s(smoke_manifest());
     let single = work.path().join("single");
     let out = run(acs(
         home.path(),
@@ -251,13 +209,7 @@ fn four_workers_and_merge_equal_a_single_build() {
     let other_manifest = work.path().join("other.toml");
     std::fs::write(
         &other_manifest,
-        std::fs::read_to_string(&manifest)
-            .unwrap()
-            .replace("steps = 25", "steps = 3")
-            .replace(
-                "../samples/",
-                &format!("{}/samples/", repo_root().display()),
-            ),
+        smoke_manifest_text().replace("steps = 25", "steps = 3"),
     )
     .unwrap();
     let other = work.path().join("other").display().to_string();
@@ -299,10 +251,7 @@ fn four_workers_and_merge_equal_a_single_build() {
 #[test]
 fn worker_arguments_are_checked() {
     let home = tempfile::tempdir().unwrap();
-    let manifest = repo_root()
-        .join("manifests/smoke.toml")
-        .display()
-        .to_string();
+    let manifest = s(smoke_manifest());
     for (args, envs, expected) in [
         (
             vec!["--worker", "4/4"],

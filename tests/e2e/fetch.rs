@@ -1,22 +1,21 @@
 //! End-to-end tests of `acs model fetch` and `acs model list` against a small Hugging Face hub
-//! served on 127.0.0.1 from the tiny model: the model-info API, resolve URLs with the hub's
-//! headers (`ETag` = git blob sha1, `X-Linked-Etag` = LFS sha256, `X-Linked-Size`,
-//! `X-Repo-Commit`), LFS files redirected to a second "storage" server with Range support, and
-//! an optional access token. Knobs make the servers cut a body short, ignore Range, corrupt a
-//! file or quote the Authorization header back; every request is logged.
+//! served on 127.0.0.1 from the tiny model (two `util::http` servers): the model-info API,
+//! resolve URLs with the hub's headers (`ETag` = git blob sha1, `X-Linked-Etag` = LFS sha256,
+//! `X-Linked-Size`, `X-Repo-Commit`), LFS files redirected to a second "storage" server with
+//! Range support, and an optional access token. Knobs make the servers cut a body short,
+//! ignore Range, corrupt a file or quote the Authorization header back; every request is
+//! logged.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use acs_schema::DatasetManifest;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+
+use crate::util::http::{self, Request, Response, Server};
+use crate::util::{acs_command, assert_exit_2, sample_manifest, stderr, stdout};
 
 const REPO: &str = "acs-test/tiny-sd";
 const COMMIT: &str = "4f3e2d1c0b9a8f7e6d5c4b3a291807f6e5d4c3b2";
@@ -35,21 +34,6 @@ const NEVER: [&str; 9] = [
     "README.md",
     ".gitattributes",
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -87,14 +71,21 @@ fn tiny_files() -> &'static [HubFile] {
     FILES.get_or_init(|| {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().join("tiny");
-        let init = Command::new(env!("CARGO_BIN_EXE_acs"))
-            .args(["model", "init-tiny", &dir.display().to_string()])
-            .env("ACS_HOME", work.path().join("acs"))
-            .output()
-            .unwrap();
+        let init = acs_command(
+            &work.path().join("acs"),
+            &["model", "init-tiny", &dir.display().to_string()],
+        )
+        .output()
+        .unwrap();
         assert!(init.status.success(), "{}", stderr(&init));
-        let mut files = Vec::new();
-        collect(&dir, &dir, &mut files);
+        let mut files: Vec<HubFile> = crate::util::relative_files(&dir)
+            .into_iter()
+            .map(|name| HubFile {
+                lfs: name.ends_with(".safetensors"),
+                bytes: std::fs::read(dir.join(&name)).unwrap(),
+                path: name,
+            })
+            .collect();
         files.sort_by(|a: &HubFile, b| a.path.cmp(&b.path));
         let unet = files
             .iter()
@@ -109,26 +100,6 @@ fn tiny_files() -> &'static [HubFile] {
         });
         files
     })
-}
-
-fn collect(root: &Path, dir: &Path, files: &mut Vec<HubFile>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect(root, &path, files);
-        } else {
-            let name = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            files.push(HubFile {
-                lfs: name.ends_with(".safetensors"),
-                bytes: std::fs::read(&path).unwrap(),
-                path: name,
-            });
-        }
-    }
 }
 
 /// The files a plain fetch must bring: all but the fp16 variant.
@@ -168,202 +139,95 @@ struct Seen {
     authorization: Option<String>,
 }
 
-struct Shared {
-    behaviour: Behaviour,
-    log: Vec<Seen>,
+impl Seen {
+    fn new(request: &Request, storage: bool) -> Self {
+        Self {
+            storage,
+            method: request.method.clone(),
+            path: request.path.clone(),
+            range: request.header("range").map(str::to_owned),
+            authorization: request.header("authorization").map(str::to_owned),
+        }
+    }
 }
 
-#[derive(Clone)]
-struct Context {
-    shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-    storage: SocketAddr,
-}
-
-/// A hub server and a storage server on 127.0.0.1, stopped when dropped.
+/// A hub server and a storage server on 127.0.0.1 sharing one `Behaviour`, stopped when
+/// dropped.
 struct Hub {
-    hub: SocketAddr,
-    storage: SocketAddr,
-    context: Context,
-    threads: Vec<JoinHandle<()>>,
+    hub: Server,
+    storage: Server,
+    behaviour: Arc<Mutex<Behaviour>>,
 }
 
 impl Hub {
     fn start(behaviour: Behaviour) -> Self {
-        let hub_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let storage_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let context = Context {
-            shared: Arc::new(Mutex::new(Shared {
-                behaviour,
-                log: Vec::new(),
-            })),
-            stop: Arc::new(AtomicBool::new(false)),
-            storage: storage_listener.local_addr().unwrap(),
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let storage = {
+            let behaviour = behaviour.clone();
+            Server::start(move |request, _| {
+                let seen = Seen::new(request, true);
+                let (behaviour, cut) = {
+                    let mut shared = behaviour.lock().unwrap();
+                    let cut = seen.method == "GET" && shared.interrupt > 0;
+                    if cut {
+                        shared.interrupt -= 1;
+                    }
+                    (shared.clone(), cut)
+                };
+                storage_reply(&seen, &behaviour).cut_short(cut)
+            })
         };
-        let hub = hub_listener.local_addr().unwrap();
-        let threads = vec![
-            accept_loop(hub_listener, false, context.clone()),
-            accept_loop(storage_listener, true, context.clone()),
-        ];
+        let hub = {
+            let behaviour = behaviour.clone();
+            let storage = storage.url();
+            Server::start(move |request, _| {
+                let behaviour = behaviour.lock().unwrap().clone();
+                hub_reply(&Seen::new(request, false), &behaviour, &storage)
+            })
+        };
         Self {
             hub,
-            storage: context.storage,
-            context,
-            threads,
+            storage,
+            behaviour,
         }
     }
 
     fn endpoint(&self) -> String {
-        format!("http://{}", self.hub)
+        self.hub.url()
     }
 
+    /// The requests of both servers, in order of arrival.
     fn requests(&self) -> Vec<Seen> {
-        self.context.shared.lock().unwrap().log.clone()
+        let mut all: Vec<(u64, Seen)> = self
+            .hub
+            .requests()
+            .iter()
+            .map(|r| (r.seq, Seen::new(r, false)))
+            .chain(
+                self.storage
+                    .requests()
+                    .iter()
+                    .map(|r| (r.seq, Seen::new(r, true))),
+            )
+            .collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter().map(|(_, seen)| seen).collect()
     }
 
     fn clear_log(&self) {
-        self.context.shared.lock().unwrap().log.clear();
+        self.hub.clear();
+        self.storage.clear();
     }
 
     fn behave(&self, change: impl FnOnce(&mut Behaviour)) {
-        change(&mut self.context.shared.lock().unwrap().behaviour);
+        change(&mut self.behaviour.lock().unwrap());
     }
 }
 
-impl Drop for Hub {
-    fn drop(&mut self) {
-        self.context.stop.store(true, Ordering::SeqCst);
-        for addr in [self.hub, self.storage] {
-            // Wakes the accept loop, which then sees the flag.
-            let _ = TcpStream::connect(addr);
-        }
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, storage: bool, context: Context) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            if context.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(stream) = stream else { continue };
-            let context = context.clone();
-            std::thread::spawn(move || {
-                let _ = handle(stream, storage, &context);
-            });
-        }
-    })
-}
-
-/// An answer to write.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send only half the body, then close the connection.
-    cut: bool,
-}
-
-impl Reply {
-    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: body.into(),
-            cut: false,
-        }
-    }
-
-    fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.to_owned(), value.into()));
-        self
-    }
-
+impl Response {
     fn hub_error(status: u16, code: &str) -> Self {
         Self::new(status, code.to_owned()).header("X-Error-Code", code)
     }
-}
-
-fn handle(stream: TcpStream, storage: bool, context: &Context) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut range = None;
-    let mut authorization = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "range" => range = Some(value.trim().to_owned()),
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-    }
-    let seen = Seen {
-        storage,
-        method: method.clone(),
-        path,
-        range,
-        authorization,
-    };
-    let (behaviour, cut) = {
-        let mut shared = context.shared.lock().unwrap();
-        shared.log.push(seen.clone());
-        let cut = storage && seen.method == "GET" && shared.behaviour.interrupt > 0;
-        if cut {
-            shared.behaviour.interrupt -= 1;
-        }
-        (shared.behaviour.clone(), cut)
-    };
-    let mut reply = if storage {
-        storage_reply(&seen, &behaviour)
-    } else {
-        hub_reply(&seen, &behaviour, context.storage)
-    };
-    reply.cut = cut && reply.body.len() > 1;
-    write_reply(&stream, &reply, method == "HEAD")
-}
-
-fn write_reply(mut stream: &TcpStream, reply: &Reply, head: bool) -> std::io::Result<()> {
-    let reason = match reply.status {
-        200 => "OK",
-        206 => "Partial Content",
-        302 => "Found",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        416 => "Range Not Satisfiable",
-        _ => "Error",
-    };
-    let mut text = format!("HTTP/1.1 {} {reason}\r\n", reply.status);
-    for (name, value) in &reply.headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        reply.body.len()
-    ));
-    stream.write_all(text.as_bytes())?;
-    if !head {
-        let end = if reply.cut {
-            reply.body.len() / 2
-        } else {
-            reply.body.len()
-        };
-        stream.write_all(&reply.body[..end])?;
-    }
-    stream.flush()?;
-    stream.shutdown(Shutdown::Both)
 }
 
 /// The bytes served for `file`: flipped in the middle when it is to be corrupted.
@@ -376,7 +240,8 @@ fn served_bytes(file: &HubFile, behaviour: &Behaviour) -> Vec<u8> {
     bytes
 }
 
-fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: SocketAddr) -> Reply {
+/// The hub's answer; LFS files redirect to `storage` (`http://127.0.0.1:PORT`).
+fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: &str) -> Response {
     if let Some(token) = &behaviour.token {
         let expected = format!("Bearer {token}");
         if seen.authorization.as_deref() != Some(expected.as_str()) {
@@ -388,18 +253,18 @@ fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: SocketAddr) -> Reply {
             } else {
                 "Invalid credentials in Authorization header".to_owned()
             };
-            return Reply::new(401, "unauthorized").header("X-Error-Message", message);
+            return Response::new(401, "unauthorized").header("X-Error-Message", message);
         }
     }
     if let Some(rest) = seen.path.strip_prefix("/api/models/") {
         let Some((repo, revision)) = rest.split_once("/revision/") else {
-            return Reply::new(404, "no route");
+            return Response::new(404, "no route");
         };
         if repo != REPO {
-            return Reply::hub_error(404, "RepoNotFound");
+            return Response::hub_error(404, "RepoNotFound");
         }
         if revision != "main" && revision != COMMIT {
-            return Reply::hub_error(404, "RevisionNotFound");
+            return Response::hub_error(404, "RevisionNotFound");
         }
         let siblings: Vec<serde_json::Value> = tiny_files()
             .iter()
@@ -413,31 +278,28 @@ fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: SocketAddr) -> Reply {
             "sha": COMMIT,
             "siblings": siblings,
         });
-        return Reply::new(200, body.to_string()).header("Content-Type", "application/json");
+        return Response::new(200, body.to_string()).header("Content-Type", "application/json");
     }
     let Some(rest) = seen.path.strip_prefix(&format!("/{REPO}/resolve/")) else {
-        return Reply::hub_error(404, "RepoNotFound");
+        return Response::hub_error(404, "RepoNotFound");
     };
     let Some((revision, name)) = rest.split_once('/') else {
-        return Reply::new(404, "no route");
+        return Response::new(404, "no route");
     };
     if revision != COMMIT && revision != "main" {
-        return Reply::hub_error(404, "RevisionNotFound");
+        return Response::hub_error(404, "RevisionNotFound");
     }
     if NEVER.contains(&name) {
-        return Reply::new(500, "this file must never be requested");
+        return Response::new(500, "this file must never be requested");
     }
     let Some(file) = tiny_files().iter().find(|f| f.path == name) else {
-        return Reply::hub_error(404, "EntryNotFound");
+        return Response::hub_error(404, "EntryNotFound");
     };
     if file.lfs {
-        Reply::new(302, Vec::new())
+        Response::new(302, Vec::new())
             .header(
                 "Location",
-                format!(
-                    "http://{storage}/lfs/{}?signature=x",
-                    sha256_hex(&file.bytes)
-                ),
+                format!("{storage}/lfs/{}?signature=x", sha256_hex(&file.bytes)),
             )
             .header("X-Linked-Etag", format!("\"{}\"", sha256_hex(&file.bytes)))
             .header("X-Linked-Size", file.bytes.len().to_string())
@@ -448,13 +310,13 @@ fn hub_reply(seen: &Seen, behaviour: &Behaviour, storage: SocketAddr) -> Reply {
             )
             .header("X-Repo-Commit", COMMIT)
     } else {
-        Reply::new(200, served_bytes(file, behaviour))
+        Response::new(200, served_bytes(file, behaviour))
             .header("ETag", format!("\"{}\"", git_sha1_hex(&file.bytes)))
             .header("X-Repo-Commit", COMMIT)
     }
 }
 
-fn storage_reply(seen: &Seen, behaviour: &Behaviour) -> Reply {
+fn storage_reply(seen: &Seen, behaviour: &Behaviour) -> Response {
     let sha = seen
         .path
         .strip_prefix("/lfs/")
@@ -464,7 +326,7 @@ fn storage_reply(seen: &Seen, behaviour: &Behaviour) -> Reply {
         .iter()
         .find(|f| f.lfs && sha256_hex(&f.bytes) == sha)
     else {
-        return Reply::new(404, "no such object");
+        return Response::new(404, "no such object");
     };
     let bytes = served_bytes(file, behaviour);
     let start = seen
@@ -476,15 +338,15 @@ fn storage_reply(seen: &Seen, behaviour: &Behaviour) -> Reply {
     match start {
         Some(start) if !behaviour.ignore_range => {
             if start >= bytes.len() {
-                return Reply::new(416, Vec::new())
+                return Response::new(416, Vec::new())
                     .header("Content-Range", format!("bytes */{}", bytes.len()));
             }
-            Reply::new(206, bytes[start..].to_vec()).header(
+            Response::new(206, bytes[start..].to_vec()).header(
                 "Content-Range",
                 format!("bytes {start}-{}/{}", bytes.len() - 1, bytes.len()),
             )
         }
-        _ => Reply::new(200, bytes),
+        _ => Response::new(200, bytes),
     }
 }
 
@@ -510,28 +372,8 @@ impl Sandbox {
 
     /// `acs ARGS` with only this sandbox's hub settings (no token, not offline, no proxy).
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_acs"));
-        command
-            .args(args)
-            .current_dir(repo_root())
-            .env("HF_HOME", self.hf_home())
-            .env("ACS_HOME", self.root.path().join("acs"));
-        for name in [
-            "HF_HUB_CACHE",
-            "HF_ENDPOINT",
-            "HF_TOKEN",
-            "HF_TOKEN_PATH",
-            "HF_HUB_OFFLINE",
-            "XDG_CACHE_HOME",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-        ] {
-            command.env_remove(name);
-        }
+        let mut command = acs_command(&self.root.path().join("acs"), args);
+        command.env("HF_HOME", self.hf_home());
         command
     }
 
@@ -595,30 +437,6 @@ impl Sandbox {
             "blobs/ holds exactly the verified files"
         );
     }
-}
-
-/// Writes `DIR/NAME.toml`: `head`, then the sample pairs as the only source and a single train
-/// split; returns its path.
-fn sample_manifest(dir: &Path, name: &str, head: &str) -> PathBuf {
-    let pairs = repo_root().join("samples/pairs.jsonl");
-    let path = dir.join(format!("{name}.toml"));
-    let source = format!(
-        "[[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n[output]\nsplits = {{ train = 1.0 }}\n",
-        pairs.display().to_string()
-    );
-    std::fs::write(&path, format!("{head}{source}")).unwrap();
-    path
-}
-
-/// Asserts exit 2 with one line on stderr that contains every part of `expected`.
-fn assert_fails(output: &Output, expected: &[&str]) -> String {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    for part in expected {
-        assert!(err.contains(part), "`{part}` missing from: {err}");
-    }
-    err
 }
 
 #[test]
@@ -761,7 +579,7 @@ fn a_build_fetches_a_model_missing_from_the_cache_unless_offline() {
         (command.output().unwrap(), out)
     };
     let (offline, out) = build("offline", true);
-    assert_fails(&offline, &[REPO, "acs model fetch"]);
+    assert_exit_2(&offline, &[REPO, "acs model fetch"]);
     assert!(!out.join("acs-manifest.json").exists());
     assert!(hub.requests().is_empty());
 
@@ -805,7 +623,7 @@ fn interrupted_downloads_resume_with_a_range_request() {
     });
     let sandbox = Sandbox::new();
     let failed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
-    assert_fails(
+    assert_exit_2(
         &failed,
         &[
             "text_encoder/model.safetensors",
@@ -869,7 +687,7 @@ fn corrupted_files_are_integrity_errors_and_never_published() {
             ..Behaviour::default()
         },
     );
-    assert_fails(
+    assert_exit_2(
         &failed,
         &[
             "unet/diffusion_pytorch_model.safetensors",
@@ -896,7 +714,7 @@ fn corrupted_files_are_integrity_errors_and_never_published() {
     hub.behave(|b| b.corrupt = vec![config.path.clone()]);
     let sandbox = Sandbox::new();
     let failed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
-    assert_fails(
+    assert_exit_2(
         &failed,
         &[
             "unet/config.json",
@@ -922,14 +740,14 @@ fn tokens_go_only_to_the_hub_and_are_never_shown() {
     });
     let sandbox = Sandbox::new();
     let missing = sandbox.fetch(&hub.endpoint(), &[REPO], None);
-    assert_fails(
+    assert_exit_2(
         &missing,
         &["401", "gated or private", "HF_TOKEN is not set", REPO],
     );
 
     let wrong = "hf_WrongToken9876";
     let refused = sandbox.fetch(&hub.endpoint(), &[REPO], Some(wrong));
-    let err = assert_fails(&refused, &["401", "HF_TOKEN is set but was refused"]);
+    let err = assert_exit_2(&refused, &["401", "HF_TOKEN is set but was refused"]);
     // The server quoted the header back; acs shows the quote without the token.
     assert!(err.contains("Bearer ***"), "{err}");
     assert!(
@@ -973,15 +791,15 @@ fn tokens_go_only_to_the_hub_and_are_never_shown() {
 fn unknown_repos_revisions_offline_and_unreachable_hubs_exit_2() {
     let hub = Hub::start(Behaviour::default());
     let sandbox = Sandbox::new();
-    assert_fails(
+    assert_exit_2(
         &sandbox.fetch(&hub.endpoint(), &["acs-test/nope"], None),
         &["acs-test/nope", "404", "repository not found"],
     );
-    assert_fails(
+    assert_exit_2(
         &sandbox.fetch(&hub.endpoint(), &[REPO, "--revision", "v9"], None),
         &["acs-test/tiny-sd@v9", "404", "revision not found"],
     );
-    assert_fails(
+    assert_exit_2(
         &sandbox.fetch(&hub.endpoint(), &["../etc"], None),
         &["not a hub id"],
     );
@@ -990,17 +808,12 @@ fn unknown_repos_revisions_offline_and_unreachable_hubs_exit_2() {
     offline
         .env("HF_ENDPOINT", hub.endpoint())
         .env("HF_HUB_OFFLINE", "1");
-    assert_fails(&offline.output().unwrap(), &["HF_HUB_OFFLINE", REPO]);
+    assert_exit_2(&offline.output().unwrap(), &["HF_HUB_OFFLINE", REPO]);
     assert!(hub.requests().is_empty(), "offline fetch made requests");
     drop(hub);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    assert_fails(
+    let endpoint = http::unused_url();
+    assert_exit_2(
         &sandbox.fetch(&endpoint, &[REPO], None),
         &[&format!("cannot connect to {endpoint}")],
     );

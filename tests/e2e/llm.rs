@@ -1,29 +1,32 @@
 //! End-to-end tests of the LLM rewriter against a small OpenAI-compatible chat-completions
-//! server on 127.0.0.1 (std::net, one thread per connection, `Connection: close`). The server
-//! rewrites "bloody" to "clean"; words in the prompt make it misbehave (see `answer`). It logs
-//! every request and counts the requests it holds at once.
+//! server on 127.0.0.1 (a `util::http` server). The server rewrites "bloody" to "clean"; words
+//! in the prompt make it misbehave (see `answer`). It logs every request and counts the
+//! requests it holds at once.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
 
 use acs_builder::manifest::LlmSection;
 use acs_builder::prompts::rewrite::llm::LlmRewriter;
 use acs_builder::prompts::rewrite::{RewriteOutcome, RewriteRequest, Rewriter};
 use acs_builder::AcsError;
 
+use crate::util::http::{self, Request, Response, Server};
+use crate::util::{acs_command, files, stderr};
+
+/// The variable holding the test key. The rewriter reads it from this process's environment,
+/// so it is the one variable these tests set process-wide; its name is theirs alone.
 const KEY_VAR: &str = "ACS_LLM_TEST_KEY";
 const KEY: &str = "sk-test-Secret4242";
 const UNSET_VAR: &str = "ACS_LLM_TEST_UNSET_VARIABLE";
 const MODEL: &str = "test-model";
 
-/// Sets the key variable once, before any test reads the environment (every test calls this
-/// first, so no thread reads the environment while it is written).
+/// Sets the key variable once, before any LLM test reads the environment (every test calls
+/// this first). Other tests of the binary only read the environment through std (spawning
+/// `acs`, temporary folders), which synchronises with `set_var`.
 fn setup() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| std::env::set_var(KEY_VAR, KEY));
@@ -38,162 +41,82 @@ struct Seen {
     prompt: String,
 }
 
-#[derive(Default)]
-struct State {
-    log: Vec<Seen>,
-    in_flight: usize,
-    max_in_flight: usize,
+impl Seen {
+    fn new(request: &Request) -> Self {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let user = body["messages"][1]["content"].as_str().unwrap_or_default();
+        let prompt = user
+            .split_once("\nPrompt: ")
+            .map(|(_, p)| p.to_owned())
+            .unwrap_or_default();
+        Self {
+            path: request.path.clone(),
+            authorization: request.header("authorization").map(str::to_owned),
+            body,
+            prompt,
+        }
+    }
+}
+
+/// The chat-completions server, stopped when dropped.
+struct LlmServer {
+    server: Server,
     /// Requests seen per prompt.
-    attempts: HashMap<String, usize>,
+    attempts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-    /// "wait" prompts are held until this many requests are in flight, at most a second.
-    gate: usize,
-}
-
-/// The server, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
+impl LlmServer {
+    /// "wait" prompts are held until `gate` requests are in flight, at most a second; "slow"
+    /// prompts are answered after 1.5 s.
     fn start(gate: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            gate,
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let shared = shared.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = shared.clone();
-                    std::thread::spawn(move || {
-                        let _ = handle(stream, &shared);
-                    });
+        let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let server = {
+            let attempts = attempts.clone();
+            Server::start(move |request, traffic| {
+                let seen = Seen::new(request);
+                let attempt = {
+                    let mut attempts = attempts.lock().unwrap();
+                    let attempt = attempts.entry(seen.prompt.clone()).or_insert(0);
+                    *attempt += 1;
+                    *attempt
+                };
+                if seen.prompt.contains("wait") {
+                    traffic.wait_for_in_flight(gate, Duration::from_secs(1));
+                }
+                let (status, body) = answer(&seen, attempt);
+                let response =
+                    Response::new(status, body).header("Content-Type", "application/json");
+                if seen.prompt.contains("slow") {
+                    response.delayed(Duration::from_millis(1500))
+                } else {
+                    response
                 }
             })
         };
-        Self {
-            addr,
-            shared,
-            stop,
-            thread: Some(thread),
-        }
+        Self { server, attempts }
     }
 
     fn base_url(&self) -> String {
         // With a trailing slash: the rewriter strips it.
-        format!("http://{}/v1/", self.addr)
+        format!("{}/v1/", self.server.url())
     }
 
     fn log(&self) -> Vec<Seen> {
-        self.shared.state.lock().unwrap().log.clone()
+        self.server.requests().iter().map(Seen::new).collect()
+    }
+
+    fn clear_log(&self) {
+        self.server.clear();
     }
 
     fn max_in_flight(&self) -> usize {
-        self.shared.state.lock().unwrap().max_in_flight
+        self.server.max_in_flight()
     }
 
     fn attempts(&self, prompt: &str) -> usize {
-        let state = self.shared.state.lock().unwrap();
-        state.attempts.get(prompt).copied().unwrap_or(0)
+        let attempts = self.attempts.lock().unwrap();
+        attempts.get(prompt).copied().unwrap_or(0)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop, which then sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut length = 0usize;
-    let mut authorization = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let user = body["messages"][1]["content"].as_str().unwrap_or_default();
-    let prompt = user
-        .split_once("\nPrompt: ")
-        .map(|(_, p)| p.to_owned())
-        .unwrap_or_default();
-    let seen = Seen {
-        path,
-        authorization,
-        body,
-        prompt: prompt.clone(),
-    };
-    let attempt = {
-        let mut state = shared.state.lock().unwrap();
-        state.log.push(seen.clone());
-        state.in_flight += 1;
-        state.max_in_flight = state.max_in_flight.max(state.in_flight);
-        let attempt = state.attempts.entry(prompt.clone()).or_insert(0);
-        *attempt += 1;
-        *attempt
-    };
-    shared.changed.notify_all();
-    if prompt.contains("wait") {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut state = shared.state.lock().unwrap();
-        while state.in_flight < shared.gate && Instant::now() < deadline {
-            state = shared
-                .changed
-                .wait_timeout(state, Duration::from_millis(20))
-                .unwrap()
-                .0;
-        }
-    }
-    if prompt.contains("slow") {
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    let (status, reply) = answer(&seen, attempt);
-    // Before the reply is written: the client cannot start its next request before this.
-    shared.state.lock().unwrap().in_flight -= 1;
-    shared.changed.notify_all();
-    write_reply(&stream, status, &reply)
 }
 
 fn completion(content: &str) -> String {
@@ -264,19 +187,7 @@ fn answer(seen: &Seen, attempt: usize) -> (u16, String) {
     (200, completion(&safe))
 }
 
-fn write_reply(mut stream: &TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()?;
-    stream.shutdown(Shutdown::Both)
-}
-
-fn section(server: &Server) -> LlmSection {
+fn section(server: &LlmServer) -> LlmSection {
     LlmSection {
         base_url: server.base_url(),
         model: MODEL.to_owned(),
@@ -346,7 +257,7 @@ fn reason(outcome: &RewriteOutcome) -> &str {
 #[test]
 fn rewrites_in_request_order_with_the_bearer_key() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let rewriter = LlmRewriter::new(&section(&server), cache.path()).unwrap();
     let requests = vec![
@@ -399,7 +310,7 @@ fn rewrites_in_request_order_with_the_bearer_key() {
 #[test]
 fn no_key_variable_means_no_authorization_and_a_custom_instruction_is_sent() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let section = LlmSection {
         api_key_env: None,
@@ -421,7 +332,7 @@ fn no_key_variable_means_no_authorization_and_a_custom_instruction_is_sent() {
 #[test]
 fn a_missing_key_variable_is_an_input_error_naming_it() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let section = LlmSection {
         api_key_env: Some(UNSET_VAR.to_owned()),
@@ -436,7 +347,7 @@ fn a_missing_key_variable_is_an_input_error_naming_it() {
 #[test]
 fn an_unwritable_cache_folder_is_an_error() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("not-a-folder");
     std::fs::write(&file, b"x").unwrap();
@@ -451,7 +362,7 @@ fn requests_in_flight_never_exceed_the_concurrency() {
     setup();
     // Each request is held until four are in flight, which a client keeping to three never
     // reaches: every request waits the whole second, so the three of a batch meet.
-    let server = Server::start(4);
+    let server = LlmServer::start(4);
     let cache = tempfile::tempdir().unwrap();
     let section = LlmSection {
         concurrency: 3,
@@ -472,7 +383,7 @@ fn requests_in_flight_never_exceed_the_concurrency() {
 #[test]
 fn a_request_slower_than_the_timeout_fails_and_the_run_completes() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let section = LlmSection {
         timeout_s: 0.3,
@@ -496,7 +407,7 @@ fn a_request_slower_than_the_timeout_fails_and_the_run_completes() {
 #[test]
 fn server_errors_are_retried_and_client_errors_are_not() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let rewriter = LlmRewriter::new(&section(&server), cache.path()).unwrap();
     let requests = [
@@ -528,7 +439,7 @@ fn server_errors_are_retried_and_client_errors_are_not() {
 #[test]
 fn unusable_answers_fail_with_reasons_and_are_not_cached() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let requests = [
         request("garbage bloody", "violence"),
@@ -560,7 +471,7 @@ fn unusable_answers_fail_with_reasons_and_are_not_cached() {
 #[test]
 fn a_second_run_answers_from_the_cache() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let requests = [
         request("a bloody knife", "violence"),
@@ -579,7 +490,10 @@ fn a_second_run_answers_from_the_cache() {
         first[1],
         RewriteOutcome::rewritten("a clean knife", "shocking")
     );
-    assert_eq!(first[2], RewriteOutcome::rewritten("clean teeth", "shocking"));
+    assert_eq!(
+        first[2],
+        RewriteOutcome::rewritten("clean teeth", "shocking")
+    );
     reason(&first[3]);
 
     // Only the failure is asked again.
@@ -602,8 +516,10 @@ fn a_second_run_answers_from_the_cache() {
     assert_eq!(rewriter.requests_sent(), 1);
 
     // A truncated entry is ignored and asked again; the rest still come from the cache.
-    let mut entries = Vec::new();
-    collect_json(cache.path(), &mut entries);
+    let entries: Vec<PathBuf> = files(cache.path())
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
     assert_eq!(entries.len(), 4);
     for entry in &entries {
         let text = std::fs::read_to_string(entry).unwrap();
@@ -617,29 +533,14 @@ fn a_second_run_answers_from_the_cache() {
     assert_eq!(server.attempts("bloody teeth"), 2);
 }
 
-fn collect_json(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect_json(&path, out);
-        } else if path.extension().is_some_and(|e| e == "json") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn an_unreachable_server_fails_every_request_without_an_error() {
     setup();
     // A port that was just free: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let unused = http::unused_url();
     let cache = tempfile::tempdir().unwrap();
     let section = LlmSection {
-        base_url: format!("http://127.0.0.1:{port}/v1"),
+        base_url: format!("{unused}/v1"),
         model: MODEL.to_owned(),
         api_key_env: Some(KEY_VAR.to_owned()),
         instruction: None,
@@ -659,7 +560,7 @@ fn an_unreachable_server_fails_every_request_without_an_error() {
     for outcome in &outcomes {
         let why = reason(outcome);
         assert!(
-            why.starts_with(&format!("llm: cannot connect to http://127.0.0.1:{port}")),
+            why.starts_with(&format!("llm: cannot connect to {unused}")),
             "{why}"
         );
         assert!(why.ends_with("after 1 retry"), "{why}");
@@ -670,7 +571,7 @@ fn an_unreachable_server_fails_every_request_without_an_error() {
 #[test]
 fn an_empty_request_list_sends_nothing() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let cache = tempfile::tempdir().unwrap();
     let rewriter = LlmRewriter::new(&section(&server), cache.path()).unwrap();
     assert!(run(&rewriter, &[]).is_empty());
@@ -681,7 +582,7 @@ fn an_empty_request_list_sends_nothing() {
 #[test]
 fn a_build_rewrites_what_the_lexicons_cannot_with_the_llm_and_caches_it() {
     setup();
-    let server = Server::start(0);
+    let server = LlmServer::start(0);
     let work = tempfile::tempdir().unwrap();
     std::fs::write(
         work.path().join("prompts.txt"),
@@ -703,15 +604,14 @@ fn a_build_rewrites_what_the_lexicons_cannot_with_the_llm_and_caches_it() {
     .unwrap();
     let build = |out: &str| {
         let out = work.path().join(out);
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_acs"))
-            .args(["build", "--manifest"])
+        let run = acs_command(&work.path().join("home"), &["build", "--manifest"])
             .arg(&manifest)
             .arg("--out")
             .arg(&out)
-            .env("ACS_HOME", work.path().join("home"))
+            .env(KEY_VAR, KEY)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        let stderr = stderr(&run);
         assert!(run.status.success(), "{stderr}");
         assert!(!stderr.contains(KEY), "{stderr}");
         out
@@ -736,7 +636,7 @@ fn a_build_rewrites_what_the_lexicons_cannot_with_the_llm_and_caches_it() {
     assert!(!rejects.contains(KEY), "{rejects}");
 
     // The answer that succeeded comes from the cache; only the failed prompt is asked again.
-    server.shared.state.lock().unwrap().log.clear();
+    server.clear_log();
     build("second");
     let again = server.log();
     assert_eq!(again.len(), 1, "{again:?}");

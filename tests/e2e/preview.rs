@@ -2,38 +2,14 @@
 //! histograms) on the smoke build: sizes, the blurred column, filters, and bad input (exit 2,
 //! nothing written).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-use acs_builder::store::imaging::decode_png;
 use acs_builder::commands::plot::PlotLayout;
 use acs_builder::commands::preview::SheetLayout;
+use acs_builder::store::imaging::decode_png;
 use acs_schema::Dataset;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Runs `acs` with its model cache in `home`.
-fn acs(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_acs"))
-        .args(args)
-        .env("ACS_HOME", home)
-        .current_dir(repo_root())
-        .output()
-        .expect("run acs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::util::{acs, assert_exit_2, smoke_manifest, stderr, stdout};
 
 fn decode(path: &Path) -> (Vec<u8>, u32, u32) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -54,23 +30,13 @@ fn preview(home: &Path, dir: &Path, out: &Path, extra: &[&str]) -> (Vec<u8>, u32
     decode(out)
 }
 
-/// Asserts the exit status 2 with one line on stderr that contains every `expected` text.
-fn assert_exit_2(output: &Output, expected: &[&str]) {
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(output));
-    let text = stderr(output);
-    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
-    for want in expected {
-        assert!(text.contains(want), "{want:?} not in {text}");
-    }
-}
-
 /// Builds the smoke dataset once for the whole file (about 10 s) and runs every check on it.
 #[test]
 fn preview_and_plot_of_the_smoke_build() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("smoke");
-    let manifest = repo_root().join("manifests/smoke.toml");
+    let manifest = smoke_manifest();
     let build = acs(
         home.path(),
         &[

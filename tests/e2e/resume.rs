@@ -10,16 +10,7 @@ use std::time::Duration;
 
 use acs_schema::{read_shard, DatasetManifest};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::util::{acs_command, relative_files, repo_root, smoke_manifest, text};
 
 /// The model cache shared by all builds of this file (the tiny model is written once).
 fn home() -> &'static Path {
@@ -28,19 +19,9 @@ fn home() -> &'static Path {
 }
 
 fn build_command(manifest: &Path, out: &Path, envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_acs"));
-    command
-        .args(["build", "--manifest"])
-        .arg(manifest)
-        .arg("--out")
-        .arg(out)
-        .env("ACS_HOME", home())
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .current_dir(repo_root());
-    for (k, v) in envs {
-        command.env(k, v);
-    }
+    let mut command = acs_command(home(), &["build", "--manifest"]);
+    command.arg(manifest).arg("--out").arg(out);
+    command.envs(envs.iter().copied());
     command
 }
 
@@ -58,7 +39,7 @@ fn manifest_in(dir: &Path) -> PathBuf {
         dir.join("pairs.jsonl"),
     )
     .unwrap();
-    let smoke = std::fs::read_to_string(repo_root().join("manifests/smoke.toml")).unwrap();
+    let smoke = std::fs::read_to_string(smoke_manifest()).unwrap();
     let path = dir.join("smoke.toml");
     std::fs::write(
         &path,
@@ -83,29 +64,16 @@ fn reference() -> &'static PathBuf {
         .1
 }
 
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The resumed dataset equals the uninterrupted one: same files, same manifest (so the same
 /// shard bytes), same rows, and nothing else (no temporary file, no journal).
 fn assert_same_as_reference(out: &Path) {
     let reference = reference();
-    assert_eq!(files(out), files(reference), "{}", out.display());
+    assert_eq!(
+        relative_files(out),
+        relative_files(reference),
+        "{}",
+        out.display()
+    );
     let ours = DatasetManifest::load(out).unwrap();
     let theirs = DatasetManifest::load(reference).unwrap();
     assert!(ours.complete);

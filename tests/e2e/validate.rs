@@ -3,30 +3,11 @@
 //! `--drop-invalid --out` writes a new dataset of the good pairs and leaves the input alone.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
 use acs_schema::{read_shard, write_shard, DatasetManifest, PairRecord};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn acs(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_acs"))
-        .args(args)
-        .env("ACS_HOME", home)
-        .current_dir(repo_root())
-        .output()
-        .expect("run acs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::util::{acs, copy_tree, files, repo_root, smoke_manifest_text, text};
 
 /// A finished build shared by the tests (copied before any change): the smoke manifest with
 /// `ssim_min` set so that some pairs are invalid and some valid.
@@ -41,11 +22,7 @@ fn built() -> &'static Arc<Built> {
     BUILT.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
         let home = root.path().join("home");
-        let smoke = std::fs::read_to_string(repo_root().join("manifests/smoke.toml")).unwrap();
-        let samples = repo_root().join("samples/pairs.jsonl");
-        let manifest = smoke
-            .replace("../samples/pairs.jsonl", &samples.display().to_string())
-            .replace("ssim_min = 0.0", "ssim_min = 0.6");
+        let manifest = smoke_manifest_text().replace("ssim_min = 0.0", "ssim_min = 0.6");
         let manifest_path = root.path().join("m.toml");
         std::fs::write(&manifest_path, manifest).unwrap();
         let dataset = root.path().join("ds");
@@ -70,28 +47,9 @@ fn built() -> &'static Arc<Built> {
 
 /// A private copy of the shared dataset.
 fn copy_dataset(to: &Path) -> PathBuf {
-    let from = &built().dataset;
     let dir = to.join("ds");
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    for entry in walk(from) {
-        let relative = entry.strip_prefix(from).unwrap();
-        std::fs::copy(&entry, dir.join(relative)).unwrap();
-    }
+    copy_tree(&built().dataset, &dir);
     dir
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Rewrites shard `index` with `change` applied to its records and updates the manifest, so
@@ -355,7 +313,7 @@ fn drop_invalid_writes_a_new_dataset_of_the_good_pairs() {
     // One valid row gets an integrity fault: it is left out too.
     let (shard_index, row) = first_valid_row(&dir);
     rewrite_shard(&dir, shard_index, |r| r[row].latent_cosine -= 0.5);
-    let before: Vec<(PathBuf, Vec<u8>)> = walk(&dir)
+    let before: Vec<(PathBuf, Vec<u8>)> = files(&dir)
         .into_iter()
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();

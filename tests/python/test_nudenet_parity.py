@@ -107,13 +107,19 @@ def detections(tmp_path_factory):
         _write_png(path, image)
         paths.append(str(path))
     out = subprocess.run(
-        [ACS, "detect", "--nudenet-model", MODEL, *paths],
+        [ACS, "detect", "--judge", "nudenet", "--nudenet-model", MODEL, "--json", *paths],
         capture_output=True,
         text=True,
         check=True,
     )
-    ours = [json.loads(line) for line in out.stdout.splitlines()]
+    ours = json.loads(out.stdout)
+    assert isinstance(ours, list)
     assert [o["image"] for o in ours] == paths
+    assert {o["judge"] for o in ours} == {"nudenet"}
+    # --model is the same option as --nudenet-model, and --judge defaults to nudenet.
+    again = subprocess.run([ACS, "detect", "--model", MODEL, "--json", paths[0]],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(again.stdout)[0]["detections"] == ours[0]["detections"]
     return paths, ours
 
 
@@ -158,11 +164,11 @@ def test_installed_package_is_found_through_python(detections, tmp_path):
     paths, ours = detections
     env = dict(os.environ, ACS_PYTHON=sys.executable)
     out = subprocess.run(
-        [ACS, "detect", paths[0]], capture_output=True, text=True, check=True, env=env
+        [ACS, "detect", "--json", paths[0]], capture_output=True, text=True, check=True, env=env
     )
-    assert json.loads(out.stdout)["detections"] == ours[0]["detections"]
+    assert json.loads(out.stdout)[0]["detections"] == ours[0]["detections"]
     missing = subprocess.run(
-        [ACS, "detect", paths[0]],
+        [ACS, "detect", "--json", paths[0]],
         capture_output=True,
         text=True,
         env=dict(os.environ, ACS_PYTHON=str(tmp_path / "no-python")),
