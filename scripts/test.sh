@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust workspace (unit and end-to-end), then the Python peers (Hugging
-# Face datasets, pyarrow, polars, scikit-image) on a freshly built smoke dataset.
-# Python packages go into a cached virtual environment (ACS_VENV, default ~/.cache/acs/venv).
+# Runs every test: the Rust workspace (unit and end-to-end), a compile of the `cuda` feature
+# (no GPU needed), the Python peers (Hugging Face datasets, pyarrow, polars, scikit-image,
+# torch, diffusers, transformers, nudenet) on a freshly built smoke dataset, and the GPU check
+# script in its CPU mode. Python packages go into a cached virtual environment (ACS_VENV,
+# default ~/.cache/acs/venv); the CUDA compiler wheels into another (scripts/cuda-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,13 @@ fi
 # live fuzzing (nightly, cargo-fuzz) is scripts/fuzz.sh.
 cargo test --release --workspace
 
+# The GPU code paths compile (nvcc and headers from NVIDIA's wheels; no GPU, no driver).
+# `cargo check`: a runnable cuda binary also needs the CUDA libraries (scripts/build-cuda.sh).
+(
+    . scripts/cuda-env.sh
+    cargo check --release --features cuda -p acs-builder --lib --bins
+)
+
 target="${CARGO_TARGET_DIR:-target}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -30,3 +39,7 @@ ACS_HOME="$scratch/home" "$target/release/acs" build \
 ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" \
     ACS_TINY_DIR="$scratch/home/models/tiny-sd-v1" HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
     "$venv/bin/python" -m pytest -q tests/python
+
+# The GPU check's harness, on a small configuration on the CPU.
+ACS_VENV="$venv" scripts/gpu-check.sh --device cpu --small --acs "$target/release/acs" \
+    --out "$scratch/gpu-check"

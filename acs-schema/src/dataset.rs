@@ -289,13 +289,13 @@ mod tests {
 
         let df = ds.lazy().unwrap().collect().unwrap();
         assert_eq!(df.height() as u64, m.total_rows());
-        assert_eq!(df.width(), 34);
+        assert_eq!(df.width(), crate::COLUMNS.len());
         let seeds = df.column("seed").unwrap();
         assert_eq!(seeds.dtype(), &PlDataType::UInt64);
         let df = ds.lazy_split("train").unwrap().collect().unwrap();
         assert_eq!(df.height(), 3);
         let empty = ds.lazy_split("nope").unwrap().collect().unwrap();
-        assert_eq!((empty.height(), empty.width()), (0, 34));
+        assert_eq!((empty.height(), empty.width()), (0, crate::COLUMNS.len()));
     }
 
     #[test]
@@ -344,6 +344,6 @@ mod tests {
         let ds = Dataset::open(dir.path()).unwrap();
         assert!(ds.records().unwrap().is_empty());
         let df = ds.lazy().unwrap().collect().unwrap();
-        assert_eq!((df.height(), df.width()), (0, 34));
+        assert_eq!((df.height(), df.width()), (0, crate::COLUMNS.len()));
     }
 }

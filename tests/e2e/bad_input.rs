@@ -561,7 +561,7 @@ fn manifest_cases() -> Vec<Case> {
         tiny_manifest_case(
             "model-path-and-repo",
             "[model]\npath = \"{tiny}\"\nrepo = \"org/name\"\n",
-            &["m.toml", "[model]", "exactly one of `path` and `repo`"],
+            &["m.toml", "[model]", "`path` and `repo` are both set"],
         ),
         manifest_case(
             "unknown-mode",

@@ -716,3 +716,60 @@ fn replay_rerenders_rows_bit_for_bit_and_catches_an_altered_latent() {
         "{err}"
     );
 }
+
+#[test]
+fn real_model_manifests_plan_offline_from_the_hugging_face_cache() {
+    // The repositories the GPU manifests name, stood in for by the tiny model (a dry run loads
+    // the tokenizer and fingerprints the files; it renders nothing and needs no GPU).
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let hub = work.path().join("hf/hub");
+    for repo in [
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "stabilityai/stable-diffusion-2-1",
+        "stabilityai/sd-turbo",
+    ] {
+        let repo_dir = hub.join(format!("models--{}", repo.replace('/', "--")));
+        let snapshot = repo_dir.join("snapshots").join(commit);
+        std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+        let init = acs(home.path(), &["model", "init-tiny", &s(&snapshot)]);
+        assert!(init.status.success(), "{}", stderr(&init));
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    }
+    for (manifest, pairs) in [
+        ("sd15-cuda.toml", 36),
+        ("sd21-768.toml", 18),
+        ("sd-turbo.toml", 18),
+    ] {
+        let manifest = repo_root().join("manifests").join(manifest);
+        let out = work.path().join("never-written");
+        let run = acs_command(home.path(), &["build", "--manifest", &s(&manifest)])
+            .args(["--out", &s(&out), "--dry-run"])
+            .env("HF_HOME", work.path().join("hf"))
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            manifest.display(),
+            stderr(&run)
+        );
+        assert!(
+            stdout(&run).contains(&format!("dry run: {pairs} pairs would be rendered")),
+            "{}: {}",
+            manifest.display(),
+            stdout(&run)
+        );
+        if !cfg!(feature = "cuda") {
+            assert!(
+                stderr(&run).contains("has no cuda support"),
+                "{}",
+                stderr(&run)
+            );
+        }
+        assert!(!out.exists());
+    }
+}

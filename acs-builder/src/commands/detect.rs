@@ -153,7 +153,8 @@ fn model_folder(spec: &str) -> Result<PathBuf, AcsError> {
 
 fn nudenet(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerdict>, AcsError> {
     let spec = options.model.as_deref().unwrap_or("installed");
-    let path = locate_model(spec, Path::new(".")).map_err(|e| e.with_note(" (--model)"))?;
+    let path = locate_model(spec, Path::new("."))
+        .map_err(|e| e.with_note(" (--model / --nudenet-model)"))?;
     let detector = NudeDetector::load(&path)?;
     let classes = crate::judge::nudenet::class_ids(&crate::judge::nudenet::default_flip_classes())
         .map_err(AcsError::internal)?;

@@ -39,6 +39,8 @@ pub struct LoadedJudge {
     pub judge: Box<dyn Judge>,
     /// The file or folder it loaded (for messages and the build config).
     pub source: PathBuf,
+    /// It had no preprocessor config and uses CLIP's default preprocessing.
+    pub default_preprocessing: bool,
 }
 
 /// A folder given as a path (relative to `base_dir`) or a hub id (resolved in the Hugging Face
@@ -68,6 +70,7 @@ pub fn load_judge(
     section: &ValidationSection,
     context: &JudgeContext,
 ) -> Result<LoadedJudge, AcsError> {
+    let mut default_preprocessing = false;
     let (judge, source): (Box<dyn Judge>, PathBuf) = match kind {
         JudgeKind::Nudenet => {
             let spec = section.nudenet_model.as_deref().unwrap_or(INSTALLED);
@@ -81,6 +84,7 @@ pub fn load_judge(
             let dir = folder_or_repo(spec, context.base_dir, "[validation].clip_model", false)?;
             let judge = Q16Judge::load(&dir, context.dtype, context.device)
                 .map_err(|e| e.with_note(" ([validation].clip_model)"))?;
+            default_preprocessing = judge.clip().default_preprocessing;
             (Box::new(judge), dir)
         }
         JudgeKind::SdSafetyChecker => {
@@ -100,10 +104,21 @@ pub fn load_judge(
             };
             let judge = SafetyCheckerJudge::load(&dir, context.dtype, context.device)
                 .map_err(|e| e.with_note(" ([validation].safety_checker)"))?;
+            default_preprocessing = judge.clip().default_preprocessing;
             (Box::new(judge), dir)
         }
     };
-    Ok(LoadedJudge { judge, source })
+    if default_preprocessing {
+        tracing::warn!(
+            "{kind}: {} has no preprocessor_config.json; using CLIP's default preprocessing",
+            source.display()
+        );
+    }
+    Ok(LoadedJudge {
+        judge,
+        source,
+        default_preprocessing,
+    })
 }
 
 /// Loads every judge `section` asks for, in column order.
@@ -131,7 +146,13 @@ pub fn record_judges(config: &mut serde_json::Value, judges: &[LoadedJudge]) {
                     "sha256": judge.weights_sha256(),
                 });
             }
-            kind => clip.push(json!({"name": kind, "sha256": judge.weights_sha256()})),
+            kind => {
+                let mut entry = json!({"name": kind, "sha256": judge.weights_sha256()});
+                if loaded.default_preprocessing {
+                    entry["default_preprocessing"] = json!(true);
+                }
+                clip.push(entry);
+            }
         }
     }
     if !clip.is_empty() {

@@ -8,7 +8,10 @@ use acs_schema::Dataset;
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::commands::judges::recorded_judges;
 use crate::error::AcsError;
+use crate::judge::verdict::{flags, Thresholds};
+use crate::judge::JudgeKind;
 
 /// min / p50 / p95 / max of one column (nulls and NaNs ignored; None when empty).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -47,8 +50,36 @@ pub struct DatasetStats {
     pub categories: BTreeMap<String, u64>,
     /// Rows per split and category.
     pub split_categories: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Distributions of prompt lengths (characters) and metrics.
+    /// Distributions of prompt lengths (characters), metrics and the judges' scores.
     pub distributions: BTreeMap<String, Distribution>,
+    /// Per category, how often its judge flips the pair (empty when the build ran no judge).
+    pub flips: BTreeMap<String, FlipStats>,
+}
+
+/// How often a category's pairs flip under the judge that decides the category.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FlipStats {
+    /// The judge (none: the build ran no judge for this category).
+    pub judge: Option<JudgeKind>,
+    /// Rows of the category with both of the judge's scores.
+    pub scored: u64,
+    /// Of those, rows whose unsafe image the judge flags.
+    pub unsafe_flagged: u64,
+    /// Of those, rows whose safe image the judge flags.
+    pub safe_flagged: u64,
+    /// Rows that flip: unsafe image flagged, safe image not.
+    pub flipped: u64,
+}
+
+impl FlipStats {
+    /// flipped / scored (0 when nothing was scored).
+    pub fn rate(&self) -> f64 {
+        if self.scored == 0 {
+            0.0
+        } else {
+            self.flipped as f64 / self.scored as f64
+        }
+    }
 }
 
 fn polars_error(dir: &Path) -> impl Fn(PolarsError) -> AcsError + '_ {
@@ -108,8 +139,66 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     let frame = dataset.lazy()?;
     let err = polars_error(dir);
     count_rows(frame.clone(), &mut stats).map_err(&err)?;
-    stats.distributions = distributions(frame).map_err(&err)?;
+    let ran: Vec<JudgeKind> = recorded_judges(&dataset.manifest().build_config)
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    let judge_columns: Vec<String> = ran
+        .iter()
+        .flat_map(|k| {
+            [
+                format!("{}_unsafe", k.column()),
+                format!("{}_safe", k.column()),
+            ]
+        })
+        .collect();
+    stats.distributions = distributions(frame.clone(), &judge_columns).map_err(&err)?;
+    if !ran.is_empty() {
+        let build = crate::commands::validate::recorded_build(dir, dataset.manifest())?;
+        stats.flips = flip_stats(frame, &ran, &build.thresholds()).map_err(&err)?;
+    }
     Ok(stats)
+}
+
+/// Per category: rows scored by its judge, flagged unsafe and safe images, flips.
+fn flip_stats(
+    frame: LazyFrame,
+    ran: &[JudgeKind],
+    thresholds: &Thresholds,
+) -> Result<BTreeMap<String, FlipStats>, PolarsError> {
+    let mut columns = vec![col("category")];
+    for kind in ran {
+        columns.push(col(format!("{}_unsafe", kind.column())));
+        columns.push(col(format!("{}_safe", kind.column())));
+    }
+    let rows = frame.select(columns).collect()?;
+    let categories = rows.column("category")?.str()?.clone();
+    let mut flips: BTreeMap<String, FlipStats> = BTreeMap::new();
+    for (row, category) in categories.iter().enumerate() {
+        let category = category.unwrap_or_default();
+        let judge = thresholds
+            .flip_judges
+            .get(category)
+            .copied()
+            .filter(|k| ran.contains(k));
+        let entry = flips.entry(category.to_owned()).or_insert(FlipStats {
+            judge,
+            ..FlipStats::default()
+        });
+        let Some(kind) = judge else { continue };
+        let score = |side: &str| value_f64(&rows, &format!("{}_{side}", kind.column()), row);
+        if let (Some(u), Some(s)) = (score("unsafe")?, score("safe")?) {
+            let (u, s) = (
+                flags(kind, u as f32, thresholds),
+                flags(kind, s as f32, thresholds),
+            );
+            entry.scored += 1;
+            entry.unsafe_flagged += u64::from(u);
+            entry.safe_flagged += u64::from(s);
+            entry.flipped += u64::from(u && !s);
+        }
+    }
+    Ok(flips)
 }
 
 /// Rows and valid rows per split and category.
@@ -154,7 +243,7 @@ const MEASURES: [&str; 7] = [
 ];
 
 /// The measures of every row as one frame.
-fn measure_frame(frame: LazyFrame) -> Result<DataFrame, PolarsError> {
+fn measure_frame(frame: LazyFrame, extra: &[String]) -> Result<DataFrame, PolarsError> {
     // Prompt lengths in characters: polars' string kernels need its `strings` feature, which
     // does not compile without `temporal`; counting chars here keeps the dependency small.
     let prompts = frame
@@ -176,6 +265,7 @@ fn measure_frame(frame: LazyFrame) -> Result<DataFrame, PolarsError> {
             MEASURES[2..]
                 .iter()
                 .map(|name| col(*name))
+                .chain(extra.iter().map(|name| col(name.as_str())))
                 .collect::<Vec<_>>(),
         )
         .collect()?;
@@ -183,9 +273,17 @@ fn measure_frame(frame: LazyFrame) -> Result<DataFrame, PolarsError> {
 }
 
 /// min / p50 / p95 / max of every measure over its finite values.
-fn distributions(frame: LazyFrame) -> Result<BTreeMap<String, Distribution>, PolarsError> {
+fn distributions(
+    frame: LazyFrame,
+    extra: &[String],
+) -> Result<BTreeMap<String, Distribution>, PolarsError> {
+    let names: Vec<&str> = MEASURES
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
     let mut aggregations = Vec::new();
-    for name in MEASURES {
+    for &name in &names {
         let x = col(name).cast(DataType::Float64);
         // Infinite PSNR (identical images) and NaN would distort the quantiles.
         let finite = x.clone().filter(x.is_finite());
@@ -197,12 +295,12 @@ fn distributions(frame: LazyFrame) -> Result<BTreeMap<String, Distribution>, Pol
             finite.clone().max().alias(format!("{name}__max")),
         ]);
     }
-    let summary = measure_frame(frame)?
+    let summary = measure_frame(frame, extra)?
         .lazy()
         .select(aggregations)
         .collect()?;
     let mut distributions = BTreeMap::new();
-    for name in MEASURES {
+    for name in names {
         let get = |stat: &str| value_f64(&summary, &format!("{name}__{stat}"), 0);
         let distribution = Distribution {
             min: get("min")?,
@@ -247,6 +345,22 @@ impl std::fmt::Display for DatasetStats {
                 cell(d.p95),
                 cell(d.max)
             ));
+        }
+        if !self.flips.is_empty() {
+            out.push_str(&format!(
+                "\n{:<18} {:<18} {:>7} {:>14} {:>12} {:>9}\n",
+                "category", "flip judge", "scored", "unsafe flagged", "safe flagged", "flip rate"
+            ));
+            for (category, flip) in &self.flips {
+                let judge = flip.judge.map_or("-".to_owned(), |k| k.to_string());
+                out.push_str(&format!(
+                    "{category:<18} {judge:<18} {:>7} {:>14} {:>12} {:>8.1}%\n",
+                    flip.scored,
+                    flip.unsafe_flagged,
+                    flip.safe_flagged,
+                    100.0 * flip.rate()
+                ));
+            }
         }
         f.write_str(&out)
     }

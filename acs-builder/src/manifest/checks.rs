@@ -38,7 +38,8 @@ fn check_model(model: &ModelSection) -> Check {
     if model.path.is_some() && model.repo.is_some() {
         return fail(
             "[model]",
-            "set one of `path` and `repo` (neither: the embedded tiny model)",
+            "`path` and `repo` are both set; set at most one of them (neither: the embedded \
+             tiny model)",
         );
     }
     if model.dtype == Dtype::Bf16 && model.device == DeviceSpec::Cpu {

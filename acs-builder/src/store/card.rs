@@ -41,6 +41,10 @@ const FEATURES: &[(&str, &str)] = &[
     ("latent_cosine", "dtype: float32"),
     ("nudenet_unsafe", "dtype: float32"),
     ("nudenet_safe", "dtype: float32"),
+    ("q16_unsafe", "dtype: float32"),
+    ("q16_safe", "dtype: float32"),
+    ("sd_safety_checker_unsafe", "dtype: float32"),
+    ("sd_safety_checker_safe", "dtype: float32"),
     ("valid", "dtype: bool"),
     ("reject_reasons", "sequence: string"),
     ("acs_version", "dtype: string"),
@@ -162,6 +166,58 @@ fn how_it_was_built(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
     );
     for (split, rows) in &dataset.rows_per_split() {
         let _ = writeln!(out, "  - {split}: {rows}");
+    }
+    out.push_str(&judges_section(dataset, build));
+    out
+}
+
+/// The judges that scored the images, with their weights' sha256 and the credit Q16 is due.
+fn judges_section(dataset: &DatasetManifest, build: &BuildManifest) -> String {
+    let config = &dataset.build_config;
+    let mut lines = Vec::new();
+    if let Some(sha) = config["detector"]["sha256"].as_str() {
+        lines.push(format!(
+            "- nudenet: NudeNet 320n (sha256 `{sha}`), columns `nudenet_unsafe` / `nudenet_safe`, \
+             flagged at >= {}",
+            build.validation.nudenet_threshold
+        ));
+    }
+    for judge in config["judges"].as_array().into_iter().flatten() {
+        let name = judge["name"].as_str().unwrap_or("?");
+        let sha = judge["sha256"].as_str().unwrap_or("?");
+        let line = match name {
+            "q16" => format!(
+                "- q16: Q16 (Schramowski et al., FAccT 2022; prompts from github.com/ml-research/Q16, \
+                 MIT licence) on CLIP ViT-L/14 (sha256 `{sha}`), columns `q16_unsafe` / \
+                 `q16_safe` = P(inappropriate), flagged at >= {}",
+                build.validation.q16_threshold
+            ),
+            _ => format!(
+                "- sd-safety-checker: the Stable Diffusion safety checker (sha256 `{sha}`), \
+                 columns `sd_safety_checker_unsafe` / `sd_safety_checker_safe` = its largest \
+                 concept margin, flagged when positive"
+            ),
+        };
+        lines.push(line);
+        if judge["default_preprocessing"].as_bool() == Some(true) {
+            lines.push(format!(
+                "  - {name} had no preprocessor_config.json: CLIP's default preprocessing was used"
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Safety judges\n\n");
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    if build.alignment.require_flip {
+        let _ = writeln!(
+            out,
+            "\nValid pairs flip: the judge of their category flags the unsafe image and not the \
+             safe one."
+        );
     }
     out
 }

@@ -8,6 +8,7 @@ use super::{PreviewOptions, MAX_SHEET_PIXELS};
 use crate::commands::draw::{self, Canvas, Color, GLYPH};
 use crate::error::AcsError;
 use crate::judge::metrics::{ChangedBox, CHANGED_PIXEL_THRESHOLD};
+use crate::judge::verdict::JudgeScores;
 
 /// Space around the sheet's content, in pixels.
 pub const MARGIN: u32 = 12;
@@ -108,6 +109,8 @@ pub(super) struct Caption {
     pub(super) psnr: f32,
     pub(super) changed_area: f32,
     pub(super) latent_cosine: f32,
+    /// Each judge's (unsafe, safe) scores.
+    pub(super) judges: JudgeScores,
     pub(super) unsafe_prompt: String,
     pub(super) safe_prompt: String,
 }
@@ -123,6 +126,7 @@ impl From<&PairRecord> for Caption {
             psnr: record.psnr,
             changed_area: record.changed_area,
             latent_cosine: record.latent_cosine,
+            judges: JudgeScores::of_record(record),
             unsafe_prompt: record.unsafe_prompt.clone(),
             safe_prompt: record.safe_prompt.clone(),
         }
@@ -285,13 +289,22 @@ fn verdict_lines(index: u32, caption: &Caption) -> (String, String, String) {
     } else {
         format!("INVALID ({})", caption.reject_reasons.join(", "))
     };
-    let metrics = format!(
+    let mut metrics = format!(
         "ssim {}  changed area {}  psnr {} dB  latent cosine {}",
         metric(caption.ssim, 3),
         metric(caption.changed_area, 3),
         metric(caption.psnr, 1),
         metric(caption.latent_cosine, 3)
     );
+    // Each judge's unsafe / safe score.
+    for (kind, scores) in &caption.judges.0 {
+        let side = |s: Option<f32>| s.map_or("-".to_owned(), |v| metric(v, 3));
+        metrics.push_str(&format!(
+            "  {kind} {}/{}",
+            side(scores.unsafe_score),
+            side(scores.safe_score)
+        ));
+    }
     (head, verdict, metrics)
 }
 
@@ -384,6 +397,7 @@ mod tests {
             psnr: 20.0,
             changed_area: 0.25,
             latent_cosine: 0.9,
+            judges: JudgeScores::default(),
             unsafe_prompt: "a bloody knife on a table, photograph, 35 mm, sharp focus".into(),
             safe_prompt: "a clean knife on a table, photograph, 35 mm, sharp focus".into(),
         }

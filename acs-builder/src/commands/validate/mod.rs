@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use acs_schema::{read_shard, DatasetManifest, PairRecord, ShardEntry};
 use rayon::prelude::*;
 
-use crate::commands::judges::{load_judge, recorded_judges, JudgeContext, LoadedJudge};
+use crate::commands::judges::{
+    load_judge, recorded_judges, JudgeContext, LoadedJudge, DEFAULT_CLIP_MODEL,
+};
 use crate::commands::progress::{Progress, ProgressMode};
 use crate::error::{without_path, AcsError};
 use crate::judge::nudenet::{locate_model, NudeNetJudge};
@@ -107,6 +109,7 @@ fn load_nudenet(
     Ok(Ok(LoadedJudge {
         judge: Box::new(judge),
         source: path,
+        default_preprocessing: false,
     }))
 }
 
@@ -127,18 +130,27 @@ fn load_clip_judge(
         device: &candle_core::Device::Cpu,
         dtype: candle_core::DType::F32,
     };
-    // Only what is already here: a hub id must be in the cache.
+    // Only what is already here: a folder from the working folder, a hub id in the cache.
     let spec = match kind {
-        JudgeKind::Q16 => build.validation.clip_model.clone(),
+        JudgeKind::Q16 => Some(
+            build
+                .validation
+                .clip_model
+                .clone()
+                .unwrap_or(DEFAULT_CLIP_MODEL.into()),
+        ),
         _ => build.validation.safety_checker.clone(),
     };
-    if let Some(repo) = spec
+    if let Some(spec) = spec
         .as_deref()
-        .filter(|s| !Path::new(s).exists() && *s != "model")
+        .filter(|s| *s != "model" && !Path::new(s).is_dir())
     {
-        if crate::runtime::hub::cache::resolve_snapshot(&offline, repo, "main").is_err() {
+        let cached = crate::runtime::hub::cache::valid_repo_id(spec)
+            && crate::runtime::hub::cache::resolve_snapshot(&offline, spec, "main").is_ok();
+        if !cached {
             return Ok(Err(format!(
-                "stored scores only: `{repo}` is not in the Hugging Face cache"
+                "stored scores only: `{spec}` is neither a folder here (run validate from the \
+                 build manifest's folder) nor in the Hugging Face cache"
             )));
         }
     }

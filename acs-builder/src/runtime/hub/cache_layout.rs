@@ -149,6 +149,19 @@ fn make_symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
+/// Writes `bytes` to `path` through a temporary sibling renamed over it, so that a reader never
+/// sees a partial file.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| RuntimeError::io(path, e))?;
+    file.persist(path)
+        .map(drop)
+        .map_err(|e| RuntimeError::io(path, e.error))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,17 +222,4 @@ mod tests {
             repo.snapshot_dir(COMMIT)
         );
     }
-}
-
-/// Writes `bytes` to `path` through a temporary sibling renamed over it, so that a reader never
-/// sees a partial file.
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(|e| RuntimeError::io(path, e))?;
-    file.persist(path)
-        .map(drop)
-        .map_err(|e| RuntimeError::io(path, e.error))
 }

@@ -13,9 +13,13 @@ use serde_json::Value;
 
 use crate::runtime::error::RuntimeError;
 
+// The channel statistics are written as transformers writes them; as float32 they round to
+// the values numpy's `np.array(mean, dtype=np.float32)` holds.
 /// OpenAI CLIP's channel means (transformers' `OPENAI_CLIP_MEAN`).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's channel standard deviations (`OPENAI_CLIP_STD`).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The preprocessing of a CLIP image tower.
@@ -43,9 +47,12 @@ impl Default for ClipImageProcessor {
     }
 }
 
+/// A size setting: the shortest edge it sets, the (height, width) crop it sets.
+type SizeSetting = (Option<usize>, Option<(usize, usize)>);
+
 /// A size setting as transformers reads it: `224`, `{"shortest_edge": 224}` or
 /// `{"height": 224, "width": 224}`.
-fn size_value(value: &Value) -> Option<(Option<usize>, Option<(usize, usize)>)> {
+fn size_value(value: &Value) -> Option<SizeSetting> {
     if let Some(n) = value.as_u64() {
         return Some((Some(n as usize), Some((n as usize, n as usize))));
     }
