@@ -250,7 +250,7 @@ pub struct DetectArgs {
     #[arg(long)]
     pub json: bool,
     /// With --json: add each image's CLIP image embedding (q16, sd-safety-checker).
-    #[arg(long)]
+    #[arg(long, requires = "json")]
     pub embeddings: bool,
     /// Write the CLIP pixel values after preprocessing to this safetensors file (q16,
     /// sd-safety-checker; images of one shape after preprocessing).

@@ -4,6 +4,7 @@
 mod cli;
 
 use std::fmt::Display;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -47,11 +48,24 @@ fn pin_thread_count() {
 /// Prints a report on stdout, as JSON or as text.
 fn emit<T: Display + Serialize>(report: &T, json: bool) -> Result<(), AcsError> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        print_stdout(&format!("{}\n", serde_json::to_string_pretty(report)?))
     } else {
-        print!("{report}");
+        print_stdout(&report.to_string())
     }
-    Ok(())
+}
+
+/// Writes to stdout; a reader that closed the pipe early (`acs ... | head`) is not an error.
+fn print_stdout(text: &str) -> Result<(), AcsError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(AcsError::io(std::path::Path::new("<stdout>"), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run(cli: Cli) -> Result<(), AcsError> {
@@ -76,8 +90,9 @@ fn run(cli: Cli) -> Result<(), AcsError> {
         ),
         Command::Model { command } => run_model(command),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "acs", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "acs", &mut script);
+            print_stdout(&String::from_utf8_lossy(&script))
         }
     }
 }
@@ -114,8 +129,7 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
             String::new()
         }
     };
-    print!("{text}");
-    Ok(())
+    print_stdout(&text)
 }
 
 fn main() -> ExitCode {

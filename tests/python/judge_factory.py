@@ -19,6 +19,7 @@ PROMPTS = os.path.join(REPO, "acs-builder", "assets", "q16-vit-l-14-prompts.npy"
 
 VISION = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, patch_size=14,
               image_size=224, projection_dim=768, hidden_act="quick_gelu", initializer_factor=3.0)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # transformers' OPENAI_CLIP_STD
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             max_position_embeddings=77, projection_dim=768)
 
@@ -226,12 +227,52 @@ def judge_images():
     return images
 
 
-def translucent_image():
-    """An RGBA PNG whose alpha runs from 0 to 255 across the width: transformers 5 composites
-    it onto white before the RGB conversion (image_transforms.convert_to_rgb)."""
-    rgba = np.asarray(Image.fromarray(_rgb("chelsea")).convert("RGBA")).copy()
-    rgba[..., 3] = np.linspace(0, 255, rgba.shape[1]).astype(np.uint8)[None, :]
-    return "chelsea-translucent", Image.fromarray(rgba, "RGBA")
+def _raw_png(samples, color_type, bit_depth=16):
+    """PNG bytes written by hand (Pillow cannot save 16-bit colour): big-endian samples of
+    shape (h, w, channels), filter 0 on every row."""
+    import struct
+    import zlib
+
+    height, width = samples.shape[:2]
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    raw = b"".join(b"\0" + samples[y].astype(dtype).tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def unusual_pngs(folder):
+    """PNG files whose RGB conversion is not a plain copy, as (name, path): transparency, which
+    transformers 5 composites onto white (image_transforms.convert_to_rgb) -- RGBA with alpha
+    running from 0 to 255 across the width, a palette with a transparent index (tRNS), grey with
+    alpha -- and 16-bit samples, which Pillow reduces to their high byte (RGB, RGBA) or clips at
+    255 (grey, mode I;16)."""
+    chelsea = Image.fromarray(_rgb("chelsea"))
+    ramp = np.linspace(0, 255, chelsea.width).astype(np.uint8)[None, :]
+    rgba = np.asarray(chelsea.convert("RGBA")).copy()
+    rgba[..., 3] = ramp
+    palette = chelsea.convert("P", palette=Image.ADAPTIVE, colors=16)
+    grey_alpha = np.stack([np.asarray(chelsea.convert("L")), np.broadcast_to(ramp, rgba.shape[:2])], -1)
+    wide = np.asarray(chelsea).astype(np.uint16) * 257 + np.arange(chelsea.width, dtype=np.uint16)[None, :, None]
+    wide_alpha = np.concatenate([wide, ramp[..., None].astype(np.uint16).repeat(rgba.shape[0], 0) * 257], -1)
+    grey16 = np.linspace(0, 600, chelsea.width * 40).astype(np.uint16).reshape(40, chelsea.width, 1)
+    files = []
+    for name, write in [
+        ("chelsea-translucent-rgba", lambda p: Image.fromarray(rgba, "RGBA").save(p)),
+        ("chelsea-palette-trns", lambda p: palette.save(p, transparency=0)),
+        ("chelsea-grey-alpha", lambda p: Image.fromarray(grey_alpha, "LA").save(p)),
+        ("chelsea-rgb16", lambda p: open(p, "wb").write(_raw_png(wide, 2))),
+        ("chelsea-rgba16", lambda p: open(p, "wb").write(_raw_png(wide_alpha, 6))),
+        ("ramp-grey16", lambda p: open(p, "wb").write(_raw_png(grey16, 0))),
+    ]:
+        path = os.path.join(folder, f"{name}.png")
+        write(path)
+        files.append((name, path))
+    return files
 
 
 def write_images(folder, images=None):

@@ -27,8 +27,9 @@ ACS = required_env("ACS_BIN")
 
 # transformers 5's default CLIPImageProcessor resizes with torchvision, not Pillow. On these
 # images it differs from the Pillow processor (and so from acs) by at most 0.0300 in normalised
-# units (2 levels of 255 in the blue channel; 1 level = 1 / (255 * std) = 0.0142 to 0.0150),
-# measured 2026-11-29 with torch 2.15 / torchvision of that release. The stated tolerance is 0.05.
+# units: 2 levels of 255 in the green channel (1 level = 1 / (255 * std) = 0.0142 to 0.0150);
+# 0.25 % of all values differ by 1 level, 5 values by 2 (measured 2026-11-29, torch 2.15,
+# transformers 5.24). The stated tolerance is 0.05 (3 levels).
 TORCHVISION_TOLERANCE = 0.05
 
 
@@ -113,9 +114,10 @@ def test_torchvision_processor_stays_within_the_stated_tolerance(images, q16):
     theirs = jf.pixel_values(paths, processor).numpy()
     diff = np.abs(q16["pixels"] - theirs)
     worst = float(diff.max())
+    levels = np.round(diff * np.float32(jf.CLIP_STD).reshape(1, 3, 1, 1) * 255)
     print(f"max |acs - CLIPImageProcessor (torchvision)| = {worst:.4f} (tolerance {TORCHVISION_TOLERANCE}); "
-          f"{(diff.reshape(len(paths), -1).max(axis=1) > 0).sum()} of {len(paths)} images differ, "
-          f"{(diff > 0).mean() * 100:.2f} % of all values")
+          f"{(levels.reshape(len(paths), -1).max(axis=1) > 0).sum()} of {len(paths)} images differ by a level "
+          f"or more; values 1 level off: {(levels == 1).mean() * 100:.2f} %, 2 or more: {int((levels >= 2).sum())}")
     assert worst <= TORCHVISION_TOLERANCE
 
 
@@ -228,15 +230,49 @@ def test_text_output_is_one_line_per_image(images, q16, checker):
             assert line.startswith(path) and judge in line
 
 
-@pytest.mark.xfail(strict=True, reason="acs drops the alpha channel; transformers 5 composites onto white "
-                                       "(reported; remove this mark when acs follows)")
-def test_translucent_png_is_composited_on_white_like_transformers(tmp_path, q16):
-    name, image = jf.translucent_image()
-    path = str(tmp_path / f"{name}.png")
-    image.save(path)
+UNUSUAL = ["chelsea-translucent-rgba", "chelsea-palette-trns", "chelsea-grey-alpha", "chelsea-rgb16",
+           "chelsea-rgba16", "ramp-grey16"]
+
+
+@pytest.mark.parametrize("name", UNUSUAL)
+def test_unusual_pngs_are_converted_like_transformers(name, tmp_path, q16):
+    path = dict(jf.unusual_pngs(str(tmp_path)))[name]
     detect("q16", q16["tower_dir"], [path], "--pixels", str(tmp_path / "p.safetensors"))
     ours = load_file(str(tmp_path / "p.safetensors"))["pixel_values"]
     assert float(np.abs(ours - jf.pixel_values([path]).numpy()).max()) == 0
+
+
+# --- options and pipes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("judge,extra,needle", [
+    ("sd-safety-checker", ["--threshold", "0.3"], "--threshold"),
+    ("q16", ["--threshold", "1.5"], "[0, 1]"),
+    ("nudenet", ["--embeddings"], "--embeddings"),
+    ("nudenet", ["--pixels", "p.safetensors"], "--pixels"),
+])
+def test_options_a_judge_would_ignore_are_refused(judge, extra, needle, images, q16, checker, tmp_path):
+    model = {"q16": q16["tower_dir"], "sd-safety-checker": checker["flat"], "nudenet": "installed"}[judge]
+    out = subprocess.run([ACS, "detect", "--judge", judge, "--model", str(model), "--json", *extra, images[0][0]],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and needle in out.stderr and out.stdout == ""
+    assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_embeddings_need_json(images, q16):
+    out = subprocess.run([ACS, "detect", "--judge", "q16", "--model", str(q16["tower_dir"]), "--embeddings",
+                          images[0][0]], capture_output=True, text=True)
+    assert out.returncode == 2 and "--json" in out.stderr and out.stdout == ""
+
+
+def test_a_reader_closing_the_pipe_early_is_not_a_crash(images, q16):
+    acs = subprocess.Popen([ACS, "detect", "--judge", "q16", "--model", str(q16["tower_dir"]), "--json",
+                            "--embeddings", *images[0][:8]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    acs.stdout.read(100)
+    acs.stdout.close()
+    stderr = acs.stderr.read().decode()
+    assert acs.wait() == 0, stderr
+    assert "panicked" not in stderr and stderr == ""
 
 
 # --- folders acs must refuse ------------------------------------------------------------------

@@ -18,7 +18,7 @@ use crate::judge::safety_checker::SafetyCheckerJudge;
 use crate::judge::verdict::{flags, Thresholds};
 use crate::judge::JudgeKind;
 use crate::manifest::DEFAULT_Q16_THRESHOLD;
-use crate::store::imaging::decode_png;
+use crate::store::imaging::{decode_png, decode_png_onto_white};
 
 /// What to run on which images.
 #[derive(Debug, Clone)]
@@ -88,10 +88,16 @@ struct Image {
     height: usize,
 }
 
-fn read_image(path: &Path) -> Result<Image, AcsError> {
+/// Reads a PNG as the judge's reference reads it: NudeNet's `cv2.imread` drops transparency;
+/// transformers' CLIP processors composite it onto white.
+fn read_image(path: &Path, judge: JudgeKind) -> Result<Image, AcsError> {
     let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
+    let decoded = match judge {
+        JudgeKind::Nudenet => decode_png(&bytes),
+        JudgeKind::Q16 | JudgeKind::SdSafetyChecker => decode_png_onto_white(&bytes),
+    };
     let (rgb, width, height) =
-        decode_png(&bytes).map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
+        decoded.map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
     Ok(Image {
         path: path.to_path_buf(),
         rgb,
@@ -100,11 +106,46 @@ fn read_image(path: &Path) -> Result<Image, AcsError> {
     })
 }
 
+impl DetectOptions {
+    /// Refuses options that the judge would otherwise ignore.
+    fn check(&self) -> Result<(), AcsError> {
+        let refuse = |message: String| Err(AcsError::input(message));
+        if let Some(threshold) = self.threshold {
+            if self.judge == JudgeKind::SdSafetyChecker {
+                return refuse(format!(
+                    "--threshold: {} flags with its own per-concept thresholds; \
+                     --threshold applies to nudenet and q16",
+                    self.judge
+                ));
+            }
+            if !(0.0..=1.0).contains(&threshold) {
+                return refuse(format!(
+                    "--threshold {threshold}: {} scores are probabilities; give a value in [0, 1]",
+                    self.judge
+                ));
+            }
+        }
+        if self.judge == JudgeKind::Nudenet {
+            let clip_only = [
+                ("--embeddings", self.embeddings),
+                ("--pixels", self.pixels.is_some()),
+            ];
+            if let Some((flag, _)) = clip_only.iter().find(|(_, given)| *given) {
+                return refuse(format!(
+                    "{flag}: NudeNet is not a CLIP judge; {flag} applies to q16 and sd-safety-checker"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the judge on PNG `images`.
 pub fn detect(images: &[PathBuf], options: &DetectOptions) -> Result<DetectReport, AcsError> {
+    options.check()?;
     let images: Vec<Image> = images
         .iter()
-        .map(|p| read_image(p))
+        .map(|p| read_image(p, options.judge))
         .collect::<Result<_, _>>()?;
     let thresholds = Thresholds {
         max_token_edits: 0,

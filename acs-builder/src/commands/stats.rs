@@ -332,14 +332,22 @@ impl std::fmt::Display for DatasetStats {
         for (category, rows) in &self.categories {
             out.push_str(&format!("{category:<18} {rows:>8}\n"));
         }
+        // The measure column fits the longest name (judge score columns are long).
+        let width = self
+            .distributions
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(20);
         out.push_str(&format!(
-            "\n{:<20} {:>10} {:>10} {:>10} {:>10}\n",
+            "\n{:<width$} {:>10} {:>10} {:>10} {:>10}\n",
             "measure", "min", "p50", "p95", "max"
         ));
         let cell = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.4}"));
         for (name, d) in &self.distributions {
             out.push_str(&format!(
-                "{name:<20} {:>10} {:>10} {:>10} {:>10}\n",
+                "{name:<width$} {:>10} {:>10} {:>10} {:>10}\n",
                 cell(d.min),
                 cell(d.p50),
                 cell(d.p95),

@@ -43,6 +43,60 @@ pub fn decode_png(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
     Ok((rgb, width, height))
 }
 
+/// Decodes PNG bytes to RGB8 the way transformers' image processors see a file (Pillow's
+/// `Image.open` then transformers' `convert_to_rgb`): transparency is composited onto white
+/// with Pillow's integer arithmetic, 16-bit samples keep their high byte, and 16-bit grey is
+/// clipped at 255 as Pillow's `I;16` conversion does. The CLIP judges read files through this
+/// so that `acs detect` matches `CLIPImageProcessor` on any PNG, not only on RGB8 ones.
+pub fn decode_png_onto_white(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
+    let undecodable = |e: image::ImageError| format!("not a decodable PNG: {e}");
+    let decoder = PngDecoder::with_limits(Cursor::new(bytes), image::Limits::default())
+        .map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
+    let image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    let high = |v: u16| (v >> 8) as u8;
+    let rgb = match image {
+        DynamicImage::ImageRgb8(rgb) => rgb.into_raw(),
+        DynamicImage::ImageLuma8(grey) => grey.into_raw().iter().flat_map(|&v| [v; 3]).collect(),
+        DynamicImage::ImageLuma16(grey) => grey
+            .into_raw()
+            .iter()
+            .flat_map(|&v| [v.min(255) as u8; 3])
+            .collect(),
+        DynamicImage::ImageRgb16(rgb) => rgb.into_raw().into_iter().map(high).collect(),
+        DynamicImage::ImageRgba8(rgba) => composite_onto_white(rgba.as_raw(), 4, |c| c),
+        DynamicImage::ImageLumaA8(la) => composite_onto_white(la.as_raw(), 2, |c| c),
+        DynamicImage::ImageRgba16(rgba) => composite_onto_white(rgba.as_raw(), 4, high),
+        DynamicImage::ImageLumaA16(la) => composite_onto_white(la.as_raw(), 2, high),
+        other => other.into_rgb8().into_raw(),
+    };
+    Ok((rgb, width, height))
+}
+
+/// Pillow's `alpha_composite` of `samples` (grey+alpha or RGBA, `channels` per pixel) over
+/// opaque white, then RGB. With an opaque destination Pillow's blend reduces to
+/// `(c*a + 255*(255-a))` scaled by 128 and divided by 255 with its shift-based rounding.
+fn composite_onto_white<T: Copy>(samples: &[T], channels: usize, to8: impl Fn(T) -> u8) -> Vec<u8> {
+    const PRECISION_BITS: u32 = 7;
+    let blend = |c: u8, a: u8| -> u8 {
+        if a == 0 {
+            return 255;
+        }
+        let (c, a) = (u32::from(c), u32::from(a));
+        let tmp = (c * a + 255 * (255 - a)) << PRECISION_BITS;
+        let rounded = tmp + (0x80 << PRECISION_BITS);
+        ((((rounded >> 8) + rounded) >> 8) >> PRECISION_BITS) as u8
+    };
+    samples
+        .chunks_exact(channels)
+        .flat_map(|pixel| {
+            let alpha = to8(pixel[channels - 1]);
+            let colour = |i: usize| blend(to8(pixel[i.min(channels - 2)]), alpha);
+            [colour(0), colour(1), colour(2)]
+        })
+        .collect()
+}
+
 /// float32 values -> float16 little-endian bytes.
 pub fn f16_le_bytes(values: &[f32]) -> Vec<u8> {
     values
@@ -97,6 +151,37 @@ mod tests {
         assert!(decode_png(&png[..png.len() / 2]).is_err());
         assert!(decode_png(b"not a png").is_err());
         assert!(decode_png(&[]).is_err());
+    }
+
+    fn encoded(samples: &[u8], width: u32, colour: image::ExtendedColorType) -> Vec<u8> {
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(samples, width, 1, colour)
+            .unwrap();
+        png
+    }
+
+    #[test]
+    fn transparency_is_composited_onto_white_like_pillow() {
+        // Values from Pillow 13's alpha_composite over opaque white.
+        let rgba = encoded(
+            &[
+                10, 20, 30, 255, 40, 50, 60, 128, 200, 100, 0, 0, 0, 255, 7, 1,
+            ],
+            4,
+            image::ExtendedColorType::Rgba8,
+        );
+        assert_eq!(
+            decode_png_onto_white(&rgba).unwrap().0,
+            vec![10, 20, 30, 147, 152, 157, 255, 255, 255, 254, 255, 254]
+        );
+        let grey_alpha = encoded(&[100, 128, 0, 0], 2, image::ExtendedColorType::La8);
+        assert_eq!(
+            decode_png_onto_white(&grey_alpha).unwrap().0,
+            vec![177, 177, 177, 255, 255, 255]
+        );
+        let rgb = encoded(&[1, 2, 3], 1, image::ExtendedColorType::Rgb8);
+        assert_eq!(decode_png_onto_white(&rgb).unwrap().0, vec![1, 2, 3]);
     }
 
     #[test]

@@ -347,9 +347,14 @@ fn tally_row(
         report.valid_rows += 1;
     } else {
         report.invalid_rows += 1;
-        for reason in &record.reject_reasons {
-            let kind = reason.split(':').next().unwrap_or(reason).to_owned();
-            *report.reject_reasons.entry(kind).or_insert(0) += 1;
+        // Rows per reason kind: a row rejected twice for one kind counts once.
+        let kinds: std::collections::BTreeSet<&str> = record
+            .reject_reasons
+            .iter()
+            .map(|reason| reason.split(':').next().unwrap_or(reason))
+            .collect();
+        for kind in kinds {
+            *report.reject_reasons.entry(kind.to_owned()).or_insert(0) += 1;
         }
     }
     record.valid && report.errors.len() == errors_before

@@ -28,7 +28,7 @@ pub struct ValidationReport {
     pub valid_rows: u64,
     /// Rows that do not.
     pub invalid_rows: u64,
-    /// How often each reject reason (its prefix before ':') occurs.
+    /// For each reject reason kind (its prefix before ':'), how many rows it rejects.
     pub reject_reasons: BTreeMap<String, u64>,
     /// Largest |stored - recomputed| over all rows for each metric.
     pub metric_max_abs_diff: BTreeMap<String, f64>,
