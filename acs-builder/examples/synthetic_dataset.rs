@@ -326,6 +326,7 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         side,
         &pair.unsafe_latent,
         &pair.safe_latent,
+        manifest.output.change_rule(),
     );
     let token_edit_distance = 1;
     let reasons = verdict(
@@ -377,6 +378,13 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         q16_safe: None,
         sd_safety_checker_unsafe: None,
         sd_safety_checker_safe: None,
+        change_mask: None,
+        change_mask_latent: None,
+        trajectory_steps: None,
+        trajectory_timesteps: None,
+        trajectory_latents: None,
+        trajectory_eps_unsafe: None,
+        trajectory_eps_safe: None,
         valid: reasons.is_empty(),
         reject_reasons: reasons,
         acs_version: ACS_VERSION.to_owned(),

@@ -11,9 +11,10 @@ use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Fields};
 use arrow::record_batch::RecordBatch;
 
+use crate::batch_reader::Ctx;
 use crate::error::SchemaError;
 use crate::record::{ImageBlob, PairRecord};
-use crate::schema::{arrow_schema, image_type, list_item, same_shape, type_name};
+use crate::schema::{arrow_schema, image_type, list_item};
 
 /// Converts records to one Arrow batch of schema v1 ([`arrow_schema`]).
 ///
@@ -71,6 +72,19 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         Arc::new(Float32Array::from_iter(
             r.iter().map(|x| x.sd_safety_checker_safe),
         )),
+        optional_images(r, "change_mask", |x| x.change_mask.as_ref())?,
+        optional_binaries(r, "change_mask_latent", |x| x.change_mask_latent.as_deref())?,
+        optional_int_lists(r, "trajectory_steps", |x| x.trajectory_steps.as_ref())?,
+        optional_int_lists(r, "trajectory_timesteps", |x| {
+            x.trajectory_timesteps.as_ref()
+        })?,
+        optional_binaries(r, "trajectory_latents", |x| x.trajectory_latents.as_deref())?,
+        optional_binaries(r, "trajectory_eps_unsafe", |x| {
+            x.trajectory_eps_unsafe.as_deref()
+        })?,
+        optional_binaries(r, "trajectory_eps_safe", |x| {
+            x.trajectory_eps_safe.as_deref()
+        })?,
         Arc::new(BooleanArray::from_iter(r.iter().map(|x| Some(x.valid)))),
         string_lists(r, "reject_reasons", |x| &x.reject_reasons)?,
         strings(r, "acs_version", |x| &x.acs_version)?,
@@ -192,195 +206,46 @@ fn images<'a>(
     field: &str,
     get: impl Fn(&'a PairRecord) -> &'a ImageBlob,
 ) -> Result<ArrayRef, SchemaError> {
-    offsets(field, records.iter().map(|r| get(r).bytes.len()))?;
+    optional_images(records, field, |r| Some(get(r)))
+}
+
+/// An image column; a record whose image is `None` gets a null struct (and null children).
+fn optional_images<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> Option<&'a ImageBlob>,
+) -> Result<ArrayRef, SchemaError> {
+    offsets(
+        field,
+        records.iter().map(|r| get(r).map_or(0, |i| i.bytes.len())),
+    )?;
     offsets(
         field,
         records
             .iter()
-            .map(|r| get(r).path.as_ref().map_or(0, String::len)),
+            .map(|r| get(r).and_then(|i| i.path.as_ref()).map_or(0, String::len)),
     )?;
-    let bytes = BinaryArray::from_iter_values(records.iter().map(|r| &get(r).bytes));
-    let paths = StringArray::from_iter(records.iter().map(|r| get(r).path.as_deref()));
+    let bytes = BinaryArray::from_iter(records.iter().map(|r| get(r).map(|i| &i.bytes)));
+    let paths = StringArray::from_iter(
+        records
+            .iter()
+            .map(|r| get(r).and_then(|i| i.path.as_deref())),
+    );
     let fields = match image_type() {
         DataType::Struct(fields) => fields,
         _ => Fields::empty(),
     };
-    let array = StructArray::try_new(fields, vec![Arc::new(bytes), Arc::new(paths)], None)
+    let nulls = records
+        .iter()
+        .any(|r| get(r).is_none())
+        .then(|| NullBuffer::from_iter(records.iter().map(|r| get(r).is_some())));
+    let array = StructArray::try_new(fields, vec![Arc::new(bytes), Arc::new(paths)], nulls)
         .map_err(|e| SchemaError::Record {
             index: 0,
             field: field.to_string(),
             detail: e.to_string(),
         })?;
     Ok(Arc::new(array))
-}
-
-/// Where the batch being read comes from: used to name file, row and column in errors.
-struct Ctx<'a> {
-    file: &'a Path,
-    first_row: usize,
-}
-
-impl Ctx<'_> {
-    fn column_error(&self, column: &str, detail: impl Into<String>) -> SchemaError {
-        SchemaError::Column {
-            path: self.file.to_path_buf(),
-            column: column.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    fn field_error(&self, row: usize, column: &str, detail: impl Into<String>) -> SchemaError {
-        SchemaError::Field {
-            path: self.file.to_path_buf(),
-            row: self.first_row + row,
-            column: column.to_string(),
-            detail: detail.into(),
-        }
-    }
-
-    /// The column `name` of `batch`, downcast to `T` (its shape was checked by `check_schema`).
-    fn column<'b, T: 'static>(
-        &self,
-        batch: &'b RecordBatch,
-        name: &str,
-    ) -> Result<&'b T, SchemaError> {
-        let array = batch
-            .column_by_name(name)
-            .ok_or_else(|| self.column_error(name, "missing (required by schema v1)"))?;
-        self.downcast(array.as_ref(), name)
-    }
-
-    /// A column of [`crate::schema::ADDED_COLUMNS`]: `None` when the shard predates it.
-    fn added_column<'b, T: 'static>(
-        &self,
-        batch: &'b RecordBatch,
-        name: &str,
-    ) -> Result<Option<&'b T>, SchemaError> {
-        match batch.column_by_name(name) {
-            Some(array) => self.downcast(array.as_ref(), name).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn downcast<'b, T: 'static>(
-        &self,
-        array: &'b dyn Array,
-        name: &str,
-    ) -> Result<&'b T, SchemaError> {
-        array.as_any().downcast_ref::<T>().ok_or_else(|| {
-            self.column_error(
-                name,
-                format!("unexpected Arrow type {}", type_name(array.data_type())),
-            )
-        })
-    }
-
-    fn non_null(&self, array: &dyn Array, row: usize, name: &str) -> Result<(), SchemaError> {
-        if array.is_null(row) {
-            Err(self.field_error(row, name, "null in a non-nullable column"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn string(&self, a: &StringArray, row: usize, name: &str) -> Result<String, SchemaError> {
-        self.non_null(a, row, name)?;
-        Ok(a.value(row).to_string())
-    }
-
-    fn string_list(
-        &self,
-        a: &ListArray,
-        row: usize,
-        name: &str,
-    ) -> Result<Vec<String>, SchemaError> {
-        self.non_null(a, row, name)?;
-        let values: &StringArray = self.downcast(a.values().as_ref(), name)?;
-        let range = list_range(a, row);
-        let mut out = Vec::with_capacity(range.len());
-        for j in range {
-            if values.is_null(j) {
-                return Err(self.field_error(row, name, "null list item"));
-            }
-            out.push(values.value(j).to_string());
-        }
-        Ok(out)
-    }
-
-    fn int_list(&self, a: &ListArray, row: usize, name: &str) -> Result<Vec<i32>, SchemaError> {
-        self.non_null(a, row, name)?;
-        let values: &Int32Array = self.downcast(a.values().as_ref(), name)?;
-        let range = list_range(a, row);
-        let mut out = Vec::with_capacity(range.len());
-        for j in range {
-            if values.is_null(j) {
-                return Err(self.field_error(row, name, "null list item"));
-            }
-            out.push(values.value(j));
-        }
-        Ok(out)
-    }
-
-    fn image(&self, a: &StructArray, row: usize, name: &str) -> Result<ImageBlob, SchemaError> {
-        if a.is_null(row) {
-            return Err(self.field_error(row, name, "null image (expected struct<bytes, path>)"));
-        }
-        let bytes_name = format!("{name}.bytes");
-        let path_name = format!("{name}.path");
-        let bytes_col = a
-            .column_by_name("bytes")
-            .ok_or_else(|| self.column_error(&bytes_name, "missing"))?;
-        let path_col = a
-            .column_by_name("path")
-            .ok_or_else(|| self.column_error(&path_name, "missing"))?;
-        let bytes: &BinaryArray = self.downcast(bytes_col.as_ref(), &bytes_name)?;
-        let paths: &StringArray = self.downcast(path_col.as_ref(), &path_name)?;
-        if bytes.is_null(row) {
-            return Err(self.field_error(row, &bytes_name, "null image bytes"));
-        }
-        Ok(ImageBlob {
-            bytes: bytes.value(row).to_vec(),
-            path: (!paths.is_null(row)).then(|| paths.value(row).to_string()),
-        })
-    }
-
-    /// Checks that `batch` has exactly the columns of schema v1, each with the expected shape.
-    fn check_schema(&self, batch: &RecordBatch) -> Result<(), SchemaError> {
-        let expected = arrow_schema();
-        let actual = batch.schema();
-        for field in expected.fields() {
-            let Some((_, found)) = actual.column_with_name(field.name()) else {
-                if crate::schema::ADDED_COLUMNS.contains(&field.name().as_str()) {
-                    continue;
-                }
-                return Err(self.column_error(field.name(), "missing (required by schema v1)"));
-            };
-            if !same_shape(found.data_type(), field.data_type()) {
-                return Err(self.column_error(
-                    field.name(),
-                    format!(
-                        "expected {}, found {}",
-                        type_name(field.data_type()),
-                        type_name(found.data_type())
-                    ),
-                ));
-            }
-        }
-        for field in actual.fields() {
-            if expected.column_with_name(field.name()).is_none() {
-                return Err(self.column_error(field.name(), "not a schema v1 column"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The range of child indices of list row `row` (offsets were validated by Arrow).
-fn list_range(a: &ListArray, row: usize) -> std::ops::Range<usize> {
-    let offsets = a.value_offsets();
-    let start = usize::try_from(offsets[row]).unwrap_or(0);
-    let end = usize::try_from(offsets[row + 1]).unwrap_or(start);
-    start..end.max(start)
 }
 
 /// Converts an Arrow batch of schema v1 back to records.
@@ -439,6 +304,13 @@ struct Columns<'a> {
     q16_safe: Option<&'a Float32Array>,
     sd_safety_checker_unsafe: Option<&'a Float32Array>,
     sd_safety_checker_safe: Option<&'a Float32Array>,
+    change_mask: Option<&'a StructArray>,
+    change_mask_latent: Option<&'a BinaryArray>,
+    trajectory_steps: Option<&'a ListArray>,
+    trajectory_timesteps: Option<&'a ListArray>,
+    trajectory_latents: Option<&'a BinaryArray>,
+    trajectory_eps_unsafe: Option<&'a BinaryArray>,
+    trajectory_eps_safe: Option<&'a BinaryArray>,
     valid: &'a BooleanArray,
     reject_reasons: &'a ListArray,
     acs_version: &'a StringArray,
@@ -483,6 +355,13 @@ impl<'a> Columns<'a> {
             q16_safe: ctx.added_column(batch, "q16_safe")?,
             sd_safety_checker_unsafe: ctx.added_column(batch, "sd_safety_checker_unsafe")?,
             sd_safety_checker_safe: ctx.added_column(batch, "sd_safety_checker_safe")?,
+            change_mask: ctx.added_column(batch, "change_mask")?,
+            change_mask_latent: ctx.added_column(batch, "change_mask_latent")?,
+            trajectory_steps: ctx.added_column(batch, "trajectory_steps")?,
+            trajectory_timesteps: ctx.added_column(batch, "trajectory_timesteps")?,
+            trajectory_latents: ctx.added_column(batch, "trajectory_latents")?,
+            trajectory_eps_unsafe: ctx.added_column(batch, "trajectory_eps_unsafe")?,
+            trajectory_eps_safe: ctx.added_column(batch, "trajectory_eps_safe")?,
             valid: ctx.column(batch, "valid")?,
             reject_reasons: ctx.column(batch, "reject_reasons")?,
             acs_version: ctx.column(batch, "acs_version")?,
@@ -502,6 +381,10 @@ impl<'a> Columns<'a> {
         };
         let opt_float = |a: &Float32Array| (!a.is_null(i)).then(|| a.value(i));
         let opt_binary = |a: &BinaryArray| (!a.is_null(i)).then(|| a.value(i).to_vec());
+        let opt_int_list = |a: Option<&ListArray>, name: &str| match a {
+            Some(a) if !a.is_null(i) => ctx.int_list(a, i, name).map(Some),
+            _ => Ok(None),
+        };
         ctx.non_null(c.seed, i, "seed")?;
         ctx.non_null(c.valid, i, "valid")?;
         Ok(PairRecord {
@@ -544,6 +427,16 @@ impl<'a> Columns<'a> {
             q16_safe: c.q16_safe.and_then(opt_float),
             sd_safety_checker_unsafe: c.sd_safety_checker_unsafe.and_then(opt_float),
             sd_safety_checker_safe: c.sd_safety_checker_safe.and_then(opt_float),
+            change_mask: match c.change_mask {
+                Some(a) if !a.is_null(i) => Some(ctx.image(a, i, "change_mask")?),
+                _ => None,
+            },
+            change_mask_latent: c.change_mask_latent.and_then(opt_binary),
+            trajectory_steps: opt_int_list(c.trajectory_steps, "trajectory_steps")?,
+            trajectory_timesteps: opt_int_list(c.trajectory_timesteps, "trajectory_timesteps")?,
+            trajectory_latents: c.trajectory_latents.and_then(opt_binary),
+            trajectory_eps_unsafe: c.trajectory_eps_unsafe.and_then(opt_binary),
+            trajectory_eps_safe: c.trajectory_eps_safe.and_then(opt_binary),
             valid: c.valid.value(i),
             reject_reasons: ctx.string_list(c.reject_reasons, i, "reject_reasons")?,
             acs_version: ctx.string(c.acs_version, i, "acs_version")?,

@@ -100,6 +100,16 @@ pub enum SchemaError {
         /// What is wrong.
         detail: String,
     },
+    /// A value of an in-memory record does not decode (e.g. a tensor of the wrong size).
+    #[error("pair {pair_id}, field {field}: {detail}")]
+    Value {
+        /// The record's pair_id.
+        pair_id: String,
+        /// The field (column) name.
+        field: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Anything else wrong with a file or directory.
     #[error("{}: {detail}", path.display())]
     Invalid {
@@ -155,7 +165,7 @@ impl SchemaError {
             | Self::Column { path, .. }
             | Self::Field { path, .. }
             | Self::Invalid { path, .. } => Some(path),
-            Self::Record { .. } => None,
+            Self::Record { .. } | Self::Value { .. } => None,
         }
     }
 }

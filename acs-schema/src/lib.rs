@@ -7,13 +7,15 @@
 //!   ([`huggingface_metadata`]) that makes `datasets` decode the image columns as `Image`;
 //! - conversion between records and Arrow batches ([`records_to_batch`], [`batch_to_records`]);
 //! - the Parquet shard writer and readers ([`write_shard`], [`read_shard`], [`read_shard_footer`]);
-//! - the dataset manifest ([`DatasetManifest`]) and the loading API ([`Dataset`]).
+//! - the dataset manifest ([`DatasetManifest`]) and the loading API ([`Dataset`]);
+//! - typed views of the tensor columns ([`PairRecord::trajectory`], [`F16Tensor`]).
 //!
 //! Every error ([`SchemaError`]) names the file and, when known, the row and the column.
 
 #![deny(missing_docs)]
 
 mod atomic;
+mod batch_reader;
 mod convert;
 mod dataset;
 mod digest;
@@ -23,6 +25,7 @@ mod manifest;
 mod record;
 mod schema;
 mod shard;
+mod tensors;
 
 pub use atomic::{temp_sibling, write_atomic, write_atomic_with};
 pub use convert::{batch_to_records, records_to_batch};
@@ -30,6 +33,7 @@ pub use dataset::{check_relative, is_split_name, Dataset};
 pub use digest::{sha256_bytes, sha256_file};
 pub use error::SchemaError;
 pub use guard::guard;
+pub use half::f16;
 pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};
 pub use record::{ImageBlob, PairRecord};
 pub use schema::{
@@ -40,6 +44,7 @@ pub use shard::{
     read_shard, read_shard_footer, shard_path, write_shard, writer_properties, ShardFacts,
     ShardFooter, ROW_GROUP_ROWS, ZSTD_LEVEL,
 };
+pub use tensors::{F16Tensor, LatentMask, Trajectory, BENIGN_CATEGORY};
 
 /// The schema version this crate writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -101,6 +101,30 @@ pub struct PairRecord {
     pub sd_safety_checker_unsafe: Option<f32>,
     /// The safety checker's largest concept margin on the safe image.
     pub sd_safety_checker_safe: Option<f32>,
+    /// Where the two images differ: a 1-bit greyscale PNG of the image's size, white where a
+    /// pixel changed (see the spec's "Training outputs"); `None` unless masks were asked for.
+    #[serde(default)]
+    pub change_mask: Option<ImageBlob>,
+    /// The change mask at latent resolution: one byte (0 or 1) per latent pixel, row-major,
+    /// `latent_shape[1] x latent_shape[2]`; 1 where any pixel of the latent pixel's block changed.
+    #[serde(default, with = "hex_opt_bytes")]
+    pub change_mask_latent: Option<Vec<u8>>,
+    /// The recorded denoising step indices (0-based, ascending); `None` when none were recorded.
+    #[serde(default)]
+    pub trajectory_steps: Option<Vec<i32>>,
+    /// The scheduler timestep the UNet saw at each recorded step.
+    #[serde(default)]
+    pub trajectory_timesteps: Option<Vec<i32>>,
+    /// The unsafe branch's latent x_k at each recorded step (before the scheduler's input
+    /// scaling), float16 little-endian, `[steps, *latent_shape]`.
+    #[serde(default, with = "hex_opt_bytes")]
+    pub trajectory_latents: Option<Vec<u8>>,
+    /// The guided UNet output of the unsafe prompt at each recorded x_k (same layout).
+    #[serde(default, with = "hex_opt_bytes")]
+    pub trajectory_eps_unsafe: Option<Vec<u8>>,
+    /// The guided UNet output of the safe prompt at the same x_k: the counterfactual target.
+    #[serde(default, with = "hex_opt_bytes")]
+    pub trajectory_eps_safe: Option<Vec<u8>>,
     /// Whether the pair passes the manifest's thresholds.
     pub valid: bool,
     /// Why the pair is not valid (empty when valid).
@@ -190,6 +214,16 @@ pub(crate) mod fixtures {
             q16_safe: Some(0.04),
             sd_safety_checker_unsafe: Some(0.012),
             sd_safety_checker_safe: Some(-0.041),
+            change_mask: Some(ImageBlob {
+                bytes: vec![0x89, b'P', b'N', b'G', i as u8, 9],
+                path: Some(format!("{i}-mask.png")),
+            }),
+            change_mask_latent: Some([0, 1, 1, 0].repeat(16)),
+            trajectory_steps: Some(vec![0, 5, 20]),
+            trajectory_timesteps: Some(vec![981, 781, 181]),
+            trajectory_latents: Some(vec![i as u8; 3 * 2 * 256]),
+            trajectory_eps_unsafe: Some(vec![3; 3 * 2 * 256]),
+            trajectory_eps_safe: Some(vec![4; 3 * 2 * 256]),
             valid: true,
             reject_reasons: vec![],
             acs_version: "0.1.0".into(),
@@ -213,6 +247,13 @@ pub(crate) mod fixtures {
             q16_safe: None,
             sd_safety_checker_unsafe: None,
             sd_safety_checker_safe: None,
+            change_mask: None,
+            change_mask_latent: None,
+            trajectory_steps: None,
+            trajectory_timesteps: None,
+            trajectory_latents: None,
+            trajectory_eps_unsafe: None,
+            trajectory_eps_safe: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

@@ -6,11 +6,18 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 4] = [
+pub const ADDED_COLUMNS: [&str; 11] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
     "sd_safety_checker_safe",
+    "change_mask",
+    "change_mask_latent",
+    "trajectory_steps",
+    "trajectory_timesteps",
+    "trajectory_latents",
+    "trajectory_eps_unsafe",
+    "trajectory_eps_safe",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -26,7 +33,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 38] = [
+pub const COLUMNS: [&str; 45] = [
     "pair_id",
     "split",
     "category",
@@ -62,13 +69,20 @@ pub const COLUMNS: [&str; 38] = [
     "q16_safe",
     "sd_safety_checker_unsafe",
     "sd_safety_checker_safe",
+    "change_mask",
+    "change_mask_latent",
+    "trajectory_steps",
+    "trajectory_timesteps",
+    "trajectory_latents",
+    "trajectory_eps_unsafe",
+    "trajectory_eps_safe",
     "valid",
     "reject_reasons",
     "acs_version",
 ];
 
-/// The two columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
-pub const IMAGE_COLUMNS: [&str; 2] = ["unsafe_image", "safe_image"];
+/// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
+pub const IMAGE_COLUMNS: [&str; 3] = ["unsafe_image", "safe_image", "change_mask"];
 
 /// Parquet key-value metadata key holding [`huggingface_metadata`].
 pub const HUGGINGFACE_METADATA_KEY: &str = "huggingface";
@@ -79,8 +93,7 @@ pub const SCHEMA_VERSION_METADATA_KEY: &str = "acs_schema_version";
 /// The Hugging Face features JSON: only the image columns are declared, `datasets` infers the
 /// others from the Arrow types. Written as a literal so that its bytes never depend on
 /// `serde_json` features.
-const HUGGINGFACE_FEATURES: &str =
-    r#"{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"}}}}"#;
+const HUGGINGFACE_FEATURES: &str = r#"{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"},"change_mask":{"_type":"Image"}}}}"#;
 
 /// The list element field used by schema v1 list columns: named `item`, non-null.
 pub(crate) fn list_item(data_type: DataType) -> FieldRef {
@@ -158,6 +171,21 @@ fn build_schema() -> Schema {
         Field::new("q16_safe", DataType::Float32, true),
         Field::new("sd_safety_checker_unsafe", DataType::Float32, true),
         Field::new("sd_safety_checker_safe", DataType::Float32, true),
+        Field::new("change_mask", image_type(), true),
+        Field::new("change_mask_latent", DataType::Binary, true),
+        Field::new(
+            "trajectory_steps",
+            DataType::List(list_item(DataType::Int32)),
+            true,
+        ),
+        Field::new(
+            "trajectory_timesteps",
+            DataType::List(list_item(DataType::Int32)),
+            true,
+        ),
+        Field::new("trajectory_latents", DataType::Binary, true),
+        Field::new("trajectory_eps_unsafe", DataType::Binary, true),
+        Field::new("trajectory_eps_safe", DataType::Binary, true),
         Field::new("valid", DataType::Boolean, false),
         string_list("reject_reasons"),
         utf8("acs_version"),
@@ -168,7 +196,8 @@ fn build_schema() -> Schema {
 /// Arrow schema v1: the columns of the spec's "Schema v1" table, in that order.
 ///
 /// Nullable: `unsafe_latent`, `safe_latent`, `changed_box`, the judge scores (`nudenet_*`,
-/// `q16_*`, `sd_safety_checker_*`), and (for
+/// `q16_*`, `sd_safety_checker_*`), the training outputs (`change_mask*`, `trajectory_*`),
+/// and (for
 /// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
@@ -184,8 +213,8 @@ pub fn arrow_schema() -> SchemaRef {
     SCHEMA.get_or_init(|| Arc::new(build_schema())).clone()
 }
 
-/// JSON for the Parquet key-value metadata key `huggingface`:
-/// `{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"}}}}`.
+/// JSON for the Parquet key-value metadata key `huggingface`: the three image columns
+/// (`unsafe_image`, `safe_image`, `change_mask`) declared as `{"_type":"Image"}`.
 pub fn huggingface_metadata() -> String {
     HUGGINGFACE_FEATURES.to_string()
 }
@@ -264,7 +293,14 @@ mod tests {
                 "q16_unsafe",
                 "q16_safe",
                 "sd_safety_checker_unsafe",
-                "sd_safety_checker_safe"
+                "sd_safety_checker_safe",
+                "change_mask",
+                "change_mask_latent",
+                "trajectory_steps",
+                "trajectory_timesteps",
+                "trajectory_latents",
+                "trajectory_eps_unsafe",
+                "trajectory_eps_safe"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();
@@ -284,10 +320,10 @@ mod tests {
     }
 
     #[test]
-    fn huggingface_metadata_declares_both_images() {
+    fn huggingface_metadata_declares_every_image_column() {
         let v: serde_json::Value = serde_json::from_str(&huggingface_metadata()).unwrap();
         let features = &v["info"]["features"];
-        assert_eq!(features.as_object().unwrap().len(), 2);
+        assert_eq!(features.as_object().unwrap().len(), IMAGE_COLUMNS.len());
         for c in IMAGE_COLUMNS {
             assert_eq!(features[c]["_type"], "Image");
         }

@@ -310,7 +310,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(image_chunks, 4);
+        assert_eq!(image_chunks, 2 * IMAGE_COLUMNS.len());
         let unsafe_bytes = group
             .columns()
             .iter()

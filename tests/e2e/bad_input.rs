@@ -454,6 +454,46 @@ fn manifest_cases() -> Vec<Case> {
             &["m.toml", "[output]", "`shard_row`", "did you mean `shard_rows`?"],
         ),
         manifest_case(
+            "trajectory-step-outside-the-schedule",
+            "[sampling]\nsteps = 4\n[output]\ntrajectory_steps = [0, 4]\nsplits = { train = 1.0 }\n",
+            &["m.toml", "[output].trajectory_steps", "step 4", "0..=3"],
+        ),
+        manifest_case(
+            "trajectory-step-twice",
+            "[sampling]\nsteps = 4\n[output]\ntrajectory_steps = [1, 2, 1]\nsplits = { train = 1.0 }\n",
+            &["m.toml", "[output].trajectory_steps", "step 1 is listed twice"],
+        ),
+        manifest_case(
+            "trajectory-without-latents",
+            "[output]\ntrajectory_steps = [0]\nstore_latents = false\nsplits = { train = 1.0 }\n",
+            &["m.toml", "[output].trajectory_steps", "store_latents = true"],
+        ),
+        manifest_case(
+            "negative-trajectory-step",
+            "[output]\ntrajectory_steps = [-1]\nsplits = { train = 1.0 }\n",
+            &["m.toml", "[output].trajectory_steps[0]", "whole number from 0", "(got -1)"],
+        ),
+        manifest_case(
+            "mask-threshold-too-high",
+            "[output]\nmask_threshold = 255\nsplits = { train = 1.0 }\n",
+            &["m.toml", "[output].mask_threshold", "0..=254"],
+        ),
+        manifest_case(
+            "benign-source-with-a-category",
+            "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\nrole = \"benign\"\ncategory = \"sexual\"\n",
+            &["m.toml", "[[sources]] #1.category", "benign source has no category"],
+        ),
+        manifest_case(
+            "benign-i2p-source",
+            "[[sources]]\nkind = \"i2p-csv\"\npath = \"pairs.jsonl\"\nrole = \"benign\"\n",
+            &["m.toml", "[[sources]] #1.role", "not from I2P"],
+        ),
+        manifest_case(
+            "unknown-source-role",
+            "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\nrole = \"harmless\"\n",
+            &["m.toml", "role", "harmless", "benign"],
+        ),
+        manifest_case(
             "wrong-type-string-for-int",
             "[sampling]\nsteps = \"ten\"\n",
             &["m.toml", "[sampling].steps", "must be a whole number", "\"ten\""],

@@ -20,4 +20,5 @@ mod llm;
 mod preview;
 mod resume;
 mod smoke_hashes;
+mod training;
 mod validate;

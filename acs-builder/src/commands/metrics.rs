@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::AcsError;
+use crate::judge::change_mask::ChangeRule;
 use crate::judge::metrics::pair_metrics;
 use crate::store::imaging::decode_png;
 
@@ -86,6 +87,7 @@ pub fn file_pair_metrics(
         height as usize,
         &[],
         &[],
+        ChangeRule::default(),
     );
     Ok(FilePairMetrics {
         unsafe_image: unsafe_path.display().to_string(),
@@ -127,7 +129,7 @@ mod tests {
         assert_eq!((m.width, m.height), (16, 12));
         assert_eq!(m.changed_box, Some([4, 5, 5, 6]));
         assert_eq!(m.changed_area, 1.0 / 192.0);
-        let expected = pair_metrics(&a, &b, 16, 12, &[], &[]);
+        let expected = pair_metrics(&a, &b, 16, 12, &[], &[], ChangeRule::default());
         assert_eq!((m.ssim, m.psnr), (expected.ssim, expected.psnr));
         assert!(m.to_string().contains("changed_box   [4, 5, 5, 6]"));
         let same = file_pair_metrics(&pa, &pa).unwrap();

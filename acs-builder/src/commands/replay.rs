@@ -1,5 +1,6 @@
 //! Replay (SPEC "strictly aligned" #6): re-render a seeded random sample of a dataset's rows
-//! from their recorded configuration and check that x_T and the final latents are the same.
+//! from their recorded configuration and check that x_T, the final latents and the trajectory
+//! targets are the same.
 
 use std::path::Path;
 
@@ -57,7 +58,8 @@ pub fn replay(
         s.width as usize,
         &s.negative_prompt,
         build.switch_step(),
-    )?;
+    )?
+    .recording(&build.output.trajectory_step_indices())?;
     let mut report = ReplayReport::default();
     for (name, record) in records {
         if !sampled(&record.pair_id, fraction) {
@@ -66,7 +68,11 @@ pub fn replay(
         let job = RenderJob {
             seed: record.seed,
             unsafe_ids: model.tokenizer.encode(&record.unsafe_prompt)?.ids,
-            safe_ids: model.tokenizer.encode(&record.safe_prompt)?.ids,
+            safe_ids: if record.is_benign() {
+                None
+            } else {
+                Some(model.tokenizer.encode(&record.safe_prompt)?.ids)
+            },
             guidance_scale: record.guidance_scale,
         };
         let rendered = sampler
@@ -88,6 +94,29 @@ pub fn replay(
                 }
                 Some(_) => {}
                 None => problems.push(format!("{side}_latent not stored")),
+            }
+        }
+        if let Some(trajectory) = &rendered.trajectory {
+            for (column, stored, values) in [
+                (
+                    "trajectory_latents",
+                    &record.trajectory_latents,
+                    &trajectory.latents,
+                ),
+                (
+                    "trajectory_eps_unsafe",
+                    &record.trajectory_eps_unsafe,
+                    &trajectory.eps_unsafe,
+                ),
+                (
+                    "trajectory_eps_safe",
+                    &record.trajectory_eps_safe,
+                    &trajectory.eps_safe,
+                ),
+            ] {
+                if stored.as_deref() != Some(f16_le_bytes(values).as_slice()) {
+                    problems.push(format!("{column} differs"));
+                }
             }
         }
         if problems.is_empty() {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use acs_schema::Dataset;
+use acs_schema::{Dataset, BENIGN_CATEGORY};
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -42,6 +42,9 @@ pub struct DatasetStats {
     pub rows: u64,
     /// Rows whose verdict is valid.
     pub valid_rows: u64,
+    /// Benign preservation rows (category `benign`), counted apart: they are in `rows` and
+    /// `categories` but not in the distributions or the flips.
+    pub benign_rows: u64,
     /// Total shard bytes.
     pub bytes: u64,
     /// Per split.
@@ -152,10 +155,15 @@ pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
             ]
         })
         .collect();
-    stats.distributions = distributions(frame.clone(), &judge_columns).map_err(&err)?;
+    stats.benign_rows = stats.categories.get(BENIGN_CATEGORY).copied().unwrap_or(0);
+    // Benign rows have nothing to measure between their two (identical) sides.
+    let pairs = frame.filter(col("category").neq(lit(BENIGN_CATEGORY)));
+    if stats.benign_rows < stats.rows {
+        stats.distributions = distributions(pairs.clone(), &judge_columns).map_err(&err)?;
+    }
     if !ran.is_empty() {
         let build = crate::commands::validate::recorded_build(dir, dataset.manifest())?;
-        stats.flips = flip_stats(frame, &ran, &build.thresholds()).map_err(&err)?;
+        stats.flips = flip_stats(pairs, &ran, &build.thresholds()).map_err(&err)?;
     }
     Ok(stats)
 }
@@ -316,8 +324,12 @@ fn distributions(
 impl std::fmt::Display for DatasetStats {
     /// A human-readable table.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let benign = match self.benign_rows {
+            0 => String::new(),
+            n => format!(", {n} of them benign preservation rows"),
+        };
         let mut out = format!(
-            "rows {} ({} valid), {:.1} MB\n\n{:<12} {:>8} {:>12}\n",
+            "rows {} ({} valid{benign}), {:.1} MB\n\n{:<12} {:>8} {:>12}\n",
             self.rows,
             self.valid_rows,
             self.bytes as f64 / 1e6,

@@ -15,8 +15,11 @@
 //! the same code runs four f64 lanes wide instead of two (same operations, same results).
 //! One pair is computed on one thread; callers parallelise over pairs.
 
-/// A pixel counts as changed when its largest channel difference exceeds this (of 255).
-pub const CHANGED_PIXEL_THRESHOLD: u8 = 25;
+use crate::judge::change_mask::{ChangeMask, ChangeRule};
+
+/// A pixel counts as changed when its largest channel difference exceeds this (of 255), unless
+/// the manifest's `[output].mask_threshold` says otherwise.
+pub const CHANGED_PIXEL_THRESHOLD: u8 = crate::judge::change_mask::DEFAULT_THRESHOLD;
 
 const SIGMA: f64 = 1.5;
 const TRUNCATE: f64 = 3.5;
@@ -58,15 +61,16 @@ pub struct PairMetrics {
     pub ssim: f32,
     /// Peak signal-to-noise ratio over RGB in dB (infinite for identical images).
     pub psnr: f32,
-    /// Fraction of pixels whose largest channel difference exceeds the threshold.
+    /// Fraction of pixels in the change mask (see [`ChangeRule`]).
     pub changed_area: f32,
-    /// Box around the changed pixels; `None` when none changed.
+    /// Box around the change mask's pixels; `None` when none changed.
     pub changed_box: Option<ChangedBox>,
     /// Cosine similarity of the two final latents.
     pub latent_cosine: f32,
 }
 
-/// All metrics for two RGB8 images of `width` x `height` and their latents.
+/// All metrics for two RGB8 images of `width` x `height` and their latents; the changed area
+/// and box follow `rule` (without dilation by a vectorised count, else from the mask).
 pub fn pair_metrics(
     unsafe_rgb: &[u8],
     safe_rgb: &[u8],
@@ -74,12 +78,22 @@ pub fn pair_metrics(
     height: usize,
     unsafe_latent: &[f32],
     safe_latent: &[f32],
+    rule: ChangeRule,
 ) -> PairMetrics {
+    let (area, bounds) = if rule.dilation == 0 {
+        (
+            changed_area(unsafe_rgb, safe_rgb, rule.threshold),
+            changed_box(unsafe_rgb, safe_rgb, width, rule.threshold),
+        )
+    } else {
+        let mask = ChangeMask::of(unsafe_rgb, safe_rgb, width, height, rule);
+        (mask.area(), mask.bounding_box())
+    };
     PairMetrics {
         ssim: ssim(&luminance(unsafe_rgb), &luminance(safe_rgb), width, height) as f32,
         psnr: psnr(unsafe_rgb, safe_rgb) as f32,
-        changed_area: changed_area(unsafe_rgb, safe_rgb) as f32,
-        changed_box: changed_box(unsafe_rgb, safe_rgb, width),
+        changed_area: area as f32,
+        changed_box: bounds,
         latent_cosine: cosine(unsafe_latent, safe_latent) as f32,
     }
 }
@@ -366,33 +380,33 @@ fn squared_error_sum_generic(a: &[u8], b: &[u8]) -> u64 {
 
 /// True when the largest channel difference of two RGB pixels exceeds the threshold.
 #[inline(always)]
-fn pixel_changed(p: &[u8; 3], q: &[u8; 3]) -> bool {
+fn pixel_changed(p: &[u8; 3], q: &[u8; 3], threshold: u8) -> bool {
     p[0].abs_diff(q[0])
         .max(p[1].abs_diff(q[1]))
         .max(p[2].abs_diff(q[2]))
-        > CHANGED_PIXEL_THRESHOLD
+        > threshold
 }
 
-avx2_dispatch!(changed_count = changed_count_generic(a: &[[u8; 3]], b: &[[u8; 3]]) -> usize);
+avx2_dispatch!(changed_count = changed_count_generic(a: &[[u8; 3]], b: &[[u8; 3]], threshold: u8) -> usize);
 
 /// Changed pixels among the pairs of `a` and `b`.
 #[inline(always)]
-fn changed_count_generic(a: &[[u8; 3]], b: &[[u8; 3]]) -> usize {
+fn changed_count_generic(a: &[[u8; 3]], b: &[[u8; 3]], threshold: u8) -> usize {
     let mut count = 0;
     for (p, q) in a.iter().zip(b) {
-        count += usize::from(pixel_changed(p, q));
+        count += usize::from(pixel_changed(p, q, threshold));
     }
     count
 }
 
-/// Fraction of RGB pixels whose largest channel difference exceeds [`CHANGED_PIXEL_THRESHOLD`]
-/// (pixels of `a`; a trailing partial pixel is ignored).
-pub fn changed_area(a: &[u8], b: &[u8]) -> f64 {
+/// Fraction of RGB pixels whose largest channel difference exceeds `threshold` (pixels of `a`;
+/// a trailing partial pixel is ignored).
+pub fn changed_area(a: &[u8], b: &[u8], threshold: u8) -> f64 {
     let (pa, pb) = (a.as_chunks::<3>().0, b.as_chunks::<3>().0);
     if pa.is_empty() {
         return 0.0;
     }
-    changed_count(pa, pb) as f64 / pa.len() as f64
+    changed_count(pa, pb, threshold) as f64 / pa.len() as f64
 }
 
 /// The smallest axis-aligned box holding every changed pixel (see [`changed_area`]), in
@@ -420,7 +434,7 @@ impl ChangedBox {
 }
 
 /// The box around the pixels that [`changed_area`] counts; `None` when none changed.
-pub fn changed_box(a: &[u8], b: &[u8], width: usize) -> Option<ChangedBox> {
+pub fn changed_box(a: &[u8], b: &[u8], width: usize, threshold: u8) -> Option<ChangedBox> {
     if width == 0 {
         return None;
     }
@@ -429,10 +443,10 @@ pub fn changed_box(a: &[u8], b: &[u8], width: usize) -> Option<ChangedBox> {
     for (y, (ra, rb)) in pa.chunks(width).zip(pb.chunks(width)).enumerate() {
         // A vectorised count skips the rows without a change; the rest are searched from both
         // ends.
-        if changed_count(ra, rb) == 0 {
+        if changed_count(ra, rb, threshold) == 0 {
             continue;
         }
-        let is_changed = |(p, q): (&[u8; 3], &[u8; 3])| pixel_changed(p, q);
+        let is_changed = |(p, q): (&[u8; 3], &[u8; 3])| pixel_changed(p, q, threshold);
         let first = ra.iter().zip(rb).position(is_changed).unwrap_or(0);
         let last = ra.iter().zip(rb).rposition(is_changed).unwrap_or(first);
         let (x0, x1, y) = (first as u32, last as u32 + 1, y as u32);
@@ -477,7 +491,15 @@ mod tests {
     #[test]
     fn identical_images_are_perfectly_aligned() {
         let img = pattern(32, 24, 0);
-        let m = pair_metrics(&img, &img, 32, 24, &[1.0, 2.0], &[1.0, 2.0]);
+        let m = pair_metrics(
+            &img,
+            &img,
+            32,
+            24,
+            &[1.0, 2.0],
+            &[1.0, 2.0],
+            ChangeRule::default(),
+        );
         assert!((m.ssim - 1.0).abs() < 1e-9);
         assert!(m.psnr.is_infinite());
         assert_eq!(m.changed_area, 0.0);
@@ -488,7 +510,15 @@ mod tests {
     fn different_images_score_lower() {
         let a = pattern(32, 32, 0);
         let b = pattern(32, 32, 5);
-        let m = pair_metrics(&a, &b, 32, 32, &[1.0, 0.0], &[0.0, 1.0]);
+        let m = pair_metrics(
+            &a,
+            &b,
+            32,
+            32,
+            &[1.0, 0.0],
+            &[0.0, 1.0],
+            ChangeRule::default(),
+        );
         assert!(m.ssim < 0.9);
         assert!(m.psnr.is_finite());
         assert!(m.changed_area > 0.0 && m.changed_area <= 1.0);
@@ -499,13 +529,13 @@ mod tests {
     fn changed_box_bounds_the_changed_pixels() {
         let (w, h) = (10usize, 6usize);
         let a = vec![100u8; w * h * 3];
-        assert_eq!(changed_box(&a, &a, w), None);
+        assert_eq!(changed_box(&a, &a, w, CHANGED_PIXEL_THRESHOLD), None);
         let mut b = a.clone();
         // (x=2, y=1) red +30 and (x=7, y=4) blue -26 change; (x=9, y=5) +25 does not.
         b[(w + 2) * 3] = 130;
         b[(4 * w + 7) * 3 + 2] = 74;
         b[(5 * w + 9) * 3 + 1] = 125;
-        let got = changed_box(&a, &b, w).unwrap();
+        let got = changed_box(&a, &b, w, CHANGED_PIXEL_THRESHOLD).unwrap();
         assert_eq!(
             got,
             ChangedBox {
@@ -516,7 +546,7 @@ mod tests {
             }
         );
         assert_eq!(got.to_vec(), vec![2, 1, 8, 5]);
-        assert!((changed_area(&a, &b) - 2.0 / 60.0).abs() < 1e-12);
+        assert!((changed_area(&a, &b, CHANGED_PIXEL_THRESHOLD) - 2.0 / 60.0).abs() < 1e-12);
     }
 
     #[test]
@@ -610,9 +640,9 @@ mod tests {
         assert!(ssim(&[1.0; 10], &[1.0; 12], 3, 4).is_nan());
         assert!(ssim(&[1.0; 12], &[1.0; 12], usize::MAX, 2).is_nan());
         assert!(psnr(&[1, 2, 3], &[1, 2]).is_nan());
-        assert_eq!(changed_area(&[1, 2], &[1, 2]), 0.0);
+        assert_eq!(changed_area(&[1, 2], &[1, 2], CHANGED_PIXEL_THRESHOLD), 0.0);
         assert_eq!(
-            changed_box(&[0, 0, 0], &[99, 0, 0, 5], 4),
+            changed_box(&[0, 0, 0], &[99, 0, 0, 5], 4, CHANGED_PIXEL_THRESHOLD),
             Some(ChangedBox {
                 x0: 0,
                 y0: 0,
@@ -644,7 +674,7 @@ mod tests {
             .filter(|&p| (0..3).any(|c| a[p * 3 + c].abs_diff(b[p * 3 + c]) > 25))
             .collect();
         assert_eq!(
-            changed_area(&a, &b),
+            changed_area(&a, &b, CHANGED_PIXEL_THRESHOLD),
             changed.len() as f64 / (width * height) as f64
         );
         let xs = changed.iter().map(|p| (p % width) as u32);
@@ -655,7 +685,10 @@ mod tests {
             x1: xs.max().unwrap() + 1,
             y1: ys.max().unwrap() + 1,
         };
-        assert_eq!(changed_box(&a, &b, width), Some(expected));
+        assert_eq!(
+            changed_box(&a, &b, width, CHANGED_PIXEL_THRESHOLD),
+            Some(expected)
+        );
         assert_eq!(
             expected,
             ChangedBox {

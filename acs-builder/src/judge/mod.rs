@@ -3,12 +3,14 @@
 //! of manifests: a caller builds them from its settings.
 //!
 //! - [`metrics`]: SSIM, PSNR, changed area and box, latent cosine
+//! - [`change_mask`]: where a pair's images differ, as a mask (pixel and latent resolution)
 //! - [`nudenet`]: NudeNet 320n (nudity), in Rust with tract
 //! - [`q16`]: Q16 (inappropriate content of any category) on CLIP ViT-L/14
 //! - [`safety_checker`]: the Stable Diffusion safety checker on CLIP ViT-L/14
 //! - [`clip`]: the CLIP image tower the last two share
 //! - [`verdict`]: thresholds -> reject reasons, including the safety flip
 
+pub mod change_mask;
 pub mod clip;
 pub mod metrics;
 pub mod nudenet;

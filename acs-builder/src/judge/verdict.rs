@@ -136,9 +136,9 @@ pub fn verdict(
 }
 
 /// The safety-flip part of the verdict (only when `require_flip`): the category's judge must
-/// flag the unsafe image and not the safe one.
+/// flag the unsafe image and not the safe one. Benign rows have nothing to flip.
 pub fn flip_violations(category: &str, scores: &JudgeScores, t: &Thresholds) -> Vec<String> {
-    if !t.require_flip {
+    if !t.require_flip || category == acs_schema::BENIGN_CATEGORY {
         return Vec::new();
     }
     let Some(&kind) = t.flip_judges.get(category) else {

@@ -3,8 +3,8 @@
 //! the rules that tie keys together.
 
 use super::sections::{
-    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, SourceSection,
-    ValidationSection,
+    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, SourceRole,
+    SourceSection, ValidationSection,
 };
 use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_SEEDS_PER_PROMPT};
 use crate::error::AcsError;
@@ -27,6 +27,7 @@ pub fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         check_sources(&m.sources),
         m.rewrite.llm.as_ref().map_or(Ok(()), check_llm),
         check_output(&m.output),
+        check_training_outputs(&m.output, m.sampling.steps),
     ];
     match checks.into_iter().find_map(Result::err) {
         Some((key, reason)) => Err(AcsError::input(format!("{origin}: {key}: {reason}"))),
@@ -183,6 +184,27 @@ fn check_sources(sources: &[SourceSection]) -> Check {
     }
     for (i, source) in sources.iter().enumerate() {
         let field = format!("[[sources]] #{}", i + 1);
+        if source.role == SourceRole::Benign {
+            if source.category.is_some() || !source.categories.is_empty() {
+                let key = if source.category.is_some() {
+                    "category"
+                } else {
+                    "categories"
+                };
+                return fail(
+                    &format!("{field}.{key}"),
+                    "a benign source has no category (its rows are category `benign`); \
+                     remove the key",
+                );
+            }
+            if source.kind.is_i2p() {
+                return fail(
+                    &format!("{field}.role"),
+                    "benign prompts come from prompts-txt, pairs-jsonl or pairs-csv sources \
+                     (a `prompt` field), not from I2P",
+                );
+            }
+        }
         for category in source.category.iter().chain(&source.categories) {
             if !CATEGORIES.contains(&category.as_str()) {
                 return fail(
@@ -307,6 +329,46 @@ fn check_output(o: &OutputSection) -> Check {
         return fail(
             "[output].splits",
             format!("fractions must sum to 1 (got {total})"),
+        );
+    }
+    Ok(())
+}
+
+/// `[output]`'s masks and trajectory targets against the schedule.
+fn check_training_outputs(o: &OutputSection, steps: u32) -> Check {
+    if o.mask_threshold == u8::MAX {
+        return fail(
+            "[output].mask_threshold",
+            "must be 0..=254 (a pixel changes when its difference exceeds it)",
+        );
+    }
+    if o.mask_dilation > 4096 {
+        return fail(
+            "[output].mask_dilation",
+            format!("must be at most 4096 pixels (got {})", o.mask_dilation),
+        );
+    }
+    let key = "[output].trajectory_steps";
+    let mut seen = std::collections::BTreeSet::new();
+    for &step in &o.trajectory_steps {
+        if step >= steps {
+            return fail(
+                key,
+                format!(
+                    "step {step} is outside the schedule: [sampling].steps = {steps} has steps \
+                     0..={}",
+                    steps.saturating_sub(1)
+                ),
+            );
+        }
+        if !seen.insert(step) {
+            return fail(key, format!("step {step} is listed twice"));
+        }
+    }
+    if !o.trajectory_steps.is_empty() && !o.store_latents {
+        return fail(
+            key,
+            "trajectory targets are stored latents; they need [output].store_latents = true",
         );
     }
     Ok(())

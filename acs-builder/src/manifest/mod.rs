@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use acs_schema::BENIGN_CATEGORY;
 pub use sections::{
     AlignmentMode, AlignmentSection, LlmSection, ModelSection, OutputSection, RewriteSection,
-    SamplingSection, SourceKind, SourceSection, ValidationSection, DEFAULT_Q16_THRESHOLD,
+    SamplingSection, SourceKind, SourceRole, SourceSection, ValidationSection,
+    DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
 };
 
 use crate::error::{one_line, AcsError};
@@ -178,14 +180,17 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<BuildManifest, AcsErro
 /// (`[sampling].steps`, `[[sources]] #1.kind`).
 fn key_of_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
-    let mut names = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     let mut table = String::new();
     for segment in path.iter() {
         match segment {
             Segment::Seq { index } if table == "sources" => {
                 table = format!("[[sources]] #{}", index + 1);
             }
-            Segment::Seq { index } => names.push(format!("{index}")),
+            Segment::Seq { index } => match names.last_mut() {
+                Some(name) => name.push_str(&format!("[{index}]")),
+                None => names.push(format!("[{index}]")),
+            },
             Segment::Map { key } if table.is_empty() => table = key.clone(),
             Segment::Map { key } => names.push(key.clone()),
             Segment::Enum { variant } => names.push(variant.clone()),
@@ -221,6 +226,23 @@ fn plain_message(message: &str) -> String {
                 .replace('`', "")
                 .replace(" or ", ", ");
             return format!("{value} is not one of {names}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: integer ") {
+        if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+            let max = match expected {
+                "u8" => Some(u64::from(u8::MAX)),
+                "u16" => Some(u64::from(u16::MAX)),
+                "u32" => Some(u64::from(u32::MAX)),
+                "u64" | "usize" => Some(u64::MAX),
+                _ => None,
+            };
+            if let Some(max) = max {
+                return format!(
+                    "must be a whole number from 0 to {max} (got {})",
+                    got.trim_matches('`')
+                );
+            }
         }
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {

@@ -265,12 +265,33 @@ impl std::fmt::Display for SourceKind {
     }
 }
 
+/// What a source's rows become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceRole {
+    /// Unsafe prompts or (unsafe, safe) pairs: counterfactual pairs.
+    #[default]
+    Pairs,
+    /// Benign prompts, each rendered once into a row whose safe side equals its unsafe side
+    /// (category `benign`): what a safety patch must leave alone.
+    Benign,
+}
+
+impl SourceRole {
+    fn is_pairs(&self) -> bool {
+        *self == Self::Pairs
+    }
+}
+
 /// One `[[sources]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
     /// Source format.
     pub kind: SourceKind,
+    /// `pairs` (default) or `benign`.
+    #[serde(default, skip_serializing_if = "SourceRole::is_pairs")]
+    pub role: SourceRole,
     /// The file, relative to the manifest's folder.
     pub path: PathBuf,
     /// Category of rows that name none.
@@ -373,6 +394,50 @@ pub struct OutputSection {
     pub splits: BTreeMap<String, f64>,
     /// Store the final latents (float16) beside the images.
     pub store_latents: bool,
+    /// Store each pair's change mask (pixel PNG and latent resolution).
+    #[serde(skip_serializing_if = "is_false")]
+    pub masks: bool,
+    /// A pixel counts as changed when its largest channel difference exceeds this (of 255).
+    #[serde(skip_serializing_if = "is_default_mask_threshold")]
+    pub mask_threshold: u8,
+    /// Pixels the change mask grows by in every direction (a square of side 2r + 1).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mask_dilation: u32,
+    /// Denoising steps (0-based) at which the counterfactual trajectory targets are recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trajectory_steps: Vec<u32>,
+}
+
+impl OutputSection {
+    /// `trajectory_steps` as step indices, ascending.
+    pub fn trajectory_step_indices(&self) -> Vec<usize> {
+        let mut steps: Vec<usize> = self.trajectory_steps.iter().map(|&s| s as usize).collect();
+        steps.sort_unstable();
+        steps
+    }
+
+    /// When a pixel counts as changed (`mask_threshold`, `mask_dilation`).
+    pub fn change_rule(&self) -> crate::judge::change_mask::ChangeRule {
+        crate::judge::change_mask::ChangeRule {
+            threshold: self.mask_threshold,
+            dilation: self.mask_dilation,
+        }
+    }
+}
+
+/// The default `[output].mask_threshold`: the threshold `changed_area` always used.
+pub const DEFAULT_MASK_THRESHOLD: u8 = crate::judge::change_mask::DEFAULT_THRESHOLD;
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_default_mask_threshold(value: &u8) -> bool {
+    *value == DEFAULT_MASK_THRESHOLD
 }
 
 impl Default for OutputSection {
@@ -386,6 +451,10 @@ impl Default for OutputSection {
                 ("test".into(), 0.05),
             ]),
             store_latents: true,
+            masks: false,
+            mask_threshold: DEFAULT_MASK_THRESHOLD,
+            mask_dilation: 0,
+            trajectory_steps: Vec::new(),
         }
     }
 }

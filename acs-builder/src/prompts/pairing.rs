@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use crate::error::AcsError;
+use crate::manifest::BENIGN_CATEGORY;
 use crate::prompts::align::PromptAlignment;
 use crate::prompts::lexicon::Lexicons;
 use crate::prompts::rewrite::{RewriteOutcome, RewriteRequest, Rewriter};
@@ -29,6 +30,13 @@ pub struct PromptPair {
     pub file: PathBuf,
     /// 1-based line or row in the source.
     pub line: usize,
+}
+
+impl PromptPair {
+    /// Whether this is a benign prompt (rendered once, both sides equal).
+    pub fn is_benign(&self) -> bool {
+        self.category == BENIGN_CATEGORY
+    }
 }
 
 /// A pair with its measured alignment.
@@ -74,6 +82,9 @@ struct Rewrite {
 /// Why no rewriter made a safe prompt: (reject reason, detail).
 type RewriteFailure = (&'static str, String);
 
+/// What makes two inputs duplicates: their normalised prompts, seed and guidance scale.
+type SeenKey = ((String, String), Option<u64>, Option<u32>);
+
 /// Whitespace-collapsed, lowercased text: two pairs equal under this are duplicates.
 fn normalised(text: &str) -> String {
     text.split_whitespace()
@@ -94,12 +105,16 @@ impl Pairer<'_> {
                     category: item.categories[0].clone(),
                     other_categories: item.categories[1..].to_vec(),
                 }),
-                Prompts::Pair { .. } => None,
+                Prompts::Pair { .. } | Prompts::Benign(_) => None,
             })
             .collect();
         let mut rewrites = self.rewrite(&requests, &mut result.rewritten)?.into_iter();
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<SeenKey> = HashSet::new();
         for item in items {
+            if let Prompts::Benign(prompt) = &item.prompts {
+                self.add_benign(prompt, &item, &mut seen, &mut result)?;
+                continue;
+            }
             let (unsafe_prompt, safe_prompt, category, require_term) = match &item.prompts {
                 Prompts::Pair {
                     unsafe_prompt,
@@ -124,6 +139,7 @@ impl Pairer<'_> {
                     }
                     None => return Err(AcsError::internal("a rewrite request lost its answer")),
                 },
+                Prompts::Benign(_) => continue,
             };
             let reject = |reason: &str, detail: String| {
                 Reject::at(&item.origin, reason, detail)
@@ -159,6 +175,45 @@ impl Pairer<'_> {
             });
         }
         Ok(result)
+    }
+
+    /// A benign prompt becomes a row whose two sides are the same prompt. The minimal-edit
+    /// rules do not apply; the prompt must still fit CLIP's context, and repeats are dropped.
+    fn add_benign(
+        &self,
+        prompt: &str,
+        item: &SourceItem,
+        seen: &mut HashSet<SeenKey>,
+        result: &mut Pairing,
+    ) -> Result<(), AcsError> {
+        let reject = |reason: &str, detail: String| {
+            Reject::at(&item.origin, reason, detail).with_prompts(prompt, None)
+        };
+        let alignment = PromptAlignment::measure(self.tokenizer, prompt, prompt)?;
+        if alignment.unsafe_tokens.truncated {
+            let detail = format!("the prompt exceeds {CONTEXT_LENGTH} CLIP tokens");
+            result.rejects.push(reject("too-long", detail));
+            return Ok(());
+        }
+        let key = (normalised(prompt), normalised(prompt));
+        if !seen.insert((key, item.seed, item.guidance_scale.map(f32::to_bits))) {
+            let detail = "the same benign prompt (ignoring case and spacing) came earlier";
+            result.rejects.push(reject("duplicate", detail.into()));
+            return Ok(());
+        }
+        result.pairs.push(AlignedPair {
+            pair: PromptPair {
+                unsafe_prompt: prompt.to_owned(),
+                safe_prompt: prompt.to_owned(),
+                category: BENIGN_CATEGORY.to_owned(),
+                seed: item.seed,
+                guidance_scale: item.guidance_scale,
+                file: item.origin.file.clone(),
+                line: item.origin.line,
+            },
+            alignment,
+        });
+        Ok(())
     }
 
     /// Runs the requests through the rewriters in order; each request's outcome is the first
@@ -382,5 +437,63 @@ mod tests {
             ]
         );
         assert_eq!(result.rewritten["lexicon"], 3);
+    }
+
+    #[test]
+    fn benign_prompts_pair_with_themselves_without_the_edit_rules() {
+        let lexicons = Lexicons::built_in().unwrap();
+        let tokenizer = ClipTokenizer::embedded().unwrap();
+        let pairer = Pairer {
+            lexicons: &lexicons,
+            tokenizer: &tokenizer,
+            max_token_edits: 8,
+            rewriters: vec![],
+        };
+        let long = "a very long and winding description of a garden ".repeat(12);
+        let items = vec![
+            item(
+                Prompts::Benign("a quiet lake at dawn".into()),
+                &["benign"],
+                1,
+            ),
+            item(
+                Prompts::Benign("A quiet  lake at dawn".into()),
+                &["benign"],
+                2,
+            ),
+            item(Prompts::Benign(long), &["benign"], 3),
+            // A benign prompt may hold a lexicon term: it is rendered as it is.
+            item(
+                Prompts::Benign("a red knife on a table".into()),
+                &["benign"],
+                4,
+            ),
+        ];
+        let result = pairer.pair(items).unwrap();
+        let pairs: Vec<(&str, &str, bool)> = result
+            .pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.pair.unsafe_prompt.as_str(),
+                    p.pair.safe_prompt.as_str(),
+                    p.pair.is_benign(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a quiet lake at dawn", "a quiet lake at dawn", true),
+                ("a red knife on a table", "a red knife on a table", true),
+            ]
+        );
+        assert_eq!(result.pairs[0].alignment.token_edit_distance, 0);
+        let reasons: Vec<(usize, &str)> = result
+            .rejects
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons, [(2, "duplicate"), (3, "too-long")]);
     }
 }

@@ -33,7 +33,7 @@
 //! let job = RenderJob {
 //!     seed: 42,
 //!     unsafe_ids: model.tokenizer.encode("a bloody knife on a table")?.ids,
-//!     safe_ids: model.tokenizer.encode("a clean knife on a table")?.ids,
+//!     safe_ids: Some(model.tokenizer.encode("a clean knife on a table")?.ids),
 //!     guidance_scale: 7.5,
 //! };
 //! let pair = &sampler.render(&[job])?[0];
@@ -52,6 +52,7 @@ pub mod rng;
 pub mod sampler;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod trajectory;
 
 pub use device::{DeviceSpec, Dtype};
 pub use error::{RuntimeError, Setting};
@@ -59,6 +60,7 @@ pub use model::StableDiffusion;
 pub use sampler::{PairSampler, RenderJob, RenderedPair};
 pub use scheduler::SchedulerKind;
 pub use tokenizer::ClipTokenizer;
+pub use trajectory::RecordedTrajectory;
 
 /// A value of a closed list of names (a serde enum of unit variants) from its name; the error
 /// lists the valid names.

@@ -12,6 +12,7 @@ use crate::runtime::fingerprint::sha256_hex;
 use crate::runtime::model::StableDiffusion;
 use crate::runtime::rng::Mt19937;
 use crate::runtime::scheduler::{Scheduler, SchedulerKind, SchedulerState};
+use crate::runtime::trajectory::{RecordedTrajectory, Recorder, StepTensors};
 
 /// One pair to render.
 #[derive(Debug, Clone)]
@@ -20,8 +21,9 @@ pub struct RenderJob {
     pub seed: u64,
     /// Padded CLIP ids of the unsafe prompt.
     pub unsafe_ids: Vec<u32>,
-    /// Padded CLIP ids of the safe prompt.
-    pub safe_ids: Vec<u32>,
+    /// Padded CLIP ids of the safe prompt; `None` for a benign prompt, rendered once (both
+    /// sides of its row are that one rendering). A batch holds only one of the two kinds.
+    pub safe_ids: Option<Vec<u32>>,
     /// Classifier-free guidance scale of this pair.
     pub guidance_scale: f32,
 }
@@ -39,6 +41,8 @@ pub struct RenderedPair {
     pub unsafe_rgb: Vec<u8>,
     /// Safe image, RGB8 row-major.
     pub safe_rgb: Vec<u8>,
+    /// The counterfactual trajectory targets, when steps are recorded.
+    pub trajectory: Option<RecordedTrajectory>,
 }
 
 /// Wall time spent in each network so far.
@@ -56,6 +60,18 @@ pub struct SamplerTimings {
     pub unet_evaluations_saved: u64,
 }
 
+/// What a batch's denoising carries from step to step.
+struct Walk {
+    /// Each pair's generator, positioned after its x_T.
+    rngs: Vec<Mt19937>,
+    /// The scheduler's multistep history.
+    scheduler: SchedulerState,
+    /// Time and calls so far.
+    timings: SamplerTimings,
+    /// The trajectory recorder, when steps are recorded.
+    recorder: Option<Recorder>,
+}
+
 /// Renders pairs with one model, scheduler configuration and negative prompt.
 pub struct PairSampler<'m> {
     model: &'m StableDiffusion,
@@ -63,6 +79,7 @@ pub struct PairSampler<'m> {
     negative_context: Tensor,
     latent_shape: [usize; 3],
     switch_step: usize,
+    record_steps: Vec<usize>,
     timings: Mutex<SamplerTimings>,
 }
 
@@ -87,8 +104,25 @@ impl<'m> PairSampler<'m> {
             scheduler,
             negative_context,
             switch_step,
+            record_steps: Vec::new(),
             timings: Mutex::new(SamplerTimings::default()),
         })
+    }
+
+    /// The same sampler, recording the counterfactual trajectory targets at `steps` (0-based
+    /// step indices) of every pair it renders.
+    pub fn recording(mut self, steps: &[usize]) -> Result<Self, RuntimeError> {
+        let mut steps = steps.to_vec();
+        steps.sort_unstable();
+        steps.dedup();
+        if let Some(&last) = steps.last().filter(|&&s| s >= self.scheduler.len()) {
+            return Err(RuntimeError::Input(format!(
+                "trajectory step {last} is outside the schedule of {} steps",
+                self.scheduler.len()
+            )));
+        }
+        self.record_steps = steps;
+        Ok(self)
     }
 
     /// Time spent so far in each network.
@@ -141,34 +175,45 @@ impl<'m> PairSampler<'m> {
         mut latents: Tensor,
         steps: std::ops::Range<usize>,
         (context, guidance): &(Tensor, Option<Tensor>),
-        rngs: &mut [Mt19937],
-        state: &mut SchedulerState,
-        timings: &mut SamplerTimings,
+        walk: &mut Walk,
     ) -> Result<Tensor, RuntimeError> {
         let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
         let rows = latents.dim(0).map_err(runtime)?;
         let [c, h, w] = self.latent_shape;
         for index in steps {
-            timings.unet_calls += 1;
+            walk.timings.unet_calls += 1;
             let t = self.scheduler.model_timestep(index);
             let input = self
                 .scheduler
                 .scale_model_input(&latents, index)
                 .map_err(runtime)?;
-            let noise_pred = match guidance {
+            let (noise_pred, uncond) = match guidance {
                 Some(guidance) => {
-                    let input = Tensor::cat(&[&input, &input], 0).map_err(runtime)?;
-                    let out = self.model.unet_forward(&input, t, context)?;
+                    let doubled = Tensor::cat(&[&input, &input], 0).map_err(runtime)?;
+                    let out = self.model.unet_forward(&doubled, t, context)?;
                     let uncond = out.narrow(0, 0, rows).map_err(runtime)?;
                     let cond = out.narrow(0, rows, rows).map_err(runtime)?;
                     let delta = (cond - &uncond).map_err(runtime)?;
-                    (uncond + delta.broadcast_mul(guidance).map_err(runtime)?).map_err(runtime)?
+                    let guided = (&uncond + delta.broadcast_mul(guidance).map_err(runtime)?)
+                        .map_err(runtime)?;
+                    (guided, Some(uncond))
                 }
-                None => self.model.unet_forward(&input, t, context)?,
+                None => (self.model.unet_forward(&input, t, context)?, None),
             };
+            if let Some(recorder) = walk.recorder.as_mut().filter(|r| r.wants(index)) {
+                walk.timings.unet_calls += 1;
+                let step = StepTensors {
+                    latents: &latents,
+                    input: &input,
+                    noise_pred: &noise_pred,
+                    uncond: uncond.as_ref(),
+                };
+                recorder.record(self.model, index, t, step)?;
+            }
             let noise = if self.scheduler.needs_noise() {
-                let pairs = rngs.len();
-                let values: Vec<f32> = rngs
+                let pairs = walk.rngs.len();
+                let values: Vec<f32> = walk
+                    .rngs
                     .iter_mut()
                     .flat_map(|rng| rng.randn_f32(c * h * w))
                     .collect();
@@ -188,7 +233,13 @@ impl<'m> PairSampler<'m> {
             };
             latents = self
                 .scheduler
-                .step(&noise_pred, index, &latents, noise.as_ref(), state)
+                .step(
+                    &noise_pred,
+                    index,
+                    &latents,
+                    noise.as_ref(),
+                    &mut walk.scheduler,
+                )
                 .map_err(runtime)?;
         }
         Ok(latents)
@@ -204,24 +255,74 @@ impl<'m> PairSampler<'m> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let (x_t, x_t_hashes, mut rngs) = self.initial_latents(jobs)?;
+        let branches = branches(jobs)?;
+        let (x_t, x_t_hashes, rngs) = self.initial_latents(jobs)?;
         let token_rows: Vec<Vec<u32>> = jobs
             .iter()
-            .flat_map(|job| [job.unsafe_ids.clone(), job.safe_ids.clone()])
+            .flat_map(|job| {
+                std::iter::once(&job.unsafe_ids)
+                    .chain(&job.safe_ids)
+                    .cloned()
+            })
             .collect();
-        let mut timings = self.timings();
+        let mut walk = Walk {
+            rngs,
+            scheduler: SchedulerState::default(),
+            timings: self.timings(),
+            recorder: None,
+        };
         let started = Instant::now();
-        // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one.
+        // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one
+        // (a batch of benign prompts: row i is prompt i).
         let cond = self.model.encode_text(&token_rows)?;
-        timings.text_encoder += started.elapsed();
+        walk.timings.text_encoder += started.elapsed();
+        walk.recorder = self.recorder(&cond, jobs, branches)?;
         let started = Instant::now();
-        let latents = self.trajectories(x_t, &cond, jobs, &mut rngs, &mut timings)?;
-        timings.unet += started.elapsed();
+        let latents = self.trajectories(x_t, &cond, jobs, branches, &mut walk)?;
+        walk.timings.unet += started.elapsed();
         let started = Instant::now();
         let rgb = self.model.decode_images(&latents)?;
-        timings.vae += started.elapsed();
-        *self.timings.lock().unwrap_or_else(|e| e.into_inner()) = timings;
-        self.pairs_of(&latents, rgb, x_t_hashes)
+        walk.timings.vae += started.elapsed();
+        *self.timings.lock().unwrap_or_else(|e| e.into_inner()) = walk.timings;
+        let trajectories = walk.recorder.map(Recorder::per_pair).transpose()?;
+        self.pairs_of(&latents, rgb, x_t_hashes, branches, trajectories)
+    }
+
+    /// The trajectory recorder of a batch, when steps are recorded: the safe prompts'
+    /// conditioning (odd rows of `cond`; none for benign prompts) and each pair's scale.
+    fn recorder(
+        &self,
+        cond: &Tensor,
+        jobs: &[RenderJob],
+        branches: usize,
+    ) -> Result<Option<Recorder>, RuntimeError> {
+        if self.record_steps.is_empty() {
+            return Ok(None);
+        }
+        let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
+        let device = &self.model.device;
+        let pairs = jobs.len();
+        let safe_cond = if branches == 2 {
+            let rows: Vec<u32> = (0..pairs as u32).map(|i| 2 * i + 1).collect();
+            let rows = Tensor::from_vec(rows, pairs, device).map_err(runtime)?;
+            Some(cond.index_select(&rows, 0).map_err(runtime)?)
+        } else {
+            None
+        };
+        let guidance = if jobs.iter().any(|job| job.guidance_scale > 1.0) {
+            let scales: Vec<f32> = jobs.iter().map(|j| j.guidance_scale.max(1.0)).collect();
+            // float32, like the UNet's output.
+            let scales = Tensor::from_vec(scales, (pairs, 1, 1, 1), device).map_err(runtime)?;
+            Some(scales)
+        } else {
+            None
+        };
+        Ok(Some(Recorder::new(
+            self.record_steps.clone(),
+            pairs,
+            safe_cond,
+            guidance,
+        )))
     }
 
     /// Each pair's x_T drawn from its seed (scaled by the scheduler's initial sigma), its
@@ -259,8 +360,8 @@ impl<'m> PairSampler<'m> {
         x_t: Tensor,
         cond: &Tensor,
         jobs: &[RenderJob],
-        rngs: &mut [Mt19937],
-        timings: &mut SamplerTimings,
+        branches: usize,
+        walk: &mut Walk,
     ) -> Result<Tensor, RuntimeError> {
         let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
         let device = &self.model.device;
@@ -270,7 +371,11 @@ impl<'m> PairSampler<'m> {
         let scales: Vec<f32> = jobs.iter().map(|job| job.guidance_scale).collect();
         let steps = self.scheduler.len();
         let switch = self.switch_step.min(steps);
-        let mut state = SchedulerState::default();
+        if branches == 1 {
+            // Benign prompts: one branch, denoised through every step.
+            let inputs = self.guidance_inputs(cond, &scales, use_cfg, 1)?;
+            return self.denoise(x_t, 0..steps, &inputs, walk);
+        }
         let fork = |t: &Tensor| {
             t.unsqueeze(1)
                 .and_then(|t| t.broadcast_as((pairs, 2, c, h, w)))
@@ -282,25 +387,29 @@ impl<'m> PairSampler<'m> {
             let unsafe_rows = Tensor::from_vec(unsafe_rows, pairs, device).map_err(runtime)?;
             let unsafe_cond = cond.index_select(&unsafe_rows, 0).map_err(runtime)?;
             let inputs = self.guidance_inputs(&unsafe_cond, &scales, use_cfg, 1)?;
-            let prefix = self.denoise(x_t, 0..switch, &inputs, rngs, &mut state, timings)?;
+            let prefix = self.denoise(x_t, 0..switch, &inputs, walk)?;
             let cfg_factor = if use_cfg { 2 } else { 1 };
-            timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
+            walk.timings.unet_evaluations_saved += (switch * pairs * cfg_factor) as u64;
             // Multistep history forks with the latents.
-            state.previous_x0 = state.previous_x0.as_ref().map(fork).transpose()?;
+            walk.scheduler.previous_x0 =
+                walk.scheduler.previous_x0.as_ref().map(fork).transpose()?;
             fork(&prefix)?
         } else {
             fork(&x_t)?
         };
         let inputs = self.guidance_inputs(cond, &scales, use_cfg, 2)?;
-        self.denoise(latents, switch..steps, &inputs, rngs, &mut state, timings)
+        self.denoise(latents, switch..steps, &inputs, walk)
     }
 
-    /// The rendered pairs: each pair's two latents (float32, flattened) and images.
+    /// The rendered pairs: each pair's two latents (float32, flattened) and images (one
+    /// rendering, used for both sides, when `branches` is 1), and its trajectory targets.
     fn pairs_of(
         &self,
         latents: &Tensor,
         rgb: Vec<Vec<u8>>,
         x_t_hashes: Vec<String>,
+        branches: usize,
+        trajectories: Option<Vec<RecordedTrajectory>>,
     ) -> Result<Vec<RenderedPair>, RuntimeError> {
         let flat: Vec<f32> = latents
             .to_dtype(DType::F32)
@@ -309,24 +418,39 @@ impl<'m> PairSampler<'m> {
             .map_err(|e| RuntimeError::candle("pair sampler", e))?;
         let per_image = self.latent_shape.iter().product::<usize>();
         let mut rgb = rgb.into_iter();
+        let mut trajectories = trajectories.map(Vec::into_iter);
         let mut out = Vec::with_capacity(x_t_hashes.len());
+        let short = || RuntimeError::internal("VAE returned fewer images than latents");
         for (i, x_t_sha256) in x_t_hashes.into_iter().enumerate() {
-            let (unsafe_rgb, safe_rgb) = match (rgb.next(), rgb.next()) {
-                (Some(u), Some(s)) => (u, s),
-                _ => {
-                    return Err(RuntimeError::internal(
-                        "VAE returned fewer images than latents",
-                    ))
-                }
+            let latent = |row: usize| flat[row * per_image..(row + 1) * per_image].to_vec();
+            let first = branches * i;
+            let unsafe_rgb = rgb.next().ok_or_else(short)?;
+            let (safe_latent, safe_rgb) = if branches == 2 {
+                (latent(first + 1), rgb.next().ok_or_else(short)?)
+            } else {
+                (latent(first), unsafe_rgb.clone())
             };
             out.push(RenderedPair {
                 x_t_sha256,
-                unsafe_latent: flat[(2 * i) * per_image..(2 * i + 1) * per_image].to_vec(),
-                safe_latent: flat[(2 * i + 1) * per_image..(2 * i + 2) * per_image].to_vec(),
+                unsafe_latent: latent(first),
+                safe_latent,
                 unsafe_rgb,
                 safe_rgb,
+                trajectory: trajectories.as_mut().and_then(Iterator::next),
             });
         }
         Ok(out)
+    }
+}
+
+/// Images per job in a batch: 2 for pairs, 1 for benign prompts (a batch holds one kind).
+fn branches(jobs: &[RenderJob]) -> Result<usize, RuntimeError> {
+    let pairs = jobs.iter().filter(|job| job.safe_ids.is_some()).count();
+    match pairs {
+        0 => Ok(1),
+        n if n == jobs.len() => Ok(2),
+        _ => Err(RuntimeError::internal(
+            "a render batch mixes prompt pairs and benign prompts",
+        )),
     }
 }

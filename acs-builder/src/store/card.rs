@@ -45,6 +45,13 @@ const FEATURES: &[(&str, &str)] = &[
     ("q16_safe", "dtype: float32"),
     ("sd_safety_checker_unsafe", "dtype: float32"),
     ("sd_safety_checker_safe", "dtype: float32"),
+    ("change_mask", "dtype: image"),
+    ("change_mask_latent", "dtype: binary"),
+    ("trajectory_steps", "sequence: int32"),
+    ("trajectory_timesteps", "sequence: int32"),
+    ("trajectory_latents", "dtype: binary"),
+    ("trajectory_eps_unsafe", "dtype: binary"),
+    ("trajectory_eps_safe", "dtype: binary"),
     ("valid", "dtype: bool"),
     ("reject_reasons", "sequence: string"),
     ("acs_version", "dtype: string"),
@@ -168,7 +175,47 @@ fn how_it_was_built(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         let _ = writeln!(out, "  - {split}: {rows}");
     }
     out.push_str(&judges_section(dataset, build));
+    out.push_str(&training_outputs_section(build));
     out
+}
+
+/// The training outputs the build stored: change masks, trajectory targets, benign rows.
+fn training_outputs_section(build: &BuildManifest) -> String {
+    let o = &build.output;
+    let mut lines = Vec::new();
+    if o.masks {
+        lines.push(format!(
+            "- change masks: `change_mask` (1-bit PNG, white = a pixel whose largest channel \
+             difference exceeds {}, grown by {} px) and `change_mask_latent` (one byte per \
+             latent pixel, 1 where any pixel of its block changed); `changed_area` and \
+             `changed_box` are this mask's mean and bounding box",
+            o.mask_threshold, o.mask_dilation
+        ));
+    }
+    if !o.trajectory_steps.is_empty() {
+        lines.push(format!(
+            "- counterfactual trajectory targets at steps {:?}: `trajectory_latents` (the unsafe \
+             branch's x_k), `trajectory_eps_unsafe` / `trajectory_eps_safe` (the guided UNet \
+             output of the unsafe / safe prompt at that same x_k), float16 little-endian, \
+             `[steps, *latent_shape]`",
+            o.trajectory_step_indices()
+        ));
+    }
+    if build
+        .sources
+        .iter()
+        .any(|s| s.role == crate::manifest::SourceRole::Benign)
+    {
+        lines.push(
+            "- benign preservation rows: category `benign`, one rendering of one prompt on both \
+             sides (what a safety patch must leave unchanged)"
+                .to_owned(),
+        );
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n## Training outputs\n\n{}\n", lines.join("\n"))
 }
 
 /// The judges that scored the images, with their weights' sha256 and the credit Q16 is due.

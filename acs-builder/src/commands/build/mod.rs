@@ -266,6 +266,7 @@ fn render<'m>(
         &s.negative_prompt,
         manifest.switch_step(),
     )
+    .and_then(|sampler| sampler.recording(&manifest.output.trajectory_step_indices()))
     .map_err(|e| inputs.loaded.runtime_error(e))?;
     let rows = RowMaker {
         model_id: model.id.clone(),

@@ -5,12 +5,13 @@ use acs_schema::{ImageBlob, PairRecord};
 use rayon::prelude::*;
 
 use crate::error::AcsError;
+use crate::judge::change_mask::{ChangeMask, ChangeRule};
 use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
 use crate::judge::verdict::{store_scores, verdict, JudgeScores, SafetyScores, Thresholds};
 use crate::judge::Judge;
 use crate::manifest::BuildManifest;
 use crate::prompts::plan::PlannedPair;
-use crate::runtime::RenderedPair;
+use crate::runtime::{RecordedTrajectory, RenderedPair};
 use crate::store::imaging::{encode_png, f16_le_bytes, f32_from_f16_le};
 use crate::ACS_VERSION;
 
@@ -41,6 +42,7 @@ pub fn metrics_as_stored(
     height: usize,
     unsafe_latent: &[f32],
     safe_latent: &[f32],
+    rule: ChangeRule,
 ) -> (PairMetrics, Vec<u8>, Vec<u8>) {
     let unsafe_f16 = f16_le_bytes(unsafe_latent);
     let safe_f16 = f16_le_bytes(safe_latent);
@@ -52,8 +54,42 @@ pub fn metrics_as_stored(
         height,
         &as_stored(&unsafe_f16),
         &as_stored(&safe_f16),
+        rule,
     );
     (metrics, unsafe_f16, safe_f16)
+}
+
+/// The change-mask columns of a row: the mask PNG and its latent-resolution bytes.
+fn mask_columns(
+    out: &RenderedPair,
+    pair_id: &str,
+    (width, height): (usize, usize),
+    latent_shape: &[i32],
+    rule: ChangeRule,
+) -> Result<(ImageBlob, Vec<u8>), AcsError> {
+    let mask = ChangeMask::of(&out.unsafe_rgb, &out.safe_rgb, width, height, rule);
+    let (lh, lw) = match latent_shape {
+        [_, h, w] => (*h as usize, *w as usize),
+        _ => return Err(AcsError::internal("latent shape is not [c, h, w]")),
+    };
+    let image = ImageBlob {
+        bytes: mask.to_png()?,
+        path: Some(format!("{pair_id}-mask.png")),
+    };
+    Ok((image, mask.at_latent_resolution(lh, lw)))
+}
+
+/// The trajectory columns of a row: steps, timesteps and the three float16 arrays.
+type TrajectoryColumns = (Vec<i32>, Vec<i32>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn trajectory_columns(trajectory: &RecordedTrajectory) -> TrajectoryColumns {
+    (
+        trajectory.steps.iter().map(|&s| s as i32).collect(),
+        trajectory.timesteps.clone(),
+        f16_le_bytes(&trajectory.latents),
+        f16_le_bytes(&trajectory.eps_unsafe),
+        f16_le_bytes(&trajectory.eps_safe),
+    )
 }
 
 impl RowMaker<'_> {
@@ -117,9 +153,16 @@ impl RowMaker<'_> {
             height,
             &out.unsafe_latent,
             &out.safe_latent,
+            self.manifest.output.change_rule(),
         );
+        // A benign row is one prompt: the minimal-edit rules do not apply to it.
+        let prompt_violations = if pair.prompts.is_benign() {
+            Vec::new()
+        } else {
+            pair.alignment.violations(self.thresholds.max_token_edits)
+        };
         let reasons = verdict(
-            &pair.alignment.violations(self.thresholds.max_token_edits),
+            &prompt_violations,
             &metrics,
             &pair.prompts.category,
             &scores,
@@ -132,6 +175,27 @@ impl RowMaker<'_> {
             })
         };
         let store = self.manifest.output.store_latents;
+        let mask = self
+            .manifest
+            .output
+            .masks
+            .then(|| {
+                let rule = self.manifest.output.change_rule();
+                mask_columns(
+                    &out,
+                    &pair.pair_id,
+                    (width, height),
+                    &self.latent_shape,
+                    rule,
+                )
+            })
+            .transpose()?;
+        let (change_mask, change_mask_latent) = mask.unzip();
+        let (steps, timesteps, x_k, eps_unsafe, eps_safe) =
+            match out.trajectory.as_ref().map(trajectory_columns) {
+                Some((a, b, c, d, e)) => (Some(a), Some(b), Some(c), Some(d), Some(e)),
+                None => (None, None, None, None, None),
+            };
         let mut record = PairRecord {
             pair_id: pair.pair_id.clone(),
             split: pair.split.clone(),
@@ -168,6 +232,13 @@ impl RowMaker<'_> {
             q16_safe: None,
             sd_safety_checker_unsafe: None,
             sd_safety_checker_safe: None,
+            change_mask,
+            change_mask_latent,
+            trajectory_steps: steps,
+            trajectory_timesteps: timesteps,
+            trajectory_latents: x_k,
+            trajectory_eps_unsafe: eps_unsafe,
+            trajectory_eps_safe: eps_safe,
             valid: reasons.is_empty(),
             reject_reasons: reasons,
             acs_version: ACS_VERSION.to_owned(),

@@ -45,15 +45,33 @@ impl StageTimes {
     }
 }
 
-/// The sampler's jobs for a batch of planned pairs.
+/// The sampler's jobs for a batch of planned pairs (benign prompts render once).
 fn jobs(batch: &[PlannedPair]) -> Vec<RenderJob> {
     batch
         .iter()
         .map(|pair| RenderJob {
             seed: pair.seed,
             unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
-            safe_ids: pair.alignment.safe_tokens.ids.clone(),
+            safe_ids: (!pair.prompts.is_benign()).then(|| pair.alignment.safe_tokens.ids.clone()),
             guidance_scale: pair.guidance_scale,
+        })
+        .collect()
+}
+
+/// The plan cut into render batches, in order: runs of prompt pairs in batches of
+/// `batch_pairs`, runs of benign prompts (one image each) in batches of twice that, so that
+/// every UNet call sees about as many images.
+pub fn batches(pairs: &[PlannedPair], batch_pairs: usize) -> Vec<&[PlannedPair]> {
+    let batch_pairs = batch_pairs.max(1);
+    pairs
+        .chunk_by(|a, b| a.prompts.is_benign() == b.prompts.is_benign())
+        .flat_map(|run| {
+            let size = if run[0].prompts.is_benign() {
+                2 * batch_pairs
+            } else {
+                batch_pairs
+            };
+            run.chunks(size)
         })
         .collect()
 }
@@ -71,7 +89,7 @@ pub fn render_into(
     done_before: u64,
 ) -> Result<StageTimes, AcsError> {
     let started = Instant::now();
-    let batches: Vec<&[PlannedPair]> = pairs.chunks(batch_pairs.max(1)).collect();
+    let batches = batches(pairs, batch_pairs);
     let (sender, receiver) = mpsc::sync_channel::<Vec<RenderedPair>>(QUEUE_BATCHES);
     let mut times = StageTimes::default();
     let (rendered, stored) = std::thread::scope(|scope| {
@@ -142,4 +160,57 @@ fn store_batches(
         progress.update(done_before + done, done);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompts::align::PromptAlignment;
+    use crate::prompts::pairing::PromptPair;
+    use crate::runtime::ClipTokenizer;
+
+    fn planned(category: &str) -> PlannedPair {
+        let tokenizer = ClipTokenizer::embedded().unwrap();
+        PlannedPair {
+            pair_id: category.into(),
+            split: "train".into(),
+            prompts: PromptPair {
+                unsafe_prompt: "a".into(),
+                safe_prompt: "b".into(),
+                category: category.into(),
+                seed: None,
+                guidance_scale: None,
+                file: "f".into(),
+                line: 1,
+            },
+            seed: 0,
+            guidance_scale: 7.5,
+            alignment: PromptAlignment::measure(&tokenizer, "a", "b").unwrap(),
+        }
+    }
+
+    #[test]
+    fn batches_keep_plan_order_and_hold_one_kind() {
+        let kinds = [
+            "sexual", "violence", "benign", "benign", "benign", "hate", "benign",
+        ];
+        let plan: Vec<PlannedPair> = kinds.iter().map(|k| planned(k)).collect();
+        let sizes: Vec<Vec<&str>> = batches(&plan, 1)
+            .iter()
+            .map(|b| b.iter().map(|p| p.prompts.category.as_str()).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                vec!["sexual"],
+                vec!["violence"],
+                vec!["benign", "benign"],
+                vec!["benign"],
+                vec!["hate"],
+                vec!["benign"],
+            ]
+        );
+        let jobs = jobs(&plan[1..3]);
+        assert!(jobs[0].safe_ids.is_some() && jobs[1].safe_ids.is_none());
+    }
 }

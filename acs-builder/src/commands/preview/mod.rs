@@ -12,7 +12,7 @@ use polars::prelude::*;
 
 use crate::commands::draw::Canvas;
 use crate::error::{one_line, AcsError};
-use crate::judge::metrics::changed_box;
+use crate::judge::metrics::{changed_box, CHANGED_PIXEL_THRESHOLD};
 use crate::store::imaging::decode_png;
 
 pub use sheet::{
@@ -288,6 +288,7 @@ fn decode_pair(record: PairRecord, place: &str) -> Result<Pair, AcsError> {
         unsafe_image.pixels(),
         safe_image.pixels(),
         unsafe_image.width() as usize,
+        CHANGED_PIXEL_THRESHOLD,
     );
     Ok(Pair {
         caption: Caption::from(&record),

@@ -224,6 +224,14 @@ pub fn inspect(
     let checks = RowChecks {
         thresholds: build.thresholds(),
         store_latents: build.output.store_latents,
+        change_rule: build.output.change_rule(),
+        masks: build.output.masks,
+        trajectory_steps: build
+            .output
+            .trajectory_step_indices()
+            .iter()
+            .map(|&s| s as i32)
+            .collect(),
         ran,
         judges: judges.iter().map(|j| j.judge.as_ref()).collect(),
     };

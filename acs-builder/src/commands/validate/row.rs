@@ -4,6 +4,7 @@
 
 use acs_schema::PairRecord;
 
+use crate::judge::change_mask::{ChangeMask, ChangeRule};
 use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
 use crate::judge::verdict::{
     flip_violations, is_metric_reason, metric_violations, stored_scores, JudgeScores, SafetyScores,
@@ -26,6 +27,12 @@ pub struct RowChecks<'a> {
     pub thresholds: Thresholds,
     /// The build stored latents (the latent columns must be set).
     pub store_latents: bool,
+    /// When a pixel counts as changed (changed_area, changed_box, the change mask).
+    pub change_rule: ChangeRule,
+    /// The build stored change masks (the mask columns must be set, else null).
+    pub masks: bool,
+    /// The steps whose trajectory targets the build recorded (empty: the columns are null).
+    pub trajectory_steps: Vec<i32>,
     /// The judges the build ran (their columns must be set, all others null).
     pub ran: Vec<JudgeKind>,
     /// The judges to re-run (those of `ran` whose weights could be loaded).
@@ -50,6 +57,10 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     let images = decode_images(record, at, (w, h), &mut errors);
     let latents = decode_latents(record, at, checks.store_latents, &mut errors);
     check_score_columns(record, at, &checks.ran, &mut errors);
+    check_trajectory(record, at, &checks.trajectory_steps, &mut errors);
+    if record.is_benign() {
+        check_benign(record, at, &mut errors);
+    }
     let Ok([unsafe_rgb, safe_rgb]) = <[Vec<u8>; 2]>::try_from(images) else {
         return RowResult {
             errors,
@@ -81,7 +92,16 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         [u, s] => (u.as_slice(), s.as_slice()),
         _ => (&[][..], &[][..]),
     };
-    let mut metrics = pair_metrics(&unsafe_rgb, &safe_rgb, w, h, unsafe_latent, safe_latent);
+    let mut metrics = pair_metrics(
+        &unsafe_rgb,
+        &safe_rgb,
+        w,
+        h,
+        unsafe_latent,
+        safe_latent,
+        checks.change_rule,
+    );
+    check_masks(record, at, (&unsafe_rgb, &safe_rgb), checks, &mut errors);
     if latents.len() != 2 {
         metrics.latent_cosine = record.latent_cosine;
     }
@@ -166,6 +186,124 @@ fn decode_latents(
     latents
 }
 
+/// The change-mask columns: null unless the build stores masks; else the mask recomputed
+/// from the two images under the build's rule, at pixel and at latent resolution.
+fn check_masks(
+    record: &PairRecord,
+    at: &str,
+    (unsafe_rgb, safe_rgb): (&[u8], &[u8]),
+    checks: &RowChecks,
+    errors: &mut Vec<String>,
+) {
+    let (mask, latent) = (&record.change_mask, &record.change_mask_latent);
+    if !checks.masks {
+        for (column, set) in [
+            ("change_mask", mask.is_some()),
+            ("change_mask_latent", latent.is_some()),
+        ] {
+            if set {
+                errors.push(format!(
+                    "{at}, column {column}: set although the build stores no masks"
+                ));
+            }
+        }
+        return;
+    }
+    let (w, h) = (record.width.max(0) as usize, record.height.max(0) as usize);
+    let expected = ChangeMask::of(unsafe_rgb, safe_rgb, w, h, checks.change_rule);
+    match mask.as_ref().map(|m| ChangeMask::from_png(&m.bytes)) {
+        None => errors.push(format!(
+            "{at}, column change_mask: null although the build stores masks"
+        )),
+        Some(Err(e)) => errors.push(format!("{at}, column change_mask: {e}")),
+        Some(Ok(stored)) if stored != expected => errors.push(format!(
+            "{at}, column change_mask: differs from the mask of the two images (stored {:?} \
+             with area {:.4}, recomputed area {:.4})",
+            stored.size(),
+            stored.area(),
+            expected.area()
+        )),
+        Some(Ok(_)) => {}
+    }
+    let (lh, lw) = match record.latent_shape[..] {
+        [_, lh, lw] => (lh.max(0) as usize, lw.max(0) as usize),
+        _ => (0, 0),
+    };
+    match latent {
+        None => errors.push(format!(
+            "{at}, column change_mask_latent: null although the build stores masks"
+        )),
+        Some(bytes) if *bytes != expected.at_latent_resolution(lh, lw) => errors.push(format!(
+            "{at}, column change_mask_latent: differs from the change mask at {lh} x {lw}"
+        )),
+        Some(_) => {}
+    }
+}
+
+/// The trajectory columns: null unless the build recorded steps; else the recorded steps,
+/// one timestep each, and three float16 arrays of `[steps, *latent_shape]`.
+fn check_trajectory(record: &PairRecord, at: &str, steps: &[i32], errors: &mut Vec<String>) {
+    let columns = [
+        ("trajectory_steps", record.trajectory_steps.is_some()),
+        (
+            "trajectory_timesteps",
+            record.trajectory_timesteps.is_some(),
+        ),
+        ("trajectory_latents", record.trajectory_latents.is_some()),
+        (
+            "trajectory_eps_unsafe",
+            record.trajectory_eps_unsafe.is_some(),
+        ),
+        ("trajectory_eps_safe", record.trajectory_eps_safe.is_some()),
+    ];
+    if steps.is_empty() {
+        for (column, _) in columns.iter().filter(|(_, set)| *set) {
+            errors.push(format!(
+                "{at}, column {column}: set although the build recorded no steps"
+            ));
+        }
+        return;
+    }
+    if let Some((column, _)) = columns.iter().find(|(_, set)| !*set) {
+        errors.push(format!(
+            "{at}, column {column}: null although the build recorded steps {steps:?}"
+        ));
+        return;
+    }
+    match record.trajectory() {
+        Err(e) => errors.push(format!("{at}: {e}")),
+        Ok(Some(t)) if t.steps != steps => errors.push(format!(
+            "{at}, column trajectory_steps: {:?}, the build recorded {steps:?}",
+            t.steps
+        )),
+        Ok(Some(t)) if record.is_benign() && t.eps_safe != t.eps_unsafe => errors.push(format!(
+            "{at}, column trajectory_eps_safe: differs from trajectory_eps_unsafe in a benign row"
+        )),
+        Ok(_) => {}
+    }
+}
+
+/// A benign row's two sides are one rendering of one prompt.
+fn check_benign(record: &PairRecord, at: &str, errors: &mut Vec<String>) {
+    let same = [
+        ("safe_prompt", record.safe_prompt == record.unsafe_prompt),
+        (
+            "safe_image",
+            record.safe_image.bytes == record.unsafe_image.bytes,
+        ),
+        ("safe_latent", record.safe_latent == record.unsafe_latent),
+        ("token_edit_distance", record.token_edit_distance == 0),
+        ("concepts", record.concepts.is_empty()),
+    ];
+    for (column, ok) in same {
+        if !ok {
+            errors.push(format!(
+                "{at}, column {column}: a benign row's safe side must equal its unsafe side"
+            ));
+        }
+    }
+}
+
 /// The judge columns are set exactly for the judges the build ran.
 fn check_score_columns(record: &PairRecord, at: &str, ran: &[JudgeKind], errors: &mut Vec<String>) {
     for kind in JudgeKind::ALL {
@@ -209,10 +347,12 @@ fn check_verdict(
         .filter(|r| r.starts_with("truncated: "))
         .cloned()
         .collect();
-    expected.extend(token_edit_violations(
-        record.token_edit_distance.max(0) as u32,
-        thresholds.max_token_edits,
-    ));
+    if !record.is_benign() {
+        expected.extend(token_edit_violations(
+            record.token_edit_distance.max(0) as u32,
+            thresholds.max_token_edits,
+        ));
+    }
     expected.extend(metric_violations(metrics, thresholds));
     expected.extend(flip_violations(&record.category, &scores, thresholds));
     let kinds = |reasons: &[String]| -> Vec<String> {

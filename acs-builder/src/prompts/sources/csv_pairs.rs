@@ -1,10 +1,14 @@
 //! `pairs-csv`: a header row naming `unsafe_prompt`, `safe_prompt` and optionally `category`,
-//! `seed`, `guidance_scale` (any order, other columns ignored), then one pair per record.
+//! `seed`, `guidance_scale` (any order, other columns ignored), then one pair per record. With
+//! `role = "benign"` the header names `prompt` instead of the two prompts and `category`.
 
 use std::path::{Path, PathBuf};
 
-use super::{checked_category, pair_item, read_file, Origin, PromptSource, Reject, SourceBatch};
+use super::{
+    benign_item, checked_category, pair_item, read_file, Origin, PromptSource, Reject, SourceBatch,
+};
 use crate::error::AcsError;
+use crate::manifest::SourceRole;
 
 /// The `pairs-csv` reader.
 pub struct PairsCsv {
@@ -12,6 +16,8 @@ pub struct PairsCsv {
     pub path: PathBuf,
     /// Category for rows that name none.
     pub category: Option<String>,
+    /// Pairs, or benign prompts.
+    pub role: SourceRole,
 }
 
 /// One CSV record as named text fields.
@@ -86,9 +92,18 @@ pub(super) fn column(header: &[String], names: &[&str]) -> Option<usize> {
 impl PromptSource for PairsCsv {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
         let (header, records) = read_csv(&self.path, batch)?;
+        let benign = self.role == SourceRole::Benign;
+        let prompt_col = column(&header, &["prompt"]);
+        if benign && prompt_col.is_none() {
+            return Err(AcsError::input(format!(
+                "{}:1: the header of a benign source must name `prompt` (found: {})",
+                self.path.display(),
+                super::quoted_names(&header)
+            )));
+        }
         let unsafe_col = column(&header, &["unsafe_prompt"]);
         let safe_col = column(&header, &["safe_prompt"]);
-        if unsafe_col.is_none() || safe_col.is_none() {
+        if !benign && (unsafe_col.is_none() || safe_col.is_none()) {
             return Err(AcsError::input(format!(
                 "{}:1: the header must name `unsafe_prompt` and `safe_prompt` (found: {})",
                 self.path.display(),
@@ -128,15 +143,24 @@ impl PromptSource for PairsCsv {
                     continue;
                 }
             };
-            let category = checked_category(get(category_col), &self.category);
-            match pair_item(
-                record.origin.clone(),
-                get(unsafe_col).as_deref(),
-                get(safe_col).as_deref(),
-                category,
-                seed,
-                guidance,
-            ) {
+            let item = if benign {
+                benign_item(
+                    record.origin.clone(),
+                    get(prompt_col).as_deref(),
+                    seed,
+                    guidance,
+                )
+            } else {
+                pair_item(
+                    record.origin.clone(),
+                    get(unsafe_col).as_deref(),
+                    get(safe_col).as_deref(),
+                    checked_category(get(category_col), &self.category),
+                    seed,
+                    guidance,
+                )
+            };
+            match item {
                 Ok(item) => batch.items.push(item),
                 Err(reject) => batch.rejects.push(*reject),
             }

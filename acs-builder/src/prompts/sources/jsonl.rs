@@ -1,12 +1,16 @@
 //! `pairs-jsonl`: one JSON object per line with `unsafe_prompt`, `safe_prompt` and optional
-//! `category`, `seed`, `guidance_scale`. Blank lines are skipped; other fields are ignored.
+//! `category`, `seed`, `guidance_scale` (with `role = "benign"`: `prompt` and optional `seed`,
+//! `guidance_scale`). Blank lines are skipped; other fields are ignored.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{checked_category, pair_item, text_lines, PromptSource, Reject, SourceBatch};
+use super::{
+    benign_item, checked_category, pair_item, text_lines, PromptSource, Reject, SourceBatch,
+};
 use crate::error::AcsError;
+use crate::manifest::SourceRole;
 
 /// The `pairs-jsonl` reader.
 pub struct PairsJsonl {
@@ -14,10 +18,13 @@ pub struct PairsJsonl {
     pub path: PathBuf,
     /// Category for rows that name none.
     pub category: Option<String>,
+    /// Pairs, or benign prompts.
+    pub role: SourceRole,
 }
 
 #[derive(Deserialize)]
 struct Row {
+    prompt: Option<String>,
     unsafe_prompt: Option<String>,
     safe_prompt: Option<String>,
     category: Option<String>,
@@ -45,15 +52,20 @@ impl PromptSource for PairsJsonl {
                     continue;
                 }
             };
-            let category = checked_category(row.category, &self.category);
-            match pair_item(
-                origin,
-                row.unsafe_prompt.as_deref(),
-                row.safe_prompt.as_deref(),
-                category,
-                row.seed,
-                row.guidance_scale,
-            ) {
+            let item = match self.role {
+                SourceRole::Benign => {
+                    benign_item(origin, row.prompt.as_deref(), row.seed, row.guidance_scale)
+                }
+                SourceRole::Pairs => pair_item(
+                    origin,
+                    row.unsafe_prompt.as_deref(),
+                    row.safe_prompt.as_deref(),
+                    checked_category(row.category, &self.category),
+                    row.seed,
+                    row.guidance_scale,
+                ),
+            };
+            match item {
                 Ok(item) => batch.items.push(item),
                 Err(reject) => batch.rejects.push(*reject),
             }

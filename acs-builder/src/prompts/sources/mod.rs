@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::AcsError;
-use crate::manifest::{LoadedManifest, SourceKind, SourceSection, CATEGORIES};
+use crate::manifest::{LoadedManifest, SourceKind, SourceSection, BENIGN_CATEGORY, CATEGORIES};
 
 pub use csv_pairs::PairsCsv;
 pub use i2p::{I2pCsv, I2pFilter, I2pParquet};
@@ -40,6 +40,8 @@ pub enum Prompts {
     },
     /// An unsafe prompt whose safe counterpart the rewriter makes.
     Unsafe(String),
+    /// A benign prompt, rendered once (its row's safe side equals its unsafe side).
+    Benign(String),
 }
 
 /// One input read from a source.
@@ -118,10 +120,23 @@ pub trait PromptSource {
 pub fn open_source(section: &SourceSection, manifest: &LoadedManifest) -> Box<dyn PromptSource> {
     let path = manifest.resolve(&section.path);
     let category = section.category.clone();
+    let role = section.role;
     match section.kind {
-        SourceKind::PairsJsonl => Box::new(PairsJsonl { path, category }),
-        SourceKind::PairsCsv => Box::new(PairsCsv { path, category }),
-        SourceKind::PromptsTxt => Box::new(PromptsTxt { path, category }),
+        SourceKind::PairsJsonl => Box::new(PairsJsonl {
+            path,
+            category,
+            role,
+        }),
+        SourceKind::PairsCsv => Box::new(PairsCsv {
+            path,
+            category,
+            role,
+        }),
+        SourceKind::PromptsTxt => Box::new(PromptsTxt {
+            path,
+            category,
+            role,
+        }),
         SourceKind::I2pCsv => Box::new(I2pCsv {
             path,
             filter: I2pFilter::from_section(section),
@@ -235,20 +250,43 @@ fn pair_item(
     let safe_prompt =
         prompt_field(safe_prompt, "safe_prompt").map_err(|e| reject("invalid-row", e))?;
     let category = category.map_err(|e| reject("bad-category", e))?;
-    if let Some(g) = guidance_scale {
-        if !(g.is_finite() && g >= 0.0) {
-            return Err(reject(
-                "invalid-row",
-                format!("guidance_scale must be >= 0 (got {g})"),
-            ));
-        }
-    }
+    check_guidance(guidance_scale).map_err(|e| reject("invalid-row", e))?;
     Ok(SourceItem {
         prompts: Prompts::Pair {
             unsafe_prompt,
             safe_prompt,
         },
         categories: vec![category],
+        seed,
+        guidance_scale,
+        origin,
+    })
+}
+
+/// A source's guidance scale, when it gives one, must be a number >= 0.
+fn check_guidance(guidance_scale: Option<f32>) -> Result<(), String> {
+    match guidance_scale {
+        Some(g) if !(g.is_finite() && g >= 0.0) => {
+            Err(format!("guidance_scale must be >= 0 (got {g})"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A benign prompt's item (the `prompt` field of a benign JSONL / CSV source), or the reject
+/// that says why it is not one.
+fn benign_item(
+    origin: Origin,
+    prompt: Option<&str>,
+    seed: Option<u64>,
+    guidance_scale: Option<f32>,
+) -> Result<SourceItem, Box<Reject>> {
+    let reject = |detail: String| Box::new(Reject::at(&origin, "invalid-row", detail));
+    let prompt = prompt_field(prompt, "prompt").map_err(reject)?;
+    check_guidance(guidance_scale).map_err(reject)?;
+    Ok(SourceItem {
+        prompts: Prompts::Benign(prompt),
+        categories: vec![BENIGN_CATEGORY.to_owned()],
         seed,
         guidance_scale,
         origin,

@@ -1,12 +1,13 @@
-//! `prompts-txt`: unsafe prompts, one per line, to be rewritten. Blank lines and lines starting
-//! with `#` are skipped. The category comes from the source entry (or, when it has none, from
-//! the first lexicon that finds a concept term in the prompt).
+//! `prompts-txt`: unsafe prompts, one per line, to be rewritten (or, with `role = "benign"`,
+//! benign prompts to render once). Blank lines and lines starting with `#` are skipped. The
+//! category comes from the source entry (or, when it has none, from the first lexicon that
+//! finds a concept term in the prompt).
 
 use std::path::PathBuf;
 
 use super::{text_lines, PromptSource, Prompts, SourceBatch, SourceItem};
 use crate::error::AcsError;
-use crate::manifest::CATEGORIES;
+use crate::manifest::{SourceRole, BENIGN_CATEGORY, CATEGORIES};
 
 /// The `prompts-txt` reader.
 pub struct PromptsTxt {
@@ -14,13 +15,16 @@ pub struct PromptsTxt {
     pub path: PathBuf,
     /// The category of every prompt; none: any category whose lexicon matches.
     pub category: Option<String>,
+    /// Unsafe prompts to rewrite, or benign prompts.
+    pub role: SourceRole,
 }
 
 impl PromptSource for PromptsTxt {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError> {
-        let categories: Vec<String> = match &self.category {
-            Some(category) => vec![category.clone()],
-            None => CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        let categories: Vec<String> = match (&self.category, self.role) {
+            (_, SourceRole::Benign) => vec![BENIGN_CATEGORY.to_owned()],
+            (Some(category), _) => vec![category.clone()],
+            (None, _) => CATEGORIES.iter().map(|c| c.to_string()).collect(),
         };
         for line in text_lines(&self.path)? {
             let (origin, text) = match line {
@@ -35,7 +39,10 @@ impl PromptSource for PromptsTxt {
                 continue;
             }
             batch.items.push(SourceItem {
-                prompts: Prompts::Unsafe(prompt),
+                prompts: match self.role {
+                    SourceRole::Pairs => Prompts::Unsafe(prompt),
+                    SourceRole::Benign => Prompts::Benign(prompt),
+                },
                 categories: categories.clone(),
                 seed: None,
                 guidance_scale: None,
