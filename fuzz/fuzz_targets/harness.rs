@@ -37,8 +37,9 @@ fn read_source(kind: &str, extension: &str, data: &[u8]) {
         base_dir: PathBuf::from("."),
     };
     let mut batch = SourceBatch::default();
-    let source = open_source(&loaded.manifest.sources[0], &loaded);
-    let _ = source.read(&mut batch);
+    if let Ok((source, _files)) = open_source(&loaded.manifest.sources[0], 0, &loaded) {
+        let _ = source.read(&mut batch);
+    }
     let _ = std::fs::remove_file(&path);
 }
 
@@ -74,6 +75,11 @@ pub fn i2p_parquet(data: &[u8]) {
     read_source("i2p-parquet", "parquet", data);
 }
 
+/// The column-mapped `prompts` reader on a JSONL table.
+pub fn prompts_jsonl(data: &[u8]) {
+    read_source("prompts", "jsonl", data);
+}
+
 /// The shard reader (footer check, schema v1 check, row decoding) on arbitrary bytes.
 pub fn shard_reader(data: &[u8]) {
     let path = scratch_file(data, "parquet");
@@ -83,12 +89,13 @@ pub fn shard_reader(data: &[u8]) {
 }
 
 /// Every target, by name (as `cargo fuzz list` names them and `fuzz/corpus/` holds them).
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, fn(&[u8])); 8] = [
     ("manifest", manifest),
     ("pairs_jsonl", pairs_jsonl),
     ("pairs_csv", pairs_csv),
     ("prompts_txt", prompts_txt),
     ("i2p_csv", i2p_csv),
     ("i2p_parquet", i2p_parquet),
+    ("prompts_jsonl", prompts_jsonl),
     ("shard_reader", shard_reader),
 ];

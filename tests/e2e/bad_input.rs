@@ -494,6 +494,56 @@ fn manifest_cases() -> Vec<Case> {
             &["m.toml", "role", "harmless", "benign"],
         ),
         manifest_case(
+            "pairs-join-without-safe-path",
+            "[[sources]]\nkind = \"pairs-join\"\nunsafe_path = \"pairs.jsonl\"\n",
+            &["m.toml", "[[sources]] #1.safe_path", "needs both"],
+        ),
+        manifest_case(
+            "preset-on-a-fixed-layout",
+            "[[sources]]\nkind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\npreset = \"esd\"\n",
+            &["m.toml", "[[sources]] #1.preset", "column-mapped kinds"],
+        ),
+        manifest_case(
+            "preset-on-explicit-pairs",
+            "[[sources]]\nkind = \"pairs\"\npath = \"pairs.jsonl\"\npreset = \"esd\"\n",
+            &["m.toml", "[[sources]] #1.preset", "kind = \"prompts\""],
+        ),
+        manifest_case(
+            "path-and-repo",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\nrepo = \"org/name\"\n",
+            &["m.toml", "[[sources]] #1.repo", "both set"],
+        ),
+        manifest_case(
+            "split-without-repo",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\nsplit = \"train\"\n",
+            &["m.toml", "[[sources]] #1.split", "only applies with `repo`"],
+        ),
+        manifest_case(
+            "repo-on-a-fixed-layout",
+            "[[sources]]\nkind = \"pairs-jsonl\"\nrepo = \"org/name\"\n",
+            &["m.toml", "[[sources]] #1.repo", "reads a local file"],
+        ),
+        manifest_case(
+            "unknown-preset",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\npreset = \"i2p2\"\n",
+            &["m.toml", "preset", "i2p2", "esd"],
+        ),
+        manifest_case(
+            "unknown-column-key",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\ncolumns = { promt = \"x\" }\n",
+            &["m.toml", "[[sources]] #1.columns", "did you mean `prompt`?"],
+        ),
+        manifest_case(
+            "pair-columns-on-prompts",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\ncolumns = { unsafe_prompt = \"x\" }\n",
+            &["m.toml", "[[sources]] #1.columns", "kind = \"pairs\""],
+        ),
+        manifest_case(
+            "i2p-filter-on-esd-preset",
+            "[[sources]]\nkind = \"prompts\"\npath = \"pairs.jsonl\"\npreset = \"esd\"\nhard = true\n",
+            &["m.toml", "[[sources]] #1.hard", "preset = \"i2p\""],
+        ),
+        manifest_case(
             "wrong-type-string-for-int",
             "[sampling]\nsteps = \"ten\"\n",
             &["m.toml", "[sampling].steps", "must be a whole number", "\"ten\""],
@@ -766,6 +816,60 @@ fn parquet_bytes(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
     bytes
 }
 
+/// A case whose manifest holds `source` (a [[sources]] table) next to `files` written as given.
+fn mapped_case(
+    name: &'static str,
+    source: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    expect: &[&'static str],
+) -> Case {
+    case(name, expect, move |dir| {
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        std::fs::write(dir.join("m.toml"), complete_manifest(source)).unwrap();
+        build_args(dir, "m.toml")
+    })
+}
+
+fn mapped_source_cases() -> Vec<Case> {
+    vec![
+        mapped_case(
+            "columns-name-an-absent-column",
+            "[[sources]]\nkind = \"prompts\"\npath = \"p.csv\"\ncolumns = { prompt = \"text\" }\n",
+            &[("p.csv", "prompt,seed\na bloody knife,3\n")],
+            &["p.csv:1", "`text`", "columns", "found: \"prompt\", \"seed\""],
+        ),
+        mapped_case(
+            "preset-that-does-not-fit-the-file",
+            "[[sources]]\nkind = \"prompts\"\npath = \"p.jsonl\"\npreset = \"mma\"\n",
+            &[("p.jsonl", "{\"prompt\": \"a bloody knife\"}\n")],
+            &["p.jsonl", "no `adv_prompt` column", "preset mma", "found: \"prompt\""],
+        ),
+        mapped_case(
+            "format-not-told-by-the-name",
+            "[[sources]]\nkind = \"prompts\"\npath = \"p.txt\"\n",
+            &[("p.txt", "a bloody knife\n")],
+            &["p.txt", "cannot tell the format", "format = "],
+        ),
+        mapped_case(
+            "pairs-join-key-column-missing",
+            "[[sources]]\nkind = \"pairs-join\"\nunsafe_path = \"u.csv\"\nsafe_path = \"s.csv\"\ncategory = \"violence\"\n",
+            &[
+                ("u.csv", "id,prompt\n1,a bloody knife\n"),
+                ("s.csv", "id,prompt\n1,a clean knife\n"),
+            ],
+            &["u.csv:1", "`case_number`", "key column of pairs-join", "found: \"id\", \"prompt\""],
+        ),
+        mapped_case(
+            "parquet-prompts-that-are-numbers",
+            "[[sources]]\nkind = \"prompts\"\npath = \"p.jsonl\"\nformat = \"parquet\"\n",
+            &[("p.jsonl", "{\"prompt\": \"a bloody knife\"}\n")],
+            &["p.jsonl", "not a readable Parquet file"],
+        ),
+    ]
+}
+
 fn prompt_file_cases() -> Vec<Case> {
     vec![
         case(
@@ -934,6 +1038,7 @@ fn prompt_file_cases() -> Vec<Case> {
 #[test]
 fn malformed_prompt_files() {
     check_group("prompts", prompt_file_cases(), 8);
+    check_group("mapped-sources", mapped_source_cases(), 5);
 }
 
 // ----------------------------------------------------------------------------------------

@@ -20,5 +20,6 @@ mod llm;
 mod preview;
 mod resume;
 mod smoke_hashes;
+mod sources;
 mod training;
 mod validate;

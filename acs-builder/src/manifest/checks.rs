@@ -3,17 +3,16 @@
 //! the rules that tie keys together.
 
 use super::sections::{
-    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, SourceRole,
-    SourceSection, ValidationSection,
+    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, ValidationSection,
 };
 use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_SEEDS_PER_PROMPT};
 use crate::error::AcsError;
 use crate::runtime::{DeviceSpec, Dtype};
 
 /// A failed check: the key and why.
-type Check = Result<(), (String, String)>;
+pub(super) type Check = Result<(), (String, String)>;
 
-fn fail(key: &str, reason: impl Into<String>) -> Check {
+pub(super) fn fail(key: &str, reason: impl Into<String>) -> Check {
     Err((key.to_owned(), reason.into()))
 }
 
@@ -24,7 +23,7 @@ pub fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         check_sampling(&m.sampling),
         check_alignment(&m.alignment),
         check_validation(&m.validation, m.alignment.require_flip),
-        check_sources(&m.sources),
+        super::source_checks::check_sources(&m.sources),
         m.rewrite.llm.as_ref().map_or(Ok(()), check_llm),
         check_output(&m.output),
         check_training_outputs(&m.output, m.sampling.steps),
@@ -174,75 +173,6 @@ fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
             "needs a judge: set [validation].judges (nudenet, q16, sd-safety-checker) or \
              [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
         );
-    }
-    Ok(())
-}
-
-fn check_sources(sources: &[SourceSection]) -> Check {
-    if sources.is_empty() {
-        return fail("[[sources]]", "at least one source is required");
-    }
-    for (i, source) in sources.iter().enumerate() {
-        let field = format!("[[sources]] #{}", i + 1);
-        if source.role == SourceRole::Benign {
-            if source.category.is_some() || !source.categories.is_empty() {
-                let key = if source.category.is_some() {
-                    "category"
-                } else {
-                    "categories"
-                };
-                return fail(
-                    &format!("{field}.{key}"),
-                    "a benign source has no category (its rows are category `benign`); \
-                     remove the key",
-                );
-            }
-            if source.kind.is_i2p() {
-                return fail(
-                    &format!("{field}.role"),
-                    "benign prompts come from prompts-txt, pairs-jsonl or pairs-csv sources \
-                     (a `prompt` field), not from I2P",
-                );
-            }
-        }
-        for category in source.category.iter().chain(&source.categories) {
-            if !CATEGORIES.contains(&category.as_str()) {
-                return fail(
-                    &format!("{field}.category"),
-                    format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
-                );
-            }
-        }
-        let i2p_only = [
-            ("categories", !source.categories.is_empty()),
-            ("hard", source.hard.is_some()),
-            (
-                "min_inappropriate_percentage",
-                source.min_inappropriate_percentage.is_some(),
-            ),
-            (
-                "min_nudity_percentage",
-                source.min_nudity_percentage.is_some(),
-            ),
-            ("min_q16_percentage", source.min_q16_percentage.is_some()),
-            (
-                "min_sd_safety_percentage",
-                source.min_sd_safety_percentage.is_some(),
-            ),
-            ("min_prompt_toxicity", source.min_prompt_toxicity.is_some()),
-        ];
-        if let Some((key, _)) = i2p_only
-            .iter()
-            .find(|(_, set)| *set && !source.kind.is_i2p())
-        {
-            return fail(
-                &format!("{field}.{key}"),
-                format!(
-                    "only applies to i2p-csv and i2p-parquet sources, not {}",
-                    source.kind
-                ),
-            );
-        }
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_aux::serde_introspection::serde_introspect;
 
 use super::sections::{
-    AlignmentSection, LlmSection, ModelSection, OutputSection, RewriteSection, SamplingSection,
-    SourceSection, ValidationSection,
+    AlignmentSection, ColumnsSection, LlmSection, ModelSection, OutputSection, RewriteSection,
+    SamplingSection, SourceSection, ValidationSection,
 };
 use super::BuildManifest;
 use crate::error::AcsError;
@@ -84,6 +84,10 @@ pub fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
                 for (i, entry) in entries.iter().enumerate() {
                     let name = format!("[[sources]] #{}", i + 1);
                     check_table(entry, origin, &name, keys_of::<SourceSection>())?;
+                    if let Some(columns) = entry.get("columns") {
+                        let table = format!("{name}.columns");
+                        check_table(columns, origin, &table, keys_of::<ColumnsSection>())?;
+                    }
                 }
             }
             other => {

@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod keys;
 pub mod sections;
+mod source_checks;
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use acs_schema::BENIGN_CATEGORY;
 pub use sections::{
-    AlignmentMode, AlignmentSection, LlmSection, ModelSection, OutputSection, RewriteSection,
-    SamplingSection, SourceKind, SourceRole, SourceSection, ValidationSection,
-    DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
+    AlignmentMode, AlignmentSection, ColumnsSection, LlmSection, ModelSection, OutputSection,
+    Preset, RewriteSection, SamplingSection, SourceKind, SourceRole, SourceSection, TableFormat,
+    ValidationSection, DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
 };
 
 use crate::error::{one_line, AcsError};

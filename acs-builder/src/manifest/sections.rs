@@ -250,6 +250,13 @@ pub enum SourceKind {
     I2pCsv,
     /// The I2P benchmark as Parquet.
     I2pParquet,
+    /// One unsafe prompt per row of a CSV / JSONL / Parquet table, to be rewritten; which
+    /// column holds what comes from `preset` or `columns`.
+    Prompts,
+    /// One explicit (unsafe, safe) pair per row of a table (`preset` or `columns`).
+    Pairs,
+    /// Two tables joined on a key column: unsafe prompts in one, safe prompts in the other.
+    PairsJoin,
 }
 
 impl SourceKind {
@@ -257,6 +264,90 @@ impl SourceKind {
     pub fn is_i2p(self) -> bool {
         matches!(self, Self::I2pCsv | Self::I2pParquet)
     }
+
+    /// Whether rows are read through a column mapping (`preset`, `columns`, `format`).
+    pub fn is_mapped(self) -> bool {
+        matches!(
+            self,
+            Self::I2pCsv | Self::I2pParquet | Self::Prompts | Self::Pairs | Self::PairsJoin
+        )
+    }
+}
+
+/// The file formats of column-mapped sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl TableFormat {
+    /// The format a file name's extension names (`.csv`, `.jsonl` / `.json` / `.ndjson`,
+    /// `.parquet` / `.pq`), if any.
+    pub fn of_path(path: &std::path::Path) -> Option<Self> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "csv" => Some(Self::Csv),
+            "jsonl" | "json" | "ndjson" => Some(Self::Jsonl),
+            "parquet" | "pq" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TableFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.serialize(f)
+    }
+}
+
+/// Column layouts of published prompt sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// I2P: `prompt`, `categories`, `sd_seed`, `sd_guidance_scale` (and the I2P filters).
+    I2p,
+    /// The ESD layout (ESD, P4D, UnlearnDiff, Ring-A-Bell, Six-CD): `case_number`, `prompt`,
+    /// `evaluation_seed`, optional `evaluation_guidance` and `categories`.
+    Esd,
+    /// MMA-Diffusion: `adv_prompt` (benign role: its `clean_prompt` column).
+    Mma,
+    /// CoProV2: `prompt`, `image`, `category`.
+    Coprov2,
+}
+
+/// `columns = { ... }`: which column of a table holds what. Unset entries come from the
+/// preset, else the defaults (`prompt`, `unsafe_prompt`, `safe_prompt`, `id`, `seed`,
+/// `guidance_scale`, `category`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsSection {
+    /// The prompt (kind `prompts`, or both files of `pairs-join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The unsafe prompt (kind `pairs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsafe_prompt: Option<String>,
+    /// The safe prompt (kind `pairs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_prompt: Option<String>,
+    /// The row's id or case number (named in rejects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The row's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    /// The row's guidance scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_scale: Option<String>,
+    /// The row's category (or several, comma-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
 }
 
 impl std::fmt::Display for SourceKind {
@@ -292,8 +383,41 @@ pub struct SourceSection {
     /// `pairs` (default) or `benign`.
     #[serde(default, skip_serializing_if = "SourceRole::is_pairs")]
     pub role: SourceRole,
-    /// The file, relative to the manifest's folder.
-    pub path: PathBuf,
+    /// The file, relative to the manifest's folder (not with `repo` or `pairs-join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Column-mapped sources: the file format; absent: from the file's extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TableFormat>,
+    /// Column-mapped sources: a published prompt set's column layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// Column-mapped sources: which column holds what (over the preset's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<ColumnsSection>,
+    /// Instead of `path`: a Hugging Face dataset repository (read from the HF cache, fetched
+    /// first unless HF_HUB_OFFLINE is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The repository's branch, tag or commit (default `main`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The repository's split: its files whose path names it (`train.csv`,
+    /// `data/train-00000-of-00001.parquet`, `train/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// The repository's files to read (glob patterns such as `data/*.parquet`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// `pairs-join`: the table of unsafe prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsafe_path: Option<PathBuf>,
+    /// `pairs-join`: the table of safe prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_path: Option<PathBuf>,
+    /// `pairs-join`: the key column both tables share (default `case_number`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
     /// Category of rows that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,

@@ -350,6 +350,7 @@ mod tests {
             origin: Origin {
                 file: "s.txt".into(),
                 line,
+                id: None,
             },
         }
     }

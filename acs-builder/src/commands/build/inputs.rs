@@ -73,7 +73,7 @@ impl BuildInputs {
             None => None,
         };
         let judges = read_judges(&loaded)?;
-        let config = build_config(&loaded, &lexicons, &judges)?;
+        let config = build_config(&loaded, &sources.files, &lexicons, &judges)?;
         let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
         Ok(Self {
             loaded,
@@ -147,15 +147,15 @@ impl BuildInputs {
 /// sha256 of every source file, so a changed prompt file is a changed build.
 fn build_config(
     loaded: &LoadedManifest,
+    files: &[(String, std::path::PathBuf)],
     lexicons: &Lexicons,
     judges: &[LoadedJudge],
 ) -> Result<serde_json::Value, AcsError> {
     let mut sources = Vec::new();
-    for source in &loaded.manifest.sources {
-        let path = loaded.resolve(&source.path);
-        let sha256 = acs_schema::sha256_file(&path)
+    for (name, path) in files {
+        let sha256 = acs_schema::sha256_file(path)
             .map_err(|_| AcsError::input(format!("{}: cannot read source file", path.display())))?;
-        sources.push(json!({"path": source.path, "sha256": sha256}));
+        sources.push(json!({"path": name, "sha256": sha256}));
     }
     let mut config = json!({
         "manifest": serde_json::to_value(&loaded.manifest)?,

@@ -46,6 +46,7 @@ pub(super) fn read_csv(
         let origin = |line: Option<u64>| Origin {
             file: path.to_path_buf(),
             line: line.map_or(index + 2, |l| l as usize),
+            id: None,
         };
         let record = match record {
             Ok(record) => record,

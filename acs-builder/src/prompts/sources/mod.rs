@@ -1,10 +1,20 @@
 //! Prompt sources: readers that turn files into explicit (unsafe, safe) prompt pairs or single
 //! unsafe prompts to rewrite. A malformed row never stops a build: it becomes a [`Reject`] with
 //! the file, line (or row) and reason, and reading goes on.
+//!
+//! - fixed layouts: [`PairsJsonl`], [`PairsCsv`], [`PromptsTxt`]
+//! - column-mapped tables (CSV, JSONL, Parquet; presets of published prompt sets, I2P among
+//!   them): [`MappedSource`] over a [`table::Table`], [`PairsJoin`] for two joined tables
+//! - where the files are: local paths, or a Hugging Face dataset repository ([`repo`])
 
+mod categories;
 mod csv_pairs;
 mod i2p;
+mod join;
 mod jsonl;
+mod mapped;
+mod repo;
+mod table;
 mod txt;
 
 use std::path::{Path, PathBuf};
@@ -12,11 +22,17 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::AcsError;
-use crate::manifest::{LoadedManifest, SourceKind, SourceSection, BENIGN_CATEGORY, CATEGORIES};
+use crate::manifest::{
+    LoadedManifest, Preset, SourceKind, SourceSection, TableFormat, BENIGN_CATEGORY,
+};
+use crate::runtime::RuntimeError;
 
+pub use categories::{canonical_category, row_categories};
 pub use csv_pairs::PairsCsv;
-pub use i2p::{I2pCsv, I2pFilter, I2pParquet};
+pub use i2p::I2pFilter;
+pub use join::PairsJoin;
 pub use jsonl::PairsJsonl;
+pub use mapped::{ColumnMap, MappedSource};
 pub use txt::PromptsTxt;
 
 /// Where an input came from.
@@ -26,6 +42,9 @@ pub struct Origin {
     pub file: PathBuf,
     /// 1-based line (text formats) or data row (Parquet, CSV records).
     pub line: usize,
+    /// The row's id or case number, when the source maps an id column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The prompts of an input.
@@ -66,6 +85,9 @@ pub struct Reject {
     pub source: PathBuf,
     /// 1-based line or row.
     pub line: usize,
+    /// The row's id or case number, when the source has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Short reason code (e.g. `invalid-utf8`, `no-concept-term`).
     pub reason: String,
     /// Human-readable detail.
@@ -84,6 +106,7 @@ impl Reject {
         Self {
             source: origin.file.clone(),
             line: origin.line,
+            id: origin.id.clone(),
             reason: reason.to_owned(),
             detail: detail.into(),
             unsafe_prompt: None,
@@ -108,7 +131,13 @@ pub struct SourceBatch {
     pub rejects: Vec<Reject>,
     /// Rows left out by a source's filters (not rejects: the user asked for it).
     pub filtered: usize,
+    /// Every file read, in order.
+    pub files: Vec<SourceFile>,
 }
+
+/// A file a source reads: how the build records it (the manifest's path, or
+/// `hf://datasets/org/name@commit/file`) and where it is on disk.
+pub type SourceFile = (String, PathBuf);
 
 /// A reader of one source format.
 pub trait PromptSource {
@@ -116,12 +145,78 @@ pub trait PromptSource {
     fn read(&self, batch: &mut SourceBatch) -> Result<(), AcsError>;
 }
 
-/// Opens the reader for a `[[sources]]` entry.
-pub fn open_source(section: &SourceSection, manifest: &LoadedManifest) -> Box<dyn PromptSource> {
-    let path = manifest.resolve(&section.path);
+/// Opens the reader for a `[[sources]]` entry (`index` counts from 0): its files resolved
+/// against the manifest's folder, or fetched from the hub for a dataset repository. Returns
+/// the reader and the files it reads, as the build records them.
+pub fn open_source(
+    section: &SourceSection,
+    index: usize,
+    manifest: &LoadedManifest,
+) -> Result<(Box<dyn PromptSource>, Vec<SourceFile>), AcsError> {
     let category = section.category.clone();
     let role = section.role;
-    match section.kind {
+    let local = |path: &Option<PathBuf>| -> (String, PathBuf) {
+        let path = path.clone().unwrap_or_default();
+        (path.display().to_string(), manifest.resolve(&path))
+    };
+    let map = || {
+        let preset = match section.kind {
+            SourceKind::I2pCsv | SourceKind::I2pParquet => Some(Preset::I2p),
+            _ => section.preset,
+        };
+        (
+            preset,
+            ColumnMap::new(preset, role, section.columns.as_ref()),
+        )
+    };
+    if section.kind == SourceKind::PairsJoin {
+        let files = vec![local(&section.unsafe_path), local(&section.safe_path)];
+        let reader = PairsJoin {
+            unsafe_path: files[0].1.clone(),
+            safe_path: files[1].1.clone(),
+            format: section.format,
+            on: section
+                .on
+                .clone()
+                .unwrap_or_else(|| "case_number".to_owned()),
+            map: map().1,
+            category,
+            use_seed: section.use_seed,
+            use_guidance: section.use_guidance,
+        };
+        return Ok((Box::new(reader), files));
+    }
+    let files = match &section.repo {
+        Some(repo) => {
+            let snapshot = repo::source_files(section, repo).map_err(|e| match e {
+                RuntimeError::Setting { reason, .. } => AcsError::input(format!(
+                    "{}: [[sources]] #{}.repo: {reason}",
+                    manifest.file.display(),
+                    index + 1
+                )),
+                other => {
+                    let message = AcsError::from(other).to_string();
+                    let message = message.strip_prefix("internal error: ").unwrap_or(&message);
+                    AcsError::input(format!(
+                        "{}: [[sources]] #{} (dataset {repo}): {message}",
+                        manifest.file.display(),
+                        index + 1
+                    ))
+                }
+            })?;
+            snapshot
+                .files
+                .iter()
+                .map(|f| {
+                    let key = format!("hf://datasets/{repo}@{}/{f}", snapshot.commit);
+                    (key, snapshot.path(f))
+                })
+                .collect()
+        }
+        None => vec![local(&section.path)],
+    };
+    let path = files[0].1.clone();
+    let reader: Box<dyn PromptSource> = match section.kind {
         SourceKind::PairsJsonl => Box::new(PairsJsonl {
             path,
             category,
@@ -137,31 +232,46 @@ pub fn open_source(section: &SourceSection, manifest: &LoadedManifest) -> Box<dy
             category,
             role,
         }),
-        SourceKind::I2pCsv => Box::new(I2pCsv {
-            path,
-            filter: I2pFilter::from_section(section),
-        }),
-        SourceKind::I2pParquet => Box::new(I2pParquet {
-            path,
-            filter: I2pFilter::from_section(section),
-        }),
-    }
+        kind => {
+            let (preset, map) = map();
+            let format = match kind {
+                SourceKind::I2pCsv => Some(TableFormat::Csv),
+                SourceKind::I2pParquet => Some(TableFormat::Parquet),
+                _ => section.format,
+            };
+            Box::new(MappedSource {
+                paths: files.iter().map(|(_, p)| p.clone()).collect(),
+                format,
+                kind,
+                role,
+                map,
+                category,
+                i2p: (preset == Some(Preset::I2p)).then(|| I2pFilter::from_section(section)),
+                use_seed: section.use_seed,
+                use_guidance: section.use_guidance,
+            })
+        }
+    };
+    Ok((reader, files))
 }
 
 /// Reads every source of a manifest, in manifest order. A source without a single row is an
 /// error (an empty file is almost always a mistake).
 pub fn read_all(manifest: &LoadedManifest) -> Result<SourceBatch, AcsError> {
     let mut batch = SourceBatch::default();
-    for section in &manifest.manifest.sources {
+    for (index, section) in manifest.manifest.sources.iter().enumerate() {
         let before = (batch.items.len(), batch.rejects.len(), batch.filtered);
-        open_source(section, manifest).read(&mut batch)?;
+        let (reader, files) = open_source(section, index, manifest)?;
+        reader.read(&mut batch)?;
         if (batch.items.len(), batch.rejects.len(), batch.filtered) == before {
+            let names: Vec<String> = files.iter().map(|(_, p)| p.display().to_string()).collect();
             return Err(AcsError::input(format!(
                 "{}: empty: the {} source holds no rows",
-                manifest.resolve(&section.path).display(),
+                names.join(", "),
                 section.kind
             )));
         }
+        batch.files.extend(files);
     }
     Ok(batch)
 }
@@ -194,6 +304,7 @@ fn text_lines(path: &Path) -> Result<Vec<TextLine>, AcsError> {
         let origin = Origin {
             file: path.to_path_buf(),
             line: index + 1,
+            id: None,
         };
         match crate::prompts::text::decode(raw) {
             Ok(text) if text.trim().is_empty() => {}
@@ -206,23 +317,18 @@ fn text_lines(path: &Path) -> Result<Vec<TextLine>, AcsError> {
 
 /// A category named by a row or the source, checked against the taxonomy.
 fn checked_category(named: Option<String>, default: &Option<String>) -> Result<String, String> {
-    let category = named
-        .map(|c| normalise_category(&c))
-        .or_else(|| default.clone())
-        .ok_or("no category (set `category` in the row or in [[sources]])")?;
-    if CATEGORIES.contains(&category.as_str()) {
-        Ok(category)
-    } else {
-        Err(format!(
-            "category `{category}` is not one of {}",
-            CATEGORIES.join(", ")
-        ))
+    match named {
+        Some(name) => canonical_category(&name).map(str::to_owned).ok_or_else(|| {
+            format!(
+                "category `{}` is not one of {}",
+                categories::normalise_category(&name),
+                crate::manifest::CATEGORIES.join(", ")
+            )
+        }),
+        None => default
+            .clone()
+            .ok_or_else(|| "no category (set `category` in the row or in [[sources]])".into()),
     }
-}
-
-/// "Illegal activity" -> "illegal-activity".
-fn normalise_category(name: &str) -> String {
-    name.trim().to_lowercase().replace([' ', '_'], "-")
 }
 
 /// A prompt field after text hygiene; `Err` when it is missing or blank.

@@ -8,7 +8,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::runtime::error::{one_line, RuntimeError};
-use crate::runtime::hub::cache::is_commit_hash;
+use crate::runtime::hub::cache::{is_commit_hash, RepoKind};
 use crate::runtime::hub::client::{Follow, HubClient};
 
 /// What the hub says about a repository at one revision.
@@ -31,14 +31,25 @@ struct Sibling {
     rfilename: String,
 }
 
-/// Asks the hub which commit `revision` of `repo` is and which files it holds.
+/// Asks the hub which commit `revision` of model `repo` is and which files it holds.
 pub fn model_info(
     client: &HubClient,
     repo: &str,
     revision: &str,
 ) -> Result<RepoInfo, RuntimeError> {
+    repo_info(client, RepoKind::Model, repo, revision)
+}
+
+/// As [`model_info`], for a repository of `kind` (`api/{models|datasets}/...`).
+pub fn repo_info(
+    client: &HubClient,
+    kind: RepoKind,
+    repo: &str,
+    revision: &str,
+) -> Result<RepoInfo, RuntimeError> {
     let url = client.url(&format!(
-        "api/models/{}/revision/{}",
+        "api/{}/{}/revision/{}",
+        kind.plural(),
         encode_path(repo),
         encode_segment(revision)
     ))?;
@@ -71,10 +82,19 @@ fn parse_model_info(body: &[u8]) -> Result<RepoInfo, String> {
     Ok(RepoInfo { commit, files })
 }
 
-/// The resolve URL path of `file` of `repo` at `commit`, as `huggingface_hub` builds it.
+/// The resolve URL path of `file` of model `repo` at `commit`, as `huggingface_hub` builds it.
 pub fn resolve_path(repo: &str, commit: &str, file: &str) -> String {
+    resolve_path_of(RepoKind::Model, repo, commit, file)
+}
+
+/// As [`resolve_path`], for a repository of `kind` (datasets under `datasets/`).
+pub fn resolve_path_of(kind: RepoKind, repo: &str, commit: &str, file: &str) -> String {
+    let prefix = match kind {
+        RepoKind::Model => "",
+        RepoKind::Dataset => "datasets/",
+    };
     format!(
-        "{}/resolve/{}/{}",
+        "{prefix}{}/resolve/{}/{}",
         encode_path(repo),
         encode_segment(commit),
         encode_path(file)

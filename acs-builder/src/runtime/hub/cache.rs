@@ -59,14 +59,48 @@ pub fn valid_revision(revision: &str) -> bool {
         && !revision.contains(['\\', '\0'])
 }
 
-/// The cache folder of a model repository: `models--{org}--{name}`.
-pub fn repo_folder(cache: &Path, repo: &str) -> PathBuf {
-    cache.join(format!("models--{}", repo.replace('/', "--")))
+/// The two kinds of hub repository acs reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model (`models--org--name`, `api/models/...`).
+    Model,
+    /// A dataset (`datasets--org--name`, `api/datasets/...`, `datasets/org/name/resolve/...`).
+    Dataset,
 }
 
-/// The snapshot folder of `repo` at `revision` (a branch or tag name under refs/, or a commit
-/// hash) inside `cache`.
+impl RepoKind {
+    /// `models` or `datasets`: the cache folder prefix and the API path segment.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Model => "models",
+            Self::Dataset => "datasets",
+        }
+    }
+}
+
+/// The cache folder of a model repository: `models--{org}--{name}`.
+pub fn repo_folder(cache: &Path, repo: &str) -> PathBuf {
+    repo_folder_of(cache, RepoKind::Model, repo)
+}
+
+/// The cache folder of a repository of `kind`: `{models|datasets}--{org}--{name}`.
+pub fn repo_folder_of(cache: &Path, kind: RepoKind, repo: &str) -> PathBuf {
+    cache.join(format!("{}--{}", kind.plural(), repo.replace('/', "--")))
+}
+
+/// The snapshot folder of model `repo` at `revision` (a branch or tag name under refs/, or a
+/// commit hash) inside `cache`.
 pub fn resolve_snapshot(cache: &Path, repo: &str, revision: &str) -> Result<PathBuf, RuntimeError> {
+    resolve_snapshot_of(cache, RepoKind::Model, repo, revision)
+}
+
+/// As [`resolve_snapshot`], for a repository of `kind`.
+pub fn resolve_snapshot_of(
+    cache: &Path,
+    kind: RepoKind,
+    repo: &str,
+    revision: &str,
+) -> Result<PathBuf, RuntimeError> {
     if !valid_repo_id(repo) {
         return Err(RuntimeError::setting(
             Setting::Repo,
@@ -79,13 +113,17 @@ pub fn resolve_snapshot(cache: &Path, repo: &str, revision: &str) -> Result<Path
             format!("`{revision}` is not a revision"),
         ));
     }
-    let repo_dir = repo_folder(cache, repo);
+    let repo_dir = repo_folder_of(cache, kind, repo);
     if !repo_dir.is_dir() {
+        let how = match kind {
+            RepoKind::Model => format!("download it first with `acs model fetch {repo}`"),
+            RepoKind::Dataset => "unset HF_HUB_OFFLINE so that acs fetches it".to_owned(),
+        };
         return Err(RuntimeError::setting(
             Setting::Repo,
             format!(
-                "{repo} is not in the Hugging Face cache {} (download it first with \
-                 `acs model fetch {repo}`, or set HF_HOME / HF_HUB_CACHE)",
+                "{repo} is not in the Hugging Face cache {} ({how}, or set HF_HOME / \
+                 HF_HUB_CACHE)",
                 cache.display()
             ),
         ));

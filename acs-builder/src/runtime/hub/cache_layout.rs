@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use crate::runtime::error::{RuntimeError, Setting};
-use crate::runtime::hub::cache::{is_commit_hash, repo_folder, valid_revision};
+use crate::runtime::hub::cache::{is_commit_hash, repo_folder_of, valid_revision, RepoKind};
 
 /// One repository's folder in the hub cache.
 #[derive(Debug, Clone)]
@@ -22,10 +22,15 @@ pub struct RepoCache {
 }
 
 impl RepoCache {
-    /// The folder of `repo` inside the hub cache `cache` (not created yet).
+    /// The folder of model `repo` inside the hub cache `cache` (not created yet).
     pub fn new(cache: &Path, repo: &str) -> Self {
+        Self::of(cache, RepoKind::Model, repo)
+    }
+
+    /// The folder of a repository of `kind`.
+    pub fn of(cache: &Path, kind: RepoKind, repo: &str) -> Self {
         Self {
-            dir: repo_folder(cache, repo),
+            dir: repo_folder_of(cache, kind, repo),
         }
     }
 

@@ -15,7 +15,8 @@ use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::runtime::error::RuntimeError;
-use crate::runtime::hub::api::{resolve_path, status_error};
+use crate::runtime::hub::api::{resolve_path_of, status_error};
+use crate::runtime::hub::cache::RepoKind;
 use crate::runtime::hub::cache_layout::RepoCache;
 use crate::runtime::hub::client::{Follow, HubClient, TransportError};
 use crate::runtime::hub::digest::{normalize_etag, Expected};
@@ -36,15 +37,27 @@ pub struct FileMeta {
     pub url: Url,
 }
 
-/// Asks the hub (`HEAD` on the resolve URL) for the metadata of `file` of `repo` at `commit`.
+/// Asks the hub (`HEAD` on the resolve URL) for the metadata of `file` of model `repo` at
+/// `commit`.
 pub fn file_meta(
     client: &HubClient,
     repo: &str,
     commit: &str,
     file: &str,
 ) -> Result<FileMeta, RuntimeError> {
+    file_meta_of(client, RepoKind::Model, repo, commit, file)
+}
+
+/// As [`file_meta`], for a repository of `kind`.
+pub fn file_meta_of(
+    client: &HubClient,
+    kind: RepoKind,
+    repo: &str,
+    commit: &str,
+    file: &str,
+) -> Result<FileMeta, RuntimeError> {
     let what = format!("{repo}: {file}");
-    let url = client.url(&resolve_path(repo, commit, file))?;
+    let url = client.url(&resolve_path_of(kind, repo, commit, file))?;
     let (response, answered) = client.send(Method::HEAD, url, 0, Follow::Relative)?;
     let status = response.status();
     if !(status.is_success() || status.is_redirection()) {

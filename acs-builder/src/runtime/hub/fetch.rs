@@ -134,7 +134,7 @@ fn fetch(
 }
 
 /// A byte progress bar on stderr; indicatif draws nothing when stderr is not a terminal.
-fn progress_bar(total: u64) -> ProgressBar {
+pub(crate) fn progress_bar(total: u64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
         "{wide_msg} {bytes:>10}/{total_bytes:<10} [{bar:20}] {bytes_per_sec:>11} {eta:>3}",

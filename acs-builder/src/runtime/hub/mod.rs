@@ -1,4 +1,4 @@
-//! Downloading diffusers models from the Hugging Face hub into its cache, the way the Python
+//! Downloading diffusers models (and prompt datasets) from the Hugging Face hub into its cache, the way the Python
 //! `huggingface_hub` library does, so that [`crate::runtime::hub::cache::resolve_snapshot`] (and Python
 //! tools) find them afterwards.
 //!
@@ -13,12 +13,14 @@
 //! - [`digest`]: verifying a blob against its ETag (LFS sha256 or git blob sha1)
 //! - [`download`]: one file: metadata, resumable transfer, verification, final name
 //! - [`fetch`]: a whole model, with a progress bar
+//! - [`dataset`]: the files of a dataset repository that a prompt source reads
 //! - [`list`]: what the cache holds
 
 pub mod api;
 pub mod cache;
 pub mod cache_layout;
 pub mod client;
+pub mod dataset;
 pub mod digest;
 pub mod download;
 pub mod fetch;
@@ -26,6 +28,7 @@ pub mod list;
 pub mod select;
 pub mod settings;
 
+pub use dataset::{dataset_files, DatasetSnapshot};
 pub use fetch::{fetch_model, FetchOptions, FetchReport};
 pub use list::{list_models, CachedModel};
 pub use select::Variant;
