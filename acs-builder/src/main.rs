@@ -135,6 +135,7 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
 fn main() -> ExitCode {
     tune_allocator();
     pin_thread_count();
+    acs_builder::commands::interrupt::exit_on_signal();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     match run(cli) {

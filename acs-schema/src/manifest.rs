@@ -109,6 +109,12 @@ impl DatasetManifest {
     /// supported by this acs (supports 1)"), which is checked before anything else.
     pub fn load(dir: &Path) -> Result<Self, SchemaError> {
         let path = Self::file_path(dir);
+        if dir.is_dir() && !path.exists() {
+            return Err(SchemaError::invalid(
+                dir,
+                format!("not an acs dataset (no {})", crate::MANIFEST_FILE),
+            ));
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| SchemaError::io(&path, e))?;
         Self::from_json(&text, &path)
     }
@@ -286,9 +292,15 @@ pub(crate) mod tests {
     #[test]
     fn bad_json_names_line_and_missing_file_names_path() {
         let dir = tempfile::tempdir().unwrap();
-        let err = DatasetManifest::load(dir.path()).unwrap_err();
+        let err = DatasetManifest::load(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(err, SchemaError::Io { .. }));
         assert!(err.to_string().contains(MANIFEST_FILE), "{err}");
+        let err = DatasetManifest::load(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(": not an acs dataset (no acs-manifest.json)"),
+            "{err}"
+        );
 
         std::fs::write(
             dir.path().join(MANIFEST_FILE),

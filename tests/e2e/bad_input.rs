@@ -251,8 +251,11 @@ fn run_case(group: &str, case: &Case) -> Result<(), String> {
             Some(_) => {}
         }
     }
+    // A build with nothing to render still writes its rejects, and says where.
+    let rejects_named = err.contains("no pair to render") && err.contains("rejects.jsonl");
     for path in after.keys() {
-        if !before.contains_key(path) && !case.may_write.iter().any(|p| p == path) {
+        let rejects = rejects_named && (path == "out" || path == "out/rejects.jsonl");
+        if !before.contains_key(path) && !case.may_write.iter().any(|p| p == path) && !rejects {
             problems.push(format!("{path} was created"));
         }
     }
@@ -566,7 +569,12 @@ fn manifest_cases() -> Vec<Case> {
         manifest_case(
             "guidance-negative",
             "[sampling]\nguidance_scale = -1.0\n",
-            &["m.toml", "[sampling].guidance_scale", ">= 0", "(got -1)"],
+            &["m.toml", "[sampling].guidance_scale", "[0, 100]", "(got -1;"],
+        ),
+        manifest_case(
+            "guidance-a-typo-away",
+            "[sampling]\nguidance_scale = 1e9\n",
+            &["m.toml", "[sampling].guidance_scale", "[0, 100]", "(got 1000000000;"],
         ),
         manifest_case(
             "height-not-multiple-of-8",
@@ -924,7 +932,7 @@ fn prompt_file_cases() -> Vec<Case> {
             &[
                 "m.toml",
                 "no pair to render",
-                "all 1 inputs were rejected",
+                "the only input was rejected",
                 "invalid-utf8: 1",
             ],
         ),
@@ -1373,6 +1381,14 @@ fn dataset_cases() -> Vec<Case> {
             "validate-missing-folder",
             &["missing/acs-manifest.json", "No such file"],
             |dir| args(&["validate", &s(dir.join("missing"))]),
+        ),
+        case(
+            "validate-a-folder-that-is-no-dataset",
+            &["CASE/plain:", "not an acs dataset (no acs-manifest.json)"],
+            |dir| {
+                std::fs::create_dir_all(dir.join("plain")).unwrap();
+                args(&["validate", &s(dir.join("plain"))])
+            },
         ),
         case(
             "stats-missing-folder",

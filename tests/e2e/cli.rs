@@ -212,7 +212,13 @@ fn assert_bad_input(manifest: &str, pairs: &str, expected: &[&str]) {
     for part in expected {
         assert!(message.contains(part), "{message} lacks {part}");
     }
-    assert!(!out.exists(), "output folder was created for bad input");
+    // A build whose inputs were all rejected writes their rejects (and says so), nothing else.
+    let only_rejects =
+        message.contains("rejects.jsonl") && crate::util::relative_files(&out) == ["rejects.jsonl"];
+    assert!(
+        !out.exists() || only_rejects,
+        "output folder was created for bad input"
+    );
 }
 
 const SOURCE: &str =
@@ -308,7 +314,7 @@ fn bad_rows_go_to_rejects_and_the_build_goes_on() {
     let out = work.path().join("out");
     let run = build(home.path(), &manifest, &out);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stdout(&run).contains("8 rejected"), "{}", stdout(&run));
+    assert!(stdout(&run).contains("7 rejected"), "{}", stdout(&run));
     let rejects: Vec<serde_json::Value> = std::fs::read_to_string(out.join("rejects.jsonl"))
         .unwrap()
         .lines()
@@ -327,7 +333,6 @@ fn bad_rows_go_to_rejects_and_the_build_goes_on() {
             (10, "invalid-utf8"),
             (3, "identical-prompts"),
             (7, "safe-holds-concept"),
-            (8, "no-concept-term"),
             (9, "duplicate"),
         ]
     );
@@ -335,19 +340,16 @@ fn bad_rows_go_to_rejects_and_the_build_goes_on() {
         .iter()
         .all(|r| r["source"].as_str().unwrap().ends_with("pairs.jsonl")));
     assert_eq!(rejects[5]["safe_prompt"], "a naked statue");
+    // Explicit pairs need no lexicon term: "a quiet lake" -> "a quiet sea" (line 8) is a pair.
     let dataset = acs_schema::DatasetManifest::load(&out).unwrap();
-    assert_eq!(dataset.total_rows(), 1);
+    assert_eq!(dataset.total_rows(), 2);
 }
 
 #[test]
 fn sample_manifests_dry_run_report_pairs_and_rejects() {
     let home = tempfile::tempdir().unwrap();
     let expectations = [
-        (
-            "pairs-csv.toml",
-            8,
-            vec!["identical-prompts", "no-concept-term"],
-        ),
+        ("pairs-csv.toml", 9, vec!["identical-prompts"]),
         ("prompts-txt.toml", 9, vec!["no-concept-term"]),
         ("i2p-sample.toml", 36, vec!["no-concept-term"]),
     ];
@@ -426,9 +428,14 @@ fn dry_run_lists_pairs_and_writes_nothing() {
         "{}",
         stdout(&run)
     );
+    let listed = stdout(&run);
     assert_eq!(
-        stderr(&run).lines().filter(|l| l.contains("seed=")).count(),
+        listed.lines().filter(|l| l.starts_with("pair ")).count(),
         18
+    );
+    assert!(
+        listed.lines().any(|l| l.contains("seed 42 sexual edits")),
+        "{listed}"
     );
     assert!(!out.exists());
 }
@@ -622,7 +629,7 @@ fn i2p_parquet_rows_are_read_filtered_and_rewritten() {
     let run = build(home.path(), &manifest, &out);
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stdout(&run);
-    assert!(text.contains("1 rows filtered out; 1 rejected"), "{text}");
+    assert!(text.contains("1 row filtered out; 1 rejected"), "{text}");
     let rows = acs_schema::Dataset::open(&out).unwrap().records().unwrap();
     let mut got: Vec<(String, u64, f32, String)> = rows
         .iter()
@@ -772,4 +779,72 @@ fn real_model_manifests_plan_offline_from_the_hugging_face_cache() {
         }
         assert!(!out.exists());
     }
+}
+
+#[test]
+fn explicit_pairs_need_no_lexicon_term_unless_asked_and_lexicons_add_to_the_built_ins() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(
+        dir.join("pairs.jsonl"),
+        "{\"unsafe_prompt\": \"a corpse in the snow\", \"safe_prompt\": \"a snowman in the snow\", \"category\": \"shocking\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("prompts.txt"),
+        "a corpse in the snow\na skull on a desk\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("lexicons")).unwrap();
+    std::fs::write(
+        dir.join("lexicons/shocking.toml"),
+        "category = \"shocking\"\n[terms]\n\"corpse\" = \"snowman\"\n",
+    )
+    .unwrap();
+    let dry_run = |extra: &str, source: &str| -> serde_json::Value {
+        let manifest = dir.join("m.toml");
+        std::fs::write(&manifest, format!("{extra}[[sources]]\n{source}")).unwrap();
+        let run = acs(
+            home.path(),
+            &[
+                "build",
+                "--manifest",
+                &s(&manifest),
+                "--out",
+                &s(dir.join("out")),
+                "--dry-run",
+                "--json",
+            ],
+        );
+        assert!(run.status.success(), "{}", stderr(&run));
+        serde_json::from_str(&stdout(&run)).unwrap()
+    };
+    let pairs = "kind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\n";
+    let report = dry_run("", pairs);
+    assert_eq!(report["planned"][0]["safe_prompt"], "a snowman in the snow");
+    assert_eq!(report["planned"][0]["category"], "shocking");
+    let strict = dry_run("[alignment]\nrequire_lexicon_term = true\n", pairs);
+    assert!(strict.get("planned").is_none());
+    let detail = strict["rejected"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`corpse` is a term of violence"),
+        "{detail}"
+    );
+
+    let prompts = "kind = \"prompts-txt\"\npath = \"prompts.txt\"\ncategory = \"shocking\"\n";
+    let added = dry_run("[rewrite]\nlexicons = \"lexicons\"\n", prompts);
+    let safe: Vec<&str> = added["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["safe_prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(safe, ["a snowman in the snow", "a seashell on a desk"]);
+    let replaced = dry_run(
+        "[rewrite]\nlexicons = \"lexicons\"\nreplace_lexicons = true\n",
+        prompts,
+    );
+    assert_eq!(replaced["planned"].as_array().unwrap().len(), 1);
+    assert_eq!(replaced["rejected"][0]["reason"], "no-concept-term");
 }

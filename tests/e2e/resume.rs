@@ -198,6 +198,43 @@ fn sigkill_at_random_moments_then_resume_equal_an_uninterrupted_build() {
 }
 
 #[test]
+fn ctrl_c_says_how_far_the_build_got_exits_130_and_the_rerun_resumes() {
+    let work = tempfile::tempdir().unwrap();
+    let manifest = manifest_in(&work.path().join("m"));
+    let out = work.path().join("out");
+    let child = build_command(&manifest, &out, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first shard's batch is rendered (its journal entry exists), or after
+    // a few seconds at the latest.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) && !out.join(".acs-journal").is_dir() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = child.wait_with_output().unwrap();
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("interrupted after ")
+            && last.ends_with("of 18 pairs; run the same command to resume"),
+        "{err}"
+    );
+    assert_consistent(&out);
+    let resumed = build(&manifest, &out, &[]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_same_as_reference(&out);
+}
+
+#[test]
 fn full_disk_and_read_only_output_fail_clearly_and_resume() {
     let work = tempfile::tempdir().unwrap();
     let manifest = manifest_in(&work.path().join("m"));

@@ -114,6 +114,18 @@ impl ProgressMode {
 struct Lines {
     started: Instant,
     last_line: Option<Instant>,
+    /// Units done when last told (for the lines printed between updates).
+    done: u64,
+    since_start: u64,
+}
+
+/// Removes the bar on screen, if any (before a last message).
+pub fn clear_bar() {
+    if let Ok(active) = ACTIVE_BAR.lock() {
+        if let Some(bar) = active.as_ref() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The progress of one count (pairs rendered, rows checked).
@@ -164,6 +176,8 @@ impl Progress {
             lines: Mutex::new(Lines {
                 started: Instant::now(),
                 last_line: None,
+                done,
+                since_start: 0,
             }),
         }
     }
@@ -175,6 +189,10 @@ impl Progress {
 
     /// `done` of the total are done; `since_start` of them in this run (for the rate).
     pub fn update(&self, done: u64, since_start: u64) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.done = done;
+            lines.since_start = since_start;
+        }
         match self.mode {
             ProgressMode::Hidden => {}
             ProgressMode::Bar => {
@@ -182,32 +200,46 @@ impl Progress {
                     bar.set_position(done);
                 }
             }
-            ProgressMode::Lines => {
-                let Ok(mut lines) = self.lines.lock() else {
-                    return;
-                };
-                let now = Instant::now();
-                let since = lines.last_line.unwrap_or(lines.started);
-                if now - since < LINE_INTERVAL {
-                    return;
-                }
-                lines.last_line = Some(now);
-                let elapsed = (now - lines.started).as_secs_f64();
-                let rate = since_start as f64 / elapsed.max(1e-9);
-                let eta = match self.total.saturating_sub(done) {
-                    0 => String::new(),
-                    left if rate > 0.0 => format!(", ETA {}", seconds(left as f64 / rate)),
-                    _ => String::new(),
-                };
-                tracing::info!(
-                    "{} {done}/{} {} ({rate:.2} {}/s{eta})",
-                    self.verb,
-                    self.total,
-                    self.unit,
-                    self.unit
-                );
-            }
+            ProgressMode::Lines => self.line(""),
         }
+    }
+
+    /// Where the work in hand is (e.g. "batch 2/5, step 12/25"): beside the bar, or in the
+    /// next plain line (which this prints when one is due, so that a long first batch shows).
+    pub fn step(&self, detail: String) {
+        match self.mode {
+            ProgressMode::Hidden => {}
+            ProgressMode::Bar => self.message(detail),
+            ProgressMode::Lines => self.line(&format!("; {detail}")),
+        }
+    }
+
+    /// A plain progress line, when the last is at least [`LINE_INTERVAL`] old.
+    fn line(&self, detail: &str) {
+        let Ok(mut lines) = self.lines.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let since = lines.last_line.unwrap_or(lines.started);
+        if now - since < LINE_INTERVAL {
+            return;
+        }
+        lines.last_line = Some(now);
+        let done = lines.done;
+        let elapsed = (now - lines.started).as_secs_f64();
+        let rate = lines.since_start as f64 / elapsed.max(1e-9);
+        let eta = match self.total.saturating_sub(done) {
+            0 => String::new(),
+            left if rate > 0.0 => format!(", ETA {}", seconds(left as f64 / rate)),
+            _ => String::new(),
+        };
+        tracing::info!(
+            "{} {done}/{} {} ({rate:.2} {}/s{eta}){detail}",
+            self.verb,
+            self.total,
+            self.unit,
+            self.unit
+        );
     }
 
     /// Shows `message` beside the bar (e.g. the UNet step of the current batch).

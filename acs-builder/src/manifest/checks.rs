@@ -5,7 +5,7 @@
 use super::sections::{
     AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, ValidationSection,
 };
-use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_SEEDS_PER_PROMPT};
+use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_GUIDANCE_SCALE, MAX_SEEDS_PER_PROMPT};
 use crate::error::AcsError;
 use crate::runtime::{DeviceSpec, Dtype};
 
@@ -59,10 +59,14 @@ fn check_sampling(s: &SamplingSection) -> Check {
             format!("must be 1..=1000 (got {})", s.steps),
         );
     }
-    if !(s.guidance_scale.is_finite() && s.guidance_scale >= 0.0) {
+    if !(s.guidance_scale.is_finite() && (0.0..=MAX_GUIDANCE_SCALE).contains(&s.guidance_scale)) {
         return fail(
             "[sampling].guidance_scale",
-            format!("must be a finite number >= 0 (got {})", s.guidance_scale),
+            format!(
+                "must be in [0, {MAX_GUIDANCE_SCALE}] (got {}; Stable Diffusion uses 1-15, 0 \
+                 or 1 turns guidance off)",
+                s.guidance_scale
+            ),
         );
     }
     for (field, value) in [("height", s.height), ("width", s.width)] {
@@ -226,6 +230,21 @@ fn check_llm(llm: &LlmSection) -> Check {
 }
 
 fn check_output(o: &OutputSection) -> Check {
+    if let Some(license) = &o.license {
+        let id_like = !license.is_empty()
+            && license
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+' | '_'));
+        if !id_like {
+            return fail(
+                "[output].license",
+                format!(
+                    "`{license}` is not a license identifier (e.g. \"cc-by-4.0\", \"mit\", \
+                     \"other\"; see huggingface.co/docs/hub/repositories-licenses)"
+                ),
+            );
+        }
+    }
     if o.shard_rows == 0 {
         return fail("[output].shard_rows", "must be at least 1");
     }

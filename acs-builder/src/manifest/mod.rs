@@ -25,6 +25,10 @@ use crate::runtime::{RuntimeError, Setting};
 /// Most pairs rendered per prompt pair (each with its own seed).
 pub const MAX_SEEDS_PER_PROMPT: u32 = 10_000;
 
+/// The largest classifier-free guidance scale a manifest or a source row may ask for: far
+/// above any useful value (Stable Diffusion uses 1-15), below the typos (`1e9`, `750`).
+pub const MAX_GUIDANCE_SCALE: f32 = 100.0;
+
 /// The I2P taxonomy of unsafe categories.
 pub const CATEGORIES: [&str; 7] = [
     "sexual",

@@ -127,6 +127,10 @@ pub struct AlignmentSection {
     /// A valid pair's unsafe image is flagged by the detector and its safe image is not
     /// (needs `[validation].nudenet_model`).
     pub require_flip: bool,
+    /// An explicit pair's unsafe prompt must hold a term of its category's lexicon (the
+    /// lexicons are English; off by default: a user's own pairs are their counterfactuals).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_lexicon_term: bool,
 }
 
 impl Default for AlignmentSection {
@@ -138,6 +142,7 @@ impl Default for AlignmentSection {
             ssim_min: 0.0,
             changed_area_max: 1.0,
             require_flip: false,
+            require_lexicon_term: false,
         }
     }
 }
@@ -458,9 +463,12 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewriteSection {
-    /// Folder of one lexicon TOML per category; absent: the lexicons built into acs.
+    /// Folder of one lexicon TOML per category, added to the lexicons built into acs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lexicons: Option<PathBuf>,
+    /// The folder's lexicons replace the built-in ones of their categories instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replace_lexicons: bool,
     /// An OpenAI-compatible chat-completions endpoint for prompts the lexicons cannot rewrite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSection>,
@@ -530,6 +538,10 @@ pub struct OutputSection {
     /// Denoising steps (0-based) at which the counterfactual trajectory targets are recorded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trajectory_steps: Vec<u32>,
+    /// The dataset's license, as a Hugging Face license identifier (`cc-by-4.0`, `mit`,
+    /// `other`, ...), written into the card's YAML header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 impl OutputSection {
@@ -579,6 +591,7 @@ impl Default for OutputSection {
             mask_threshold: DEFAULT_MASK_THRESHOLD,
             mask_dilation: 0,
             trajectory_steps: Vec::new(),
+            license: None,
         }
     }
 }

@@ -45,7 +45,8 @@ impl PromptAlignment {
         ] {
             if tokens.truncated {
                 reasons.push(format!(
-                    "truncated: {name} exceeds {CONTEXT_LENGTH} CLIP tokens"
+                    "truncated: {name} has {} CLIP tokens, more than {CONTEXT_LENGTH}",
+                    tokens.length
                 ));
             }
         }

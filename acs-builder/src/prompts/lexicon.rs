@@ -153,6 +153,19 @@ impl Lexicon {
         })
     }
 
+    /// This lexicon with `other`'s terms added; a term both hold takes `other`'s substitute.
+    pub fn merged_with(mut self, other: Lexicon) -> Self {
+        for (first, entries) in other.index {
+            let mine = self.index.entry(first).or_default();
+            for entry in entries {
+                mine.retain(|(words, _, _)| *words != entry.0);
+                mine.push(entry);
+            }
+            mine.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        }
+        self
+    }
+
     /// Number of terms.
     pub fn len(&self) -> usize {
         self.index.values().map(Vec::len).sum()
@@ -273,9 +286,10 @@ impl Lexicons {
         Ok(Self { by_category, texts })
     }
 
-    /// One `<category>.toml` per category from `dir`; categories without a file keep the
-    /// built-in lexicon.
-    pub fn from_dir(dir: &Path) -> Result<Self, AcsError> {
+    /// One `<category>.toml` per category from `dir`, added to the built-in lexicon of that
+    /// category (its substitutes win where both name a term), or replacing it when `replace`;
+    /// categories without a file keep the built-in lexicon.
+    pub fn from_dir(dir: &Path, replace: bool) -> Result<Self, AcsError> {
         if !dir.is_dir() {
             return Err(AcsError::input(format!(
                 "{}: lexicon folder not found",
@@ -297,11 +311,19 @@ impl Lexicons {
                     lexicon.category
                 )));
             }
+            let sha = acs_schema::sha256_bytes(text.as_bytes());
+            let (lexicon, sha) = match lexicons.by_category.remove(category) {
+                Some(built_in) if !replace => {
+                    let built_in_sha = lexicons.texts.get(category).cloned().unwrap_or_default();
+                    (
+                        built_in.merged_with(lexicon),
+                        format!("{built_in_sha}+{sha}"),
+                    )
+                }
+                _ => (lexicon, sha),
+            };
             lexicons.by_category.insert(category.to_owned(), lexicon);
-            lexicons.texts.insert(
-                category.to_owned(),
-                acs_schema::sha256_bytes(text.as_bytes()),
-            );
+            lexicons.texts.insert(category.to_owned(), sha);
         }
         Ok(lexicons)
     }

@@ -67,6 +67,8 @@ pub struct Pairer<'a> {
     pub tokenizer: &'a ClipTokenizer,
     /// Most CLIP-token edits allowed.
     pub max_token_edits: u32,
+    /// Explicit pairs' unsafe prompts must hold a term of their category's lexicon.
+    pub require_lexicon_term: bool,
     /// Rewriters of single unsafe prompts, in order: a request one cannot rewrite goes to the
     /// next.
     pub rewriters: Vec<&'a dyn Rewriter>,
@@ -123,7 +125,7 @@ impl Pairer<'_> {
                     unsafe_prompt.clone(),
                     safe_prompt.clone(),
                     item.categories[0].clone(),
-                    true,
+                    self.require_lexicon_term,
                 ),
                 Prompts::Unsafe(prompt) => match rewrites.next() {
                     Some(Ok(rewrite)) => (
@@ -191,7 +193,10 @@ impl Pairer<'_> {
         };
         let alignment = PromptAlignment::measure(self.tokenizer, prompt, prompt)?;
         if alignment.unsafe_tokens.truncated {
-            let detail = format!("the prompt exceeds {CONTEXT_LENGTH} CLIP tokens");
+            let detail = format!(
+                "the prompt has {} CLIP tokens, more than {CONTEXT_LENGTH}",
+                alignment.unsafe_tokens.length
+            );
             result.rejects.push(reject("too-long", detail));
             return Ok(());
         }
@@ -296,7 +301,10 @@ impl Pairer<'_> {
             if tokens.truncated {
                 return Ok(Err((
                     "too-long",
-                    format!("the {name} exceeds {CONTEXT_LENGTH} CLIP tokens"),
+                    format!(
+                        "the {name} has {} CLIP tokens, more than {CONTEXT_LENGTH}",
+                        tokens.length
+                    ),
                 )));
             }
         }
@@ -320,9 +328,16 @@ impl Pairer<'_> {
             .get(category)
             .is_some_and(|lexicon| !lexicon.find(unsafe_prompt).is_empty());
         if require_term && !has_concept {
+            let elsewhere = match self.lexicons.any_term(unsafe_prompt) {
+                Some((other, term)) => format!(" (`{term}` is a term of {other})"),
+                None => String::new(),
+            };
             return Ok(Err((
                 "no-concept-term",
-                format!("the unsafe prompt holds no {category} term of the lexicon"),
+                format!(
+                    "the unsafe prompt holds no {category} term of the lexicon{elsewhere}; the \
+                     built-in lexicons are English (see [alignment] require_lexicon_term)"
+                ),
             )));
         }
         if let Some((other, term)) = self.lexicons.any_term(safe_prompt) {
@@ -364,6 +379,7 @@ mod tests {
             lexicons: &lexicons,
             tokenizer: &tokenizer,
             max_token_edits: 8,
+            require_lexicon_term: true,
             rewriters: vec![&rewriter],
         };
         let items = vec![
@@ -448,6 +464,7 @@ mod tests {
             lexicons: &lexicons,
             tokenizer: &tokenizer,
             max_token_edits: 8,
+            require_lexicon_term: false,
             rewriters: vec![],
         };
         let long = "a very long and winding description of a garden ".repeat(12);

@@ -61,7 +61,7 @@ pub struct SamplerTimings {
 }
 
 /// What a batch's denoising carries from step to step.
-struct Walk {
+struct Walk<'o> {
     /// Each pair's generator, positioned after its x_T.
     rngs: Vec<Mt19937>,
     /// The scheduler's multistep history.
@@ -70,6 +70,8 @@ struct Walk {
     timings: SamplerTimings,
     /// The trajectory recorder, when steps are recorded.
     recorder: Option<Recorder>,
+    /// Told (step done, steps) after every denoising step.
+    on_step: &'o (dyn Fn(usize, usize) + Sync),
 }
 
 /// Renders pairs with one model, scheduler configuration and negative prompt.
@@ -175,7 +177,7 @@ impl<'m> PairSampler<'m> {
         mut latents: Tensor,
         steps: std::ops::Range<usize>,
         (context, guidance): &(Tensor, Option<Tensor>),
-        walk: &mut Walk,
+        walk: &mut Walk<'_>,
     ) -> Result<Tensor, RuntimeError> {
         let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
         let rows = latents.dim(0).map_err(runtime)?;
@@ -241,6 +243,7 @@ impl<'m> PairSampler<'m> {
                     &mut walk.scheduler,
                 )
                 .map_err(runtime)?;
+            (walk.on_step)(index + 1, self.scheduler.len());
         }
         Ok(latents)
     }
@@ -252,6 +255,15 @@ impl<'m> PairSampler<'m> {
 
     /// Renders a batch of pairs; the output order follows `jobs`.
     pub fn render(&self, jobs: &[RenderJob]) -> Result<Vec<RenderedPair>, RuntimeError> {
+        self.render_observed(jobs, &|_, _| {})
+    }
+
+    /// As [`Self::render`], telling `on_step` (step done, steps) after every denoising step.
+    pub fn render_observed(
+        &self,
+        jobs: &[RenderJob],
+        on_step: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<RenderedPair>, RuntimeError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -270,6 +282,7 @@ impl<'m> PairSampler<'m> {
             scheduler: SchedulerState::default(),
             timings: self.timings(),
             recorder: None,
+            on_step,
         };
         let started = Instant::now();
         // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one
@@ -361,7 +374,7 @@ impl<'m> PairSampler<'m> {
         cond: &Tensor,
         jobs: &[RenderJob],
         branches: usize,
-        walk: &mut Walk,
+        walk: &mut Walk<'_>,
     ) -> Result<Tensor, RuntimeError> {
         let runtime = |e: candle_core::Error| RuntimeError::candle("pair sampler", e);
         let device = &self.model.device;

@@ -34,6 +34,8 @@ pub struct TokenizedPrompt {
     pub content: Vec<u32>,
     /// True when the prompt had more than 75 content tokens and was cut.
     pub truncated: bool,
+    /// Tokens of the whole prompt with its start and end tokens, before any cut.
+    pub length: usize,
 }
 
 /// CLIP tokenizer with SD's padding convention.
@@ -264,6 +266,7 @@ impl ClipTokenizer {
             .encode(cleaned.as_str(), false)
             .map_err(|e| RuntimeError::input(format!("cannot tokenize prompt {prompt:?}: {e}")))?;
         let mut content = encoding.get_ids().to_vec();
+        let length = content.len() + 2;
         let max_content = CONTEXT_LENGTH - 2;
         let truncated = content.len() > max_content;
         content.truncate(max_content);
@@ -276,6 +279,7 @@ impl ClipTokenizer {
             ids,
             content,
             truncated,
+            length,
         })
     }
 }

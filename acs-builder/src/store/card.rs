@@ -59,7 +59,7 @@ const FEATURES: &[(&str, &str)] = &[
 
 /// Renders the card for a finished dataset.
 pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows: u64) -> String {
-    let mut out = yaml_header(dataset);
+    let mut out = yaml_header(dataset, build.output.license.as_deref());
     let _ = writeln!(out, "# Aligned Counterfactual Safety dataset\n");
     let _ = writeln!(
         out,
@@ -90,7 +90,7 @@ pub fn dataset_card(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
 }
 
 /// The Hugging Face YAML header: configs and data files per split, the features, sizes.
-fn yaml_header(dataset: &DatasetManifest) -> String {
+fn yaml_header(dataset: &DatasetManifest, license: Option<&str>) -> String {
     let mut bytes_per_split: BTreeMap<&str, u64> = BTreeMap::new();
     for shard in &dataset.shards {
         *bytes_per_split.entry(shard.split.as_str()).or_insert(0) += shard.bytes;
@@ -100,6 +100,9 @@ fn yaml_header(dataset: &DatasetManifest) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "---");
     let _ = writeln!(out, "pretty_name: Aligned Counterfactual Safety pairs");
+    if let Some(license) = license {
+        let _ = writeln!(out, "license: {license}");
+    }
     let _ = writeln!(
         out,
         "tags:\n- text-to-image\n- safety\n- counterfactual\n- acs"

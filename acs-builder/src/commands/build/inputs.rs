@@ -59,7 +59,7 @@ impl BuildInputs {
         let m = &loaded.manifest;
         let sources = read_all(&loaded)?;
         let lexicons = match &m.rewrite.lexicons {
-            Some(dir) => Lexicons::from_dir(&loaded.resolve(dir))?,
+            Some(dir) => Lexicons::from_dir(&loaded.resolve(dir), m.rewrite.replace_lexicons)?,
             None => Lexicons::built_in()?,
         };
         let llm = match &m.rewrite.llm {
@@ -107,6 +107,7 @@ impl BuildInputs {
             lexicons: &self.lexicons,
             tokenizer,
             max_token_edits: self.loaded.manifest.alignment.max_token_edits,
+            require_lexicon_term: self.loaded.manifest.alignment.require_lexicon_term,
             rewriters,
         };
         let mut pairing = pairer.pair(self.sources.items.clone())?;

@@ -28,7 +28,7 @@ pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
 pub use model::{load_model, load_model_from, model_dir, resolve_or_fetch};
 pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
-pub use report::BuildReport;
+pub use report::{BuildReport, PlannedRow};
 
 use output::{check_output_folder, OutputState};
 use report::Stopwatch;
@@ -69,7 +69,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
     let prepared = inputs.prepare(&model.tokenizer, &model.sha256, options.worker)?;
     watch.lap("plan and align prompts");
     if prepared.plan.pairs.is_empty() {
-        return Err(nothing_to_render(&inputs, &prepared));
+        return Err(nothing_to_render(&inputs, &prepared, &options.out));
     }
     let resuming = existing.is_some();
     let (mut sink, resumed) = open_sink(options, &inputs, &model, existing)?;
@@ -150,22 +150,13 @@ fn dry_run(
     let fingerprint = model_fingerprint(&dir).map_err(in_manifest)?;
     let prepared = inputs.prepare(&tokenizer, &fingerprint, options.worker)?;
     watch.lap("plan and align prompts");
-    for pair in &prepared.plan.pairs {
-        tracing::info!(
-            "{} {} seed={} edits={} {:?} -> {:?}",
-            pair.pair_id,
-            pair.split,
-            pair.seed,
-            pair.alignment.token_edit_distance,
-            pair.prompts.unsafe_prompt,
-            pair.prompts.safe_prompt
-        );
-    }
     Ok(BuildReport {
         out: options.out.clone(),
         dry_run: true,
         rows: prepared.plan.pairs.len() as u64,
         stage_seconds: watch.laps(),
+        planned: prepared.plan.pairs.iter().map(PlannedRow::of).collect(),
+        rejected: prepared.rejects.clone(),
         ..inputs.summary(&prepared)
     })
 }
@@ -183,17 +174,36 @@ fn up_to_date(out: &Path, existing: &DatasetManifest) -> Result<BuildReport, Acs
     })
 }
 
-/// The error of a build whose every input was rejected.
-fn nothing_to_render(inputs: &BuildInputs, prepared: &Prepared) -> AcsError {
+/// The error of a build whose every input was rejected; the rejects are written to
+/// `out/rejects.jsonl` all the same (a rerun into `out` is not refused for them).
+fn nothing_to_render(inputs: &BuildInputs, prepared: &Prepared, out: &Path) -> AcsError {
     let counts = inputs.summary(prepared).rejects;
     let reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let written = std::fs::create_dir_all(out)
+        .map_err(|e| AcsError::io(out, e))
+        .and_then(|()| write_rejects(out, &prepared.rejects));
+    let listed = match written {
+        Ok(()) => format!("see {}", out.join(REJECTS_FILE).display()),
+        Err(_) => "`acs build --dry-run` lists them".to_owned(),
+    };
     AcsError::input(format!(
-        "{}: no pair to render: all {} inputs were rejected ({}); `acs build --dry-run` lists \
-         them",
+        "{}: no pair to render: {} ({}); {listed}",
         inputs.loaded.file.display(),
-        prepared.rejects.len(),
+        match prepared.rejects.len() {
+            1 => "the only input was rejected".to_owned(),
+            n => format!("all {n} inputs were rejected"),
+        },
         reasons.join(", ")
     ))
+}
+
+/// `1 pair`, `2 pairs`: `count` and the singular or plural words.
+pub fn plural(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
 }
 
 /// A new sink, or the unfinished build's reopened (same model weights required).

@@ -6,6 +6,7 @@ use acs_schema::{DatasetManifest, WorkerSlice, MANIFEST_FILE};
 
 use crate::error::AcsError;
 use crate::store::journal::JOURNAL_DIR;
+use crate::store::REJECTS_FILE;
 
 /// What the output folder holds.
 pub enum OutputState {
@@ -34,9 +35,10 @@ pub fn check_output_folder(
         )));
     }
     if !out.join(MANIFEST_FILE).is_file() {
-        if !only_early_traces(out)? {
+        if let Some(found) = other_content(out)? {
             return Err(AcsError::input(format!(
-                "{}: output folder is not empty",
+                "{}: output folder is not empty (it holds {found}) and is no acs build; choose a \
+                 new folder (a folder holding an unfinished build of this manifest is resumed)",
                 out.display()
             )));
         }
@@ -71,13 +73,16 @@ pub fn check_output_folder(
     })
 }
 
-/// Whether a folder holds only what a build killed before its first manifest leaves.
-fn only_early_traces(out: &Path) -> Result<bool, AcsError> {
+/// What a folder holds besides the traces of a build that ended before its first manifest
+/// (the journal, temporary files, the rejects of a build with nothing to render), named for a
+/// message (at most three names); `None` when nothing else.
+fn other_content(out: &Path) -> Result<Option<String>, AcsError> {
+    let mut others = Vec::new();
     for entry in std::fs::read_dir(out).map_err(|e| AcsError::io(out, e))? {
         let entry = entry.map_err(|e| AcsError::io(out, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let allowed = match name.as_str() {
-            JOURNAL_DIR => true,
+            JOURNAL_DIR | REJECTS_FILE => true,
             "data" => std::fs::read_dir(entry.path())
                 .map_err(|e| AcsError::io(&entry.path(), e))?
                 .flatten()
@@ -85,10 +90,15 @@ fn only_early_traces(out: &Path) -> Result<bool, AcsError> {
             _ => name.starts_with('.') && name.ends_with(".tmp"),
         };
         if !allowed {
-            return Ok(false);
+            others.push(format!("`{name}`"));
         }
     }
-    Ok(true)
+    others.sort();
+    Ok(match others.len() {
+        0 => None,
+        1..=3 => Some(others.join(", ")),
+        n => Some(format!("{}, ... ({n} entries)", others[..3].join(", "))),
+    })
 }
 
 /// A folder that does not exist yet: its nearest existing ancestor must be writable.

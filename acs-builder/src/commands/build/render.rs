@@ -96,15 +96,22 @@ pub fn render_into(
         let batches = &batches;
         let renderer = scope.spawn(move || -> Result<(Duration, Duration), AcsError> {
             let (mut busy, mut idle) = (Duration::ZERO, Duration::ZERO);
-            for batch in batches {
+            let count = batches.len();
+            for (number, batch) in batches.iter().enumerate() {
                 let started = Instant::now();
-                let rendered = sampler.render(&jobs(batch)).map_err(|e| match e {
-                    RuntimeError::OutOfMemory(message) => AcsError::input(format!(
+                let on_step = |step: usize, steps: usize| {
+                    progress.step(format!("batch {}/{count}, step {step}/{steps}", number + 1))
+                };
+                let rendered =
+                    sampler
+                        .render_observed(&jobs(batch), &on_step)
+                        .map_err(|e| match e {
+                            RuntimeError::OutOfMemory(message) => AcsError::input(format!(
                         "{message}; lower [sampling].batch_pairs (now {}) or the image size",
                         batch.len()
                     )),
-                    other => other.into(),
-                })?;
+                            other => other.into(),
+                        })?;
                 let waiting = Instant::now();
                 busy += waiting - started;
                 if sender.send(rendered).is_err() {
@@ -149,6 +156,8 @@ fn store_batches(
     times: &mut StageTimes,
 ) -> Result<(), AcsError> {
     let mut done = 0u64;
+    let total = done_before + batches.iter().map(|b| b.len() as u64).sum::<u64>();
+    crate::commands::interrupt::record_progress(done_before, total);
     for (batch, rendered) in batches.iter().zip(receiver.iter()) {
         let started = Instant::now();
         let records = rows.rows(batch, rendered)?;
@@ -158,6 +167,7 @@ fn store_batches(
         sink.push_batch(records)?;
         times.write += made.elapsed();
         progress.update(done_before + done, done);
+        crate::commands::interrupt::record_progress(done_before + done, total);
     }
     Ok(())
 }

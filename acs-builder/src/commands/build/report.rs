@@ -8,6 +8,44 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::plural;
+use crate::prompts::plan::PlannedPair;
+use crate::prompts::sources::Reject;
+
+/// A pair a dry run would render.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRow {
+    /// Its pair_id.
+    pub pair_id: String,
+    /// Its split.
+    pub split: String,
+    /// Its category.
+    pub category: String,
+    /// Its x_T seed.
+    pub seed: u64,
+    /// CLIP-token edits between the prompts.
+    pub token_edit_distance: u32,
+    /// The unsafe prompt.
+    pub unsafe_prompt: String,
+    /// The safe prompt.
+    pub safe_prompt: String,
+}
+
+impl PlannedRow {
+    /// The row of a planned pair.
+    pub fn of(pair: &PlannedPair) -> Self {
+        Self {
+            pair_id: pair.pair_id.clone(),
+            split: pair.split.clone(),
+            category: pair.prompts.category.clone(),
+            seed: pair.seed,
+            token_edit_distance: pair.alignment.token_edit_distance,
+            unsafe_prompt: pair.prompts.unsafe_prompt.clone(),
+            safe_prompt: pair.prompts.safe_prompt.clone(),
+        }
+    }
+}
+
 /// What a build did, with wall time per stage.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BuildReport {
@@ -42,6 +80,12 @@ pub struct BuildReport {
     pub render_idle_share: Option<f64>,
     /// (stage, seconds) in pipeline order.
     pub stage_seconds: Vec<(String, f64)>,
+    /// Dry run: every pair that would be rendered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedRow>,
+    /// Dry run: every input that would be rejected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Reject>,
 }
 
 impl BuildReport {
@@ -61,16 +105,47 @@ impl fmt::Display for BuildReport {
             );
         }
         if self.dry_run {
+            for row in &self.planned {
+                writeln!(
+                    f,
+                    "pair {} {} seed {} {} edits {}: {:?} -> {:?}",
+                    row.pair_id,
+                    row.split,
+                    row.seed,
+                    row.category,
+                    row.token_edit_distance,
+                    row.unsafe_prompt,
+                    row.safe_prompt
+                )?;
+            }
+            for reject in &self.rejected {
+                let id = reject
+                    .id
+                    .as_ref()
+                    .map_or(String::new(), |id| format!(" (id {id})"));
+                writeln!(
+                    f,
+                    "reject {}:{}{id} {}: {}",
+                    reject.source.display(),
+                    reject.line,
+                    reject.reason,
+                    reject.detail
+                )?;
+            }
             writeln!(
                 f,
-                "dry run: {} pairs would be rendered ({} duplicates dropped)",
-                self.rows, self.duplicates
+                "dry run: {} would be rendered ({} dropped)",
+                plural(self.rows as usize, "pair", "pairs"),
+                plural(self.duplicates, "duplicate", "duplicates")
             )?;
         } else {
             writeln!(
                 f,
-                "wrote {} pairs ({} valid) in {} shards to {out} ({} duplicates dropped)",
-                self.rows, self.valid_rows, self.shards, self.duplicates
+                "wrote {} ({} valid) in {} to {out} ({} dropped)",
+                plural(self.rows as usize, "pair", "pairs"),
+                self.valid_rows,
+                plural(self.shards, "shard", "shards"),
+                plural(self.duplicates, "duplicate", "duplicates")
             )?;
             if self.resumed_rows > 0 {
                 writeln!(
@@ -84,11 +159,11 @@ impl fmt::Display for BuildReport {
         let rejected: usize = self.rejects.values().sum();
         writeln!(
             f,
-            "  inputs: {} safe prompts rewritten by the lexicons, {} by the LLM; {} rows \
-             filtered out; {rejected} rejected{}",
-            self.rewritten_by("lexicon"),
+            "  inputs: {} rewritten by the lexicons, {} by the LLM; {} filtered out; \
+             {rejected} rejected{}",
+            plural(self.rewritten_by("lexicon"), "safe prompt", "safe prompts"),
             self.rewritten_by("llm"),
-            self.filtered,
+            plural(self.filtered, "row", "rows"),
             if self.dry_run {
                 ""
             } else {

@@ -45,7 +45,7 @@ impl PromptSource for PairsJsonl {
             let row: Row = match serde_json::from_str(&text) {
                 Ok(row) => row,
                 Err(e) => {
-                    let detail = format!("invalid JSON object: {e}");
+                    let detail = super::json_line_error(&e);
                     batch
                         .rejects
                         .push(Reject::at(&origin, "invalid-row", detail));

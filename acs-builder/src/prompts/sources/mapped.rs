@@ -350,9 +350,10 @@ pub fn parse_seed(text: &str) -> Result<u64, String> {
 
 /// A guidance-scale field: a number >= 0.
 pub fn parse_guidance(text: &str) -> Result<f32, String> {
+    let max = f64::from(crate::manifest::MAX_GUIDANCE_SCALE);
     match text.trim().parse::<f64>() {
-        Ok(g) if g.is_finite() && g >= 0.0 => Ok(g as f32),
-        Ok(g) => Err(format!("guidance scale {g} is not >= 0")),
+        Ok(g) if g.is_finite() && (0.0..=max).contains(&g) => Ok(g as f32),
+        Ok(g) => Err(format!("guidance scale {g} is not in [0, {max}]")),
         Err(_) => Err(format!("guidance scale `{}` is not a number", text.trim())),
     }
 }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::error::AcsError;
 use crate::manifest::{
     LoadedManifest, Preset, SourceKind, SourceSection, TableFormat, BENIGN_CATEGORY,
+    MAX_GUIDANCE_SCALE,
 };
 use crate::runtime::RuntimeError;
 
@@ -293,6 +294,16 @@ fn read_file(path: &Path) -> Result<Vec<u8>, AcsError> {
     std::fs::read(path).map_err(|e| AcsError::io(path, e))
 }
 
+/// serde_json's error on one line of a JSONL file, with the column but not its "line 1" (the
+/// reject names the file's own line).
+fn json_line_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    format!("invalid JSON object: {message} (column {})", err.column())
+}
+
 /// A decoded line with its origin, or the reject of a line that is not valid UTF-8.
 type TextLine = Result<(Origin, String), Reject>;
 
@@ -372,9 +383,9 @@ fn pair_item(
 /// A source's guidance scale, when it gives one, must be a number >= 0.
 fn check_guidance(guidance_scale: Option<f32>) -> Result<(), String> {
     match guidance_scale {
-        Some(g) if !(g.is_finite() && g >= 0.0) => {
-            Err(format!("guidance_scale must be >= 0 (got {g})"))
-        }
+        Some(g) if !(g.is_finite() && (0.0..=MAX_GUIDANCE_SCALE).contains(&g)) => Err(format!(
+            "guidance_scale must be in [0, {MAX_GUIDANCE_SCALE}] (got {g})"
+        )),
         _ => Ok(()),
     }
 }

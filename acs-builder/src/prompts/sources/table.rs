@@ -164,7 +164,7 @@ fn read_jsonl(path: &Path, batch: &mut SourceBatch) -> Result<Table, AcsError> {
             Err(e) => batch.rejects.push(Reject::at(
                 &origin,
                 "invalid-row",
-                format!("invalid JSON object: {e}"),
+                super::json_line_error(&e),
             )),
         }
     }
@@ -284,6 +284,12 @@ mod tests {
         assert_eq!(table.rows[1].origin.line, 3);
         let reasons: Vec<usize> = batch.rejects.iter().map(|r| r.line).collect();
         assert_eq!(reasons, [2, 4]);
+        // serde_json's "line 1" of the one-line document is not the file's line 4.
+        let detail = &batch.rejects[1].detail;
+        assert!(
+            detail.ends_with("(column 2)") && !detail.contains("line 1"),
+            "{detail}"
+        );
         let err = table.missing("`adv_prompt`", "preset mma").to_string();
         assert!(
             err.contains("t.jsonl: no `adv_prompt` column (preset mma; found: \"prompt\""),
