@@ -59,7 +59,8 @@ fn by_prompt<'a>(rows: &'a [PairRecord], unsafe_prompt: &str) -> &'a PairRecord 
 #[test]
 fn masks_trajectories_and_benign_rows_build_validate_and_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let output = "masks = true\nmask_dilation = 1\ntrajectory_steps = [4, 0]\n";
+    let output =
+        "masks = true\nmask_dilation = 1\ntrajectory_steps = [4, 0]\nlicense = \"cc-by-4.0\"\n";
     let ds = built(dir.path(), "full", output);
     let home = dir.path().join("home");
     let run = acs(
@@ -131,6 +132,7 @@ fn masks_trajectories_and_benign_rows_build_validate_and_replay() {
     assert_eq!(stats["rows"], 4);
     let card = std::fs::read_to_string(ds.join("README.md")).unwrap();
     assert!(card.contains("## Training outputs") && card.contains("benign preservation rows"));
+    assert!(card.starts_with("---\n") && card.contains("\nlicense: cc-by-4.0\n"));
 }
 
 #[test]

@@ -513,5 +513,8 @@ mod tests {
             .map(|r| (r.line, r.reason.as_str()))
             .collect();
         assert_eq!(reasons, [(2, "duplicate"), (3, "too-long")]);
+        let detail = &result.rejects[1].detail;
+        assert!(detail.ends_with("CLIP tokens, more than 77"), "{detail}");
+        assert!(detail.starts_with("the prompt has 1"), "{detail}");
     }
 }
