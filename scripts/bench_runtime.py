@@ -22,6 +22,7 @@ import time
 
 TOPOLOGIES = {
     # name: (block_out_channels, cross_attention_dim / text width, text layers, attention heads)
+    "sd15-tiny": ((32, 64, 64, 64), 128, 2, 8),
     "sd15-small": ((64, 128, 256, 256), 256, 4, 8),
     "sd15-medium": ((160, 320, 640, 640), 512, 6, 8),
     "sd15": ((320, 640, 1280, 1280), 768, 12, 8),
