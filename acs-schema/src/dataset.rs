@@ -215,7 +215,7 @@ impl Dataset {
             cloud_options: self
                 .location
                 .as_remote()
-                .map(crate::remote::polars_cloud_options),
+                .map(crate::remote_client::polars_cloud_options),
             ..Default::default()
         };
         LazyFrame::scan_parquet_files(refs.into_iter().collect(), args).map_err(|error| {

@@ -28,6 +28,7 @@ mod location;
 mod manifest;
 mod record;
 mod remote;
+mod remote_client;
 mod schema;
 mod shard;
 mod shard_reader;
