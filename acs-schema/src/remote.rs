@@ -6,6 +6,9 @@
 //! `AWS_REGION`, `AWS_ENDPOINT_URL`, ...; `GOOGLE_SERVICE_ACCOUNT`, ...; `AZURE_STORAGE_ACCOUNT_NAME`,
 //! `AZURE_STORAGE_ACCOUNT_KEY`, ...). Errors name the object's URL and a one-line reason, with
 //! the values of secret variables removed.
+//!
+//! The methods block (as do [`crate::Dataset::open`] and the readers on a URL); from async code,
+//! call them inside `tokio::task::spawn_blocking`.
 
 use std::ops::Range;
 use std::path::Path;
