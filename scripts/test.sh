@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust workspace (unit and end-to-end), a compile of the `cuda` feature
 # (no GPU needed), the Python peers (Hugging Face datasets, pyarrow, polars, scikit-image,
-# torch, diffusers, transformers, nudenet) on a freshly built smoke dataset, and the GPU check
+# torch, diffusers, transformers, nudenet) on a freshly built smoke dataset, the object-storage
+# tests against moto's S3 server on 127.0.0.1 (tests/python/test_object_storage.py), and the GPU check
 # script in its CPU mode. Python packages go into a cached virtual environment (ACS_VENV,
 # default ~/.cache/acs/venv); the CUDA compiler wheels into another (scripts/cuda-env.sh).
 set -euo pipefail

@@ -73,9 +73,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub manifest: PathBuf,
     /// Output dataset folder: new or empty, or an unfinished run of the same build, which is
-    /// resumed.
+    /// resumed. Or an object-store URL (s3://bucket/prefix, gs://..., az://...); credentials and
+    /// endpoint from the store's environment variables.
     #[arg(long)]
     pub out: PathBuf,
+    /// With an object-store --out: the local folder of the build's journal (default: under
+    /// $ACS_HOME/journals/); a rerun with the same folder resumes.
+    #[arg(long, value_name = "DIR")]
+    pub journal: Option<PathBuf>,
     /// List the pairs that would be rendered; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -99,6 +104,7 @@ impl BuildArgs {
         Ok(BuildOptions {
             manifest: self.manifest.clone(),
             out: self.out.clone(),
+            journal: self.journal.clone(),
             dry_run: self.dry_run,
             worker: worker.map(|c| c.slice),
             progress,
@@ -109,7 +115,7 @@ impl BuildArgs {
 /// `acs validate`.
 #[derive(Args)]
 pub struct ValidateArgs {
-    /// Dataset folder.
+    /// Dataset folder or object-store URL (s3://bucket/prefix, gs://..., az://...).
     pub dir: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
@@ -129,7 +135,7 @@ pub struct ValidateArgs {
     /// changed).
     #[arg(long, requires = "out")]
     pub drop_invalid: bool,
-    /// Output folder for --drop-invalid (new or empty).
+    /// Output folder for --drop-invalid (new or empty; a local folder).
     #[arg(long, requires = "drop_invalid")]
     pub out: Option<PathBuf>,
     /// The NudeNet 320n.onnx to re-run (default: the one the build used, if found).
@@ -162,7 +168,7 @@ impl ValidateArgs {
 /// `acs stats`.
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Dataset folder.
+    /// Dataset folder or object-store URL.
     pub dir: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -175,7 +181,7 @@ pub struct StatsArgs {
 /// `acs preview`.
 #[derive(Args)]
 pub struct PreviewArgs {
-    /// Dataset folder.
+    /// Dataset folder or object-store URL.
     pub dir: PathBuf,
     /// The PNG file to write.
     #[arg(long, value_name = "FILE.png")]
@@ -218,10 +224,11 @@ impl PreviewArgs {
 /// `acs merge`.
 #[derive(Args)]
 pub struct MergeArgs {
-    /// Worker output folders.
+    /// Worker output folders or object-store URLs.
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
-    /// The merged dataset folder (new or empty).
+    /// The merged dataset folder (new or empty), or an object-store URL (an empty prefix;
+    /// shards are copied on the server where the store allows).
     #[arg(long)]
     pub out: PathBuf,
     /// Merge although some workers' outputs are missing (a partial dataset).

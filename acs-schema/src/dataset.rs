@@ -1,5 +1,6 @@
 //! Loading a finished dataset: typed rows and a polars `LazyFrame`.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use polars::prelude::{
@@ -8,14 +9,17 @@ use polars::prelude::{
 };
 
 use crate::error::SchemaError;
+use crate::location::DatasetLocation;
 use crate::manifest::{DatasetManifest, ShardEntry};
 use crate::record::PairRecord;
-use crate::shard::read_shard;
+use crate::shard_reader::ShardReader;
 
-/// A dataset on disk: a directory with `acs-manifest.json` and the Parquet shards it lists.
+/// A dataset: a directory (local, or in object storage) with `acs-manifest.json` and the
+/// Parquet shards it lists.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     root: PathBuf,
+    location: DatasetLocation,
     manifest: DatasetManifest,
 }
 
@@ -26,6 +30,11 @@ impl Dataset {
     ///
     /// A dataset whose build is still running or was interrupted opens too (its manifest lists
     /// only finished shards); check [`DatasetManifest::complete`] via [`Dataset::manifest`].
+    ///
+    /// `dir` may be an object-store URL (`s3://bucket/prefix`, `gs://...`, `az://...`; see
+    /// [`DatasetLocation`]): the manifest and the shards are then read from the store, with
+    /// credentials and endpoint from the store's environment variables (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
     ///
     /// ```no_run
     /// use acs_schema::Dataset;
@@ -53,9 +62,23 @@ impl Dataset {
     /// # }
     /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SchemaError> {
-        let root = dir.as_ref().to_path_buf();
-        let manifest = DatasetManifest::load(&root)?;
-        let manifest_path = DatasetManifest::file_path(&root);
+        Self::open_location(DatasetLocation::from_path(dir.as_ref())?)
+    }
+
+    /// Opens the dataset at `location` (a local folder or an object-store folder; see
+    /// [`Dataset::open`], which parses the location from a path or URL).
+    pub fn open_location(location: DatasetLocation) -> Result<Self, SchemaError> {
+        let root = match &location {
+            DatasetLocation::Local(path) => path.clone(),
+            DatasetLocation::Remote(dir) => PathBuf::from(dir.url()),
+        };
+        let manifest = DatasetManifest::load_from(&location)?;
+        let manifest_path = location.name_of(crate::MANIFEST_FILE);
+        // One listing gives the sizes of every object of a remote dataset.
+        let remote_sizes: Option<HashMap<String, u64>> = match &location {
+            DatasetLocation::Remote(dir) => Some(dir.list()?.into_iter().collect()),
+            DatasetLocation::Local(_) => None,
+        };
         for (index, shard) in manifest.shards.iter().enumerate() {
             check_relative(&shard.path).map_err(|why| {
                 SchemaError::invalid(
@@ -63,38 +86,49 @@ impl Dataset {
                     format!("shards[{index}].path {:?} {why}", shard.path),
                 )
             })?;
-            let path = root.join(&shard.path);
-            let meta = match std::fs::metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(SchemaError::invalid(
-                        &path,
-                        format!("listed in {} but missing", manifest_path.display()),
-                    ))
-                }
-                Err(e) => return Err(SchemaError::io(&path, e)),
+            let path = location.name_of(&shard.path);
+            let size = match &remote_sizes {
+                Some(sizes) => sizes.get(&shard.path).copied(),
+                None => local_size(&path)?,
             };
-            if !meta.is_file() {
-                return Err(SchemaError::invalid(&path, "not a regular file"));
-            }
-            if meta.len() != shard.bytes {
+            let Some(size) = size else {
+                return Err(SchemaError::invalid(
+                    &path,
+                    format!("listed in {} but missing", manifest_path.display()),
+                ));
+            };
+            if size != shard.bytes {
                 return Err(SchemaError::invalid(
                     &path,
                     format!(
                         "size {} bytes differs from the {} bytes recorded in {}",
-                        meta.len(),
+                        size,
                         shard.bytes,
                         manifest_path.display()
                     ),
                 ));
             }
         }
-        Ok(Self { root, manifest })
+        Ok(Self {
+            root,
+            location,
+            manifest,
+        })
     }
 
-    /// The dataset directory.
+    /// The dataset directory (for a remote dataset, its URL as a path, e.g. `s3://bucket/ds`).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the dataset lives.
+    pub fn location(&self) -> &DatasetLocation {
+        &self.location
+    }
+
+    /// Opens a shard of the manifest for reading one row group at a time.
+    pub fn open_shard(&self, shard: &ShardEntry) -> Result<ShardReader, SchemaError> {
+        self.location.open_shard(&shard.path)
     }
 
     /// The loaded manifest.
@@ -102,10 +136,11 @@ impl Dataset {
         &self.manifest
     }
 
-    /// Full paths of the shards, in manifest order; only those of `split` when given.
+    /// Full paths of the shards (URLs for a remote dataset), in manifest order; only those of
+    /// `split` when given.
     pub fn shard_paths(&self, split: Option<&str>) -> Vec<PathBuf> {
         self.shards(split)
-            .map(|s| self.root.join(&s.path))
+            .map(|s| self.location.name_of(&s.path))
             .collect()
     }
 
@@ -139,8 +174,8 @@ impl Dataset {
     fn read(&self, split: Option<&str>) -> Result<Vec<PairRecord>, SchemaError> {
         let mut out = Vec::new();
         for shard in self.shards(split) {
-            let path = self.root.join(&shard.path);
-            let rows = read_shard(&path)?;
+            let path = self.location.name_of(&shard.path);
+            let (rows, _) = self.open_shard(shard)?.read_all()?;
             if rows.len() as u64 != shard.rows {
                 return Err(SchemaError::invalid(
                     &path,
@@ -164,16 +199,23 @@ impl Dataset {
         }
         let refs = paths
             .iter()
-            .map(|p| {
-                PlRefPath::try_from_path(p).map_err(|error| SchemaError::Polars {
-                    path: p.clone(),
-                    error,
-                })
+            .map(|p| match &self.location {
+                DatasetLocation::Remote(_) => Ok(PlRefPath::new(p.to_string_lossy().as_ref())),
+                DatasetLocation::Local(_) => {
+                    PlRefPath::try_from_path(p).map_err(|error| SchemaError::Polars {
+                        path: p.clone(),
+                        error,
+                    })
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let args = ScanArgsParquet {
             glob: false,
             hive_options: HiveOptions::new_disabled(),
+            cloud_options: self
+                .location
+                .as_remote()
+                .map(crate::remote_client::polars_cloud_options),
             ..Default::default()
         };
         LazyFrame::scan_parquet_files(refs.into_iter().collect(), args).map_err(|error| {
@@ -182,6 +224,16 @@ impl Dataset {
                 error,
             }
         })
+    }
+}
+
+/// The size of a local file; `None` when it does not exist.
+fn local_size(path: &Path) -> Result<Option<u64>, SchemaError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+        Ok(_) => Err(SchemaError::invalid(path, "not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SchemaError::io(path, e)),
     }
 }
 

@@ -110,6 +110,14 @@ pub enum SchemaError {
         /// What is wrong.
         detail: String,
     },
+    /// An object-store request failed, or an object is not what it should be.
+    #[error("{url}: {detail}")]
+    Remote {
+        /// The object's (or folder's) URL, e.g. `s3://bucket/ds/acs-manifest.json`.
+        url: String,
+        /// Why, in one line (never a credential).
+        detail: String,
+    },
     /// Anything else wrong with a file or directory.
     #[error("{}: {detail}", path.display())]
     Invalid {
@@ -165,6 +173,7 @@ impl SchemaError {
             | Self::Column { path, .. }
             | Self::Field { path, .. }
             | Self::Invalid { path, .. } => Some(path),
+            Self::Remote { url, .. } => Some(Path::new(url)),
             Self::Record { .. } | Self::Value { .. } => None,
         }
     }

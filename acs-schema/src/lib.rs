@@ -6,7 +6,10 @@
 //! - the Arrow schema v1 ([`arrow_schema`]) and the Hugging Face features metadata
 //!   ([`huggingface_metadata`]) that makes `datasets` decode the image columns as `Image`;
 //! - conversion between records and Arrow batches ([`records_to_batch`], [`batch_to_records`]);
-//! - the Parquet shard writer and readers ([`write_shard`], [`read_shard`], [`read_shard_footer`]);
+//! - the Parquet shard writer and readers ([`write_shard`], [`read_shard`], [`read_shard_footer`],
+//!   and [`ShardReader`], which reads one row group at a time and hashes as it reads);
+//! - where datasets live ([`DatasetLocation`]): local folders or object storage (`s3://`,
+//!   `gs://`, `az://`, through [`RemoteDir`]), credentials from the environment;
 //! - the dataset manifest ([`DatasetManifest`]) and the loading API ([`Dataset`]);
 //! - typed views of the tensor columns ([`PairRecord::trajectory`], [`F16Tensor`]).
 //!
@@ -21,10 +24,14 @@ mod dataset;
 mod digest;
 mod error;
 mod guard;
+mod location;
 mod manifest;
 mod record;
+mod remote;
+mod remote_client;
 mod schema;
 mod shard;
+mod shard_reader;
 mod tensors;
 
 pub use atomic::{temp_sibling, write_atomic, write_atomic_with};
@@ -34,8 +41,10 @@ pub use digest::{sha256_bytes, sha256_file};
 pub use error::SchemaError;
 pub use guard::guard;
 pub use half::f16;
+pub use location::DatasetLocation;
 pub use manifest::{DatasetManifest, ModelInfo, ShardEntry, WorkerSlice};
 pub use record::{ImageBlob, PairRecord};
+pub use remote::{is_remote_url, part_bytes, RemoteDir, DEFAULT_PART_BYTES, REMOTE_SCHEMES};
 pub use schema::{
     arrow_schema, huggingface_metadata, is_schema_v1, ADDED_COLUMNS, COLUMNS,
     HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS, SCHEMA_VERSION_METADATA_KEY,
@@ -44,6 +53,7 @@ pub use shard::{
     read_shard, read_shard_footer, shard_path, write_shard, writer_properties, ShardFacts,
     ShardFooter, ROW_GROUP_ROWS, ZSTD_LEVEL,
 };
+pub use shard_reader::ShardReader;
 pub use tensors::{F16Tensor, LatentMask, Trajectory, BENIGN_CATEGORY};
 
 /// The schema version this crate writes and reads.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::atomic::write_atomic;
 use crate::error::SchemaError;
+use crate::location::DatasetLocation;
 use crate::{MANIFEST_FILE, SCHEMA_VERSION};
 
 /// The dataset manifest `DIR/acs-manifest.json`: what was built, from which config and model,
@@ -107,7 +108,12 @@ impl DatasetManifest {
     /// Errors: missing or unreadable file, invalid JSON or unknown/missing keys (with line and
     /// column), and a `schema_version` other than [`SCHEMA_VERSION`] ("schema_version 2 is not
     /// supported by this acs (supports 1)"), which is checked before anything else.
+    ///
+    /// `dir` may be an object-store URL (`s3://bucket/ds`, see [`DatasetLocation`]).
     pub fn load(dir: &Path) -> Result<Self, SchemaError> {
+        if DatasetLocation::is_url(dir) {
+            return Self::load_from(&DatasetLocation::from_path(dir)?);
+        }
         let path = Self::file_path(dir);
         if dir.is_dir() && !path.exists() {
             return Err(SchemaError::invalid(
@@ -117,6 +123,24 @@ impl DatasetManifest {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| SchemaError::io(&path, e))?;
         Self::from_json(&text, &path)
+    }
+
+    /// Loads the manifest of the dataset at `location` (local or remote); a missing manifest is
+    /// an error naming it.
+    pub fn load_from(location: &DatasetLocation) -> Result<Self, SchemaError> {
+        let Some(dir) = location.as_remote() else {
+            return Self::load(location.as_local().unwrap_or(Path::new(".")));
+        };
+        let url = dir.url_of(MANIFEST_FILE);
+        let bytes = dir.get(MANIFEST_FILE)?.ok_or_else(|| SchemaError::Remote {
+            url: url.clone(),
+            detail: "not found (no dataset here)".into(),
+        })?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| SchemaError::Remote {
+            url: url.clone(),
+            detail: "not UTF-8 text".into(),
+        })?;
+        Self::from_json(&text, Path::new(&url))
     }
 
     /// Parses manifest JSON; `path` only serves error messages.
@@ -146,7 +170,13 @@ impl DatasetManifest {
     }
 
     /// Writes `dir/acs-manifest.json` atomically (temporary sibling, fsync, rename).
+    ///
+    /// `dir` may be an object-store URL: the manifest is then written in one request.
     pub fn save(&self, dir: &Path) -> Result<(), SchemaError> {
+        if DatasetLocation::is_url(dir) {
+            return DatasetLocation::from_path(dir)?
+                .write(MANIFEST_FILE, self.to_json().as_bytes());
+        }
         write_atomic(&Self::file_path(dir), self.to_json().as_bytes())
     }
 

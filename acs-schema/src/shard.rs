@@ -1,19 +1,16 @@
 //! Parquet shards of schema v1: the writer (atomic, deterministic) and the readers.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{parquet_to_arrow_schema, ArrowWriter};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
 use crate::atomic::write_atomic_with;
-use crate::convert::{batch_to_records, records_to_batch};
+use crate::convert::records_to_batch;
 use crate::digest::HashingWriter;
 use crate::error::SchemaError;
 use crate::record::PairRecord;
@@ -21,6 +18,7 @@ use crate::schema::{
     arrow_schema, huggingface_metadata, HUGGINGFACE_METADATA_KEY, IMAGE_COLUMNS,
     SCHEMA_VERSION_METADATA_KEY,
 };
+use crate::shard_reader::ShardReader;
 use crate::SCHEMA_VERSION;
 
 /// Rows per row group (and per Arrow batch while reading): images are large.
@@ -128,66 +126,17 @@ pub fn write_shard(path: &Path, records: &[PairRecord]) -> Result<ShardFacts, Sc
     })
 }
 
-/// Reads all rows of a shard. Errors name the file and, for bad values, the row and column.
-/// A malformed file that makes the Parquet reader panic is an error too.
+/// Reads all rows of a shard (a local path or an object-store URL). Errors name the file and,
+/// for bad values, the row and column. A malformed file that makes the Parquet reader panic is
+/// an error too. The file is read one row group at a time ([`ShardReader`]).
 pub fn read_shard(path: &Path) -> Result<Vec<PairRecord>, SchemaError> {
-    crate::guard::guard(|| read_shard_unguarded(path)).unwrap_or_else(|panic| {
-        Err(SchemaError::invalid(
-            path,
-            format!("malformed Parquet data (the reader failed: {panic})"),
-        ))
-    })
-}
-
-fn read_shard_unguarded(path: &Path) -> Result<Vec<PairRecord>, SchemaError> {
-    // The whole file in memory: the rows end up there anyway, and the Parquet reader parses
-    // page headers with many tiny reads (one system call per byte on a plain File, which a
-    // hostile header turned into minutes of CPU).
-    let bytes = bytes::Bytes::from(std::fs::read(path).map_err(|e| SchemaError::io(path, e))?);
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(ROW_GROUP_ROWS).build())
-        .map_err(|e| SchemaError::parquet(path, e))?;
-    let mut records = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| SchemaError::arrow(path, e))?;
-        let first_row = records.len();
-        records.extend(batch_to_records(&batch, path, first_row)?);
-    }
-    Ok(records)
+    Ok(ShardReader::open(path)?.read_all()?.0)
 }
 
 /// Reads a shard's Parquet footer only: row count, key-value metadata and whether the Arrow
 /// schema is schema v1.
 pub fn read_shard_footer(path: &Path) -> Result<ShardFooter, SchemaError> {
-    crate::guard::guard(|| read_shard_footer_unguarded(path)).unwrap_or_else(|panic| {
-        Err(SchemaError::invalid(
-            path,
-            format!("malformed Parquet footer (the reader failed: {panic})"),
-        ))
-    })
-}
-
-fn read_shard_footer_unguarded(path: &Path) -> Result<ShardFooter, SchemaError> {
-    let file = File::open(path).map_err(|e| SchemaError::io(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::parquet(path, e))?;
-    let meta = reader.metadata().file_metadata();
-    let rows = u64::try_from(meta.num_rows()).map_err(|_| {
-        SchemaError::invalid(path, format!("negative row count {}", meta.num_rows()))
-    })?;
-    let kv = meta.key_value_metadata();
-    let value = |key: &str| {
-        kv.and_then(|kv| kv.iter().find(|e| e.key == key))
-            .and_then(|e| e.value.clone())
-    };
-    let arrow_schema_matches = parquet_to_arrow_schema(meta.schema_descr(), kv)
-        .map(|schema| crate::schema::is_schema_v1(schema.fields()))
-        .unwrap_or(false);
-    Ok(ShardFooter {
-        rows,
-        schema_version: value(SCHEMA_VERSION_METADATA_KEY),
-        huggingface: value(HUGGINGFACE_METADATA_KEY),
-        arrow_schema_matches,
-    })
+    ShardReader::open(path)?.footer()
 }
 
 #[cfg(test)]
@@ -195,6 +144,8 @@ mod tests {
     use super::*;
     use crate::digest::sha256_file;
     use crate::record::fixtures;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::fs::File;
 
     fn records(n: usize) -> Vec<PairRecord> {
         (0..n)

@@ -17,6 +17,7 @@ mod fetch;
 mod fuzz_corpus;
 mod layout;
 mod llm;
+mod object_store;
 mod preview;
 mod resume;
 mod smoke_hashes;

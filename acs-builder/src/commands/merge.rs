@@ -2,13 +2,17 @@
 //! dataset. Every worker output must be a finished slice of the same build (same build
 //! config and model fingerprint) with intact shards; slices must not overlap, and all `n` must
 //! be present unless `--allow-partial`. Shards are copied (hard-linked where the file system
-//! allows) under their final names `{split}-{i:05d}-of-{n:05d}` in worker order, so merging
-//! the same outputs twice gives byte-identical datasets.
+//! allows, copied on the server within a bucket) under their final names
+//! `{split}-{i:05d}-of-{n:05d}` in worker order, so merging the same outputs twice gives
+//! byte-identical datasets. Inputs and output may be local folders or object-store URLs; each
+//! shard is read once, one row group at a time, hashed as it is read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use acs_schema::{read_shard, shard_path, DatasetManifest, ShardEntry, WorkerSlice};
+use acs_schema::{
+    shard_path, DatasetLocation, DatasetManifest, PairRecord, RemoteDir, ShardEntry, WorkerSlice,
+};
 
 use crate::commands::validate::recorded_build;
 use crate::error::AcsError;
@@ -33,12 +37,14 @@ pub struct MergeReport {
 /// One worker output, checked.
 struct WorkerOutput {
     dir: PathBuf,
+    location: DatasetLocation,
     manifest: DatasetManifest,
     slice: WorkerSlice,
 }
 
 fn load_worker(dir: &Path) -> Result<WorkerOutput, AcsError> {
-    let manifest = DatasetManifest::load(dir)?;
+    let location = DatasetLocation::from_path(dir)?;
+    let manifest = DatasetManifest::load_from(&location)?;
     let Some(slice) = manifest.worker else {
         return Err(AcsError::input(format!(
             "{}: not a worker output (built without --worker); merge joins the outputs of \
@@ -53,7 +59,8 @@ fn load_worker(dir: &Path) -> Result<WorkerOutput, AcsError> {
         )));
     }
     Ok(WorkerOutput {
-        dir: dir.to_path_buf(),
+        dir: PathBuf::from(location.to_string()),
+        location,
         manifest,
         slice,
     })
@@ -133,12 +140,17 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), AcsError> {
 /// The shards of every split, in worker order, each with the worker it comes from.
 type ShardsBySplit<'w> = BTreeMap<String, Vec<(&'w WorkerOutput, &'w ShardEntry)>>;
 
-/// Merges worker outputs `dirs` into the new folder `out`.
+/// Merges worker outputs `dirs` into the new folder `out` (a local folder or an object-store
+/// URL; either way the output appears only once complete).
 pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeReport, AcsError> {
     if dirs.is_empty() {
         return Err(AcsError::input("merge: name at least one worker output"));
     }
-    crate::store::staging::check_new_folder(out)?;
+    let target = DatasetLocation::from_path(out)?;
+    match &target {
+        DatasetLocation::Local(out) => crate::store::staging::check_new_folder(out)?,
+        DatasetLocation::Remote(dir) => check_empty_prefix(dir)?,
+    }
     let workers = dirs
         .iter()
         .map(|d| load_worker(d))
@@ -147,30 +159,53 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
     let build = recorded_build(&workers[0].dir, &workers[0].manifest)?;
     // Check every shard and collect pair ids before writing anything.
     let (per_split, valid_rows) = check_shards(&workers)?;
-    let rejects = {
-        let path = workers[0].dir.join(REJECTS_FILE);
-        std::fs::read(&path).map_err(|e| AcsError::io(&path, e))?
-    };
-    crate::store::staging::write_new_folder(out, |staging| -> Result<MergeReport, AcsError> {
+    let rejects = workers[0].location.read(REJECTS_FILE)?.ok_or_else(|| {
+        AcsError::integrity(format!(
+            "{}: missing",
+            workers[0].location.name_of(REJECTS_FILE).display()
+        ))
+    })?;
+    let write = |into: &DatasetLocation| -> Result<MergeReport, AcsError> {
         let manifest = DatasetManifest {
-            shards: copy_shards(&per_split, staging)?,
+            shards: copy_shards(&per_split, into)?,
             worker: None,
             complete: true,
             ..workers[0].manifest.clone()
         };
-        acs_schema::write_atomic(&staging.join(REJECTS_FILE), &rejects)?;
+        into.write(REJECTS_FILE, &rejects)?;
         let mut card = dataset_card(&manifest, &build, valid_rows);
         card.push_str(&provenance(&workers, &missing));
-        acs_schema::write_atomic(&staging.join("README.md"), card.as_bytes())?;
-        manifest.save(staging)?;
+        into.write("README.md", card.as_bytes())?;
+        // The manifest last: a reader never sees a partial dataset.
+        into.write(acs_schema::MANIFEST_FILE, manifest.to_json().as_bytes())?;
         Ok(MergeReport {
-            out: out.display().to_string(),
+            out: target.to_string(),
             workers: workers.len(),
             missing_workers: missing.clone(),
             rows: manifest.total_rows(),
             shards: manifest.shards.len(),
         })
-    })
+    };
+    match &target {
+        DatasetLocation::Local(out) => crate::store::staging::write_new_folder(out, |staging| {
+            write(&DatasetLocation::Local(staging.to_path_buf()))
+        }),
+        DatasetLocation::Remote(dir) => write(&target).inspect_err(|_| {
+            // Nothing half-written: remove what was copied.
+            let _ = dir.delete_all();
+        }),
+    }
+}
+
+/// Refuses an object-store `--out` that holds anything (the listing also proves the bucket and
+/// the credentials).
+fn check_empty_prefix(dir: &RemoteDir) -> Result<(), AcsError> {
+    match dir.list()?.first() {
+        None => Ok(()),
+        Some((name, _)) => Err(AcsError::input(format!(
+            "{dir}: --out is not empty (it holds {name}); choose a new prefix"
+        ))),
+    }
 }
 
 /// Checks every shard of every worker (path, split name, sha256, that its pairs belong to
@@ -192,35 +227,26 @@ fn check_shards(workers: &[WorkerOutput]) -> Result<(ShardsBySplit<'_>, u64), Ac
                     shard.split
                 )));
             }
-            let path = worker.dir.join(&shard.path);
-            let sha = acs_schema::sha256_file(&path)?;
-            if sha != shard.sha256 {
-                return Err(AcsError::integrity(format!(
-                    "{}: sha256 mismatch (manifest {}, file {sha})",
-                    path.display(),
-                    shard.sha256
-                )));
-            }
-            for record in read_shard(&path)? {
-                if !worker.slice.owns(&record.pair_id) {
-                    return Err(AcsError::integrity(format!(
-                        "{}: pair {} does not belong to worker {}",
-                        path.display(),
-                        record.pair_id,
-                        worker.slice
-                    )));
+            let path = worker.location.name_of(&shard.path);
+            let name = path.display().to_string();
+            read_verified(&worker.location, shard, |records| {
+                for record in records {
+                    if !worker.slice.owns(&record.pair_id) {
+                        return Err(AcsError::integrity(format!(
+                            "{name}: pair {} does not belong to worker {}",
+                            record.pair_id, worker.slice
+                        )));
+                    }
+                    if let Some(previous) = owner.insert(record.pair_id.clone(), name.clone()) {
+                        return Err(AcsError::integrity(format!(
+                            "{name}: pair {} is also in {previous}; the outputs overlap",
+                            record.pair_id
+                        )));
+                    }
+                    valid_rows += u64::from(record.valid);
                 }
-                if let Some(previous) =
-                    owner.insert(record.pair_id.clone(), path.display().to_string())
-                {
-                    return Err(AcsError::integrity(format!(
-                        "{}: pair {} is also in {previous}; the outputs overlap",
-                        path.display(),
-                        record.pair_id
-                    )));
-                }
-                valid_rows += u64::from(record.valid);
-            }
+                Ok(())
+            })?;
             per_split
                 .entry(shard.split.clone())
                 .or_default()
@@ -230,14 +256,81 @@ fn check_shards(workers: &[WorkerOutput]) -> Result<(ShardsBySplit<'_>, u64), Ac
     Ok((per_split, valid_rows))
 }
 
-/// Links or copies the shards into `staging/data` under their final names.
-fn copy_shards(per_split: &ShardsBySplit, staging: &Path) -> Result<Vec<ShardEntry>, AcsError> {
-    std::fs::create_dir_all(staging.join("data")).map_err(|e| AcsError::io(staging, e))?;
+/// Reads the shard of `entry` once, one row group at a time, handing each group's rows to
+/// `check`; a file whose sha256 differs from the manifest's is reported as such (before any
+/// error of its rows, which a damaged file explains).
+fn read_verified(
+    dir: &DatasetLocation,
+    entry: &ShardEntry,
+    mut check: impl FnMut(Vec<PairRecord>) -> Result<(), AcsError>,
+) -> Result<(), AcsError> {
+    let path = dir.name_of(&entry.path);
+    let mismatch = |sha: &str| {
+        AcsError::integrity(format!(
+            "{}: sha256 mismatch (manifest {}, file {sha})",
+            path.display(),
+            entry.sha256
+        ))
+    };
+    let mut reader = match dir.open_shard(&entry.path) {
+        Ok(reader) => reader,
+        Err(err) => {
+            return match dir.sha256(&entry.path) {
+                Ok(sha) if sha != entry.sha256 => Err(mismatch(&sha)),
+                _ => Err(err.into()),
+            }
+        }
+    };
+    let mut failure = None;
+    loop {
+        match reader.next_row_group() {
+            Ok(Some(records)) => {
+                if let Err(err) = check(records) {
+                    failure = Some(err);
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                failure = Some(err.into());
+                break;
+            }
+        }
+    }
+    let facts = reader.finish()?;
+    if facts.sha256 != entry.sha256 {
+        return Err(mismatch(&facts.sha256));
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Puts the shards into `into/data` under their final names: hard links or copies between
+/// local folders, server-side copies within a bucket, uploads and downloads in between.
+fn copy_shards(
+    per_split: &ShardsBySplit,
+    into: &DatasetLocation,
+) -> Result<Vec<ShardEntry>, AcsError> {
+    if let DatasetLocation::Local(staging) = into {
+        std::fs::create_dir_all(staging.join("data")).map_err(|e| AcsError::io(staging, e))?;
+    }
     let mut shards = Vec::new();
     for (split, entries) in per_split {
         for (i, (worker, shard)) in entries.iter().enumerate() {
             let name = shard_path(split, i, entries.len());
-            link_or_copy(&worker.dir.join(&shard.path), &staging.join(&name))?;
+            match (&worker.location, into) {
+                (DatasetLocation::Local(from), DatasetLocation::Local(to)) => {
+                    link_or_copy(&from.join(&shard.path), &to.join(&name))?
+                }
+                (DatasetLocation::Remote(from), DatasetLocation::Remote(to)) => {
+                    from.copy_to(&shard.path, to, &name)?
+                }
+                (DatasetLocation::Remote(from), DatasetLocation::Local(to)) => {
+                    from.download(&shard.path, &to.join(&name)).map(drop)?
+                }
+                (DatasetLocation::Local(from), DatasetLocation::Remote(to)) => {
+                    to.upload_file(&from.join(&shard.path), &name, &mut |_| {})?
+                }
+            }
             shards.push(ShardEntry {
                 path: name,
                 ..(*shard).clone()

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use acs_schema::{read_shard, MANIFEST_FILE};
+use acs_schema::{DatasetLocation, MANIFEST_FILE};
 
 use crate::commands::validate::Inspection;
 use crate::error::AcsError;
@@ -32,6 +32,12 @@ pub struct RepairReport {
 
 /// The output folder must be new (or an empty folder) and not the input.
 fn check_target(input: &Path, out: &Path) -> Result<(), AcsError> {
+    if DatasetLocation::is_url(out) {
+        return Err(AcsError::input(format!(
+            "{}: --drop-invalid writes a local folder (copy it to object storage afterwards)",
+            out.display()
+        )));
+    }
     let same = match (input.canonicalize(), out.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -65,6 +71,7 @@ fn write_kept(
     inspection: &Inspection,
 ) -> Result<RepairReport, AcsError> {
     let build = &inspection.build;
+    let location = DatasetLocation::from_path(input)?;
     let mut report = RepairReport::default();
     let mut sink = ShardSink::create(
         staging,
@@ -79,15 +86,19 @@ fn write_kept(
             }
             continue;
         }
-        let records = read_shard(&input.join(&shard.entry.path))?;
-        for (record, keep) in records.into_iter().zip(&shard.keep) {
-            if *keep {
-                report.kept += 1;
-                sink.push(record)?;
-            } else if record.valid {
-                report.dropped_faulty += 1;
-            } else {
-                report.dropped_invalid += 1;
+        // One row group at a time: memory follows the row-group size.
+        let mut reader = location.open_shard(&shard.entry.path)?;
+        let mut keep = shard.keep.iter();
+        while let Some(records) = reader.next_row_group()? {
+            for record in records {
+                if keep.next().copied().unwrap_or(false) {
+                    report.kept += 1;
+                    sink.push(record)?;
+                } else if record.valid {
+                    report.dropped_faulty += 1;
+                } else {
+                    report.dropped_invalid += 1;
+                }
             }
         }
     }
@@ -97,9 +108,7 @@ fn write_kept(
             input.display()
         )));
     }
-    let rejects = input.join(REJECTS_FILE);
-    if rejects.is_file() {
-        let bytes = std::fs::read(&rejects).map_err(|e| AcsError::io(&rejects, e))?;
+    if let Some(bytes) = location.read(REJECTS_FILE)? {
         acs_schema::write_atomic(&staging.join(REJECTS_FILE), &bytes)?;
     }
     let kept = report.kept;

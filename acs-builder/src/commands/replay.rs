@@ -166,15 +166,21 @@ pub fn replay_dataset(
     fraction: f64,
     model_dir: Option<&Path>,
 ) -> Result<ReplayReport, AcsError> {
-    let manifest = DatasetManifest::load(dir)?;
+    let location = acs_schema::DatasetLocation::from_path(dir)?;
+    let manifest = DatasetManifest::load_from(&location)?;
     let build = crate::commands::validate::recorded_build(dir, &manifest)?;
+    // Only the sampled rows are kept, read one row group at a time.
     let mut records = Vec::new();
     for shard in &manifest.shards {
-        for (row, record) in acs_schema::read_shard(&dir.join(&shard.path))?
-            .into_iter()
-            .enumerate()
-        {
-            records.push((format!("{}: row {row}", shard.path), record));
+        let mut reader = location.open_shard(&shard.path)?;
+        let mut row = 0;
+        while let Some(group) = reader.next_row_group()? {
+            for record in group {
+                if sampled(&record.pair_id, fraction) {
+                    records.push((format!("{}: row {row}", shard.path), record));
+                }
+                row += 1;
+            }
         }
     }
     let model = load_dataset_model(&build, model_dir)?;

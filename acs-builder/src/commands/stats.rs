@@ -108,14 +108,17 @@ fn value_f64(df: &DataFrame, name: &str, row: usize) -> Result<Option<f64>, Pola
 /// broken shard is named before a reader reports a missing column.
 pub fn check_shard_footers(dataset: &Dataset) -> Result<(), AcsError> {
     for shard in &dataset.manifest().shards {
-        let path = dataset.root().join(&shard.path);
-        let footer = acs_schema::read_shard_footer(&path).map_err(|e| {
-            AcsError::integrity(format!(
-                "{}: unreadable footer: {}",
-                path.display(),
-                crate::error::without_path(&e.to_string(), &path)
-            ))
-        })?;
+        let path = dataset.location().name_of(&shard.path);
+        let footer = dataset
+            .open_shard(shard)
+            .and_then(|r| r.footer())
+            .map_err(|e| {
+                AcsError::integrity(format!(
+                    "{}: unreadable footer: {}",
+                    path.display(),
+                    crate::error::without_path(&e.to_string(), &path)
+                ))
+            })?;
         if footer.schema_version.as_deref() != Some("1") || !footer.arrow_schema_matches {
             return Err(AcsError::integrity(format!(
                 "{}: not an acs schema v1 shard",

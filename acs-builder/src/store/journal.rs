@@ -41,6 +41,12 @@ pub enum Entry {
         /// How many of them are valid.
         valid_rows: u64,
     },
+    /// A finished shard was uploaded to the staging area of a remote output (and its local
+    /// copy may be gone).
+    Uploaded {
+        /// Path relative to the output folder.
+        path: String,
+    },
     /// The final renames (from, to), logged before the first one.
     Finishing {
         /// Provisional -> final shard paths, relative to the output folder.

@@ -10,6 +10,7 @@ use acs_schema::{read_shard, DatasetManifest, PairRecord};
 
 use crate::error::AcsError;
 use crate::store::journal::{Entry, Journal};
+use crate::store::publish::Publisher;
 use crate::store::sink::{remove_temp_files, Resumed, ShardSink, Spooled};
 
 /// What the journal of a killed build holds.
@@ -21,6 +22,8 @@ struct JournalState {
     batches: Vec<(u64, String, Vec<String>)>,
     /// The rename plan of an interrupted finish.
     pending_finish: Option<Vec<(String, String)>>,
+    /// Shards uploaded to the staging area of a remote output.
+    uploaded: HashSet<String>,
 }
 
 impl JournalState {
@@ -41,6 +44,9 @@ impl JournalState {
                     pair_ids,
                 } => state.batches.push((index, file, pair_ids)),
                 Entry::Finishing { renames } => state.pending_finish = Some(renames),
+                Entry::Uploaded { path } => {
+                    state.uploaded.insert(path);
+                }
             }
         }
         Ok(state)
@@ -50,12 +56,14 @@ impl JournalState {
 impl ShardSink {
     /// Reopens the unfinished build in `root` whose manifest is `manifest`: keeps the listed
     /// shards, puts the spooled rows that no listed shard holds back into the buffers, and
-    /// reports which pairs need no rendering.
+    /// reports which pairs need no rendering. With `remote`, `root` is the build's local work
+    /// folder and finished shards are in (or go to) the remote staging area.
     pub fn resume(
         root: &Path,
         manifest: DatasetManifest,
         shard_rows: usize,
         shard_bytes: u64,
+        remote: Option<Publisher>,
     ) -> Result<(Self, Resumed), AcsError> {
         let state = JournalState::read(root)?;
         let journal = Journal::open(root)?;
@@ -81,6 +89,7 @@ impl ShardSink {
             valid_rows: 0,
             shard_valid: HashMap::new(),
             pending_finish: state.pending_finish.clone(),
+            remote,
         };
         sink.adopt_listed_shards(&state)?;
         let mut resumed = Resumed {
@@ -102,7 +111,8 @@ impl ShardSink {
             .flatten()
             .map(|(from, to)| (from.as_str(), to.as_str()))
             .collect();
-        for shard in &self.manifest.shards {
+        for shard in self.manifest.shards.clone() {
+            let shard = &shard;
             let Some((ids, valid)) = state.shards.get(&shard.path) else {
                 return Err(AcsError::integrity(format!(
                     "{}: {} is listed in the manifest but not in the build journal; \
@@ -118,7 +128,11 @@ impl ShardSink {
             .into_iter()
             .flatten()
             .any(|p| self.root.join(p).is_file());
-            if !on_disk {
+            let present = match &self.remote {
+                Some(remote) => self.adopt_remote_shard(remote.clone(), shard, state, on_disk)?,
+                None => on_disk,
+            };
+            if !present {
                 return Err(AcsError::integrity(format!(
                     "{}: shard {} of the unfinished build is missing; cannot resume \
                      (choose an empty folder)",
@@ -136,6 +150,34 @@ impl ShardSink {
                 .next_index += 1;
         }
         Ok(())
+    }
+
+    /// Whether a listed shard of a remote build is there: uploaded (its staged object has the
+    /// recorded size), or still local, in which case it is uploaded now.
+    fn adopt_remote_shard(
+        &mut self,
+        remote: Publisher,
+        shard: &acs_schema::ShardEntry,
+        state: &JournalState,
+        on_disk: bool,
+    ) -> Result<bool, AcsError> {
+        if state.uploaded.contains(&shard.path) {
+            if state.pending_finish.is_some() {
+                return Ok(true); // the finish checks each copy
+            }
+            return match remote.staged_size(&shard.path)? {
+                Some(size) if size == shard.bytes => {
+                    let _ = std::fs::remove_file(self.root.join(&shard.path));
+                    Ok(true)
+                }
+                _ => Ok(false),
+            };
+        }
+        if !on_disk {
+            return Ok(false);
+        }
+        self.upload(&shard.path)?;
+        Ok(true)
     }
 
     /// Puts the rows of the journaled spool files that no finished shard holds back into the

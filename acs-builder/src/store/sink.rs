@@ -12,6 +12,7 @@ use acs_schema::{shard_path, write_atomic, write_shard, DatasetManifest, PairRec
 use crate::error::AcsError;
 use crate::store::fault;
 use crate::store::journal::{Entry, Journal};
+use crate::store::publish::{remove_work_dir, Publisher};
 
 /// Rows of one split waiting for their shard.
 #[derive(Default)]
@@ -56,6 +57,20 @@ pub struct ShardSink {
     pub(super) shard_valid: HashMap<String, u64>,
     /// The rename plan of an interrupted finish, to complete.
     pub(super) pending_finish: Option<Vec<(String, String)>>,
+    /// Where the dataset is published when the output is in object storage; `root` is then
+    /// the local work folder (see [`crate::store::publish`]).
+    pub(super) remote: Option<Publisher>,
+}
+
+/// After a remote build's manifest is written: removes the staging area and the local work
+/// folder. Failures only warn: the dataset is complete, and a rerun cleans up again.
+pub fn finish_remote(remote: &Publisher, work: &Path) {
+    if let Err(err) = remote.clear_staging() {
+        tracing::warn!("the dataset is complete, but its staging area was not removed: {err}");
+    }
+    if let Err(err) = remove_work_dir(work) {
+        tracing::warn!("the dataset is complete, but its work folder was not removed: {err}");
+    }
 }
 
 /// Approximate encoded size of a row, for the shard_bytes limit.
@@ -112,7 +127,15 @@ impl ShardSink {
             valid_rows: 0,
             shard_valid: HashMap::new(),
             pending_finish: None,
+            remote: None,
         })
+    }
+
+    /// The same sink, publishing into object storage: each finished shard is uploaded and its
+    /// local copy removed; `finish` publishes the dataset.
+    pub fn publishing_to(mut self, publisher: Publisher) -> Self {
+        self.remote = Some(publisher);
+        self
     }
 
     /// Spools a rendered batch (durably, so a resumed build does not render it again), then
@@ -196,10 +219,26 @@ impl ShardSink {
         fault::point("manifest-saved");
         self.rows += facts.rows;
         self.valid_rows += valid;
+        self.upload(&relative)?;
         self.shard_valid.insert(relative, valid);
         self.done.extend(pair_ids);
         self.drop_finished_spool();
         Ok(())
+    }
+
+    /// With a remote output: uploads the finished local shard `relative`, journals it and
+    /// removes the local copy.
+    pub(super) fn upload(&mut self, relative: &str) -> Result<(), AcsError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        remote.upload_shard(&self.root, relative)?;
+        self.journal.append(&Entry::Uploaded {
+            path: relative.to_owned(),
+        })?;
+        fault::point("shard-uploaded");
+        let path = self.root.join(relative);
+        std::fs::remove_file(&path).map_err(|e| AcsError::io(&path, e))
     }
 
     /// Deletes spool files whose rows are all in finished shards.
@@ -277,7 +316,10 @@ impl ShardSink {
         }
         for (shard, (from, to)) in shards.iter_mut().zip(&renames) {
             let (from_path, to_path) = (self.root.join(from), self.root.join(to));
-            if from_path.is_file() {
+            if let Some(remote) = &self.remote {
+                remote.copy_staged(from, to)?;
+                fault::point("shard-renamed");
+            } else if from_path.is_file() {
                 std::fs::rename(&from_path, &to_path).map_err(|e| AcsError::io(&to_path, e))?;
                 fault::point("shard-renamed");
             } else if !to_path.is_file() {
@@ -293,6 +335,18 @@ impl ShardSink {
         fault::check_write(&card_path)?;
         write_atomic(&card_path, card(&self.manifest, self.valid_rows).as_bytes())?;
         self.manifest.complete = true;
+        if let Some(remote) = &self.remote {
+            // The manifest last: a reader never sees a partial dataset.
+            remote.publish_file(&self.root, crate::store::REJECTS_FILE)?;
+            remote.publish_file(&self.root, "README.md")?;
+            remote.publish(
+                acs_schema::MANIFEST_FILE,
+                self.manifest.to_json().as_bytes(),
+            )?;
+            fault::point("manifest-complete");
+            finish_remote(remote, &self.root);
+            return Ok(self.manifest);
+        }
         fault::check_write(&self.root.join(acs_schema::MANIFEST_FILE))?;
         self.manifest.save(&self.root)?;
         fault::point("manifest-complete");

@@ -30,7 +30,7 @@ pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
 pub use report::{BuildReport, PlannedRow};
 
-use output::{check_output_folder, OutputState};
+use output::{check_output, OutputState, OutputTarget};
 use report::Stopwatch;
 
 /// Appended to errors after which the output folder holds resumable work.
@@ -41,8 +41,11 @@ const RESUME_NOTE: &str = " (the finished work is kept: run the same `acs build`
 pub struct BuildOptions {
     /// The build manifest file.
     pub manifest: PathBuf,
-    /// The output dataset folder.
+    /// The output dataset folder, or an object-store URL (`s3://bucket/prefix`, ...).
     pub out: PathBuf,
+    /// The local folder of the journal of an object-store output (default: under
+    /// `$ACS_HOME/journals/`).
+    pub journal: Option<PathBuf>,
     /// Plan only: list the pairs, load no model weights beyond the tokenizer, write nothing.
     pub dry_run: bool,
     /// Render only this worker's slice of the pairs (`--worker i/n`).
@@ -59,8 +62,9 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
     if options.dry_run {
         return dry_run(&inputs, options, watch);
     }
-    let existing = match check_output_folder(&options.out, &inputs.config_sha256, options.worker)? {
-        OutputState::Finished(existing) => return up_to_date(&options.out, &existing),
+    let target = OutputTarget::of(&options.out, options.journal.as_deref())?;
+    let existing = match check_output(&target, &inputs.config_sha256, options.worker)? {
+        OutputState::Finished(existing) => return up_to_date(&options.out, &target, &existing),
         OutputState::Unfinished(existing) => Some(existing),
         OutputState::Empty => None,
     };
@@ -72,7 +76,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         return Err(nothing_to_render(&inputs, &prepared, &options.out));
     }
     let resuming = existing.is_some();
-    let (mut sink, resumed) = open_sink(options, &inputs, &model, existing)?;
+    let (mut sink, resumed) = open_sink(options, &target, &inputs, &model, existing)?;
     if resuming {
         tracing::info!(
             "resuming: {} of {} pairs were already rendered",
@@ -80,7 +84,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
             prepared.plan.pairs.len()
         );
     }
-    if let Err(err) = write_rejects(&options.out, &prepared.rejects) {
+    if let Err(err) = write_rejects(&target.work, &prepared.rejects) {
         sink.discard_if_empty();
         return Err(err);
     }
@@ -94,7 +98,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         Err(err) if sink.holds_work() => return Err(err.with_note(RESUME_NOTE)),
         Err(err) => {
             // Before anything durable there is nothing to resume: leave no trace.
-            let _ = std::fs::remove_file(options.out.join(REJECTS_FILE));
+            let _ = std::fs::remove_file(target.work.join(REJECTS_FILE));
             sink.discard_if_empty();
             return Err(err);
         }
@@ -162,9 +166,16 @@ fn dry_run(
 }
 
 /// The report of a folder that already holds this build (a kill after the final manifest
-/// write can leave the journal behind: it is removed).
-fn up_to_date(out: &Path, existing: &DatasetManifest) -> Result<BuildReport, AcsError> {
-    Journal::remove(out)?;
+/// write can leave the journal behind: it is removed, and a remote build's staging area too).
+fn up_to_date(
+    out: &Path,
+    target: &OutputTarget,
+    existing: &DatasetManifest,
+) -> Result<BuildReport, AcsError> {
+    match &target.remote {
+        Some(remote) => crate::store::sink::finish_remote(remote, &target.work),
+        None => Journal::remove(out)?,
+    }
     Ok(BuildReport {
         out: out.to_path_buf(),
         rows: existing.total_rows(),
@@ -209,6 +220,7 @@ pub fn plural(count: usize, one: &str, many: &str) -> String {
 /// A new sink, or the unfinished build's reopened (same model weights required).
 fn open_sink(
     options: &BuildOptions,
+    target: &OutputTarget,
     inputs: &BuildInputs,
     model: &StableDiffusion,
     existing: Option<DatasetManifest>,
@@ -226,9 +238,15 @@ fn open_sink(
                 model.sha256
             )));
         }
-        return ShardSink::resume(&options.out, existing, shard_rows, shard_bytes);
+        return ShardSink::resume(
+            &target.work,
+            existing,
+            shard_rows,
+            shard_bytes,
+            target.remote.clone(),
+        );
     }
-    Journal::remove(&options.out)?;
+    Journal::remove(&target.work)?;
     let manifest = DatasetManifest {
         schema_version: SCHEMA_VERSION,
         acs_version: ACS_VERSION.to_owned(),
@@ -242,7 +260,10 @@ fn open_sink(
         shards: Vec::new(),
         worker: options.worker,
     };
-    let sink = ShardSink::create(&options.out, manifest, shard_rows, shard_bytes)?;
+    let mut sink = ShardSink::create(&target.work, manifest, shard_rows, shard_bytes)?;
+    if let Some(remote) = &target.remote {
+        sink = sink.publishing_to(remote.clone());
+    }
     Ok((sink, Resumed::default()))
 }
 

@@ -1,12 +1,129 @@
-//! What the output folder holds before a build starts, checked without touching it.
+//! What the output folder holds before a build starts, checked without touching it (an
+//! object-store output gets one probe object in its staging area, deleted at once).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use acs_schema::{DatasetManifest, WorkerSlice, MANIFEST_FILE};
+use acs_schema::{DatasetLocation, DatasetManifest, WorkerSlice, MANIFEST_FILE};
 
 use crate::error::AcsError;
 use crate::store::journal::JOURNAL_DIR;
 use crate::store::REJECTS_FILE;
+use crate::store::publish::{default_work_dir, Publisher, STAGING_DIR};
+
+/// Where a build writes: the local folder it works in (the output itself, or for an
+/// object-store output the local folder of its journal), and the publisher of a remote output.
+#[derive(Debug, Clone)]
+pub struct OutputTarget {
+    /// The local folder the sink writes (journal, spooled batches, shards being written).
+    pub work: PathBuf,
+    /// The object-store output, if `--out` is a URL.
+    pub remote: Option<Publisher>,
+}
+
+impl OutputTarget {
+    /// The target of `--out` (a folder or an object-store URL) and `--journal`.
+    pub fn of(out: &Path, journal: Option<&Path>) -> Result<Self, AcsError> {
+        match DatasetLocation::from_path(out)? {
+            DatasetLocation::Local(path) => {
+                if journal.is_some() {
+                    return Err(AcsError::input(
+                        "--journal: only for an object-store --out (s3://, gs://, az://); a \
+                         local output keeps its journal inside",
+                    ));
+                }
+                Ok(Self {
+                    work: path,
+                    remote: None,
+                })
+            }
+            DatasetLocation::Remote(dir) => Ok(Self {
+                work: journal.map_or_else(|| default_work_dir(dir.url()), Path::to_path_buf),
+                remote: Some(Publisher::new(dir)),
+            }),
+        }
+    }
+}
+
+/// Refuses outputs that cannot be written or hold something else; touches nothing (but a
+/// probe object of a remote output, deleted at once).
+pub fn check_output(
+    target: &OutputTarget,
+    config_sha256: &str,
+    worker: Option<WorkerSlice>,
+) -> Result<OutputState, AcsError> {
+    let Some(publisher) = &target.remote else {
+        return check_output_folder(&target.work, config_sha256, worker);
+    };
+    let dir = publisher.dir();
+    // Listing proves that the bucket exists and the credentials are good.
+    let objects = dir.list()?;
+    if objects.iter().any(|(name, _)| name == MANIFEST_FILE) {
+        let existing = DatasetManifest::load_from(&DatasetLocation::Remote(dir.clone()))?;
+        check_same_build(Path::new(dir.url()), &existing, config_sha256, worker)?;
+        if !existing.complete {
+            return Err(AcsError::input(format!(
+                "{dir}: holds an unfinished dataset that was not written by `acs build` into \
+                 object storage; choose another prefix"
+            )));
+        }
+        return Ok(OutputState::Finished(existing));
+    }
+    let staging = format!("{STAGING_DIR}/");
+    let foreign: Vec<&String> = objects
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with(&staging))
+        .collect();
+    if let Some(first) = foreign.first() {
+        return Err(AcsError::input(format!(
+            "{dir}: output is not empty (it holds {first}{}); choose a new prefix",
+            match foreign.len() {
+                1 => String::new(),
+                n => format!(" and {} more objects", n - 1),
+            }
+        )));
+    }
+    let probe = format!("{STAGING_DIR}/.acs-probe-{}", std::process::id());
+    publisher.publish(&probe, b"")?;
+    dir.delete(&probe)?;
+    match check_output_folder(&target.work, config_sha256, worker)? {
+        // The local copy of a finished manifest whose upload did not happen: finish again.
+        OutputState::Finished(mut existing) => {
+            existing.complete = false;
+            Ok(OutputState::Unfinished(existing))
+        }
+        state => Ok(state),
+    }
+}
+
+/// Refuses a manifest of another build or another worker slice in `out`.
+fn check_same_build(
+    out: &Path,
+    existing: &DatasetManifest,
+    config_sha256: &str,
+    worker: Option<WorkerSlice>,
+) -> Result<(), AcsError> {
+    if existing.build_config_sha256 != config_sha256 {
+        return Err(AcsError::input(format!(
+            "{}: holds a build of a different manifest (build_config_sha256 {}, this manifest \
+             {config_sha256}); choose another folder",
+            out.display(),
+            existing.build_config_sha256
+        )));
+    }
+    if existing.worker != worker {
+        let describe = |w: Option<WorkerSlice>| {
+            w.map_or("the whole build".to_string(), |w| format!("worker {w}"))
+        };
+        return Err(AcsError::input(format!(
+            "{}: holds {} of this manifest, not {}; choose another folder",
+            out.display(),
+            describe(existing.worker),
+            describe(worker)
+        )));
+    }
+    Ok(())
+}
 
 /// What the output folder holds.
 pub enum OutputState {
@@ -46,25 +163,7 @@ pub fn check_output_folder(
         return Ok(OutputState::Empty);
     }
     let existing = DatasetManifest::load(out)?;
-    if existing.build_config_sha256 != config_sha256 {
-        return Err(AcsError::input(format!(
-            "{}: holds a build of a different manifest (build_config_sha256 {}, this manifest \
-             {config_sha256}); choose another folder",
-            out.display(),
-            existing.build_config_sha256
-        )));
-    }
-    if existing.worker != worker {
-        let describe = |w: Option<WorkerSlice>| {
-            w.map_or("the whole build".to_string(), |w| format!("worker {w}"))
-        };
-        return Err(AcsError::input(format!(
-            "{}: holds {} of this manifest, not {}; choose another folder",
-            out.display(),
-            describe(existing.worker),
-            describe(worker)
-        )));
-    }
+    check_same_build(out, &existing, config_sha256, worker)?;
     probe_writable(out)?;
     Ok(if existing.complete {
         OutputState::Finished(existing)

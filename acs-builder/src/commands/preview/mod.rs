@@ -7,7 +7,7 @@ mod sheet;
 
 use std::path::{Path, PathBuf};
 
-use acs_schema::{read_shard, Dataset, PairRecord};
+use acs_schema::{Dataset, PairRecord};
 use polars::prelude::*;
 
 use crate::commands::draw::Canvas;
@@ -250,16 +250,22 @@ fn first_matches(dataset: &Dataset, options: &PreviewOptions) -> Result<Vec<Pair
         if options.split.as_deref().is_some_and(|s| s != shard.split) {
             continue;
         }
-        for (row, record) in read_shard(&dataset.root().join(&shard.path))?
-            .into_iter()
-            .enumerate()
-        {
-            if pairs.len() >= options.count {
+        // One row group at a time, stopping as soon as enough pairs are found.
+        let name = dataset.location().name_of(&shard.path);
+        let mut reader = dataset.open_shard(shard)?;
+        let mut row = 0;
+        while pairs.len() < options.count {
+            let Some(group) = reader.next_row_group()? else {
                 break;
-            }
-            if options.matches(&record.split, &record.category, record.valid) {
-                let place = format!("{}: row {row}", dataset.root().join(&shard.path).display());
-                pairs.push(decode_pair(record, &place)?);
+            };
+            for record in group {
+                if pairs.len() < options.count
+                    && options.matches(&record.split, &record.category, record.valid)
+                {
+                    let place = format!("{}: row {row}", name.display());
+                    pairs.push(decode_pair(record, &place)?);
+                }
+                row += 1;
             }
         }
     }

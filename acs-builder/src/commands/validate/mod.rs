@@ -12,7 +12,7 @@ mod shard;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use acs_schema::{read_shard, DatasetManifest, PairRecord, ShardEntry};
+use acs_schema::{DatasetLocation, DatasetManifest, PairRecord, ShardEntry};
 use rayon::prelude::*;
 
 use crate::commands::judges::{
@@ -28,7 +28,7 @@ pub use report::{ValidationReport, VALIDATION_FILE};
 pub use run::{run, ValidateOutcome, ValidateRun};
 
 use row::{check_row, metric_diffs, RowChecks, RowResult};
-use shard::{check_shard_file, unlisted_shards};
+use shard::{open_shard_file, sha_mismatch, unlisted_shards};
 
 /// What `acs validate` checks beyond integrity.
 #[derive(Debug, Clone, Default)]
@@ -218,7 +218,8 @@ pub fn inspect(
     options: &ValidateOptions,
     progress: ProgressMode,
 ) -> Result<Inspection, AcsError> {
-    let manifest = DatasetManifest::load(dir)?;
+    let location = DatasetLocation::from_path(dir)?;
+    let manifest = DatasetManifest::load_from(&location)?;
     let build = recorded_build(dir, &manifest)?;
     let (ran, judges, detector) = load_judges(&manifest, &build, options)?;
     let checks = RowChecks {
@@ -249,12 +250,19 @@ pub fn inspect(
         ));
     }
     let listed: Vec<String> = manifest.shards.iter().map(|s| s.path.clone()).collect();
-    report.errors.extend(unlisted_shards(dir, &listed));
+    report.errors.extend(unlisted_shards(&location, &listed));
     let progress = Progress::start(progress, "checked", "rows", 0, manifest.total_rows());
     let mut seen_ids = HashSet::new();
     let mut outcomes = Vec::with_capacity(manifest.shards.len());
     for entry in &manifest.shards {
-        let keep = inspect_shard(dir, entry, &manifest, &checks, &mut seen_ids, &mut report);
+        let keep = inspect_shard(
+            &location,
+            entry,
+            &manifest,
+            &checks,
+            &mut seen_ids,
+            &mut report,
+        );
         outcomes.push(ShardOutcome {
             entry: entry.clone(),
             keep,
@@ -270,42 +278,83 @@ pub fn inspect(
     })
 }
 
-/// Checks one listed shard and its rows into `report`; which rows are fit to keep.
+/// Checks one listed shard and its rows into `report`; which rows are fit to keep. The shard
+/// is read once, one row group at a time; its rows count in the report only when its sha256
+/// matches the manifest's (until then each checked row is held without its images).
 fn inspect_shard(
-    dir: &Path,
+    dir: &DatasetLocation,
     entry: &ShardEntry,
     manifest: &DatasetManifest,
     checks: &RowChecks,
     seen_ids: &mut HashSet<String>,
     report: &mut ValidationReport,
 ) -> Vec<bool> {
-    if !check_shard_file(dir, entry, &mut report.errors) {
+    let Some(open) = open_shard_file(dir, entry, &mut report.errors) else {
+        return Vec::new();
+    };
+    let mut reader = open.reader;
+    let path = dir.name_of(&entry.path);
+    let mut checked: Vec<(PairRecord, RowResult)> = Vec::new();
+    let mut read_error = None;
+    loop {
+        match reader.next_row_group() {
+            Ok(Some(records)) => {
+                let first = checked.len();
+                let results: Vec<RowResult> = records
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, record)| {
+                        let at = format!("{}: row {}", entry.path, first + i);
+                        check_row(record, &at, checks)
+                    })
+                    .collect();
+                checked.extend(records.into_iter().map(without_blobs).zip(results));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // Named relative to the dataset, like every other error of the report.
+                let message = without_path(&e.to_string(), &path);
+                read_error = Some(format!("{}: {message}", entry.path));
+                break;
+            }
+        }
+    }
+    let intact = match reader.finish() {
+        Ok(facts) => sha_mismatch(entry, &facts.sha256),
+        Err(e) => Some(format!(
+            "{}: {}",
+            entry.path,
+            without_path(&e.to_string(), &path)
+        )),
+    };
+    if let Some(error) = intact.or(read_error) {
+        report.errors.push(error);
         return Vec::new();
     }
-    let path = dir.join(&entry.path);
-    let records = match read_shard(&path) {
-        Ok(records) => records,
-        Err(e) => {
-            // Named relative to the dataset, like every other error of the report.
-            let message = without_path(&e.to_string(), &path);
-            report.errors.push(format!("{}: {message}", entry.path));
-            return Vec::new();
-        }
-    };
-    let results: Vec<RowResult> = records
-        .par_iter()
-        .enumerate()
-        .map(|(row, record)| check_row(record, &format!("{}: row {row}", entry.path), checks))
-        .collect();
-    records
-        .iter()
-        .zip(results)
+    report.errors.extend(open.pending_error);
+    checked
+        .into_iter()
         .enumerate()
         .map(|(row, (record, result))| {
             let at = format!("{}: row {row}", entry.path);
-            tally_row(record, result, &at, entry, manifest, seen_ids, report)
+            tally_row(&record, result, &at, entry, manifest, seen_ids, report)
         })
         .collect()
+}
+
+/// A checked row without its images, latents and trajectories (what the tally still needs is
+/// small).
+fn without_blobs(mut record: PairRecord) -> PairRecord {
+    record.unsafe_image.bytes = Vec::new();
+    record.safe_image.bytes = Vec::new();
+    record.unsafe_latent = None;
+    record.safe_latent = None;
+    record.change_mask = None;
+    record.change_mask_latent = None;
+    record.trajectory_latents = None;
+    record.trajectory_eps_unsafe = None;
+    record.trajectory_eps_safe = None;
+    record
 }
 
 /// Adds one checked row to the report: the dataset-level checks (split, duplicate ids, model),
@@ -376,6 +425,6 @@ pub fn validate(
     progress: ProgressMode,
 ) -> Result<ValidationReport, AcsError> {
     let inspection = inspect(dir, options, progress)?;
-    inspection.report.write(dir)?;
+    inspection.report.write(&DatasetLocation::from_path(dir)?)?;
     Ok(inspection.report)
 }

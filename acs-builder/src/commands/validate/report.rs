@@ -1,12 +1,10 @@
 //! The validation report: what `acs validate` found, as a table or JSON, and the exit code it
 //! decides.
 
+use acs_schema::DatasetLocation;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
-
-use acs_schema::write_atomic;
-use serde::Serialize;
 
 use crate::error::AcsError;
 
@@ -76,11 +74,12 @@ impl ValidationReport {
         self.passed = self.errors.is_empty() && invalid_fraction <= self.max_invalid_fraction;
     }
 
-    /// Writes the report as `validation.json` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), AcsError> {
+    /// Writes the report as `validation.json` into `dir` (a local folder: atomically; an
+    /// object-store folder: in one request).
+    pub fn write(&self, dir: &DatasetLocation) -> Result<(), AcsError> {
         let mut json = serde_json::to_vec_pretty(self)?;
         json.push(b'\n');
-        write_atomic(&dir.join(VALIDATION_FILE), &json)?;
+        dir.write(VALIDATION_FILE, &json)?;
         Ok(())
     }
 }
