@@ -22,29 +22,6 @@ use cli::{Cli, Command, ModelCommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its enum position in mimalloc 2 and 3; the bindings
-/// do not name it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-fn tune_allocator() {
-    // SAFETY: plain option setters of the global allocator, called before any other thread.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-        libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
-    }
-}
-
-/// candle asks for its thread count on every matrix multiplication and, unless
-/// RAYON_NUM_THREADS is set, answers by parsing /proc/cpuinfo each time; fixing the count once
-/// removed about a quarter of the smoke build's UNet time (docs/performance.md).
-fn pin_thread_count() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Sound: called first thing in main, before any other thread exists.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
-}
-
 /// Prints a report on stdout, as JSON or as text.
 fn emit<T: Display + Serialize>(report: &T, json: bool) -> Result<(), AcsError> {
     if json {
@@ -133,8 +110,7 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
-    pin_thread_count();
+    acs_builder::commands::process::tune();
     acs_builder::commands::interrupt::exit_on_signal();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod preview;
+pub mod process;
 pub mod progress;
 pub mod repair;
 pub mod replay;

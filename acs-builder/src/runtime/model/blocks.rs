@@ -2,7 +2,7 @@
 //! `ResnetBlock2D`, `Transformer2DModel` (with `BasicTransformerBlock` and GEGLU feed-forward),
 //! the VAE's single-head spatial attention, and the resampling convolutions.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::layers::{
@@ -146,11 +146,17 @@ impl TransformerBlock {
         let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, context)? + xs)?;
         // GEGLU with the exact (erf) GELU, as diffusers computes it.
         let projected = self.ff_proj.forward(&self.norm3.forward(&xs)?)?;
-        let half = projected.dim(candle_core::D::Minus1)? / 2;
-        let hidden = projected.narrow(candle_core::D::Minus1, 0, half)?;
-        let gate = projected.narrow(candle_core::D::Minus1, half, half)?;
-        let ff = self.ff_out.forward(&(hidden * gate.gelu_erf()?)?)?;
-        ff + xs
+        let gated = if projected.device().is_cpu() && projected.dtype() == DType::F32 {
+            projected
+                .contiguous()?
+                .apply_op1_no_bwd(&super::vector_math::GegluOp)?
+        } else {
+            let half = projected.dim(candle_core::D::Minus1)? / 2;
+            let hidden = projected.narrow(candle_core::D::Minus1, 0, half)?;
+            let gate = projected.narrow(candle_core::D::Minus1, half, half)?;
+            (hidden * gate.gelu_erf()?)?
+        };
+        self.ff_out.forward(&gated)? + xs
     }
 }
 

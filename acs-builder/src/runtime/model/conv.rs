@@ -37,6 +37,7 @@ impl ShiftedGemmConv {
         (h, w): (usize, usize),
         scratch: &mut Scratch,
         out: &mut [f32],
+        parallelism: Parallelism,
     ) {
         let (k, p) = (ops.kernel, self.padding);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
@@ -58,7 +59,6 @@ impl ShiftedGemmConv {
         scratch.product.clear();
         scratch.product.resize(ops.out_channels * n, 0.0);
         let taps = k * k;
-        let parallelism = parallelism(ops.out_channels * n * c);
         for tap in 0..taps {
             let offset = (tap / k) * wp + tap % k;
             // SAFETY: dst is out_channels × n (row stride n); lhs reads weight[o·c·k² + ch·k² +
@@ -161,10 +161,24 @@ impl CustomOp3 for ShiftedGemmConv {
         };
         let per_out = out_channels * out_h * out_w;
         let mut out = vec![0f32; b * per_out];
-        let mut scratch = Scratch::default();
-        for (i, image) in out.chunks_mut(per_out).enumerate() {
-            let input = &input[i * c * h * w..][..c * h * w];
-            self.convolve(&ops, input, (h, w), &mut scratch, image);
+        let per_in = c * h * w;
+        let threads = candle_core::utils::get_num_threads();
+        if threads > 1 && (b % threads == 0 || b >= 4 * threads) {
+            // One image per task, each GEMM on one thread: no hand-offs inside the small
+            // GEMMs of small feature maps. The result does not depend on the split (GEMMs
+            // divide their output, not their sums), so it is the same at every batch size.
+            use rayon::prelude::*;
+            out.par_chunks_mut(per_out)
+                .zip(input.par_chunks(per_in))
+                .for_each_init(Scratch::default, |scratch, (image, input)| {
+                    self.convolve(&ops, input, (h, w), scratch, image, Parallelism::None);
+                });
+        } else {
+            let mut scratch = Scratch::default();
+            for (image, input) in out.chunks_mut(per_out).zip(input.chunks(per_in)) {
+                let parallelism = parallelism(out_channels * out_h * (wp * c));
+                self.convolve(&ops, input, (h, w), &mut scratch, image, parallelism);
+            }
         }
         Ok((
             CpuStorage::F32(out),

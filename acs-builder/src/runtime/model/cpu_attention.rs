@@ -1,14 +1,15 @@
 //! Fused scaled dot-product attention for float32 on the CPU: for each (batch·head) and each
-//! tile of query rows, one GEMM for the scores, a vectorised softmax per row, one GEMM for the
-//! output. The full [n, m] score matrix never exists, so memory stays at one tile per thread
-//! and the softmax runs on data that is still in cache.
+//! tile of query rows, one GEMM for the scores, a vectorised exp(s - max) per row, one GEMM
+//! for the output, whose rows are then divided by the row sums (head_dim divisions per row
+//! instead of key-length ones). The full [n, m] score matrix never exists, so memory stays at
+//! one tile per thread and the exponentials run on data that is still in cache.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_storage::contiguous_f32;
-use super::vector_math::softmax_in_place;
+use super::vector_math::exp_shifted_in_place;
 
 /// Query rows per tile.
 const TILE_ROWS: usize = 64;
@@ -89,8 +90,9 @@ impl CustomOp3 for FusedAttention {
                                 Parallelism::None,
                             );
                         }
-                        for row in scores.chunks_mut(m) {
-                            softmax_in_place(row);
+                        let mut sums = [0f32; TILE_ROWS];
+                        for (row, sum) in scores.chunks_mut(m).zip(sums.iter_mut()) {
+                            *sum = exp_shifted_in_place(row);
                         }
                         // SAFETY: as above.
                         unsafe {
@@ -115,6 +117,12 @@ impl CustomOp3 for FusedAttention {
                                 false,
                                 Parallelism::None,
                             );
+                        }
+                        for (row, sum) in out_tile.chunks_mut(d).zip(sums) {
+                            let inv = 1.0 / sum;
+                            for v in row.iter_mut() {
+                                *v *= inv;
+                            }
                         }
                     });
             });

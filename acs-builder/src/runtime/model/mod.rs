@@ -335,3 +335,45 @@ impl StableDiffusion {
 
 /// Output pixels decoded per VAE call (2^20: four 512×512 images).
 const DECODE_PIXELS: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replay re-renders one pair at a time what a build rendered several pairs per batch, so
+    /// the UNet and the VAE must give the same bits for a row whatever the batch around it
+    /// (odd batches take the convolution's one-image-at-a-time path, even ones its
+    /// image-parallel path).
+    #[test]
+    fn outputs_do_not_depend_on_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        tiny::write_tiny_model(dir.path()).unwrap();
+        let model = StableDiffusion::load(dir.path(), DType::F32, Device::Cpu, None).unwrap();
+        let rows = 6;
+        let prompts = ["a red apple", "a green apple", "a cat on a sofa"];
+        let tokens: Vec<Vec<u32>> = (0..rows)
+            .map(|i| model.tokenizer.encode(prompts[i % 3]).unwrap().ids)
+            .collect();
+        let context = model.encode_text(&tokens).unwrap();
+        let [c, h, w] = model.latent_shape(64, 64).unwrap();
+        let values: Vec<f32> = (0..rows * c * h * w)
+            .map(|i| (i as f32 * 0.618).sin())
+            .collect();
+        let latents = Tensor::from_vec(values, (rows, c, h, w), &Device::Cpu).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let flat: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            flat.iter().map(|v| v.to_bits()).collect()
+        };
+        let whole = model.unet_forward(&latents, 481.0, &context).unwrap();
+        let decoded = model.decode_latents(&latents).unwrap();
+        for (start, len) in [(0, 1), (1, 1), (2, 3), (2, 4)] {
+            let part = |t: &Tensor| t.narrow(0, start, len).unwrap();
+            let unet = model
+                .unet_forward(&part(&latents), 481.0, &part(&context))
+                .unwrap();
+            assert_eq!(bits(&unet), bits(&part(&whole)), "UNet rows {start}+{len}");
+            let vae = model.decode_latents(&part(&latents)).unwrap();
+            assert_eq!(bits(&vae), bits(&part(&decoded)), "VAE rows {start}+{len}");
+        }
+    }
+}
