@@ -34,7 +34,12 @@ fn cache_file() -> PathBuf {
 fn cache_key(path: &Path) -> Option<(String, u64, u128)> {
     let canonical = std::fs::canonicalize(path).ok()?;
     let meta = std::fs::metadata(&canonical).ok()?;
-    let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
     Some((canonical.to_str()?.to_owned(), meta.len(), modified))
 }
 
@@ -82,7 +87,10 @@ fn save(entries: &BTreeMap<String, CachedHash>) {
         temp.persist(&file).ok()
     });
     if written.is_none() {
-        tracing::debug!("{}: the file hash cache could not be written", file.display());
+        tracing::debug!(
+            "{}: the file hash cache could not be written",
+            file.display()
+        );
     }
 }
 

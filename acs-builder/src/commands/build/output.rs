@@ -7,8 +7,8 @@ use acs_schema::{DatasetLocation, DatasetManifest, WorkerSlice, MANIFEST_FILE};
 
 use crate::error::AcsError;
 use crate::store::journal::JOURNAL_DIR;
-use crate::store::REJECTS_FILE;
 use crate::store::publish::{default_work_dir, Publisher, STAGING_DIR};
+use crate::store::REJECTS_FILE;
 
 /// Where a build writes: the local folder it works in (the output itself, or for an
 /// object-store output the local folder of its journal), and the publisher of a remote output.
