@@ -259,6 +259,13 @@ pub(crate) mod fixtures {
             ..full(i)
         }
     }
+
+    /// `n` records, every third one sparse, the others full.
+    pub fn mixed(n: usize) -> Vec<PairRecord> {
+        (0..n)
+            .map(|i| if i % 3 == 1 { sparse(i) } else { full(i) })
+            .collect()
+    }
 }
 
 #[cfg(test)]

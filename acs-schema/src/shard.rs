@@ -147,23 +147,11 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use std::fs::File;
 
-    fn records(n: usize) -> Vec<PairRecord> {
-        (0..n)
-            .map(|i| {
-                if i % 3 == 1 {
-                    fixtures::sparse(i)
-                } else {
-                    fixtures::full(i)
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn round_trip_with_nulls_and_empty_lists() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train-00000-of-00001.parquet");
-        let input = records(150);
+        let input = fixtures::mixed(150);
         let facts = write_shard(&path, &input).unwrap();
         assert_eq!(facts.rows, 150);
         assert_eq!(facts.bytes, std::fs::metadata(&path).unwrap().len());
@@ -194,7 +182,7 @@ mod tests {
     fn small_and_empty_shards() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.parquet");
-        write_shard(&path, &records(64)).unwrap();
+        write_shard(&path, &fixtures::mixed(64)).unwrap();
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 1);
 
@@ -207,7 +195,7 @@ mod tests {
     #[test]
     fn deterministic_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let input = records(70);
+        let input = fixtures::mixed(70);
         let a = write_shard(&dir.path().join("a.parquet"), &input).unwrap();
         let b = write_shard(&dir.path().join("b.parquet"), &input).unwrap();
         assert_eq!(a, b);
@@ -218,7 +206,7 @@ mod tests {
     #[test]
     fn leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        write_shard(&dir.path().join("x.parquet"), &records(3)).unwrap();
+        write_shard(&dir.path().join("x.parquet"), &fixtures::mixed(3)).unwrap();
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -230,7 +218,7 @@ mod tests {
     fn column_encodings_and_compression() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
-        write_shard(&path, &records(10)).unwrap();
+        write_shard(&path, &fixtures::mixed(10)).unwrap();
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         let group = reader.metadata().row_group(0);
         let mut image_chunks = 0;

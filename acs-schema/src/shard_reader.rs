@@ -409,23 +409,11 @@ mod tests {
     use crate::record::fixtures;
     use crate::shard::write_shard;
 
-    fn records(n: usize) -> Vec<PairRecord> {
-        (0..n)
-            .map(|i| {
-                if i % 3 == 1 {
-                    fixtures::sparse(i)
-                } else {
-                    fixtures::full(i)
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn row_groups_one_at_a_time_and_the_hash_of_what_was_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.parquet");
-        let input = records(150);
+        let input = fixtures::mixed(150);
         let written = write_shard(&path, &input).unwrap();
         let mut reader = ShardReader::open(&path).unwrap();
         assert_eq!(reader.row_groups(), 3);
@@ -453,7 +441,7 @@ mod tests {
     fn damage_is_an_error_or_a_different_hash_never_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.parquet");
-        let written = write_shard(&path, &records(70)).unwrap();
+        let written = write_shard(&path, &fixtures::mixed(70)).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         for at in [4, 100, bytes.len() / 2, bytes.len() - 20, bytes.len() - 6] {
             let mut damaged = bytes.clone();

@@ -118,16 +118,7 @@ impl ChangeMask {
             ) else {
                 continue;
             };
-            let (x0, x1, y) = (first as u32, last as u32 + 1, y as u32);
-            let b = found.get_or_insert(ChangedBox {
-                x0,
-                y0: y,
-                x1,
-                y1: y + 1,
-            });
-            b.x0 = b.x0.min(x0);
-            b.x1 = b.x1.max(x1);
-            b.y1 = y + 1;
+            ChangedBox::include_row(&mut found, y, first, last);
         }
         found
     }

@@ -424,6 +424,21 @@ pub struct ChangedBox {
 }
 
 impl ChangedBox {
+    /// Grows `found` (rows visited top to bottom) by the changed columns `first..=last` of row
+    /// `y`.
+    pub fn include_row(found: &mut Option<ChangedBox>, y: usize, first: usize, last: usize) {
+        let (x0, x1, y) = (first as u32, last as u32 + 1, y as u32);
+        let b = found.get_or_insert(ChangedBox {
+            x0,
+            y0: y,
+            x1,
+            y1: y + 1,
+        });
+        b.x0 = b.x0.min(x0);
+        b.x1 = b.x1.max(x1);
+        b.y1 = y + 1;
+    }
+
     /// `[x0, y0, x1, y1]`, the order of the `changed_box` column.
     pub fn to_vec(self) -> Vec<i32> {
         [self.x0, self.y0, self.x1, self.y1]
@@ -449,16 +464,7 @@ pub fn changed_box(a: &[u8], b: &[u8], width: usize, threshold: u8) -> Option<Ch
         let is_changed = |(p, q): (&[u8; 3], &[u8; 3])| pixel_changed(p, q, threshold);
         let first = ra.iter().zip(rb).position(is_changed).unwrap_or(0);
         let last = ra.iter().zip(rb).rposition(is_changed).unwrap_or(first);
-        let (x0, x1, y) = (first as u32, last as u32 + 1, y as u32);
-        let b = found.get_or_insert(ChangedBox {
-            x0,
-            y0: y,
-            x1,
-            y1: y + 1,
-        });
-        b.x0 = b.x0.min(x0);
-        b.x1 = b.x1.max(x1);
-        b.y1 = y + 1;
+        ChangedBox::include_row(&mut found, y, first, last);
     }
     found
 }

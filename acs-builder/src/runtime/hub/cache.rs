@@ -48,6 +48,23 @@ pub fn is_commit_hash(revision: &str) -> bool {
     revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// A setting error unless `repo` is an `org/name` hub id and `revision` a valid revision.
+pub fn check_repo_and_revision(repo: &str, revision: &str) -> Result<(), RuntimeError> {
+    if !valid_repo_id(repo) {
+        return Err(RuntimeError::setting(
+            Setting::Repo,
+            format!("`{repo}` is not a hub id of the form org/name"),
+        ));
+    }
+    if !valid_revision(revision) {
+        return Err(RuntimeError::setting(
+            Setting::Revision,
+            format!("`{revision}` is not a revision"),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `revision` can name a file under `refs/` (a branch, tag or `refs/pr/N`).
 pub fn valid_revision(revision: &str) -> bool {
     !revision.is_empty()
@@ -101,18 +118,7 @@ pub fn resolve_snapshot_of(
     repo: &str,
     revision: &str,
 ) -> Result<PathBuf, RuntimeError> {
-    if !valid_repo_id(repo) {
-        return Err(RuntimeError::setting(
-            Setting::Repo,
-            format!("`{repo}` is not a hub id of the form org/name"),
-        ));
-    }
-    if !valid_revision(revision) {
-        return Err(RuntimeError::setting(
-            Setting::Revision,
-            format!("`{revision}` is not a revision"),
-        ));
-    }
+    check_repo_and_revision(repo, revision)?;
     let repo_dir = repo_folder_of(cache, kind, repo);
     if !repo_dir.is_dir() {
         let how = match kind {

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::error::{RuntimeError, Setting};
+use crate::runtime::error::RuntimeError;
 use crate::runtime::hub::api::repo_info;
-use crate::runtime::hub::cache::{resolve_snapshot_of, valid_repo_id, valid_revision, RepoKind};
+use crate::runtime::hub::cache::{check_repo_and_revision, resolve_snapshot_of, RepoKind};
 use crate::runtime::hub::cache_layout::RepoCache;
 use crate::runtime::hub::client::HubClient;
 use crate::runtime::hub::download::{file_meta_of, Downloader};
@@ -43,18 +43,7 @@ pub fn dataset_files(
     revision: &str,
     select: FileSelector,
 ) -> Result<DatasetSnapshot, RuntimeError> {
-    if !valid_repo_id(repo) {
-        return Err(RuntimeError::setting(
-            Setting::Repo,
-            format!("`{repo}` is not a hub id of the form org/name"),
-        ));
-    }
-    if !valid_revision(revision) {
-        return Err(RuntimeError::setting(
-            Setting::Revision,
-            format!("`{revision}` is not a revision"),
-        ));
-    }
+    check_repo_and_revision(repo, revision)?;
     let result = if settings.offline {
         cached(settings, repo, revision, select)
     } else {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::error::{RuntimeError, Setting};
+use crate::runtime::error::RuntimeError;
 use crate::runtime::hub::api::model_info;
-use crate::runtime::hub::cache::{valid_repo_id, valid_revision};
+use crate::runtime::hub::cache::check_repo_and_revision;
 use crate::runtime::hub::cache_layout::RepoCache;
 use crate::runtime::hub::client::HubClient;
 use crate::runtime::hub::download::{file_meta, Downloader};
@@ -64,18 +64,7 @@ fn fetch(
     note: &mut dyn FnMut(&str),
 ) -> Result<FetchReport, RuntimeError> {
     let repo = options.repo.as_str();
-    if !valid_repo_id(repo) {
-        return Err(RuntimeError::setting(
-            Setting::Repo,
-            format!("`{repo}` is not a hub id of the form org/name"),
-        ));
-    }
-    if !valid_revision(&options.revision) {
-        return Err(RuntimeError::setting(
-            Setting::Revision,
-            format!("`{}` is not a revision", options.revision),
-        ));
-    }
+    check_repo_and_revision(repo, &options.revision)?;
     if settings.offline {
         return Err(RuntimeError::input(format!(
             "HF_HUB_OFFLINE is set: fetching {repo} needs the network (unset HF_HUB_OFFLINE; \
