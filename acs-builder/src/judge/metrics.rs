@@ -80,14 +80,41 @@ pub fn pair_metrics(
     safe_latent: &[f32],
     rule: ChangeRule,
 ) -> PairMetrics {
-    let (area, bounds) = if rule.dilation == 0 {
-        (
+    pair_metrics_with_mask(
+        unsafe_rgb,
+        safe_rgb,
+        width,
+        height,
+        unsafe_latent,
+        safe_latent,
+        rule,
+        None,
+    )
+}
+
+/// As [`pair_metrics`], with the changed area and box read off `mask` when the caller has
+/// already made it (the same values: the mask is the rule applied to the same pixels).
+#[allow(clippy::too_many_arguments)]
+pub fn pair_metrics_with_mask(
+    unsafe_rgb: &[u8],
+    safe_rgb: &[u8],
+    width: usize,
+    height: usize,
+    unsafe_latent: &[f32],
+    safe_latent: &[f32],
+    rule: ChangeRule,
+    mask: Option<&ChangeMask>,
+) -> PairMetrics {
+    let (area, bounds) = match mask {
+        Some(mask) => (mask.area(), mask.bounding_box()),
+        None if rule.dilation == 0 => (
             changed_area(unsafe_rgb, safe_rgb, rule.threshold),
             changed_box(unsafe_rgb, safe_rgb, width, rule.threshold),
-        )
-    } else {
-        let mask = ChangeMask::of(unsafe_rgb, safe_rgb, width, height, rule);
-        (mask.area(), mask.bounding_box())
+        ),
+        None => {
+            let mask = ChangeMask::of(unsafe_rgb, safe_rgb, width, height, rule);
+            (mask.area(), mask.bounding_box())
+        }
     };
     PairMetrics {
         ssim: ssim(&luminance(unsafe_rgb), &luminance(safe_rgb), width, height) as f32,

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::error::AcsError;
 use crate::judge::change_mask::{ChangeMask, ChangeRule};
-use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
+use crate::judge::metrics::{pair_metrics_with_mask, ChangedBox, PairMetrics};
 use crate::judge::verdict::{store_scores, verdict, JudgeScores, SafetyScores, Thresholds};
 use crate::judge::Judge;
 use crate::manifest::BuildManifest;
@@ -44,10 +44,23 @@ pub fn metrics_as_stored(
     safe_latent: &[f32],
     rule: ChangeRule,
 ) -> (PairMetrics, Vec<u8>, Vec<u8>) {
+    let images = (unsafe_rgb, safe_rgb, width, height);
+    metrics_with_mask_as_stored(images, unsafe_latent, safe_latent, rule, None)
+}
+
+/// As [`metrics_as_stored`], reading the changed area and box off the row's change mask when
+/// the build stores one (made once, for the mask columns and the metrics).
+fn metrics_with_mask_as_stored(
+    (unsafe_rgb, safe_rgb, width, height): (&[u8], &[u8], usize, usize),
+    unsafe_latent: &[f32],
+    safe_latent: &[f32],
+    rule: ChangeRule,
+    mask: Option<&ChangeMask>,
+) -> (PairMetrics, Vec<u8>, Vec<u8>) {
     let unsafe_f16 = f16_le_bytes(unsafe_latent);
     let safe_f16 = f16_le_bytes(safe_latent);
     let as_stored = |bytes: &[u8]| f32_from_f16_le(bytes).unwrap_or_default();
-    let metrics = pair_metrics(
+    let metrics = pair_metrics_with_mask(
         unsafe_rgb,
         safe_rgb,
         width,
@@ -55,19 +68,17 @@ pub fn metrics_as_stored(
         &as_stored(&unsafe_f16),
         &as_stored(&safe_f16),
         rule,
+        mask,
     );
     (metrics, unsafe_f16, safe_f16)
 }
 
 /// The change-mask columns of a row: the mask PNG and its latent-resolution bytes.
 fn mask_columns(
-    out: &RenderedPair,
+    mask: &ChangeMask,
     pair_id: &str,
-    (width, height): (usize, usize),
     latent_shape: &[i32],
-    rule: ChangeRule,
 ) -> Result<(ImageBlob, Vec<u8>), AcsError> {
-    let mask = ChangeMask::of(&out.unsafe_rgb, &out.safe_rgb, width, height, rule);
     let (lh, lw) = match latent_shape {
         [_, h, w] => (*h as usize, *w as usize),
         _ => return Err(AcsError::internal("latent shape is not [c, h, w]")),
@@ -146,14 +157,18 @@ impl RowMaker<'_> {
     ) -> Result<PairRecord, AcsError> {
         let s = &self.manifest.sampling;
         let (width, height) = (s.width as usize, s.height as usize);
-        let (metrics, unsafe_f16, safe_f16) = metrics_as_stored(
-            &out.unsafe_rgb,
-            &out.safe_rgb,
-            width,
-            height,
+        let rule = self.manifest.output.change_rule();
+        let mask = self
+            .manifest
+            .output
+            .masks
+            .then(|| ChangeMask::of(&out.unsafe_rgb, &out.safe_rgb, width, height, rule));
+        let (metrics, unsafe_f16, safe_f16) = metrics_with_mask_as_stored(
+            (&out.unsafe_rgb, &out.safe_rgb, width, height),
             &out.unsafe_latent,
             &out.safe_latent,
-            self.manifest.output.change_rule(),
+            rule,
+            mask.as_ref(),
         );
         // A benign row is one prompt: the minimal-edit rules do not apply to it.
         let prompt_violations = if pair.prompts.is_benign() {
@@ -175,22 +190,11 @@ impl RowMaker<'_> {
             })
         };
         let store = self.manifest.output.store_latents;
-        let mask = self
-            .manifest
-            .output
-            .masks
-            .then(|| {
-                let rule = self.manifest.output.change_rule();
-                mask_columns(
-                    &out,
-                    &pair.pair_id,
-                    (width, height),
-                    &self.latent_shape,
-                    rule,
-                )
-            })
+        let mask_columns = mask
+            .as_ref()
+            .map(|mask| mask_columns(mask, &pair.pair_id, &self.latent_shape))
             .transpose()?;
-        let (change_mask, change_mask_latent) = mask.unzip();
+        let (change_mask, change_mask_latent) = mask_columns.unzip();
         let (steps, timesteps, x_k, eps_unsafe, eps_safe) =
             match out.trajectory.as_ref().map(trajectory_columns) {
                 Some((a, b, c, d, e)) => (Some(a), Some(b), Some(c), Some(d), Some(e)),

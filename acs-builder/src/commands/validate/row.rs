@@ -5,7 +5,7 @@
 use acs_schema::PairRecord;
 
 use crate::judge::change_mask::{ChangeMask, ChangeRule};
-use crate::judge::metrics::{pair_metrics, ChangedBox, PairMetrics};
+use crate::judge::metrics::{pair_metrics_with_mask, ChangedBox, PairMetrics};
 use crate::judge::verdict::{
     flip_violations, is_metric_reason, metric_violations, stored_scores, JudgeScores, SafetyScores,
     Thresholds,
@@ -92,7 +92,10 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         [u, s] => (u.as_slice(), s.as_slice()),
         _ => (&[][..], &[][..]),
     };
-    let mut metrics = pair_metrics(
+    let expected_mask = checks
+        .masks
+        .then(|| ChangeMask::of(&unsafe_rgb, &safe_rgb, w, h, checks.change_rule));
+    let mut metrics = pair_metrics_with_mask(
         &unsafe_rgb,
         &safe_rgb,
         w,
@@ -100,8 +103,9 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         unsafe_latent,
         safe_latent,
         checks.change_rule,
+        expected_mask.as_ref(),
     );
-    check_masks(record, at, (&unsafe_rgb, &safe_rgb), checks, &mut errors);
+    check_masks(record, at, expected_mask.as_ref(), &mut errors);
     if latents.len() != 2 {
         metrics.latent_cosine = record.latent_cosine;
     }
@@ -186,17 +190,17 @@ fn decode_latents(
     latents
 }
 
-/// The change-mask columns: null unless the build stores masks; else the mask recomputed
-/// from the two images under the build's rule, at pixel and at latent resolution.
+/// The change-mask columns: null unless the build stores masks (`expected` is then the mask
+/// recomputed from the two images under the build's rule); else that mask, at pixel and at
+/// latent resolution.
 fn check_masks(
     record: &PairRecord,
     at: &str,
-    (unsafe_rgb, safe_rgb): (&[u8], &[u8]),
-    checks: &RowChecks,
+    expected: Option<&ChangeMask>,
     errors: &mut Vec<String>,
 ) {
     let (mask, latent) = (&record.change_mask, &record.change_mask_latent);
-    if !checks.masks {
+    let Some(expected) = expected else {
         for (column, set) in [
             ("change_mask", mask.is_some()),
             ("change_mask_latent", latent.is_some()),
@@ -208,15 +212,13 @@ fn check_masks(
             }
         }
         return;
-    }
-    let (w, h) = (record.width.max(0) as usize, record.height.max(0) as usize);
-    let expected = ChangeMask::of(unsafe_rgb, safe_rgb, w, h, checks.change_rule);
+    };
     match mask.as_ref().map(|m| ChangeMask::from_png(&m.bytes)) {
         None => errors.push(format!(
             "{at}, column change_mask: null although the build stores masks"
         )),
         Some(Err(e)) => errors.push(format!("{at}, column change_mask: {e}")),
-        Some(Ok(stored)) if stored != expected => errors.push(format!(
+        Some(Ok(stored)) if stored != *expected => errors.push(format!(
             "{at}, column change_mask: differs from the mask of the two images (stored {:?} \
              with area {:.4}, recomputed area {:.4})",
             stored.size(),
