@@ -3,6 +3,12 @@ diffusers side by side on the same random-weight model (saved by diffusers in it
 prints the ratio. A benchmark, not a test.
 
     scripts/bench-suite.sh [--cases tiny,small,medium,unet,vae] [--threads N]
+                           [--kernel-path cpu-avx2]
+
+--kernel-path puts both sides on one CPU code path: acs through ACS_KERNEL_PATH, torch through
+ATEN_CPU_CAPABILITY (its own kernels), ONEDNN_MAX_CPU_ISA (its convolutions) and
+MKL_ENABLE_INSTRUCTIONS (its matrix products), so an AVX-512 machine measures what a CPU with
+only AVX2 + FMA would.
 
 Cases (float32, DDIM, CFG 7.5, both prompts of a pair from one x_T):
   tiny    16 pairs, 20 steps, 128 px, 4 pairs per batch, SD 1.5 topology with 32/64/64/64
@@ -33,6 +39,21 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_runtime import PROMPTS, save_model  # noqa: E402
 
 FULL_MODEL = os.path.expanduser("~/.cache/acs/bench-models/sd15-full")
+
+# acs kernel path -> (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS).
+TORCH_ISA = {
+    "cpu-avx512": ("avx512", "AVX512_CORE", "AVX512"),
+    "cpu-avx2": ("avx2", "AVX2", "AVX2"),
+    "cpu-generic": ("default", "SSE41", "SSE4_2"),
+}
+
+
+def use_kernel_path(name):
+    """Puts this process's torch and every acs run it starts on one code path (before torch is
+    imported: ATen reads its capability once)."""
+    aten, onednn, mkl = TORCH_ISA[name]
+    os.environ.update(ACS_KERNEL_PATH=name, ATEN_CPU_CAPABILITY=aten, ONEDNN_MAX_CPU_ISA=onednn,
+                      MKL_ENABLE_INSTRUCTIONS=mkl)
 
 
 def build(acs, model_dir, work, name, pairs, steps, size, batch_pairs, threads):
@@ -136,8 +157,12 @@ def main():
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--cases", default="tiny,small,medium,unet,vae,load")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--kernel-path", choices=sorted(TORCH_ISA),
+                        help="run both sides on this CPU code path (default: each side's best)")
     args = parser.parse_args()
     cases = args.cases.split(",")
+    if args.kernel_path:
+        use_kernel_path(args.kernel_path)
     import diffusers
     import torch
 
@@ -176,7 +201,8 @@ def main():
                 rows.append(("load: full SD 1.5 (fingerprint cached)", stage(three, "load model"), theirs["load"]))
                 rows.append(("load: full SD 1.5 (first build, hashing)", stage(one, "load model"), theirs["load"]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads "
-          f"each side; torch {torch.__version__}, diffusers {diffusers.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
+          f"each side; torch {torch.__version__}, diffusers {diffusers.__version__}; {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"kernel path: {args.kernel_path or 'best of each side'} (torch: {torch.backends.cpu.get_cpu_capability()})")
     print(f"| case | acs (s) | diffusers (s) | acs / diffusers |\n|---|---:|---:|---:|")
     for label, ours, theirs in rows:
         print(f"| {label} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} |")

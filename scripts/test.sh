@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust workspace (unit and end-to-end), a compile of the `cuda` feature
+# Runs every test: the Rust workspace (unit and end-to-end; the smoke build's bytes on every CPU
+# kernel path this machine runs, and under qemu as on CPUs without AVX-512 or AVX; set
+# ACS_KERNEL_PATH=cpu-avx2 or cpu-generic to test as if on such a CPU), a compile of the `cuda` feature
 # (no GPU needed), the Python peers (Hugging Face datasets, pyarrow, polars, scikit-image,
 # torch, diffusers, transformers, nudenet) on a freshly built smoke dataset, the object-storage
 # tests against moto's S3 server on 127.0.0.1 (tests/python/test_object_storage.py), and the GPU check
@@ -18,6 +20,14 @@ if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet -r "$requirements"
     cp "$requirements" "$stamp"
+fi
+
+# qemu's user-mode emulator runs acs as if on a CPU without AVX-512 (Haswell) and without AVX
+# (Nehalem), to check that the kernel paths forced here give those CPUs' bytes
+# (tests/e2e/smoke_hashes.rs). Installed from Debian's packages where this user may (root, apt).
+if ! command -v qemu-x86_64 > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; } \
+        > /dev/null || echo "test.sh: qemu-user could not be installed; the emulated-CPU test will say so" >&2
 fi
 
 # One profile and one feature set for everything, so dependencies compile once. This also

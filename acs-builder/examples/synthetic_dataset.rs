@@ -388,6 +388,7 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         valid: reasons.is_empty(),
         reject_reasons: reasons,
         acs_version: ACS_VERSION.to_owned(),
+        kernel_path: None,
         pair_id: id,
     })
 }
@@ -439,6 +440,7 @@ fn run(args: &Args) -> Result<(), AcsError> {
             id: MODEL_ID.to_owned(),
             sha256: model_sha256.clone(),
         },
+        kernel_paths: Vec::new(),
         complete: false,
         shards: Vec::new(),
         worker: None,

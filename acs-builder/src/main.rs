@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use acs_builder::commands::progress::{init_logging, ProgressMode};
 use acs_builder::commands::{build, detect, merge, metrics, model, preview, stats, validate};
+use acs_builder::runtime::kernel_path::{self, KernelPathChoice};
 use acs_builder::runtime::model::forward::SchedulerChoice;
 use acs_builder::AcsError;
 use cli::{Cli, Command, ModelCommand};
@@ -46,6 +47,8 @@ fn print_stdout(text: &str) -> Result<(), AcsError> {
 }
 
 fn run(cli: Cli) -> Result<(), AcsError> {
+    // A bad ACS_KERNEL_PATH is refused before any command runs a kernel.
+    kernel_path::choose(KernelPathChoice::Auto)?;
     let progress = ProgressMode::for_stderr(cli.quiet);
     match cli.command {
         Command::Build(args) => emit(&build::run_build(&args.options(progress)?)?, args.json),

@@ -88,6 +88,7 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         Arc::new(BooleanArray::from_iter(r.iter().map(|x| Some(x.valid)))),
         string_lists(r, "reject_reasons", |x| &x.reject_reasons)?,
         strings(r, "acs_version", |x| &x.acs_version)?,
+        optional_strings(r, "kernel_path", |x| x.kernel_path.as_deref())?,
     ];
     RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
         index: 0,
@@ -126,6 +127,15 @@ fn strings<'a>(
     Ok(Arc::new(StringArray::from_iter_values(
         records.iter().map(get),
     )))
+}
+
+fn optional_strings<'a>(
+    records: &'a [PairRecord],
+    field: &str,
+    get: impl Fn(&'a PairRecord) -> Option<&'a str>,
+) -> Result<ArrayRef, SchemaError> {
+    offsets(field, records.iter().map(|r| get(r).map_or(0, str::len)))?;
+    Ok(Arc::new(StringArray::from_iter(records.iter().map(get))))
 }
 
 fn optional_binaries<'a>(
@@ -314,6 +324,7 @@ struct Columns<'a> {
     valid: &'a BooleanArray,
     reject_reasons: &'a ListArray,
     acs_version: &'a StringArray,
+    kernel_path: Option<&'a StringArray>,
 }
 
 impl<'a> Columns<'a> {
@@ -365,6 +376,7 @@ impl<'a> Columns<'a> {
             valid: ctx.column(batch, "valid")?,
             reject_reasons: ctx.column(batch, "reject_reasons")?,
             acs_version: ctx.column(batch, "acs_version")?,
+            kernel_path: ctx.added_column(batch, "kernel_path")?,
         })
     }
 
@@ -440,6 +452,9 @@ impl<'a> Columns<'a> {
             valid: c.valid.value(i),
             reject_reasons: ctx.string_list(c.reject_reasons, i, "reject_reasons")?,
             acs_version: ctx.string(c.acs_version, i, "acs_version")?,
+            kernel_path: c
+                .kernel_path
+                .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_owned())),
         })
     }
 }

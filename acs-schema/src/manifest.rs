@@ -30,6 +30,12 @@ pub struct DatasetManifest {
     pub build_config_sha256: String,
     /// The diffusion model used.
     pub model: ModelInfo,
+    /// The code paths that rendered the shards' rows (`cpu-avx512`, `cpu-avx2`, `cpu-generic`,
+    /// `cuda-sm<NN> <name>`), sorted: the union of the shards' [`ShardEntry::kernel_paths`].
+    /// Re-rendering a row on its own path gives the same bits. Empty (and absent from the
+    /// file) for datasets written before acs recorded it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_paths: Vec<String>,
     /// `false` while a build is in progress (or was interrupted), `true` once it finished.
     pub complete: bool,
     /// The shards, in dataset order.
@@ -95,9 +101,25 @@ pub struct ShardEntry {
     pub bytes: u64,
     /// SHA-256 of the file, lowercase hex.
     pub sha256: String,
+    /// The code paths that rendered the shard's rows, sorted (more than one when a build was
+    /// resumed on another machine); empty for shards written before acs recorded it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_paths: Vec<String>,
 }
 
 impl DatasetManifest {
+    /// Sets [`DatasetManifest::kernel_paths`] to the union of the shards' paths.
+    pub fn collect_kernel_paths(&mut self) {
+        let mut paths: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.kernel_paths.iter().cloned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        self.kernel_paths = paths;
+    }
+
     /// The manifest file of dataset directory `dir`: `dir/acs-manifest.json`.
     pub fn file_path(dir: &Path) -> PathBuf {
         dir.join(MANIFEST_FILE)
@@ -257,6 +279,7 @@ pub(crate) mod tests {
                 id: "acs/tiny".into(),
                 sha256: "11".repeat(32),
             },
+            kernel_paths: vec!["cpu-avx2".into()],
             complete: true,
             shards: vec![
                 ShardEntry {
@@ -265,6 +288,7 @@ pub(crate) mod tests {
                     rows: 3,
                     bytes: 100,
                     sha256: "22".repeat(32),
+                    kernel_paths: vec!["cpu-avx2".into()],
                 },
                 ShardEntry {
                     path: "data/test-00000-of-00001.parquet".into(),
@@ -272,6 +296,7 @@ pub(crate) mod tests {
                     rows: 2,
                     bytes: 90,
                     sha256: "33".repeat(32),
+                    kernel_paths: vec!["cpu-avx2".into()],
                 },
             ],
             worker: None,

@@ -131,6 +131,11 @@ pub struct PairRecord {
     pub reject_reasons: Vec<String>,
     /// Version of acs that wrote the row.
     pub acs_version: String,
+    /// The code path that rendered the row (`cpu-avx512`, `cpu-avx2`, `cpu-generic`, or a GPU's
+    /// `cuda-sm<NN> <name>`): re-renders on the same path give the same bits. `None` for rows
+    /// written before acs recorded it.
+    #[serde(default)]
+    pub kernel_path: Option<String>,
 }
 
 /// serde helpers: `Vec<u8>` as a lowercase hex string.
@@ -227,6 +232,7 @@ pub(crate) mod fixtures {
             valid: true,
             reject_reasons: vec![],
             acs_version: "0.1.0".into(),
+            kernel_path: Some("cpu-avx2".into()),
         }
     }
 

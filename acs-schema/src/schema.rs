@@ -6,7 +6,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 11] = [
+pub const ADDED_COLUMNS: [&str; 12] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
@@ -18,6 +18,7 @@ pub const ADDED_COLUMNS: [&str; 11] = [
     "trajectory_latents",
     "trajectory_eps_unsafe",
     "trajectory_eps_safe",
+    "kernel_path",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -33,7 +34,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 45] = [
+pub const COLUMNS: [&str; 46] = [
     "pair_id",
     "split",
     "category",
@@ -79,6 +80,7 @@ pub const COLUMNS: [&str; 45] = [
     "valid",
     "reject_reasons",
     "acs_version",
+    "kernel_path",
 ];
 
 /// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
@@ -189,6 +191,7 @@ fn build_schema() -> Schema {
         Field::new("valid", DataType::Boolean, false),
         string_list("reject_reasons"),
         utf8("acs_version"),
+        Field::new("kernel_path", DataType::Utf8, true),
     ])
     .with_metadata(metadata)
 }
@@ -197,7 +200,7 @@ fn build_schema() -> Schema {
 ///
 /// Nullable: `unsafe_latent`, `safe_latent`, `changed_box`, the judge scores (`nudenet_*`,
 /// `q16_*`, `sd_safety_checker_*`), the training outputs (`change_mask*`, `trajectory_*`),
-/// and (for
+/// `kernel_path` (null in rows written before it was recorded), and (for
 /// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
@@ -300,7 +303,8 @@ mod tests {
                 "trajectory_timesteps",
                 "trajectory_latents",
                 "trajectory_eps_unsafe",
-                "trajectory_eps_safe"
+                "trajectory_eps_safe",
+                "kernel_path"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

@@ -15,6 +15,7 @@ mod cli;
 mod distributed;
 mod fetch;
 mod fuzz_corpus;
+mod kernel_paths;
 mod layout;
 mod llm;
 mod object_store;

@@ -166,12 +166,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
         ))
     })?;
     let write = |into: &DatasetLocation| -> Result<MergeReport, AcsError> {
-        let manifest = DatasetManifest {
+        let mut manifest = DatasetManifest {
             shards: copy_shards(&per_split, into)?,
             worker: None,
             complete: true,
             ..workers[0].manifest.clone()
         };
+        manifest.collect_kernel_paths();
         into.write(REJECTS_FILE, &rejects)?;
         let mut card = dataset_card(&manifest, &build, valid_rows);
         card.push_str(&provenance(&workers, &missing));

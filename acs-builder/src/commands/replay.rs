@@ -1,7 +1,13 @@
 //! Replay (SPEC "strictly aligned" #6): re-render a seeded random sample of a dataset's rows
 //! from their recorded configuration and check that x_T, the final latents and the trajectory
 //! targets are the same.
+//!
+//! Bits are only promised on one kernel path (`runtime::kernel_path`): each row is re-rendered
+//! on the path it records when this CPU can run it (unless `ACS_KERNEL_PATH` forces one), and
+//! compared bit for bit; a row whose path cannot be run here (or that records none) is
+//! compared within [`CROSS_PATH_TOLERANCE`] of its latents' range, and the report says so.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use acs_schema::{DatasetManifest, PairRecord};
@@ -9,9 +15,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::AcsError;
 use crate::manifest::BuildManifest;
+use crate::runtime::kernel_path::{self, KernelPath};
 use crate::runtime::model::StableDiffusion;
 use crate::runtime::sampler::{PairSampler, RenderJob};
-use crate::store::imaging::f16_le_bytes;
+use crate::store::imaging::{f16_le_bytes, f32_from_f16_le};
+
+/// How far a re-render on another kernel path may be from the stored latents: the largest
+/// absolute difference over the latent's range (max - min of the stored values). The same
+/// bound as the parity tests against diffusers, whose kernels differ from acs's as much.
+pub const CROSS_PATH_TOLERANCE: f32 = 1e-3;
 
 /// Whether a row is in the replay sample: a uniform draw from its pair_id (so the sample is the
 /// same on every run) below `fraction`.
@@ -28,10 +40,67 @@ pub fn sampled(pair_id: &str, fraction: f64) -> bool {
 pub struct ReplayReport {
     /// Rows re-rendered.
     pub rows: usize,
-    /// Rows whose x_T and both latents matched bit for bit.
+    /// Rows re-rendered on their own kernel path whose x_T and latents matched bit for bit.
     pub identical: usize,
+    /// Rows re-rendered on another kernel path than the one they record (this CPU cannot run
+    /// theirs, or `ACS_KERNEL_PATH` forced another) and compared within the tolerance.
+    pub cross_path: usize,
+    /// The largest difference of a cross-path row, over its latent's range.
+    pub cross_path_max_difference: f32,
+    /// `recorded path -> replayed path: rows`, for the cross-path rows.
+    pub cross_path_notes: Vec<String>,
     /// One line per mismatch, naming the row.
     pub mismatches: Vec<String>,
+}
+
+/// The path to re-render a row on: `ACS_KERNEL_PATH`'s when set, else the row's own when this
+/// CPU runs it, else this CPU's best.
+fn replay_path(recorded: Option<&str>) -> Result<KernelPath, AcsError> {
+    if kernel_path::forced_by_env() {
+        return Ok(kernel_path::active());
+    }
+    let own = recorded
+        .and_then(|name| KernelPath::parse(name).ok())
+        .filter(|path| path.supported());
+    let path = own.unwrap_or_else(KernelPath::best);
+    kernel_path::activate(path)?;
+    Ok(path)
+}
+
+/// Compares stored float16 bytes with re-rendered values: bit for bit when `exact`, else
+/// within [`CROSS_PATH_TOLERANCE`] of the stored values' range. `Err` says what differs;
+/// `Ok` carries the difference over the range.
+fn compare(stored: &[u8], rendered: &[f32], exact: bool) -> Result<f32, String> {
+    let rendered_bytes = f16_le_bytes(rendered);
+    if rendered_bytes == stored {
+        return Ok(0.0);
+    }
+    if exact {
+        return Err("differs".to_owned());
+    }
+    let values = match f32_from_f16_le(stored) {
+        Some(values) if values.len() == rendered.len() => values,
+        _ => return Err("has another length".to_owned()),
+    };
+    let rendered = f32_from_f16_le(&rendered_bytes).unwrap_or_default();
+    let (min, max) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let largest = values
+        .iter()
+        .zip(&rendered)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let relative = largest / (max - min).max(f32::MIN_POSITIVE);
+    if relative.is_finite() && relative <= CROSS_PATH_TOLERANCE {
+        Ok(relative)
+    } else {
+        Err(format!(
+            "differs by {relative:.2e} of its range (more than {CROSS_PATH_TOLERANCE:.0e})"
+        ))
+    }
 }
 
 /// Re-renders the rows of `records` (with their shard-relative names) that the sample holds,
@@ -49,22 +118,28 @@ pub fn replay(
             model.sha256, manifest.model.sha256
         )));
     }
-    let s = &build.sampling;
-    let sampler = PairSampler::new(
-        model,
-        s.scheduler,
-        s.steps as usize,
-        s.height as usize,
-        s.width as usize,
-        &s.negative_prompt,
-        build.switch_step(),
-    )?
-    .recording(&build.output.trajectory_step_indices())?;
+    // A sampler encodes the negative prompt when it is made: one per kernel path.
+    let mut sampler: Option<(String, PairSampler)> = None;
     let mut report = ReplayReport::default();
+    let mut cross_paths: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (name, record) in records {
         if !sampled(&record.pair_id, fraction) {
             continue;
         }
+        if model.device.is_cpu() {
+            replay_path(record.kernel_path.as_deref())?;
+        }
+        let replayed_on = model.kernel_path();
+        let exact = record.kernel_path.as_deref() == Some(replayed_on.as_str());
+        if sampler
+            .as_ref()
+            .is_none_or(|(path, _)| *path != replayed_on)
+        {
+            sampler = Some((replayed_on.clone(), build.pair_sampler(model)?));
+        }
+        let Some((_, sampler)) = &sampler else {
+            return Err(AcsError::internal("replay has no sampler"));
+        };
         let job = RenderJob {
             seed: record.seed,
             unsafe_ids: model.tokenizer.encode(&record.unsafe_prompt)?.ids,
@@ -81,23 +156,20 @@ pub fn replay(
             .ok_or_else(|| AcsError::internal("replay rendered no pair"))?;
         report.rows += 1;
         let mut problems = Vec::new();
+        let mut largest = 0f32;
         if rendered.x_t_sha256 != record.x_t_sha256 {
             problems.push("x_t_sha256 differs".to_owned());
         }
-        for (side, stored, latent) in [
-            ("unsafe", &record.unsafe_latent, &rendered.unsafe_latent),
-            ("safe", &record.safe_latent, &rendered.safe_latent),
-        ] {
-            match stored {
-                Some(bytes) if *bytes != f16_le_bytes(latent) => {
-                    problems.push(format!("{side}_latent differs"))
-                }
-                Some(_) => {}
-                None => problems.push(format!("{side}_latent not stored")),
-            }
-        }
+        let mut columns = vec![
+            (
+                "unsafe_latent",
+                &record.unsafe_latent,
+                &rendered.unsafe_latent,
+            ),
+            ("safe_latent", &record.safe_latent, &rendered.safe_latent),
+        ];
         if let Some(trajectory) = &rendered.trajectory {
-            for (column, stored, values) in [
+            columns.extend([
                 (
                     "trajectory_latents",
                     &record.trajectory_latents,
@@ -113,22 +185,56 @@ pub fn replay(
                     &record.trajectory_eps_safe,
                     &trajectory.eps_safe,
                 ),
-            ] {
-                if stored.as_deref() != Some(f16_le_bytes(values).as_slice()) {
-                    problems.push(format!("{column} differs"));
-                }
+            ]);
+        }
+        for (column, stored, values) in columns {
+            match stored {
+                Some(bytes) => match compare(bytes, values, exact) {
+                    Ok(difference) => largest = largest.max(difference),
+                    Err(what) => problems.push(format!("{column} {what}")),
+                },
+                None => problems.push(format!("{column} not stored")),
             }
         }
-        if problems.is_empty() {
-            report.identical += 1;
-        } else {
+        if !exact {
+            let recorded = record
+                .kernel_path
+                .clone()
+                .unwrap_or_else(|| "unrecorded".into());
+            *cross_paths
+                .entry((recorded, replayed_on.clone()))
+                .or_default() += 1;
+        }
+        if !problems.is_empty() {
+            let paths = if exact {
+                String::new()
+            } else {
+                format!(
+                    " (recorded on {}, replayed on {replayed_on})",
+                    record
+                        .kernel_path
+                        .as_deref()
+                        .unwrap_or("an unrecorded kernel path")
+                )
+            };
             report.mismatches.push(format!(
-                "{name} (pair {}): {}",
+                "{name} (pair {}): {}{paths}",
                 record.pair_id,
                 problems.join(", ")
             ));
+        } else if exact {
+            report.identical += 1;
+        } else {
+            report.cross_path += 1;
+            report.cross_path_max_difference = report.cross_path_max_difference.max(largest);
         }
     }
+    report.cross_path_notes = cross_paths
+        .into_iter()
+        .map(|((recorded, replayed), rows)| {
+            format!("{rows} rows recorded on {recorded}, replayed on {replayed}")
+        })
+        .collect();
     Ok(report)
 }
 
@@ -153,7 +259,8 @@ pub fn load_dataset_model(
             (None, None) => crate::runtime::model::tiny::ensure_tiny_model()?,
         },
     };
-    Ok(crate::commands::build::load_model_from(
+    // The kernel path is chosen per row (see `replay`), not from the recorded manifest.
+    Ok(crate::commands::build::open_model(
         &dir,
         build.model.as_ref(),
     )?)

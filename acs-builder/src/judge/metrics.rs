@@ -32,9 +32,10 @@ const TAPS: usize = 2 * RADIUS + 1;
 /// Columns per block of the vectorised filter loops.
 const LANES: usize = 8;
 
-/// Defines `$name`, which runs `$generic` compiled with AVX2 enabled when the CPU supports it.
-/// Only the vector width changes: the operations and their order are the same, so the result
-/// is bit-identical to the baseline (SSE2) build.
+/// Defines `$name`, which runs `$generic` compiled with AVX2 enabled on the `cpu-avx2` and
+/// `cpu-avx512` kernel paths (`runtime::kernel_path`). Only the vector width changes: the
+/// operations and their order are the same, so the result is bit-identical to the baseline
+/// (SSE2) build.
 macro_rules! avx2_dispatch {
     ($name:ident = $generic:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         fn $name($($arg: $ty),*) -> $ret {
@@ -44,8 +45,9 @@ macro_rules! avx2_dispatch {
                 unsafe fn wide($($arg: $ty),*) -> $ret {
                     $generic($($arg),*)
                 }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
+                use crate::runtime::kernel_path::{active, KernelPath};
+                if active() >= KernelPath::CpuAvx2 {
+                    // SAFETY: the CPU supports AVX2 (the active path was checked against it).
                     return unsafe { wide($($arg),*) };
                 }
             }

@@ -120,7 +120,7 @@ mod tests {
     fn keys_come_from_the_section_types() {
         assert_eq!(
             keys_of::<ModelSection>(),
-            ["path", "repo", "revision", "dtype", "device"]
+            ["path", "repo", "revision", "dtype", "device", "kernel_path"]
         );
         assert!(keys_of::<BuildManifest>().contains(&"validation"));
     }

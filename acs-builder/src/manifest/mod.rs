@@ -20,7 +20,7 @@ pub use sections::{
 
 use crate::error::{one_line, AcsError};
 use crate::judge::verdict::Thresholds;
-use crate::runtime::{RuntimeError, Setting};
+use crate::runtime::{PairSampler, RuntimeError, Setting, StableDiffusion};
 
 /// Most pairs rendered per prompt pair (each with its own seed).
 pub const MAX_SEEDS_PER_PROMPT: u32 = 10_000;
@@ -77,6 +77,25 @@ impl BuildManifest {
             }
             AlignmentMode::SharedLatent => 0,
         }
+    }
+
+    /// The pair sampler of this build's `[sampling]`, `[alignment]` and trajectory outputs,
+    /// on `model` (it encodes the negative prompt on the active kernel path).
+    pub fn pair_sampler<'m>(
+        &self,
+        model: &'m StableDiffusion,
+    ) -> Result<PairSampler<'m>, RuntimeError> {
+        let s = &self.sampling;
+        PairSampler::new(
+            model,
+            s.scheduler,
+            s.steps as usize,
+            s.height as usize,
+            s.width as usize,
+            &s.negative_prompt,
+            self.switch_step(),
+        )?
+        .recording(&self.output.trajectory_step_indices())
     }
 
     /// The thresholds every pair is held to.
@@ -161,6 +180,7 @@ pub fn setting_key(setting: Setting) -> &'static str {
         Setting::Device => "[model].device",
         Setting::Repo => "[model].repo",
         Setting::Revision => "[model].revision",
+        Setting::KernelPath => "[model].kernel_path",
     }
 }
 

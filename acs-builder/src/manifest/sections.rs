@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::nudenet::default_flip_classes;
 use crate::judge::JudgeKind;
 use crate::runtime::rng::RngKind;
-use crate::runtime::{DeviceSpec, Dtype, SchedulerKind};
+use crate::runtime::{DeviceSpec, Dtype, KernelPathChoice, SchedulerKind};
 
 /// `[model]`: a local diffusers-layout folder, a hub id found in the Hugging Face cache, or
 /// neither (the embedded tiny model), with the dtype and device to run it in.
@@ -30,6 +30,9 @@ pub struct ModelSection {
     /// The device (GPUs need the `cuda` / `metal` cargo feature).
     #[serde(default)]
     pub device: DeviceSpec,
+    /// The CPU kernel path (`auto`: `ACS_KERNEL_PATH`'s, else the best this CPU runs).
+    #[serde(default, skip_serializing_if = "KernelPathChoice::is_auto")]
+    pub kernel_path: KernelPathChoice,
 }
 
 fn default_revision() -> String {
@@ -45,6 +48,7 @@ impl Default for ModelSection {
             revision: default_revision(),
             dtype: Dtype::default(),
             device: DeviceSpec::default(),
+            kernel_path: KernelPathChoice::Auto,
         }
     }
 }
@@ -224,9 +228,8 @@ impl ValidationSection {
             && self.safety_checker.as_deref().is_none_or(|s| s == "model")
     }
 
-    /// The judge that decides the flip of `category`: the one `flip_judges` names, else
-    /// NudeNet (or, without it, the safety checker) for sexual and Q16 for the others, when
-    /// it runs.
+    /// The judge that decides the flip of `category`: the one `flip_judges` names, else (when
+    /// it runs) NudeNet, or without it the safety checker, for sexual and Q16 for the others.
     pub fn flip_judge(&self, category: &str) -> Option<JudgeKind> {
         if let Some(kind) = self.flip_judges.get(category) {
             return Some(*kind);

@@ -16,6 +16,8 @@ pub enum Setting {
     Repo,
     /// A hub revision (branch, tag or commit).
     Revision,
+    /// The CPU kernel path.
+    KernelPath,
 }
 
 impl fmt::Display for Setting {
@@ -25,6 +27,7 @@ impl fmt::Display for Setting {
             Self::Device => "device",
             Self::Repo => "repo",
             Self::Revision => "revision",
+            Self::KernelPath => "kernel_path",
         })
     }
 }

@@ -10,6 +10,8 @@
 //! - [`rng`]: host-side generators (x_T bit-identical to `torch.randn` on a CPU generator)
 //! - [`sampler`]: the aligned pair sampler (one x_T per pair, shared noise, prompt switch)
 //! - [`device`]: devices and dtypes by name
+//! - [`kernel_path`]: the CPU code path of the float kernels (`cpu-avx512`, `cpu-avx2`,
+//!   `cpu-generic`), chosen at run time and recorded with every row
 //! - [`hub`]: the Hugging Face hub cache and downloads into it
 //! - [`fingerprint`]: content hashes of model files
 //!
@@ -47,6 +49,7 @@ pub mod device;
 pub mod error;
 pub mod fingerprint;
 pub mod hub;
+pub mod kernel_path;
 pub mod model;
 pub mod rng;
 pub mod sampler;
@@ -56,6 +59,7 @@ pub mod trajectory;
 
 pub use device::{DeviceSpec, Dtype};
 pub use error::{RuntimeError, Setting};
+pub use kernel_path::{KernelPath, KernelPathChoice};
 pub use model::StableDiffusion;
 pub use sampler::{PairSampler, RenderJob, RenderedPair};
 pub use scheduler::SchedulerKind;

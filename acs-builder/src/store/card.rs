@@ -55,6 +55,7 @@ const FEATURES: &[(&str, &str)] = &[
     ("valid", "dtype: bool"),
     ("reject_reasons", "sequence: string"),
     ("acs_version", "dtype: string"),
+    ("kernel_path", "dtype: string"),
 ];
 
 /// Renders the card for a finished dataset.
@@ -146,6 +147,20 @@ fn how_it_was_built(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         "- model: `{}` (sha256 `{}`)",
         dataset.model.id, dataset.model.sha256
     );
+    if !dataset.kernel_paths.is_empty() {
+        let paths: Vec<String> = dataset
+            .kernel_paths
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "- kernel path: {} (the code path that rendered the rows, column `kernel_path`; a \
+             re-render on the same path gives the same bits, on another path values that differ \
+             by float rounding)",
+            paths.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "- sampling: {} {} steps, guidance {}, {}x{} px, negative prompt {:?}, x_T from `{}` seeds",

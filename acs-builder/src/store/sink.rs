@@ -198,6 +198,13 @@ impl ShardSink {
         fault::point("shard-written");
         let pair_ids: Vec<String> = buffer.rows.iter().map(|r| r.pair_id.clone()).collect();
         let valid = buffer.rows.iter().filter(|r| r.valid).count() as u64;
+        let mut kernel_paths: Vec<String> = buffer
+            .rows
+            .iter()
+            .filter_map(|r| r.kernel_path.clone())
+            .collect();
+        kernel_paths.sort();
+        kernel_paths.dedup();
         self.journal.append(&Entry::Shard {
             path: relative.clone(),
             pair_ids: pair_ids.clone(),
@@ -213,7 +220,9 @@ impl ShardSink {
             rows: facts.rows,
             bytes: facts.bytes,
             sha256: facts.sha256,
+            kernel_paths,
         });
+        self.manifest.collect_kernel_paths();
         fault::check_write(&self.root.join(acs_schema::MANIFEST_FILE))?;
         self.manifest.save(&self.root)?;
         fault::point("manifest-saved");

@@ -218,6 +218,20 @@ pub fn scratch() -> &'static Path {
     })
 }
 
+/// The CPU kernel paths these tests may use: those this CPU runs, up to the one
+/// `ACS_KERNEL_PATH` names (so that forcing `cpu-avx2` tests as if on a CPU without AVX-512).
+pub fn kernel_paths_here() -> Vec<acs_builder::runtime::KernelPath> {
+    use acs_builder::runtime::kernel_path::{supported_paths, KernelPathChoice};
+    let ceiling = KernelPathChoice::from_env()
+        .expect("ACS_KERNEL_PATH names a kernel path")
+        .resolve()
+        .expect("ACS_KERNEL_PATH names a path this CPU runs");
+    supported_paths()
+        .into_iter()
+        .filter(|path| *path <= ceiling)
+        .collect()
+}
+
 /// Asserts exit status 2 with exactly one line on stderr that contains every part of
 /// `expected`; returns stderr.
 pub fn assert_exit_2(output: &Output, expected: &[&str]) -> String {

@@ -25,7 +25,7 @@ use crate::store::REJECTS_FILE;
 use crate::ACS_VERSION;
 
 pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
-pub use model::{load_model, load_model_from, model_dir, resolve_or_fetch};
+pub use model::{load_model, load_model_from, model_dir, open_model, resolve_or_fetch};
 pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
 pub use report::{BuildReport, PlannedRow};
@@ -110,6 +110,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
     report.shards = dataset.shards.len();
     let networks = sampler.timings();
     report.unet_evaluations_saved = networks.unet_evaluations_saved;
+    report.kernel_path = model.kernel_path();
     watch.add("render: text encoder", networks.text_encoder);
     watch.add(
         &format!("render: UNet ({} calls)", networks.unet_calls),
@@ -256,6 +257,7 @@ fn open_sink(
             id: model.id.clone(),
             sha256: model.sha256.clone(),
         },
+        kernel_paths: Vec::new(),
         complete: false,
         shards: Vec::new(),
         worker: options.worker,
@@ -287,21 +289,13 @@ fn render<'m>(
     resumed: &Resumed,
 ) -> Result<(PairSampler<'m>, StageTimes), AcsError> {
     let manifest = &inputs.loaded.manifest;
-    let s = &manifest.sampling;
-    let sampler = PairSampler::new(
-        model,
-        s.scheduler,
-        s.steps as usize,
-        s.height as usize,
-        s.width as usize,
-        &s.negative_prompt,
-        manifest.switch_step(),
-    )
-    .and_then(|sampler| sampler.recording(&manifest.output.trajectory_step_indices()))
-    .map_err(|e| inputs.loaded.runtime_error(e))?;
+    let sampler = manifest
+        .pair_sampler(model)
+        .map_err(|e| inputs.loaded.runtime_error(e))?;
     let rows = RowMaker {
         model_id: model.id.clone(),
         model_sha256: model.sha256.clone(),
+        kernel_path: model.kernel_path(),
         switch_step: sampler.switch_step() as i32,
         latent_shape: sampler.latent_shape().iter().map(|&d| d as i32).collect(),
         manifest,
@@ -319,7 +313,7 @@ fn render<'m>(
     let progress = Progress::start(options.progress, "rendered", "pairs", resumed.rows, total);
     let times = render::render_into(
         &todo,
-        s.batch_pairs as usize,
+        manifest.sampling.batch_pairs as usize,
         &sampler,
         &rows,
         sink,

@@ -8,7 +8,7 @@ use crate::manifest::{LoadedManifest, ModelSection};
 use crate::runtime::hub::cache::{hub_cache_dir, resolve_snapshot};
 use crate::runtime::hub::{fetch_model, FetchOptions, HubSettings, Variant};
 use crate::runtime::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
-use crate::runtime::{Dtype, RuntimeError, StableDiffusion};
+use crate::runtime::{kernel_path, Dtype, RuntimeError, StableDiffusion};
 
 /// The model folder a manifest names, or the embedded tiny model's (written on first use).
 pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
@@ -69,8 +69,19 @@ pub fn load_model(loaded: &LoadedManifest) -> Result<StableDiffusion, AcsError> 
 }
 
 /// Loads the model folder `dir` with the dtype and device of `section` (`None`: the embedded
-/// tiny model, f32 on the CPU).
+/// tiny model, f32 on the CPU), after activating the CPU kernel path that `section` and
+/// `ACS_KERNEL_PATH` choose.
 pub fn load_model_from(
+    dir: &Path,
+    section: Option<&ModelSection>,
+) -> Result<StableDiffusion, RuntimeError> {
+    kernel_path::choose(section.map(|s| s.kernel_path).unwrap_or_default())?;
+    open_model(dir, section)
+}
+
+/// Loads the model folder `dir` with the dtype and device of `section`, on whatever kernel
+/// path is active.
+pub fn open_model(
     dir: &Path,
     section: Option<&ModelSection>,
 ) -> Result<StableDiffusion, RuntimeError> {

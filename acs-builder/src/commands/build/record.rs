@@ -21,6 +21,8 @@ pub struct RowMaker<'a> {
     pub model_id: String,
     /// Model fingerprint recorded in every row.
     pub model_sha256: String,
+    /// The code path that renders (recorded in every row).
+    pub kernel_path: String,
     /// Steps both branches share.
     pub switch_step: i32,
     /// (c, h, w) of every latent.
@@ -246,6 +248,7 @@ impl RowMaker<'_> {
             valid: reasons.is_empty(),
             reject_reasons: reasons,
             acs_version: ACS_VERSION.to_owned(),
+            kernel_path: Some(self.kernel_path.clone()),
         };
         for (kind, both) in scores.0 {
             store_scores(&mut record, kind, both);

@@ -73,6 +73,8 @@ pub struct BuildReport {
     pub rewritten: BTreeMap<String, usize>,
     /// Latent rows the prompt-switch prefix did not send through the UNet.
     pub unet_evaluations_saved: u64,
+    /// The code path that rendered (`cpu-avx512`, ...); empty for a dry run.
+    pub kernel_path: String,
     /// Wall time of the render loop (rendering overlapped with rows and shard writing), in
     /// seconds: pairs / this is the build's rendering rate.
     pub render_seconds: f64,
@@ -154,6 +156,9 @@ impl fmt::Display for BuildReport {
                     self.resumed_rows,
                     self.rows - self.resumed_rows
                 )?;
+            }
+            if !self.kernel_path.is_empty() {
+                writeln!(f, "  kernel path: {}", self.kernel_path)?;
             }
         }
         let rejected: usize = self.rejects.values().sum();

@@ -40,7 +40,7 @@ pub enum ValidateOutcome {
         report: ValidationReport,
         /// The replay of a sample, when asked for and the checks passed.
         #[serde(skip_serializing_if = "Option::is_none")]
-        replay: Option<ReplayReport>,
+        replay: Option<Box<ReplayReport>>,
     },
     /// A repaired copy was written and validated.
     Repaired(Box<Repaired>),
@@ -78,11 +78,11 @@ pub fn run(request: &ValidateRun) -> Result<ValidateOutcome, AcsError> {
     }
     let report = validate(&request.dir, &request.options, request.progress)?;
     let replay = match request.replay {
-        Some(fraction) if report.failure().is_none() => Some(replay_dataset(
+        Some(fraction) if report.failure().is_none() => Some(Box::new(replay_dataset(
             &request.dir,
             fraction,
             request.model.as_deref(),
-        )?),
+        )?)),
         _ => None,
     };
     Ok(ValidateOutcome::Checked { report, replay })
@@ -139,6 +139,20 @@ impl fmt::Display for ValidateOutcome {
                         "replay: {} of {} re-rendered rows identical",
                         replay.identical, replay.rows
                     )?;
+                    if replay.cross_path > 0 {
+                        writeln!(
+                            f,
+                            "replay: {} rows re-rendered on another kernel path agree within \
+                             {:.0e} of their latents' range (largest {:.2e}); bits are only \
+                             promised on one path",
+                            replay.cross_path,
+                            crate::commands::replay::CROSS_PATH_TOLERANCE,
+                            replay.cross_path_max_difference
+                        )?;
+                    }
+                    for note in &replay.cross_path_notes {
+                        writeln!(f, "  kernel paths differ: {note}")?;
+                    }
                     for line in &replay.mismatches {
                         writeln!(f, "  {line}")?;
                     }

@@ -3,11 +3,11 @@
 //! the VAE's single-head spatial attention, and the resampling convolutions.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::layers::{
     attention, conv2d, group_norm, layer_norm, linear, linear_no_bias, pointwise_linear, silu,
-    upsample_nearest, Conv2d, GroupNorm, Linear,
+    upsample_nearest, Conv2d, GroupNorm, LayerNorm, Linear,
 };
 
 /// `ResnetBlock2D` with the default ("group norm, add time embedding") variant.

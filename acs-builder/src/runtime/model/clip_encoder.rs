@@ -2,9 +2,9 @@
 //! pre-norm self-attention and a pre-norm MLP, each added to the residual stream.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::layers::{attention, layer_norm, linear, Activation, Linear};
+use super::layers::{attention, layer_norm, linear, Activation, LayerNorm, Linear};
 
 /// One encoder layer.
 pub struct EncoderLayer {

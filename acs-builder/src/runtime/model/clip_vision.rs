@@ -11,11 +11,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::clip_encoder::EncoderLayer;
 use super::config::JsonConfig;
-use super::layers::{layer_norm, linear_no_bias, Activation, Linear};
+use super::layers::{layer_norm, linear_no_bias, Activation, LayerNorm, Linear};
 use crate::runtime::error::RuntimeError;
 
 /// Hyper-parameters of a vision tower, with transformers' `CLIPVisionConfig` defaults for the

@@ -39,6 +39,7 @@ impl ShiftedGemmConv {
         out: &mut [f32],
         parallelism: Parallelism,
     ) {
+        let path = crate::runtime::kernel_path::active();
         let (k, p) = (ops.kernel, self.padding);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         let (out_h, out_w) = (hp + 1 - k, wp + 1 - k);
@@ -78,7 +79,8 @@ impl ShiftedGemmConv {
                 // o < out_channels, ch < c; rhs reads padded[ch·plane + offset + j] for
                 // j < cols, whose largest index c·plane + k - 2 is inside the buffer (above).
                 unsafe {
-                    gemm::gemm(
+                    super::gemm::gemm_f32(
+                        path,
                         ops.out_channels,
                         cols,
                         c,
@@ -94,9 +96,6 @@ impl ShiftedGemmConv {
                         plane as isize,
                         1.0,
                         1.0,
-                        false,
-                        false,
-                        false,
                         parallelism,
                     );
                 }

@@ -50,6 +50,7 @@ impl CustomOp3 for FusedAttention {
                 l3.shape()
             );
         }
+        let path = crate::runtime::kernel_path::active();
         let mut out = vec![0f32; bh * n * d];
         out.par_chunks_mut(n * d)
             .enumerate()
@@ -68,7 +69,8 @@ impl CustomOp3 for FusedAttention {
                         // stride d); kᵀ reads k[j·d + i] for i < d, j < m; out_tile is rows × d;
                         // v is m × d. All inside their slices.
                         unsafe {
-                            gemm::gemm(
+                            super::gemm::gemm_f32(
+                                path,
                                 rows,
                                 m,
                                 d,
@@ -84,9 +86,6 @@ impl CustomOp3 for FusedAttention {
                                 1,
                                 0.0,
                                 1.0,
-                                false,
-                                false,
-                                false,
                                 Parallelism::None,
                             );
                         }
@@ -96,7 +95,8 @@ impl CustomOp3 for FusedAttention {
                         }
                         // SAFETY: as above.
                         unsafe {
-                            gemm::gemm(
+                            super::gemm::gemm_f32(
+                                path,
                                 rows,
                                 d,
                                 m,
@@ -112,9 +112,6 @@ impl CustomOp3 for FusedAttention {
                                 d as isize,
                                 0.0,
                                 1.0,
-                                false,
-                                false,
-                                false,
                                 Parallelism::None,
                             );
                         }

@@ -3,7 +3,7 @@
 //! attention that bounds its memory.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2dConfig, LayerNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 /// Activation functions by their transformers / diffusers config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +52,8 @@ impl Module for Activation {
     }
 }
 
-/// A linear layer whose result for one batch element does not depend on the others. candle
-/// multiplies a [batch, in] input as one GEMM whose kernel choice changes with the number of
+/// A linear layer whose result for one batch element does not depend on the others, on the
+/// CPU on the active kernel path ([`super::matmul`]). A matrix product a [batch, in] input as one GEMM whose kernel choice changes with the number of
 /// rows (measured: a UNet at batch 16 differed from batch 1 by 3.5e-6 through the time
 /// embedding projections), so on the CPU such inputs are multiplied one row at a time; a
 /// [batch, n, in] input stacks into batch·n rows and was measured batch-invariant (UNet outputs
@@ -72,16 +72,37 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// xs [.., in] · weightᵀ + bias on the CPU's active kernel path ([`super::matmul`]), the
+    /// leading dimensions stacked into the rows of one product.
+    fn forward_cpu(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims();
+        let (inputs, outputs) = (dims[dims.len() - 1], self.inner.weight().dim(0)?);
+        let rows = xs.reshape(((), inputs))?;
+        let out = super::matmul::matmul(&rows, &self.inner.weight().t()?)?;
+        let out = match self.inner.bias() {
+            Some(bias) => out.broadcast_add(bias)?,
+            None => out,
+        };
+        let mut out_dims = dims[..dims.len() - 1].to_vec();
+        out_dims.push(outputs);
+        out.reshape(out_dims)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if !xs.device().is_cpu() {
+            return self.inner.forward(xs);
+        }
         match xs.dims() {
-            [batch, _] if *batch > 1 && xs.device().is_cpu() => {
+            [batch, _] if *batch > 1 => {
                 let rows = (0..*batch)
-                    .map(|i| self.inner.forward(&xs.narrow(0, i, 1)?))
+                    .map(|i| self.forward_cpu(&xs.narrow(0, i, 1)?))
                     .collect::<Result<Vec<_>>>()?;
                 Tensor::cat(&rows, 0)
             }
-            _ => self.inner.forward(xs),
+            _ => self.forward_cpu(xs),
         }
     }
 }
@@ -116,11 +137,12 @@ pub fn pointwise_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result
 
 /// A square convolution with bias.
 ///
-/// On the CPU, stride-1 convolutions are matrix products: in float32 the shifted-GEMM kernel
-/// of [`super::conv`], in other dtypes one GEMM per band of output rows over an im2col matrix
-/// built from shifted views of the padded input. candle 0.11's own CPU convolution spends most
-/// of its time gathering patches element by element. Strided convolutions (the few
-/// downsamplers) and GPU devices use candle's.
+/// On the CPU, convolutions are matrix products on the active kernel path: stride-1 ones in
+/// float32 the shifted-GEMM kernel of [`super::conv`], the others (other dtypes, the strided
+/// downsamplers) one GEMM per band of output rows over an im2col matrix built from shifted
+/// (and, strided, subsampled) views of the padded input. candle 0.11's own CPU convolution
+/// spends most of its time gathering patches element by element, and its GEMM takes the CPU's
+/// best kernels whatever the path. GPU devices use candle's.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     /// candle's layer (weights [out, in, k, k], bias), used for strided convolutions and GPUs.
@@ -175,23 +197,43 @@ impl Conv2d {
         })
     }
 
+    /// The input pixels that kernel tap (dy, dx) meets at `rows` × `width` outputs: [batch,
+    /// channels, rows, width], every stride-th value of a window of `padded` (which reaches
+    /// at least stride·rows + k - 1 rows and stride·width + k - 1 columns).
+    fn tap(
+        &self,
+        padded: &Tensor,
+        (dy, dx): (usize, usize),
+        rows: usize,
+        width: usize,
+    ) -> Result<Tensor> {
+        let s = self.stride;
+        let window = padded.narrow(2, dy, s * rows)?.narrow(3, dx, s * width)?;
+        if s == 1 {
+            return Ok(window);
+        }
+        let (batch, channels, _, _) = window.dims4()?;
+        window
+            .reshape((batch, channels, rows, s, width, s))?
+            .narrow(3, 0, 1)?
+            .narrow(5, 0, 1)?
+            .reshape((batch, channels, rows, width))
+    }
+
     fn forward_band(&self, padded: &Tensor, rows: usize, width: usize) -> Result<Tensor> {
         let (batch, channels, _, _) = padded.dims4()?;
         let k = self.kernel;
         let columns = if k == 1 {
-            padded
-                .narrow(2, 0, rows)?
-                .narrow(3, 0, width)?
-                .contiguous()?
+            self.tap(padded, (0, 0), rows, width)?.contiguous()?
         } else {
             let shifted = (0..k * k)
-                .map(|i| padded.narrow(2, i / k, rows)?.narrow(3, i % k, width))
+                .map(|i| self.tap(padded, (i / k, i % k), rows, width))
                 .collect::<Result<Vec<_>>>()?;
             // [batch, channels, k·k, rows, width]: the weight matrix's column order.
             Tensor::stack(&shifted, 2)?
         };
         let columns = columns.reshape((batch, channels * k * k, rows * width))?;
-        let out = self.weight_matrix.broadcast_matmul(&columns)?;
+        let out = super::matmul::matmul(&self.weight_matrix, &columns)?;
         let out = match &self.bias {
             Some(bias) => out.broadcast_add(bias)?,
             None => out,
@@ -202,7 +244,7 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.stride != 1 || !xs.device().is_cpu() {
+        if !xs.device().is_cpu() {
             return self.inner.forward(xs);
         }
         if let (Some((op, bias)), DType::F32) = (&self.shifted_gemm, xs.dtype()) {
@@ -210,14 +252,17 @@ impl Module for Conv2d {
             return xs.contiguous()?.apply_op3_no_bwd(&weight, bias, op);
         }
         let (batch, channels, height, width) = xs.dims4()?;
-        let p = self.padding;
-        let padded = if p > 0 {
-            xs.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
-        } else {
-            xs.clone()
-        };
-        let k = self.kernel;
-        let (out_h, out_w) = (height + 2 * p + 1 - k, width + 2 * p + 1 - k);
+        let (k, p, s) = (self.kernel, self.padding, self.stride);
+        if height + 2 * p < k || width + 2 * p < k {
+            candle_core::bail!("conv2d: input {height}x{width} smaller than the kernel");
+        }
+        let (out_h, out_w) = ((height + 2 * p - k) / s + 1, (width + 2 * p - k) / s + 1);
+        // Zeros past the bottom and right edges that the strided taps' windows reach but no
+        // output reads.
+        let extra = |len: usize, out: usize| (s * out + k - 1).saturating_sub(len + 2 * p);
+        let padded = xs
+            .pad_with_zeros(2, p, p + extra(height, out_h))?
+            .pad_with_zeros(3, p, p + extra(width, out_w))?;
         let per_row = batch * channels * k * k * out_w;
         let band = (MAX_IM2COL / per_row.max(1)).clamp(1, out_h);
         if band == out_h {
@@ -226,7 +271,7 @@ impl Module for Conv2d {
         let mut bands = Vec::with_capacity(out_h.div_ceil(band));
         for start in (0..out_h).step_by(band) {
             let rows = band.min(out_h - start);
-            let input = padded.narrow(2, start, rows + k - 1)?;
+            let input = padded.narrow(2, s * start, s * rows + k - 1)?;
             bands.push(self.forward_band(&input, rows, out_w)?);
         }
         Tensor::cat(&bands, 2)
@@ -309,9 +354,32 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> R
     })
 }
 
+/// Softmax over the last dimension; on the CPU in float32 the same bits on every kernel path
+/// ([`super::vector_math::SoftmaxLastDimOp`]).
+pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs
+            .contiguous()?
+            .apply_op1_no_bwd(&super::vector_math::SoftmaxLastDimOp);
+    }
+    candle_nn::ops::softmax_last_dim(xs)
+}
+
+/// A layer norm with affine weights (candle's), fed contiguous inputs: candle then runs its
+/// fused layer-norm kernel, whose sums are plain loops; on other inputs it would sum with
+/// AVX2 where the CPU has it, whatever the kernel path.
+#[derive(Debug, Clone)]
+pub struct LayerNorm(candle_nn::LayerNorm);
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.0.forward(&xs.contiguous()?)
+    }
+}
+
 /// A layer norm with affine weights.
 pub fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    candle_nn::layer_norm(dim, eps, vb)
+    candle_nn::layer_norm(dim, eps, vb).map(LayerNorm)
 }
 
 /// Largest number of attention scores materialised at once (f32 values); longer queries
@@ -389,7 +457,7 @@ fn attention_within(
         } else {
             q.narrow(2, start, len)?
         };
-        let mut scores = q_chunk.matmul(&k_t)?;
+        let mut scores = super::matmul::matmul(&q_chunk, &k_t)?;
         if let Some(mask) = mask {
             let mask = if mask.dim(D::Minus2)? == n && len != n {
                 mask.narrow(D::Minus2, start, len)?
@@ -398,8 +466,8 @@ fn attention_within(
             };
             scores = scores.broadcast_add(&mask)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        chunks.push(probs.matmul(&v)?);
+        let probs = softmax_last_dim(&scores)?;
+        chunks.push(super::matmul::matmul(&probs, &v)?);
     }
     let out = if chunks.len() == 1 {
         chunks.pop().expect("one chunk")

@@ -10,7 +10,9 @@ pub mod conv;
 pub mod cpu_attention;
 pub mod cpu_storage;
 pub mod forward;
+pub mod gemm;
 pub mod layers;
+pub mod matmul;
 pub mod text_encoder;
 pub mod tiny;
 pub mod unet;
@@ -148,6 +150,12 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, RuntimeError> {
 }
 
 impl StableDiffusion {
+    /// The code path the networks run on now ([`crate::runtime::kernel_path::identity`]),
+    /// recorded with every row they render.
+    pub fn kernel_path(&self) -> String {
+        crate::runtime::kernel_path::identity(&self.device)
+    }
+
     /// Loads a diffusers-layout folder.
     pub fn load(
         dir: &Path,

@@ -2,10 +2,10 @@
 //! its last hidden state after the final layer norm.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::clip_encoder::EncoderLayer;
-use super::layers::{layer_norm, Activation};
+use super::layers::{layer_norm, Activation, LayerNorm};
 
 /// Hyper-parameters read from `text_encoder/config.json`.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,9 +1,13 @@
 //! Vectorisable float32 kernels for the CPU: exp (Cephes' polynomial, about 1 ulp), softmax of a
 //! row, SiLU and GEGLU. They are written as branch-free loops over slices and compiled three
-//! times: for the baseline target, with AVX2 + FMA and with AVX-512F, chosen at run time, so
-//! that the compiler turns them into 8- or 16-wide vector code where the CPU has it. Rust
-//! neither fuses nor reorders float operations, so all three give the same bits. glibc's scalar `expf`
-//! was 10-13 % of the runtime's CPU profile.
+//! times: for the baseline target, with AVX2 + FMA and with AVX-512F, chosen by the active
+//! kernel path ([`crate::runtime::kernel_path`]), so that the compiler turns them into 8- or
+//! 16-wide vector code where the CPU has it. Rust neither fuses nor reorders float operations,
+//! so all three give the same bits (unit-tested). glibc's scalar `expf` was 10-13 % of the
+//! runtime's CPU profile.
+
+#[cfg(target_arch = "x86_64")]
+use crate::runtime::kernel_path::KernelPath;
 
 /// exp(x) for x in float32's range; below -87.3 it returns ~1e-38 instead of a denormal.
 #[inline(always)]
@@ -146,14 +150,11 @@ unsafe fn silu_avx512(values: &mut [f32]) {
     silu_generic(values)
 }
 
+/// The active kernel path ([`crate::runtime::kernel_path`]), which was checked against the
+/// CPU when it was activated.
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f") && has_avx2()
+fn active_path() -> KernelPath {
+    crate::runtime::kernel_path::active()
 }
 
 /// Replaces each value v of `row` by exp(v - max(row)) and returns their sum (softmax is the
@@ -162,12 +163,13 @@ fn has_avx512() -> bool {
 pub fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked above).
+        let path = active_path();
+        if path == KernelPath::CpuAvx512 {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { exp_shifted_avx512(row) };
         }
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        if path == KernelPath::CpuAvx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path was checked).
             return unsafe { exp_shifted_avx2(row) };
         }
     }
@@ -178,12 +180,13 @@ pub fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
 pub fn silu_in_place(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked above).
+        let path = active_path();
+        if path == KernelPath::CpuAvx512 {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { silu_avx512(values) };
         }
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        if path == KernelPath::CpuAvx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path was checked).
             return unsafe { silu_avx2(values) };
         }
     }
@@ -194,12 +197,13 @@ pub fn silu_in_place(values: &mut [f32]) {
 pub fn geglu(hidden: &[f32], gate: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked above).
+        let path = active_path();
+        if path == KernelPath::CpuAvx512 {
+            // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { geglu_avx512(hidden, gate, out) };
         }
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        if path == KernelPath::CpuAvx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (the path was checked).
             return unsafe { geglu_avx2(hidden, gate, out) };
         }
     }
@@ -271,6 +275,37 @@ impl candle_core::CustomOp3 for GroupNormOp {
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension of a float32 CPU tensor, with [`exp_shifted_in_place`]:
+/// the same bits on every kernel path (candle's own softmax sums with AVX2 where the CPU has
+/// it, whatever the path).
+pub struct SoftmaxLastDimOp;
+
+impl candle_core::CustomOp1 for SoftmaxLastDimOp {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        const OP: &str = "softmax-last-dim-f32";
+        let mut out = super::cpu_storage::contiguous_f32(storage, layout, OP, "input")?.to_vec();
+        let width = layout.shape().dims().last().copied().unwrap_or(0);
+        if width > 0 {
+            out.par_chunks_mut(width).for_each(|row| {
+                let sum = exp_shifted_in_place(row);
+                for v in row.iter_mut() {
+                    *v /= sum;
+                }
+            });
+        }
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -366,28 +401,51 @@ mod tests {
     }
 
     #[test]
-    fn exp_shifted_gives_the_same_bits_at_every_vector_width() {
+    fn every_kernel_gives_the_same_bits_at_every_vector_width() {
         let row: Vec<f32> = (0..4099).map(|i| (i as f32 * 0.37).sin() * 12.0).collect();
-        let mut generic = row.clone();
-        let generic_sum = exp_shifted_generic(&mut generic);
-        let mut dispatched = row.clone();
-        let dispatched_sum = exp_shifted_in_place(&mut dispatched);
-        assert_eq!(generic_sum.to_bits(), dispatched_sum.to_bits());
-        assert!(generic
-            .iter()
-            .zip(&dispatched)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let gate: Vec<f32> = (0..4099).map(|i| (i as f32 * 0.11).cos() * 5.0).collect();
+        type Geglu<'a> = &'a dyn Fn(&[f32], &[f32], &mut [f32]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // (exp sum, exp row, silu, geglu) of one width.
+        let run = |exp: &dyn Fn(&mut [f32]) -> f32, silu: &dyn Fn(&mut [f32]), geglu: Geglu| {
+            let mut exps = row.clone();
+            let sum = exp(&mut exps);
+            let mut silus = row.clone();
+            silu(&mut silus);
+            let mut gelus = vec![0f32; row.len()];
+            geglu(&row, &gate, &mut gelus);
+            (sum.to_bits(), bits(&exps), bits(&silus), bits(&gelus))
+        };
+        let generic = run(&exp_shifted_generic, &silu_generic, &geglu_generic);
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            let mut avx2 = row.clone();
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            let avx2_sum = unsafe { exp_shifted_avx2(&mut avx2) };
-            assert_eq!(generic_sum.to_bits(), avx2_sum.to_bits());
-            assert!(generic
-                .iter()
-                .zip(&avx2)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        {
+            use crate::runtime::kernel_path::KernelPath;
+            if KernelPath::CpuAvx2.supported() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                let avx2 = unsafe {
+                    run(&|r| exp_shifted_avx2(r), &|v| silu_avx2(v), &|h, g, o| {
+                        geglu_avx2(h, g, o)
+                    })
+                };
+                assert!(avx2 == generic, "AVX2 bits differ from the generic ones");
+            }
+            if KernelPath::CpuAvx512.supported() {
+                // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (checked above).
+                let avx512 = unsafe {
+                    run(
+                        &|r| exp_shifted_avx512(r),
+                        &|v| silu_avx512(v),
+                        &|h, g, o| geglu_avx512(h, g, o),
+                    )
+                };
+                assert!(
+                    avx512 == generic,
+                    "AVX-512 bits differ from the generic ones"
+                );
+            }
         }
+        let dispatched = run(&exp_shifted_in_place, &silu_in_place, &geglu);
+        assert!(dispatched == generic);
     }
 
     #[test]
