@@ -110,14 +110,13 @@ pub struct ShardEntry {
 impl DatasetManifest {
     /// Sets [`DatasetManifest::kernel_paths`] to the union of the shards' paths.
     pub fn collect_kernel_paths(&mut self) {
-        let mut paths: Vec<String> = self
+        self.kernel_paths = self
             .shards
             .iter()
             .flat_map(|shard| shard.kernel_paths.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        paths.sort();
-        paths.dedup();
-        self.kernel_paths = paths;
     }
 
     /// The manifest file of dataset directory `dir`: `dir/acs-manifest.json`.

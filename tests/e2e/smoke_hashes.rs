@@ -179,26 +179,23 @@ fn check_emulated(qemu: &std::path::Path, model: &str, path: KernelPath) -> Vec<
     let work = tempfile::tempdir().unwrap();
     let manifest = one_pair_manifest(work.path());
     let (native, emulated) = (work.path().join("native"), work.path().join("emulated"));
-    let build_args = |out: &std::path::Path| {
-        vec![
-            "build".to_owned(),
-            "--manifest".to_owned(),
-            s(&manifest),
-            "--out".to_owned(),
-            s(out),
-        ]
-    };
-    let mut here = std::process::Command::new(crate::util::ACS);
-    here.args(build_args(&native));
-    crate::util::isolate(&mut here, home.path());
+    let (manifest, native_out, emulated_out) = (s(&manifest), s(&native), s(&emulated));
+    let mut here = acs_command(
+        home.path(),
+        &["build", "--manifest", &manifest, "--out", &native_out],
+    );
     here.env(kernel_path::ENV_VAR, path.name());
     let done = run(here);
     assert!(done.status.success(), "build on {path}: {}", stderr(&done));
 
     let mut there = std::process::Command::new(qemu);
-    there
-        .args(["-cpu", model, crate::util::ACS])
-        .args(build_args(&emulated));
+    there.args(["-cpu", model, crate::util::ACS]).args([
+        "build",
+        "--manifest",
+        &manifest,
+        "--out",
+        &emulated_out,
+    ]);
     crate::util::isolate(&mut there, home.path());
     // One thread: the emulator gains nothing from a second one.
     there

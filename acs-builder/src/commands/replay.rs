@@ -53,18 +53,14 @@ pub struct ReplayReport {
     pub mismatches: Vec<String>,
 }
 
-/// The path to re-render a row on: `ACS_KERNEL_PATH`'s when set, else the row's own when this
-/// CPU runs it, else this CPU's best.
-fn replay_path(recorded: Option<&str>) -> Result<KernelPath, AcsError> {
-    if kernel_path::forced_by_env() {
-        return Ok(kernel_path::active());
-    }
+/// Activates the path to re-render a row on: the row's own when this CPU runs it, else this
+/// CPU's best. (Where `ACS_KERNEL_PATH` forces a path, the caller leaves that one active.)
+fn activate_replay_path(recorded: Option<&str>) -> Result<(), AcsError> {
     let own = recorded
         .and_then(|name| KernelPath::parse(name).ok())
         .filter(|path| path.supported());
-    let path = own.unwrap_or_else(KernelPath::best);
-    kernel_path::activate(path)?;
-    Ok(path)
+    kernel_path::activate(own.unwrap_or_else(KernelPath::best))?;
+    Ok(())
 }
 
 /// Compares stored float16 bytes with re-rendered values: bit for bit when `exact`, else
@@ -120,14 +116,15 @@ pub fn replay(
     }
     // A sampler encodes the negative prompt when it is made: one per kernel path.
     let mut sampler: Option<(String, PairSampler)> = None;
+    let per_row_path = model.device.is_cpu() && !kernel_path::forced_by_env();
     let mut report = ReplayReport::default();
     let mut cross_paths: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (name, record) in records {
         if !sampled(&record.pair_id, fraction) {
             continue;
         }
-        if model.device.is_cpu() {
-            replay_path(record.kernel_path.as_deref())?;
+        if per_row_path {
+            activate_replay_path(record.kernel_path.as_deref())?;
         }
         let replayed_on = model.kernel_path();
         let exact = record.kernel_path.as_deref() == Some(replayed_on.as_str());
@@ -196,26 +193,17 @@ pub fn replay(
                 None => problems.push(format!("{column} not stored")),
             }
         }
+        let recorded = record.kernel_path.as_deref().unwrap_or("unrecorded");
         if !exact {
-            let recorded = record
-                .kernel_path
-                .clone()
-                .unwrap_or_else(|| "unrecorded".into());
             *cross_paths
-                .entry((recorded, replayed_on.clone()))
+                .entry((recorded.to_owned(), replayed_on.clone()))
                 .or_default() += 1;
         }
         if !problems.is_empty() {
             let paths = if exact {
                 String::new()
             } else {
-                format!(
-                    " (recorded on {}, replayed on {replayed_on})",
-                    record
-                        .kernel_path
-                        .as_deref()
-                        .unwrap_or("an unrecorded kernel path")
-                )
+                format!(" (recorded on {recorded}, replayed on {replayed_on})")
             };
             report.mismatches.push(format!(
                 "{name} (pair {}): {}{paths}",

@@ -79,6 +79,22 @@ impl KernelPath {
         }
     }
 
+    /// The path itself where this CPU runs it, else why not.
+    fn check(self) -> Result<Self, String> {
+        if self.supported() {
+            return Ok(self);
+        }
+        Err(format!(
+            "`{self}` needs a CPU with {}; this one supports {}",
+            self.needs(),
+            supported_paths()
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// The most demanding path this CPU supports (what `auto` means).
     pub fn best() -> Self {
         Self::ALL
@@ -135,16 +151,7 @@ impl KernelPathChoice {
     pub fn resolve(self) -> Result<KernelPath, String> {
         match self {
             Self::Auto => Ok(KernelPath::best()),
-            Self::Path(path) if path.supported() => Ok(path),
-            Self::Path(path) => Err(format!(
-                "`{path}` needs a CPU with {}; this one supports {}",
-                path.needs(),
-                supported_paths()
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            Self::Path(path) => path.check(),
         }
     }
 
@@ -217,13 +224,8 @@ pub fn active() -> KernelPath {
 /// Makes `path` the one the kernels take from now on (refused where the CPU cannot run it).
 /// Call it between renders, not during one.
 pub fn activate(path: KernelPath) -> Result<(), RuntimeError> {
-    if !path.supported() {
-        let reason = KernelPathChoice::Path(path)
-            .resolve()
-            .err()
-            .unwrap_or_default();
-        return Err(RuntimeError::setting(Setting::KernelPath, reason));
-    }
+    path.check()
+        .map_err(|reason| RuntimeError::setting(Setting::KernelPath, reason))?;
     ACTIVE.store(path.code(), Ordering::Relaxed);
     Ok(())
 }
@@ -244,9 +246,10 @@ pub fn choose(requested: KernelPathChoice) -> Result<KernelPath, RuntimeError> {
         | (KernelPathChoice::Auto, KernelPathChoice::Path(path)) => KernelPathChoice::Path(path),
         (KernelPathChoice::Auto, KernelPathChoice::Auto) => KernelPathChoice::Auto,
     };
-    let path = choice
-        .resolve()
-        .map_err(|reason| RuntimeError::setting(Setting::KernelPath, reason))?;
+    let path = match choice {
+        KernelPathChoice::Auto => KernelPath::best(),
+        KernelPathChoice::Path(path) => path,
+    };
     activate(path)?;
     Ok(path)
 }

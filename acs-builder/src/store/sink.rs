@@ -198,13 +198,13 @@ impl ShardSink {
         fault::point("shard-written");
         let pair_ids: Vec<String> = buffer.rows.iter().map(|r| r.pair_id.clone()).collect();
         let valid = buffer.rows.iter().filter(|r| r.valid).count() as u64;
-        let mut kernel_paths: Vec<String> = buffer
+        let kernel_paths: Vec<String> = buffer
             .rows
             .iter()
             .filter_map(|r| r.kernel_path.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
-        kernel_paths.sort();
-        kernel_paths.dedup();
         self.journal.append(&Entry::Shard {
             path: relative.clone(),
             pair_ids: pair_ids.clone(),

@@ -53,8 +53,8 @@ impl Module for Activation {
 }
 
 /// A linear layer whose result for one batch element does not depend on the others, on the
-/// CPU on the active kernel path ([`super::matmul`]). A matrix product a [batch, in] input as one GEMM whose kernel choice changes with the number of
-/// rows (measured: a UNet at batch 16 differed from batch 1 by 3.5e-6 through the time
+/// CPU on the active kernel path ([`super::matmul`]). A [batch, in] input multiplied as one
+/// GEMM gets a kernel that changes with the number of rows (measured: a UNet at batch 16 differed from batch 1 by 3.5e-6 through the time
 /// embedding projections), so on the CPU such inputs are multiplied one row at a time; a
 /// [batch, n, in] input stacks into batch·n rows and was measured batch-invariant (UNet outputs
 /// bit-identical at batch 1 to 16, tiny and sd15-medium topologies), so it stays one GEMM.

@@ -7,7 +7,7 @@
 //! runtime's CPU profile.
 
 #[cfg(target_arch = "x86_64")]
-use crate::runtime::kernel_path::KernelPath;
+use crate::runtime::kernel_path::{self, KernelPath};
 
 /// exp(x) for x in float32's range; below -87.3 it returns ~1e-38 instead of a denormal.
 #[inline(always)]
@@ -150,20 +150,13 @@ unsafe fn silu_avx512(values: &mut [f32]) {
     silu_generic(values)
 }
 
-/// The active kernel path ([`crate::runtime::kernel_path`]), which was checked against the
-/// CPU when it was activated.
-#[cfg(target_arch = "x86_64")]
-fn active_path() -> KernelPath {
-    crate::runtime::kernel_path::active()
-}
-
 /// Replaces each value v of `row` by exp(v - max(row)) and returns their sum (softmax is the
 /// row divided by the sum). Results are the same bits with and without AVX: the arithmetic
 /// and its order are fixed by the code, only the vector width changes.
 pub fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        let path = active_path();
+        let path = kernel_path::active();
         if path == KernelPath::CpuAvx512 {
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { exp_shifted_avx512(row) };
@@ -180,7 +173,7 @@ pub fn exp_shifted_in_place(row: &mut [f32]) -> f32 {
 pub fn silu_in_place(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        let path = active_path();
+        let path = kernel_path::active();
         if path == KernelPath::CpuAvx512 {
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { silu_avx512(values) };
@@ -197,7 +190,7 @@ pub fn silu_in_place(values: &mut [f32]) {
 pub fn geglu(hidden: &[f32], gate: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        let path = active_path();
+        let path = kernel_path::active();
         if path == KernelPath::CpuAvx512 {
             // SAFETY: the CPU supports AVX-512F, AVX2 and FMA (the path was checked).
             return unsafe { geglu_avx512(hidden, gate, out) };
