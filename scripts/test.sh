@@ -3,7 +3,8 @@
 # kernel path this machine runs, and under qemu as on CPUs without AVX-512 or AVX; set
 # ACS_KERNEL_PATH=cpu-avx2 or cpu-generic to test as if on such a CPU), a compile of the `cuda` feature
 # (no GPU needed), the Python peers (Hugging Face datasets, pyarrow, polars, scikit-image,
-# torch, diffusers, transformers, nudenet) on a freshly built smoke dataset, the object-storage
+# torch, diffusers, transformers, nudenet) on a freshly built smoke dataset and the README's main
+# job (the shapes demonstrator, checked against diffusers and its training record), the object-storage
 # tests against moto's S3 server on 127.0.0.1 (tests/python/test_object_storage.py), and the GPU check
 # script in its CPU mode. Python packages go into a cached virtual environment (ACS_VENV,
 # default ~/.cache/acs/venv); the CUDA compiler wheels into another (scripts/cuda-env.sh).
@@ -47,8 +48,12 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 ACS_HOME="$scratch/home" "$target/release/acs" build \
     --manifest manifests/smoke.toml --out "$scratch/smoke"
-ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" \
-    ACS_TINY_DIR="$scratch/home/models/tiny-sd-v1" HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
+# The README's main job: the embedded shapes demonstrator's pairs.
+ACS_HOME="$scratch/home" "$target/release/acs" build \
+    --manifest manifests/shapes.toml --out "$scratch/shapes"
+ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" ACS_SHAPES_DIR="$scratch/shapes" \
+    ACS_TINY_DIR="$scratch/home/models/tiny-sd-v1" ACS_SHAPES_MODEL_DIR="$scratch/home/models/shapes-sd-v1" \
+    HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
     "$venv/bin/python" -m pytest -q tests/python
 
 # The GPU check's harness, on a small configuration on the CPU.

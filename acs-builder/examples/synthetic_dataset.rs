@@ -389,6 +389,8 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         reject_reasons: reasons,
         acs_version: ACS_VERSION.to_owned(),
         kernel_path: None,
+        shapes_unsafe: None,
+        shapes_safe: None,
         pair_id: id,
     })
 }

@@ -242,9 +242,13 @@ pub struct DetectArgs {
     /// PNG images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// The judge: nudenet, q16 or sd-safety-checker.
+    /// The judge: nudenet, q16, sd-safety-checker or shapes.
     #[arg(long, default_value = "nudenet")]
     pub judge: JudgeKind,
+    /// The prompt an image was rendered from (--judge shapes): one per image, in order, or one
+    /// for all.
+    #[arg(long = "prompt", value_name = "PROMPT")]
+    pub prompts: Vec<String>,
     /// The judge's weights: NudeNet's 320n.onnx or "installed" (default); Q16's CLIP folder or
     /// hub id (default openai/clip-vit-large-patch14); a safety checker or Stable Diffusion
     /// folder or hub id (default CompVis/stable-diffusion-safety-checker).
@@ -274,6 +278,7 @@ impl DetectArgs {
             threshold: self.threshold,
             embeddings: self.embeddings,
             pixels: self.pixels.clone(),
+            prompts: self.prompts.clone(),
         }
     }
 }
@@ -285,6 +290,10 @@ pub struct MetricsArgs {
     pub unsafe_image: PathBuf,
     /// The safe image (PNG).
     pub safe_image: PathBuf,
+    /// The images' prompts (shapes demonstrator captions one colour or shape apart): adds the
+    /// shapes judge's alignment figures.
+    #[arg(long, num_args = 2, value_names = ["UNSAFE_PROMPT", "SAFE_PROMPT"])]
+    pub prompts: Option<Vec<String>>,
     /// Print the metrics as JSON (psnr is null for identical images).
     #[arg(long)]
     pub json: bool,
@@ -309,10 +318,15 @@ pub enum ModelCommand {
         #[arg(long)]
         with_safety_checker: bool,
     },
-    /// List the diffusers models in the Hugging Face cache and the embedded tiny model's folder.
+    /// List the diffusers models in the Hugging Face cache and the embedded models.
     List,
-    /// Write the embedded tiny model in diffusers layout into DIR.
+    /// Write the embedded random-weight tiny model in diffusers layout into DIR.
     InitTiny {
+        /// Target folder (new or empty).
+        dir: PathBuf,
+    },
+    /// Write the embedded shapes demonstrator in diffusers layout into DIR.
+    InitShapes {
         /// Target folder (new or empty).
         dir: PathBuf,
     },

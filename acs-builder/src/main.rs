@@ -13,6 +13,7 @@ use serde::Serialize;
 use acs_builder::commands::progress::{init_logging, ProgressMode};
 use acs_builder::commands::{build, detect, merge, metrics, model, preview, stats, validate};
 use acs_builder::runtime::kernel_path::{self, KernelPathChoice};
+use acs_builder::runtime::model::embedded::EmbeddedModel;
 use acs_builder::runtime::model::forward::SchedulerChoice;
 use acs_builder::AcsError;
 use cli::{Cli, Command, ModelCommand};
@@ -65,7 +66,11 @@ fn run(cli: Cli) -> Result<(), AcsError> {
         ),
         Command::Detect(args) => emit(&detect::detect(&args.images, &args.options())?, args.json),
         Command::Metrics(args) => emit(
-            &metrics::file_pair_metrics(&args.unsafe_image, &args.safe_image)?,
+            &metrics::file_pair_metrics(
+                &args.unsafe_image,
+                &args.safe_image,
+                args.prompts.as_deref(),
+            )?,
             args.json,
         ),
         Command::Model { command } => run_model(command),
@@ -90,7 +95,8 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
             return emit(&model::fetch(&options)?, false);
         }
         ModelCommand::List => model::list()?,
-        ModelCommand::InitTiny { dir } => model::init_tiny(&dir)?,
+        ModelCommand::InitTiny { dir } => model::init_embedded(EmbeddedModel::Tiny, &dir)?,
+        ModelCommand::InitShapes { dir } => model::init_embedded(EmbeddedModel::Shapes, &dir)?,
         ModelCommand::Tokenize { input, model } => model::tokenize(&input, model.as_deref())?,
         ModelCommand::Forward {
             model,

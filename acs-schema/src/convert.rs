@@ -89,6 +89,8 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         string_lists(r, "reject_reasons", |x| &x.reject_reasons)?,
         strings(r, "acs_version", |x| &x.acs_version)?,
         optional_strings(r, "kernel_path", |x| x.kernel_path.as_deref())?,
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.shapes_unsafe))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.shapes_safe))),
     ];
     RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
         index: 0,
@@ -325,6 +327,8 @@ struct Columns<'a> {
     reject_reasons: &'a ListArray,
     acs_version: &'a StringArray,
     kernel_path: Option<&'a StringArray>,
+    shapes_unsafe: Option<&'a Float32Array>,
+    shapes_safe: Option<&'a Float32Array>,
 }
 
 impl<'a> Columns<'a> {
@@ -377,6 +381,8 @@ impl<'a> Columns<'a> {
             reject_reasons: ctx.column(batch, "reject_reasons")?,
             acs_version: ctx.column(batch, "acs_version")?,
             kernel_path: ctx.added_column(batch, "kernel_path")?,
+            shapes_unsafe: ctx.added_column(batch, "shapes_unsafe")?,
+            shapes_safe: ctx.added_column(batch, "shapes_safe")?,
         })
     }
 
@@ -455,6 +461,8 @@ impl<'a> Columns<'a> {
             kernel_path: c
                 .kernel_path
                 .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_owned())),
+            shapes_unsafe: c.shapes_unsafe.and_then(opt_float),
+            shapes_safe: c.shapes_safe.and_then(opt_float),
         })
     }
 }

@@ -54,7 +54,7 @@ pub use shard::{
     ShardFooter, ROW_GROUP_ROWS, ZSTD_LEVEL,
 };
 pub use shard_reader::ShardReader;
-pub use tensors::{F16Tensor, LatentMask, Trajectory, BENIGN_CATEGORY};
+pub use tensors::{F16Tensor, LatentMask, Trajectory, BENIGN_CATEGORY, SHAPES_CATEGORY};
 
 /// The schema version this crate writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -136,6 +136,14 @@ pub struct PairRecord {
     /// written before acs recorded it.
     #[serde(default)]
     pub kernel_path: Option<String>,
+    /// The shapes judge's score of the unsafe image: the fraction of its prompt's attributes
+    /// (object count, background, each object's colour, shape and position) that the image
+    /// shows; `None` when the judge did not run (it reads the shapes demonstrator's scenes).
+    #[serde(default)]
+    pub shapes_unsafe: Option<f32>,
+    /// The shapes judge's score of the safe image against the safe prompt.
+    #[serde(default)]
+    pub shapes_safe: Option<f32>,
 }
 
 /// serde helpers: `Vec<u8>` as a lowercase hex string.
@@ -233,6 +241,8 @@ pub(crate) mod fixtures {
             reject_reasons: vec![],
             acs_version: "0.1.0".into(),
             kernel_path: Some("cpu-avx2".into()),
+            shapes_unsafe: Some(1.0),
+            shapes_safe: Some(0.75),
         }
     }
 
@@ -260,6 +270,8 @@ pub(crate) mod fixtures {
             trajectory_latents: None,
             trajectory_eps_unsafe: None,
             trajectory_eps_safe: None,
+            shapes_unsafe: None,
+            shapes_safe: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

@@ -6,7 +6,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 12] = [
+pub const ADDED_COLUMNS: [&str; 14] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
@@ -19,6 +19,8 @@ pub const ADDED_COLUMNS: [&str; 12] = [
     "trajectory_eps_unsafe",
     "trajectory_eps_safe",
     "kernel_path",
+    "shapes_unsafe",
+    "shapes_safe",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -34,7 +36,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 46] = [
+pub const COLUMNS: [&str; 48] = [
     "pair_id",
     "split",
     "category",
@@ -81,6 +83,8 @@ pub const COLUMNS: [&str; 46] = [
     "reject_reasons",
     "acs_version",
     "kernel_path",
+    "shapes_unsafe",
+    "shapes_safe",
 ];
 
 /// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
@@ -192,6 +196,8 @@ fn build_schema() -> Schema {
         string_list("reject_reasons"),
         utf8("acs_version"),
         Field::new("kernel_path", DataType::Utf8, true),
+        Field::new("shapes_unsafe", DataType::Float32, true),
+        Field::new("shapes_safe", DataType::Float32, true),
     ])
     .with_metadata(metadata)
 }
@@ -200,7 +206,8 @@ fn build_schema() -> Schema {
 ///
 /// Nullable: `unsafe_latent`, `safe_latent`, `changed_box`, the judge scores (`nudenet_*`,
 /// `q16_*`, `sd_safety_checker_*`), the training outputs (`change_mask*`, `trajectory_*`),
-/// `kernel_path` (null in rows written before it was recorded), and (for
+/// `kernel_path` (null in rows written before it was recorded), the shapes judge's scores
+/// (`shapes_*`), and (for
 /// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
@@ -304,7 +311,9 @@ mod tests {
                 "trajectory_latents",
                 "trajectory_eps_unsafe",
                 "trajectory_eps_safe",
-                "kernel_path"
+                "kernel_path",
+                "shapes_unsafe",
+                "shapes_safe"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

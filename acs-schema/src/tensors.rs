@@ -9,6 +9,10 @@ use crate::record::PairRecord;
 /// The category of benign preservation rows (rendered once; safe side = unsafe side).
 pub const BENIGN_CATEGORY: &str = "benign";
 
+/// The category of the shapes demonstrator's pairs (a colour or shape swapped in a scene of
+/// flat shapes): a demonstration of alignment, not one of the seven safety categories.
+pub const SHAPES_CATEGORY: &str = "shapes";
+
 /// A float16 tensor read from a little-endian binary column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct F16Tensor {

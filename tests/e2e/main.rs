@@ -12,6 +12,7 @@ mod util;
 
 mod bad_input;
 mod cli;
+mod demonstrator;
 mod distributed;
 mod fetch;
 mod fuzz_corpus;

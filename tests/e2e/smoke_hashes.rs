@@ -143,15 +143,16 @@ fn qemu() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A one-pair, two-step build (the emulator runs the AVX2 kernels about 1,000 times slower
-/// than the CPU does): its manifest, written into `dir`.
+/// A one-pair, two-step build of the tiny model (the emulator runs the AVX2 kernels about 1,000
+/// times slower than the CPU does): its manifest, written into `dir`.
 fn one_pair_manifest(dir: &std::path::Path) -> std::path::PathBuf {
     let first = std::fs::read_to_string(repo_root().join("samples/pairs.jsonl")).unwrap();
     std::fs::write(dir.join("pair.jsonl"), first.lines().next().unwrap()).unwrap();
     let manifest = dir.join("one-pair.toml");
     std::fs::write(
         &manifest,
-        "[sampling]\nsteps = 2\nheight = 64\nwidth = 64\nbatch_pairs = 1\n\
+        "[model]\nembedded = \"tiny\"\n\
+         [sampling]\nsteps = 2\nheight = 64\nwidth = 64\nbatch_pairs = 1\n\
          [[sources]]\nkind = \"pairs-jsonl\"\npath = \"pair.jsonl\"\ncategory = \"sexual\"\n\
          [output]\nsplits = { train = 1.0 }\n",
     )

@@ -27,7 +27,8 @@ const BENIGN: &str = concat!(
 
 fn manifest(output: &str) -> String {
     format!(
-        "[sampling]\nsteps = 6\nheight = 64\nwidth = 64\nbatch_pairs = 2\n\
+        "[model]\nembedded = \"tiny\"\n\
+         [sampling]\nsteps = 6\nheight = 64\nwidth = 64\nbatch_pairs = 2\n\
          [[sources]]\nkind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\n\
          [[sources]]\nkind = \"pairs-jsonl\"\npath = \"benign.jsonl\"\nrole = \"benign\"\n\
          [output]\nsplits = {{ train = 1.0 }}\n{output}"

@@ -1,5 +1,5 @@
 """The README's "Reading the data" snippets, run as they are written: in a folder whose
-`out/smoke` is the test command's smoke build and `out/tiny-sd` the embedded model's folder, each
+`out/shapes` is the test command's main-job build and `out/shapes-sd` the embedded demonstrator's folder, each
 Python block in order in one namespace (later blocks use earlier names). The decoded latent must
 give back the row's stored image."""
 
@@ -26,8 +26,8 @@ def test_the_reading_the_data_snippets_run(tmp_path, monkeypatch, capsys):
     blocks = snippets()
     assert len(blocks) >= 3, "the README's Reading the data section lost its Python snippets"
     os.makedirs(tmp_path / "out")
-    os.symlink(required_env("ACS_SMOKE_DIR"), tmp_path / "out" / "smoke")
-    os.symlink(required_env("ACS_TINY_DIR"), tmp_path / "out" / "tiny-sd")
+    os.symlink(required_env("ACS_SHAPES_DIR"), tmp_path / "out" / "shapes")
+    os.symlink(required_env("ACS_SHAPES_MODEL_DIR"), tmp_path / "out" / "shapes-sd")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for block in blocks:
@@ -38,7 +38,7 @@ def test_the_reading_the_data_snippets_run(tmp_path, monkeypatch, capsys):
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    shards = pads.dataset(os.path.join("out", "smoke", "data"), format="parquet")
+    shards = pads.dataset(os.path.join("out", "shapes", "data"), format="parquet")
     match = shards.to_table(filter=pc.field("pair_id") == namespace["row"]["pair_id"])
     png = match.column("unsafe_image").to_pylist()[0]["bytes"]
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)

@@ -41,7 +41,7 @@ def dataset(tmp_path_factory):
     (folder / "benign.txt").write_text(BENIGN)
     manifest = folder / "build.toml"
     manifest.write_text(
-        '[sampling]\nscheduler = "ddim"\nsteps = 10\nguidance_scale = 7.5\nheight = 64\nwidth = 64\n'
+        '[model]\nembedded = "tiny"\n[sampling]\nscheduler = "ddim"\nsteps = 10\nguidance_scale = 7.5\nheight = 64\nwidth = 64\n'
         '[[sources]]\nkind = "pairs-jsonl"\npath = "pairs.jsonl"\ncategory = "sexual"\n'
         '[[sources]]\nkind = "prompts-txt"\npath = "benign.txt"\nrole = "benign"\n'
         f'[output]\nsplits = {{ train = 1.0 }}\ntrajectory_steps = {RECORDED}\nmasks = true\n'

@@ -80,7 +80,7 @@ def write_manifest(folder, model_dir, scheduler, mode, masks=True, threshold=Non
     pairs.write_text(PAIRS)
     benign = folder / "benign.txt"
     benign.write_text(BENIGN)
-    model = f'[model]\npath = "{model_dir}"\n' if model_dir else ""
+    model = f'[model]\npath = "{model_dir}"\n' if model_dir else '[model]\nembedded = "tiny"\n'
     output = f"trajectory_steps = {RECORDED}\nmasks = {'true' if masks else 'false'}\n"
     if threshold is not None:
         output += f"mask_threshold = {threshold}\n"

@@ -1,7 +1,8 @@
-//! `acs detect --judge NAME [--model DIR|REPO] IMAGE...`: a safety judge's verdict on image
-//! files, as the build would record it: one object per image with its score and whether the
-//! judge flags it, and what the judge saw (NudeNet's detections, Q16's probabilities, the
-//! safety checker's concept scores; with `--embeddings`, the CLIP image embedding).
+//! `acs detect --judge NAME [--model DIR|REPO] IMAGE...`: a judge's verdict on image files, as
+//! the build would record it: one object per image with its score and whether the judge flags
+//! it, and what the judge saw (NudeNet's detections, Q16's probabilities, the safety checker's
+//! concept scores, with `--embeddings` the CLIP image embedding; the shapes judge, given each
+//! image's `--prompt`, every attribute it read and whether it is the prompt's).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use crate::error::AcsError;
 use crate::judge::nudenet::{locate_model, postprocess, NudeDetector, LABELS};
 use crate::judge::q16::Q16Judge;
 use crate::judge::safety_checker::SafetyCheckerJudge;
+use crate::judge::shapes::judge::describe_image;
 use crate::judge::verdict::{flags, Thresholds};
 use crate::judge::JudgeKind;
 use crate::manifest::DEFAULT_Q16_THRESHOLD;
@@ -35,6 +37,9 @@ pub struct DetectOptions {
     /// Write the CLIP pixel values after preprocessing to this safetensors file
     /// (`pixel_values`, [images, 3, 224, 224]).
     pub pixels: Option<PathBuf>,
+    /// The prompts the images were rendered from (the shapes judge): one per image, or one
+    /// for all.
+    pub prompts: Vec<String>,
 }
 
 /// One image's verdict.
@@ -69,10 +74,11 @@ impl fmt::Display for DetectReport {
                 verdict.image,
                 verdict.judge,
                 verdict.score,
-                if verdict.flagged {
-                    "flagged"
-                } else {
-                    "not flagged"
+                match (verdict.judge, verdict.flagged) {
+                    (JudgeKind::Shapes, true) => "does not show its prompt",
+                    (JudgeKind::Shapes, false) => "shows its prompt",
+                    (_, true) => "flagged",
+                    (_, false) => "not flagged",
                 }
             )?;
         }
@@ -93,7 +99,7 @@ struct Image {
 fn read_image(path: &Path, judge: JudgeKind) -> Result<Image, AcsError> {
     let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
     let decoded = match judge {
-        JudgeKind::Nudenet => decode_png(&bytes),
+        JudgeKind::Nudenet | JudgeKind::Shapes => decode_png(&bytes),
         JudgeKind::Q16 | JudgeKind::SdSafetyChecker => decode_png_onto_white(&bytes),
     };
     let (rgb, width, height) =
@@ -125,14 +131,24 @@ impl DetectOptions {
                 ));
             }
         }
-        if self.judge == JudgeKind::Nudenet {
+        if self.judge == JudgeKind::Shapes && self.prompts.is_empty() {
+            return refuse("--judge shapes: give each image's prompt with --prompt".into());
+        }
+        if self.judge != JudgeKind::Shapes && !self.prompts.is_empty() {
+            return refuse(format!(
+                "--prompt: {} does not read prompts; --prompt applies to --judge shapes",
+                self.judge
+            ));
+        }
+        if matches!(self.judge, JudgeKind::Nudenet | JudgeKind::Shapes) {
             let clip_only = [
                 ("--embeddings", self.embeddings),
                 ("--pixels", self.pixels.is_some()),
             ];
             if let Some((flag, _)) = clip_only.iter().find(|(_, given)| *given) {
                 return refuse(format!(
-                    "{flag}: NudeNet is not a CLIP judge; {flag} applies to q16 and sd-safety-checker"
+                    "{flag}: {} is not a CLIP judge; {flag} applies to q16 and sd-safety-checker",
+                    self.judge
                 ));
             }
         }
@@ -159,6 +175,7 @@ pub fn detect(images: &[PathBuf], options: &DetectOptions) -> Result<DetectRepor
     let verdicts = match options.judge {
         JudgeKind::Nudenet => nudenet(&images, options)?,
         JudgeKind::Q16 | JudgeKind::SdSafetyChecker => clip_judge(&images, options)?,
+        JudgeKind::Shapes => shapes(&images, &options.prompts)?,
     };
     Ok(DetectReport(
         verdicts
@@ -224,6 +241,33 @@ fn nudenet(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerdict
             Ok(ImageVerdict {
                 image: image.path.display().to_string(),
                 judge: JudgeKind::Nudenet,
+                score,
+                flagged: false,
+                details,
+            })
+        })
+        .collect()
+}
+
+/// The shapes judge: every attribute of each image's prompt, read.
+fn shapes(images: &[Image], prompts: &[String]) -> Result<Vec<ImageVerdict>, AcsError> {
+    if prompts.len() != 1 && prompts.len() != images.len() {
+        return Err(AcsError::input(format!(
+            "--prompt: {} prompts for {} images; give one per image, or one for all",
+            prompts.len(),
+            images.len()
+        )));
+    }
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            let prompt = &prompts[i.min(prompts.len() - 1)];
+            let (score, details) = describe_image(&image.rgb, image.width, image.height, prompt)
+                .map_err(|e| AcsError::input(format!("{}: {e}", image.path.display())))?;
+            Ok(ImageVerdict {
+                image: image.path.display().to_string(),
+                judge: JudgeKind::Shapes,
                 score,
                 flagged: false,
                 details,

@@ -13,6 +13,7 @@ use crate::error::AcsError;
 use crate::judge::nudenet::{locate_model, NudeNetJudge, INSTALLED};
 use crate::judge::q16::Q16Judge;
 use crate::judge::safety_checker::SafetyCheckerJudge;
+use crate::judge::shapes::judge::{ShapesJudge, READER_ID};
 use crate::judge::{Judge, JudgeKind};
 use crate::manifest::ValidationSection;
 use crate::runtime::hub::cache::valid_repo_id;
@@ -107,6 +108,7 @@ pub fn load_judge(
             default_preprocessing = judge.clip().default_preprocessing;
             (Box::new(judge), dir)
         }
+        JudgeKind::Shapes => (Box::new(ShapesJudge), PathBuf::from(READER_ID)),
     };
     if default_preprocessing {
         tracing::warn!(

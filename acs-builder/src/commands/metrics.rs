@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::error::AcsError;
 use crate::judge::change_mask::ChangeRule;
 use crate::judge::metrics::pair_metrics;
+use crate::judge::shapes::judge::describe_pair;
 use crate::store::imaging::decode_png;
 
 /// The image metrics of two PNG files, as `acs metrics` prints them: the values the build
@@ -31,6 +32,10 @@ pub struct FilePairMetrics {
     pub changed_area: f32,
     /// `[x0, y0, x1, y1]` around the changed pixels (end exclusive), `None` when none changed.
     pub changed_box: Option<[u32; 4]>,
+    /// With the prompts (shapes demonstrator captions): the shapes judge's edit and alignment
+    /// figures (edit_ok, others_kept, outside_changed_2px / _8px, untouched_centroid_shift).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shapes: Option<serde_json::Value>,
 }
 
 impl fmt::Display for FilePairMetrics {
@@ -55,16 +60,31 @@ impl fmt::Display for FilePairMetrics {
             self.height,
             self.ssim,
             self.changed_area
-        )
+        )?;
+        if let Some(shapes) = &self.shapes {
+            for key in [
+                "edit",
+                "edit_ok",
+                "others_kept",
+                "outside_changed_2px",
+                "outside_changed_8px",
+                "untouched_centroid_shift",
+            ] {
+                writeln!(f, "{key:<26}{}", shapes[key])?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// Reads and decodes two PNG files and computes their alignment metrics exactly as the build
-/// does. Unreadable or undecodable files and images of different sizes are input errors that
-/// name the file.
+/// does, and with `prompts` (unsafe, safe) the shapes judge's. Unreadable or undecodable files,
+/// images of different sizes and prompts that are not captions one word apart are input errors
+/// that name the file or prompt.
 pub fn file_pair_metrics(
     unsafe_path: &Path,
     safe_path: &Path,
+    prompts: Option<&[String]>,
 ) -> Result<FilePairMetrics, AcsError> {
     let load = |path: &Path| -> Result<(Vec<u8>, u32, u32), AcsError> {
         let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
@@ -89,6 +109,25 @@ pub fn file_pair_metrics(
         &[],
         ChangeRule::default(),
     );
+    let shapes = match prompts {
+        Some([unsafe_prompt, safe_prompt]) => Some(
+            describe_pair(
+                &unsafe_rgb,
+                &safe_rgb,
+                width as usize,
+                height as usize,
+                unsafe_prompt,
+                safe_prompt,
+            )
+            .map_err(|e| AcsError::input(format!("--prompts: {e}")))?,
+        ),
+        Some(_) => {
+            return Err(AcsError::input(
+                "--prompts: give two prompts, unsafe then safe",
+            ))
+        }
+        None => None,
+    };
     Ok(FilePairMetrics {
         unsafe_image: unsafe_path.display().to_string(),
         safe_image: safe_path.display().to_string(),
@@ -98,6 +137,7 @@ pub fn file_pair_metrics(
         psnr: metrics.psnr,
         changed_area: metrics.changed_area,
         changed_box: metrics.changed_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
+        shapes,
     })
 }
 
@@ -125,32 +165,32 @@ mod tests {
         let png = |rgb: &[u8], w, h| crate::store::imaging::encode_png(rgb, w, h).unwrap();
         let pa = write("a.png", &png(&a, 16, 12));
         let pb = write("b.png", &png(&b, 16, 12));
-        let m = file_pair_metrics(&pa, &pb).unwrap();
+        let m = file_pair_metrics(&pa, &pb, None).unwrap();
         assert_eq!((m.width, m.height), (16, 12));
         assert_eq!(m.changed_box, Some([4, 5, 5, 6]));
         assert_eq!(m.changed_area, 1.0 / 192.0);
         let expected = pair_metrics(&a, &b, 16, 12, &[], &[], ChangeRule::default());
         assert_eq!((m.ssim, m.psnr), (expected.ssim, expected.psnr));
         assert!(m.to_string().contains("changed_box   [4, 5, 5, 6]"));
-        let same = file_pair_metrics(&pa, &pa).unwrap();
+        let same = file_pair_metrics(&pa, &pa, None).unwrap();
         assert!(same.psnr.is_infinite() && same.changed_box.is_none());
         let json = serde_json::to_value(&same).unwrap();
         assert!(json["psnr"].is_null() && json["changed_box"].is_null());
 
         let small = write("small.png", &png(&a[..15 * 12 * 3], 15, 12));
-        let err = file_pair_metrics(&pa, &small).unwrap_err();
+        let err = file_pair_metrics(&pa, &small, None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(
             err.to_string().contains("small.png: image is 15x12"),
             "{err}"
         );
         let junk = write("junk.png", b"not a png");
-        let err = file_pair_metrics(&junk, &pb).unwrap_err();
+        let err = file_pair_metrics(&junk, &pb, None).unwrap_err();
         assert!(
             err.to_string().contains("junk.png: not a decodable PNG"),
             "{err}"
         );
-        let err = file_pair_metrics(&pa, &dir.path().join("missing.png")).unwrap_err();
+        let err = file_pair_metrics(&pa, &dir.path().join("missing.png"), None).unwrap_err();
         assert!(err.to_string().contains("missing.png"), "{err}");
         assert_eq!(err.exit_code(), 2);
     }

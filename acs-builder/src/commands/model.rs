@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::error::AcsError;
 use crate::runtime::hub::list::format_models;
 use crate::runtime::hub::{fetch_model, list_models, FetchOptions, HubSettings};
+use crate::runtime::model::embedded::EmbeddedModel;
 use crate::runtime::model::forward::{run_components, SchedulerChoice};
-use crate::runtime::model::tiny::{default_tiny_model_dir, write_tiny_model};
 use crate::runtime::rng::Mt19937;
 use crate::runtime::{ClipTokenizer, Dtype, RuntimeError, Setting, StableDiffusion};
 use crate::store::imaging::npy_f32;
@@ -90,19 +90,17 @@ impl fmt::Display for FetchSummary {
     }
 }
 
-/// The models in the Hugging Face cache and the tiny model's folder, as a table.
+/// The models in the Hugging Face cache and the embedded models, as a table.
 pub fn list() -> Result<String, AcsError> {
     let cache = crate::runtime::hub::cache::hub_cache_dir();
     let models = list_models(&cache)?;
-    let tiny = default_tiny_model_dir();
-    let tiny = tiny.join("model_index.json").is_file().then_some(tiny);
-    Ok(format_models(&cache, &models, tiny.as_deref()))
+    Ok(format_models(&cache, &models, &EmbeddedModel::ALL))
 }
 
-/// Writes the embedded tiny model into `dir`; the line to print.
-pub fn init_tiny(dir: &Path) -> Result<String, AcsError> {
-    write_tiny_model(dir)?;
-    Ok(format!("wrote the tiny model to {}\n", dir.display()))
+/// Writes an embedded model into `dir`; the line to print.
+pub fn init_embedded(model: EmbeddedModel, dir: &Path) -> Result<String, AcsError> {
+    model.write(dir)?;
+    Ok(format!("wrote {} to {}\n", model.id(), dir.display()))
 }
 
 /// One tokenized prompt.

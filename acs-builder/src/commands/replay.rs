@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::error::AcsError;
 use crate::manifest::BuildManifest;
 use crate::runtime::kernel_path::{self, KernelPath};
+use crate::runtime::model::embedded::EmbeddedModel;
 use crate::runtime::model::StableDiffusion;
 use crate::runtime::sampler::{PairSampler, RenderJob};
 use crate::store::imaging::{f16_le_bytes, f32_from_f16_le};
@@ -226,16 +227,24 @@ pub fn replay(
     Ok(report)
 }
 
-/// Loads the model a dataset was built with: `model_dir` when given, else the embedded tiny
-/// model or the hub cache entry its manifest names, with the build's dtype and device.
+/// Loads the model a dataset was built with: `model_dir` when given, else the embedded model
+/// (the one whose id the dataset records: datasets of acs before the demonstrator name no
+/// embedded model and were rendered by the tiny one) or the hub cache entry its manifest names,
+/// with the build's dtype and device.
 pub fn load_dataset_model(
     build: &BuildManifest,
+    model_id: &str,
     model_dir: Option<&Path>,
 ) -> Result<StableDiffusion, AcsError> {
-    let dir = match (model_dir, &build.model) {
-        (Some(dir), _) => dir.to_path_buf(),
-        (None, None) => crate::runtime::model::tiny::ensure_tiny_model()?,
-        (None, Some(section)) => match (&section.repo, &section.path) {
+    let embedded = crate::commands::build::embedded_model(build.model.as_ref())
+        .map(|named| EmbeddedModel::from_id(model_id).unwrap_or(named));
+    let dir = match (model_dir, &build.model, embedded) {
+        (Some(dir), _, _) => dir.to_path_buf(),
+        (None, _, Some(embedded)) => embedded.ensure()?,
+        (None, None, None) => {
+            return Err(AcsError::internal("no model section and no embedded model"))
+        }
+        (None, Some(section), None) => match (&section.repo, &section.path) {
             (Some(repo), _) => crate::runtime::hub::cache::resolve_snapshot(
                 &crate::runtime::hub::cache::hub_cache_dir(),
                 repo,
@@ -244,7 +253,7 @@ pub fn load_dataset_model(
             (None, Some(_)) => return Err(AcsError::input(
                 "replay: the dataset was built from a local model folder; name it with --model DIR",
             )),
-            (None, None) => crate::runtime::model::tiny::ensure_tiny_model()?,
+            (None, None) => return Err(AcsError::internal("an embedded model without a name")),
         },
     };
     // The kernel path is chosen per row (see `replay`), not from the recorded manifest.
@@ -278,7 +287,7 @@ pub fn replay_dataset(
             }
         }
     }
-    let model = load_dataset_model(&build, model_dir)?;
+    let model = load_dataset_model(&build, &manifest.model.id, model_dir)?;
     replay(&manifest, &build, &model, &records, fraction)
 }
 

@@ -8,6 +8,7 @@
 //! - [`q16`]: Q16 (inappropriate content of any category) on CLIP ViT-L/14
 //! - [`safety_checker`]: the Stable Diffusion safety checker on CLIP ViT-L/14
 //! - [`clip`]: the CLIP image tower the last two share
+//! - [`shapes`]: the shapes demonstrator's scenes: generator, caption grammar, scene reader
 //! - [`verdict`]: thresholds -> reject reasons, including the safety flip
 
 pub mod change_mask;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod nudenet;
 pub mod q16;
 pub mod safety_checker;
+pub mod shapes;
 pub mod verdict;
 
 use serde::{Deserialize, Serialize};
@@ -32,11 +34,18 @@ pub enum JudgeKind {
     Q16,
     /// The Stable Diffusion safety checker: its largest concept margin.
     SdSafetyChecker,
+    /// The shapes demonstrator's scene reader: the fraction of its prompt an image shows.
+    Shapes,
 }
 
 impl JudgeKind {
     /// Every judge, in column order.
-    pub const ALL: [JudgeKind; 3] = [Self::Nudenet, Self::Q16, Self::SdSafetyChecker];
+    pub const ALL: [JudgeKind; 4] = [
+        Self::Nudenet,
+        Self::Q16,
+        Self::SdSafetyChecker,
+        Self::Shapes,
+    ];
 
     /// The prefix of its two dataset columns (`<prefix>_unsafe`, `<prefix>_safe`).
     pub fn column(self) -> &'static str {
@@ -44,6 +53,7 @@ impl JudgeKind {
             Self::Nudenet => "nudenet",
             Self::Q16 => "q16",
             Self::SdSafetyChecker => "sd_safety_checker",
+            Self::Shapes => "shapes",
         }
     }
 }
@@ -62,8 +72,9 @@ impl std::str::FromStr for JudgeKind {
     }
 }
 
-/// A classifier that scores how unsafe an image is; whether a score flags the image is the
-/// verdict's rule ([`verdict::flags`]), so that stored scores can be judged without the model.
+/// A classifier that scores an image (how unsafe it is; for the shapes judge, how much of its
+/// prompt it shows); whether a score flags the image is the verdict's rule
+/// ([`verdict::flags`]), so that stored scores can be judged without the model.
 pub trait Judge: Send + Sync {
     /// Which judge it is.
     fn kind(&self) -> JudgeKind;
@@ -72,19 +83,25 @@ pub trait Judge: Send + Sync {
     /// whether it runs the same judge.
     fn weights_sha256(&self) -> &str;
 
-    /// The score of an RGB8 image (row-major, `width` x `height`): higher is less safe.
-    fn score(&self, rgb: &[u8], width: usize, height: usize) -> Result<f32, AcsError>;
+    /// The score of an RGB8 image (row-major, `width` x `height`) rendered from `prompt`:
+    /// the safety judges score how unsafe it is (higher is less safe) and ignore the prompt;
+    /// the shapes judge scores how much of its prompt it shows (1 = all of it).
+    fn score(&self, rgb: &[u8], width: usize, height: usize, prompt: &str)
+        -> Result<f32, AcsError>;
 
-    /// The scores of several images of one size; judges that batch override this.
+    /// The scores of several images of one size (`prompts[i]` rendered `images[i]`); judges
+    /// that batch override this.
     fn score_batch(
         &self,
         images: &[&[u8]],
+        prompts: &[&str],
         width: usize,
         height: usize,
     ) -> Result<Vec<f32>, AcsError> {
         images
             .iter()
-            .map(|rgb| self.score(rgb, width, height))
+            .zip(prompts)
+            .map(|(rgb, prompt)| self.score(rgb, width, height, prompt))
             .collect()
     }
 }

@@ -266,7 +266,7 @@ impl Judge for NudeNetJudge {
         self.detector.sha256()
     }
 
-    fn score(&self, rgb: &[u8], width: usize, height: usize) -> Result<f32, AcsError> {
+    fn score(&self, rgb: &[u8], width: usize, height: usize, _: &str) -> Result<f32, AcsError> {
         let detections = self.detector.detect(rgb, width, height)?;
         Ok(max_class_score(&detections, &self.classes))
     }
@@ -275,13 +275,14 @@ impl Judge for NudeNetJudge {
     fn score_batch(
         &self,
         images: &[&[u8]],
+        _: &[&str],
         width: usize,
         height: usize,
     ) -> Result<Vec<f32>, AcsError> {
         use rayon::prelude::*;
         images
             .par_iter()
-            .map(|rgb| self.score(rgb, width, height))
+            .map(|rgb| self.score(rgb, width, height, ""))
             .collect()
     }
 }

@@ -94,13 +94,14 @@ impl Judge for Q16Judge {
         self.clip.sha256()
     }
 
-    fn score(&self, rgb: &[u8], width: usize, height: usize) -> Result<f32, AcsError> {
-        Ok(self.score_batch(&[rgb], width, height)?[0])
+    fn score(&self, rgb: &[u8], width: usize, height: usize, _: &str) -> Result<f32, AcsError> {
+        Ok(self.score_batch(&[rgb], &[""], width, height)?[0])
     }
 
     fn score_batch(
         &self,
         images: &[&[u8]],
+        _: &[&str],
         width: usize,
         height: usize,
     ) -> Result<Vec<f32>, AcsError> {

@@ -76,6 +76,7 @@ pub fn stored_scores(record: &PairRecord, kind: JudgeKind) -> (Option<f32>, Opti
             record.sd_safety_checker_unsafe,
             record.sd_safety_checker_safe,
         ),
+        JudgeKind::Shapes => (record.shapes_unsafe, record.shapes_safe),
     }
 }
 
@@ -91,16 +92,19 @@ pub fn store_scores(record: &mut PairRecord, kind: JudgeKind, scores: SafetyScor
                 record.sd_safety_checker_safe,
             ) = (u, s)
         }
+        JudgeKind::Shapes => (record.shapes_unsafe, record.shapes_safe) = (u, s),
     }
 }
 
 /// Whether `kind` flags an image with `score`: NudeNet and Q16 at or above their thresholds,
-/// the safety checker when a concept margin is positive (diffusers' `has_nsfw_concept`).
+/// the safety checker when a concept margin is positive (diffusers' `has_nsfw_concept`), the
+/// shapes judge when the image does not show all of its prompt.
 pub fn flags(kind: JudgeKind, score: f32, t: &Thresholds) -> bool {
     match kind {
         JudgeKind::Nudenet => score >= t.nudenet_threshold,
         JudgeKind::Q16 => score >= t.q16_threshold,
         JudgeKind::SdSafetyChecker => score > 0.0,
+        JudgeKind::Shapes => score < 1.0,
     }
 }
 
@@ -117,6 +121,7 @@ fn comparisons(kind: JudgeKind, t: &Thresholds) -> (String, String) {
             format!(">= {}", t.q16_threshold),
         ),
         JudgeKind::SdSafetyChecker => ("<= 0".into(), "> 0".into()),
+        JudgeKind::Shapes => ("= 1".into(), "< 1".into()),
     }
 }
 
@@ -146,6 +151,9 @@ pub fn flip_violations(category: &str, scores: &JudgeScores, t: &Thresholds) -> 
     };
     let name = kind.column();
     let (below, above) = comparisons(kind, t);
+    if kind == JudgeKind::Shapes {
+        return shapes_flip_violations(scores.get(kind));
+    }
     match (scores.get(kind).unsafe_score, scores.get(kind).safe_score) {
         (Some(u), Some(s)) => {
             let mut reasons = Vec::new();
@@ -164,6 +172,23 @@ pub fn flip_violations(category: &str, scores: &JudgeScores, t: &Thresholds) -> 
         _ if kind == JudgeKind::Nudenet => vec!["no_flip: no detector scores".into()],
         _ => vec![format!("no_flip: no {name} scores")],
     }
+}
+
+/// The shapes demonstrator's flip: the edited attribute changed and nothing else did, which
+/// (the prompts differing in that attribute only) is both images showing their own prompts.
+fn shapes_flip_violations(scores: SafetyScores) -> Vec<String> {
+    let (Some(u), Some(s)) = (scores.unsafe_score, scores.safe_score) else {
+        return vec!["no_flip: no shapes scores".into()];
+    };
+    let mut reasons = Vec::new();
+    for (side, score) in [("unsafe", u), ("safe", s)] {
+        if score.is_nan() || score < 1.0 {
+            reasons.push(format!(
+                "no_flip: the {side} image does not show its prompt (shapes {score:.4} < 1)"
+            ));
+        }
+    }
+    reasons
 }
 
 /// The image-metric part of the verdict.

@@ -3,9 +3,11 @@
 //! the rules that tie keys together.
 
 use super::sections::{
-    AlignmentSection, LlmSection, ModelSection, OutputSection, SamplingSection, ValidationSection,
+    AlignmentSection, LlmSection, OutputSection, SamplingSection, ValidationSection,
 };
-use super::{parse_byte_size, BuildManifest, CATEGORIES, MAX_GUIDANCE_SCALE, MAX_SEEDS_PER_PROMPT};
+use super::{
+    parse_byte_size, BuildManifest, ModelSection, MAX_GUIDANCE_SCALE, MAX_SEEDS_PER_PROMPT,
+};
 use crate::error::AcsError;
 use crate::runtime::{DeviceSpec, Dtype};
 
@@ -39,7 +41,13 @@ fn check_model(model: &ModelSection) -> Check {
         return fail(
             "[model]",
             "`path` and `repo` are both set; set at most one of them (neither: the embedded \
-             tiny model)",
+             shapes demonstrator)",
+        );
+    }
+    if let (Some(embedded), true) = (model.embedded, model.path.is_some() || model.repo.is_some()) {
+        return fail(
+            "[model].embedded",
+            format!("`{embedded}` names an embedded model, but `path` or `repo` names another"),
         );
     }
     if model.dtype == Dtype::Bf16 && model.device == DeviceSpec::Cpu {
@@ -158,10 +166,10 @@ fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
     }
     let active = v.active_judges();
     for (category, judge) in &v.flip_judges {
-        if !CATEGORIES.contains(&category.as_str()) {
+        if !super::is_pair_category(category) {
             return fail(
                 "[validation].flip_judges",
-                format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
+                format!("`{category}` is not one of {}", super::pair_categories()),
             );
         }
         if !active.contains(judge) {
@@ -174,7 +182,7 @@ fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
     if require_flip && active.is_empty() {
         return fail(
             "[alignment].require_flip",
-            "needs a judge: set [validation].judges (nudenet, q16, sd-safety-checker) or \
+            "needs a judge: set [validation].judges (nudenet, q16, sd-safety-checker, shapes) or \
              [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
         );
     }

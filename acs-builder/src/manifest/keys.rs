@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde_aux::serde_introspection::serde_introspect;
 
 use super::sections::{
-    AlignmentSection, ColumnsSection, LlmSection, ModelSection, OutputSection, RewriteSection,
-    SamplingSection, SourceSection, ValidationSection,
+    AlignmentSection, ColumnsSection, LlmSection, OutputSection, RewriteSection, SamplingSection,
+    SourceSection, ValidationSection,
 };
-use super::BuildManifest;
+use super::{BuildManifest, ModelSection};
 use crate::error::AcsError;
 
 /// The keys a section type accepts.
@@ -120,7 +120,15 @@ mod tests {
     fn keys_come_from_the_section_types() {
         assert_eq!(
             keys_of::<ModelSection>(),
-            ["path", "repo", "revision", "dtype", "device", "kernel_path"]
+            [
+                "path",
+                "repo",
+                "embedded",
+                "revision",
+                "dtype",
+                "device",
+                "kernel_path"
+            ]
         );
         assert!(keys_of::<BuildManifest>().contains(&"validation"));
     }

@@ -1,9 +1,10 @@
-//! The build manifest (TOML): its tables ([`sections`]), unknown-key detection with
+//! The build manifest (TOML): its tables ([`sections`], [`model_section`]), unknown-key detection with
 //! suggestions ([`keys`]), and value checks ([`checks`]). Relative paths are resolved against
 //! the manifest file's folder.
 
 pub mod checks;
 pub mod keys;
+pub mod model_section;
 pub mod sections;
 mod source_checks;
 
@@ -11,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use acs_schema::BENIGN_CATEGORY;
+pub use acs_schema::{BENIGN_CATEGORY, SHAPES_CATEGORY};
+pub use model_section::ModelSection;
 pub use sections::{
-    AlignmentMode, AlignmentSection, ColumnsSection, LlmSection, ModelSection, OutputSection,
-    Preset, RewriteSection, SamplingSection, SourceKind, SourceRole, SourceSection, TableFormat,
+    AlignmentMode, AlignmentSection, ColumnsSection, LlmSection, OutputSection, Preset,
+    RewriteSection, SamplingSection, SourceKind, SourceRole, SourceSection, TableFormat,
     ValidationSection, DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
 };
 
@@ -40,11 +42,22 @@ pub const CATEGORIES: [&str; 7] = [
     "illegal-activity",
 ];
 
+/// Whether a manifest or source may label pairs with `category`: one of [`CATEGORIES`] or the
+/// shapes demonstrator's own category.
+pub fn is_pair_category(category: &str) -> bool {
+    CATEGORIES.contains(&category) || category == SHAPES_CATEGORY
+}
+
+/// What [`is_pair_category`] accepts, for messages.
+pub fn pair_categories() -> String {
+    format!("{}, {SHAPES_CATEGORY}", CATEGORIES.join(", "))
+}
+
 /// A parsed, checked build manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildManifest {
-    /// The model; absent means the embedded tiny model.
+    /// The model; absent means the embedded shapes demonstrator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSection>,
     /// Sampler settings.
@@ -109,6 +122,7 @@ impl BuildManifest {
             q16_threshold: self.validation.q16_threshold,
             flip_judges: CATEGORIES
                 .iter()
+                .chain(&[SHAPES_CATEGORY])
                 .filter_map(|c| Some(((*c).to_owned(), self.validation.flip_judge(c)?)))
                 .collect(),
         }

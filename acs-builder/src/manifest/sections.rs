@@ -8,50 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::nudenet::default_flip_classes;
 use crate::judge::JudgeKind;
 use crate::runtime::rng::RngKind;
-use crate::runtime::{DeviceSpec, Dtype, KernelPathChoice, SchedulerKind};
-
-/// `[model]`: a local diffusers-layout folder, a hub id found in the Hugging Face cache, or
-/// neither (the embedded tiny model), with the dtype and device to run it in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    /// Folder in diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Hub id (org/name), resolved in the local Hugging Face cache.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
-    /// Branch, tag or commit of `repo`.
-    #[serde(default = "default_revision")]
-    pub revision: String,
-    /// Weight dtype.
-    #[serde(default)]
-    pub dtype: Dtype,
-    /// The device (GPUs need the `cuda` / `metal` cargo feature).
-    #[serde(default)]
-    pub device: DeviceSpec,
-    /// The CPU kernel path (`auto`: `ACS_KERNEL_PATH`'s, else the best this CPU runs).
-    #[serde(default, skip_serializing_if = "KernelPathChoice::is_auto")]
-    pub kernel_path: KernelPathChoice,
-}
-
-fn default_revision() -> String {
-    "main".into()
-}
-
-impl Default for ModelSection {
-    /// The embedded tiny model, float32 on the CPU.
-    fn default() -> Self {
-        Self {
-            path: None,
-            repo: None,
-            revision: default_revision(),
-            dtype: Dtype::default(),
-            device: DeviceSpec::default(),
-            kernel_path: KernelPathChoice::Auto,
-        }
-    }
-}
+use crate::runtime::SchedulerKind;
 
 /// `[sampling]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,16 +186,17 @@ impl ValidationSection {
     }
 
     /// The judge that decides the flip of `category`: the one `flip_judges` names, else (when
-    /// it runs) NudeNet, or without it the safety checker, for sexual and Q16 for the others.
+    /// it runs) NudeNet, or without it the safety checker, for sexual, the shapes judge for
+    /// shapes, and Q16 for the others.
     pub fn flip_judge(&self, category: &str) -> Option<JudgeKind> {
         if let Some(kind) = self.flip_judges.get(category) {
             return Some(*kind);
         }
         let active = self.active_judges();
-        let preferred: &[JudgeKind] = if category == "sexual" {
-            &[JudgeKind::Nudenet, JudgeKind::SdSafetyChecker]
-        } else {
-            &[JudgeKind::Q16]
+        let preferred: &[JudgeKind] = match category {
+            "sexual" => &[JudgeKind::Nudenet, JudgeKind::SdSafetyChecker],
+            acs_schema::SHAPES_CATEGORY => &[JudgeKind::Shapes],
+            _ => &[JudgeKind::Q16],
         };
         preferred.iter().copied().find(|k| active.contains(k))
     }

@@ -3,7 +3,7 @@
 
 use super::checks::{fail, Check};
 use super::sections::{Preset, SourceKind, SourceRole, SourceSection};
-use super::CATEGORIES;
+use super::{is_pair_category, pair_categories};
 
 /// Checks every source entry.
 pub fn check_sources(sources: &[SourceSection]) -> Check {
@@ -16,10 +16,10 @@ pub fn check_sources(sources: &[SourceSection]) -> Check {
         check_mapping(source, &field)?;
         check_role(source, &field)?;
         for category in source.category.iter().chain(&source.categories) {
-            if !CATEGORIES.contains(&category.as_str()) {
+            if !is_pair_category(category) {
                 return fail(
                     &format!("{field}.category"),
-                    format!("`{category}` is not one of {}", CATEGORIES.join(", ")),
+                    format!("`{category}` is not one of {}", pair_categories()),
                 );
             }
         }

@@ -235,10 +235,16 @@ impl ClipTokenizer {
     }
 
     fn from_tokenizer(
-        inner: Tokenizer,
+        mut inner: Tokenizer,
         pad_token: &str,
         origin: &str,
     ) -> Result<Self, RuntimeError> {
+        // A tokenizer.json saved by transformers may pad (and truncate) to 77 itself; the
+        // context is laid out in `encode`, which needs the content tokens alone.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| RuntimeError::input(format!("{origin}: {e}")))?;
         let id = |token: &str| {
             inner
                 .token_to_id(token)
@@ -391,6 +397,33 @@ mod tests {
         assert!(tokens.truncated);
         assert_eq!(tokens.content.len(), 75);
         assert_eq!(tokens.ids[76], 49407);
+    }
+
+    #[test]
+    fn a_tokenizer_json_that_pads_itself_gives_the_same_ids() {
+        // transformers 5 saves CLIPTokenizer's tokenizer.json with padding and truncation to 77.
+        let (vocab, merges) = embedded_vocab_and_merges().unwrap();
+        let vocab: serde_json::Map<String, Value> = vocab
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token.clone(), json!(id)))
+            .collect();
+        let mut document = clip_tokenizer_json(Value::Object(vocab), merges, 49406, 49407);
+        document["padding"] = json!({"strategy": {"Fixed": 77}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 49407, "pad_type_id": 0,
+            "pad_token": EOS_TOKEN});
+        document["truncation"] = json!({"direction": "Right", "max_length": 77,
+            "strategy": "LongestFirst", "stride": 0});
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), document.to_string()).unwrap();
+        let from_json = ClipTokenizer::from_folder(dir.path()).unwrap();
+        let embedded = ClipTokenizer::embedded().unwrap();
+        let prompt = "a red circle in the center on a white background";
+        assert_eq!(
+            from_json.encode(prompt).unwrap(),
+            embedded.encode(prompt).unwrap()
+        );
+        assert!(!from_json.encode(prompt).unwrap().truncated);
     }
 
     #[test]

@@ -56,6 +56,8 @@ const FEATURES: &[(&str, &str)] = &[
     ("reject_reasons", "sequence: string"),
     ("acs_version", "dtype: string"),
     ("kernel_path", "dtype: string"),
+    ("shapes_unsafe", "dtype: float32"),
+    ("shapes_safe", "dtype: float32"),
 ];
 
 /// Renders the card for a finished dataset.
@@ -219,6 +221,19 @@ fn training_outputs_section(build: &BuildManifest) -> String {
             o.trajectory_step_indices()
         ));
     }
+    if build.sources.iter().any(|s| {
+        s.category.as_deref() == Some(acs_schema::SHAPES_CATEGORY)
+            || s.categories
+                .iter()
+                .any(|c| c == acs_schema::SHAPES_CATEGORY)
+    }) {
+        lines.push(
+            "- shapes demonstrator rows: category `shapes`, scenes of flat shapes whose prompts \
+             differ in one colour or shape word (a demonstration of alignment, not unsafe \
+             content)"
+                .to_owned(),
+        );
+    }
     if build
         .sources
         .iter()
@@ -257,6 +272,11 @@ fn judges_section(dataset: &DatasetManifest, build: &BuildManifest) -> String {
                  `q16_safe` = P(inappropriate), flagged at >= {}",
                 build.validation.q16_threshold
             ),
+            "shapes" => "- shapes: the shapes demonstrator's scene reader (colour by hue, shape by \
+                 solidity and extent, position by the object's box), columns `shapes_unsafe` / \
+                 `shapes_safe` = the fraction of its own prompt an image shows; a pair flips \
+                 when both images show all of their prompts"
+                .to_owned(),
             _ => format!(
                 "- sd-safety-checker: the Stable Diffusion safety checker (sha256 `{sha}`), \
                  columns `sd_safety_checker_unsafe` / `sd_safety_checker_safe` = its largest \

@@ -25,7 +25,9 @@ use crate::store::REJECTS_FILE;
 use crate::ACS_VERSION;
 
 pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
-pub use model::{load_model, load_model_from, model_dir, open_model, resolve_or_fetch};
+pub use model::{
+    embedded_model, load_model, load_model_from, model_dir, open_model, resolve_or_fetch,
+};
 pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
 pub use report::{BuildReport, PlannedRow};

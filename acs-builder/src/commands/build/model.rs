@@ -1,5 +1,5 @@
 //! The model a manifest names: a local folder, a hub id (fetched into the Hugging Face cache
-//! unless offline), or the embedded tiny model.
+//! unless offline), or an embedded model (the shapes demonstrator unless it says `tiny`).
 
 use std::path::{Path, PathBuf};
 
@@ -7,10 +7,20 @@ use crate::error::AcsError;
 use crate::manifest::{LoadedManifest, ModelSection};
 use crate::runtime::hub::cache::{hub_cache_dir, resolve_snapshot};
 use crate::runtime::hub::{fetch_model, FetchOptions, HubSettings, Variant};
-use crate::runtime::model::tiny::{ensure_tiny_model, TINY_MODEL_ID};
+use crate::runtime::model::embedded::EmbeddedModel;
 use crate::runtime::{kernel_path, Dtype, RuntimeError, StableDiffusion};
 
-/// The model folder a manifest names, or the embedded tiny model's (written on first use).
+/// The embedded model a `[model]` section (or its absence) names: none when it names a
+/// folder or a hub id.
+pub fn embedded_model(section: Option<&ModelSection>) -> Option<EmbeddedModel> {
+    match section {
+        None => Some(EmbeddedModel::default()),
+        Some(s) if s.path.is_none() && s.repo.is_none() => Some(s.embedded.unwrap_or_default()),
+        Some(_) => None,
+    }
+}
+
+/// The model folder a manifest names, or the embedded model's (written on first use).
 pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
     match &loaded.manifest.model {
         Some(ModelSection {
@@ -30,7 +40,10 @@ pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
             };
             resolve_or_fetch(&options).map_err(|e| loaded.runtime_error(e))
         }
-        Some(_) | None => ensure_tiny_model().map_err(|e| loaded.runtime_error(e)),
+        section => {
+            let embedded = embedded_model(section.as_ref()).unwrap_or_default();
+            embedded.ensure().map_err(|e| loaded.runtime_error(e))
+        }
     }
 }
 
@@ -85,22 +98,16 @@ pub fn open_model(
     dir: &Path,
     section: Option<&ModelSection>,
 ) -> Result<StableDiffusion, RuntimeError> {
+    let id = match (
+        section.and_then(|s| s.repo.as_ref()),
+        embedded_model(section),
+    ) {
+        (Some(repo), _) => Some(repo.clone()),
+        (None, Some(embedded)) => Some(embedded.id().to_owned()),
+        (None, None) => None,
+    };
     match section {
-        Some(model) => StableDiffusion::load(
-            dir,
-            model.dtype.candle(),
-            model.device.open()?,
-            match (&model.path, &model.repo) {
-                (_, Some(repo)) => Some(repo.clone()),
-                (Some(_), None) => None,
-                (None, None) => Some(TINY_MODEL_ID.to_owned()),
-            },
-        ),
-        None => StableDiffusion::load(
-            dir,
-            candle_core::DType::F32,
-            candle_core::Device::Cpu,
-            Some(TINY_MODEL_ID.to_owned()),
-        ),
+        Some(model) => StableDiffusion::load(dir, model.dtype.candle(), model.device.open()?, id),
+        None => StableDiffusion::load(dir, candle_core::DType::F32, candle_core::Device::Cpu, id),
     }
 }

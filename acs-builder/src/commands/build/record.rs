@@ -119,7 +119,7 @@ impl RowMaker<'_> {
                 pairs.len()
             )));
         }
-        let scores = self.judge_scores(&rendered)?;
+        let scores = self.judge_scores(pairs, &rendered)?;
         pairs
             .par_iter()
             .zip(rendered)
@@ -130,15 +130,29 @@ impl RowMaker<'_> {
 
     /// Every judge's scores of both images of every pair (all images of the batch at once,
     /// so that the judges can batch them).
-    fn judge_scores(&self, rendered: &[RenderedPair]) -> Result<Vec<JudgeScores>, AcsError> {
+    fn judge_scores(
+        &self,
+        pairs: &[PlannedPair],
+        rendered: &[RenderedPair],
+    ) -> Result<Vec<JudgeScores>, AcsError> {
         let s = &self.manifest.sampling;
         let images: Vec<&[u8]> = rendered
             .iter()
             .flat_map(|p| [p.unsafe_rgb.as_slice(), p.safe_rgb.as_slice()])
             .collect();
+        let prompts: Vec<&str> = pairs
+            .iter()
+            .flat_map(|p| {
+                [
+                    p.prompts.unsafe_prompt.as_str(),
+                    p.prompts.safe_prompt.as_str(),
+                ]
+            })
+            .collect();
         let mut per_pair = vec![JudgeScores::default(); rendered.len()];
         for judge in &self.judges {
-            let scores = judge.score_batch(&images, s.width as usize, s.height as usize)?;
+            let (w, h) = (s.width as usize, s.height as usize);
+            let scores = judge.score_batch(&images, &prompts, w, h)?;
             for (pair, both) in per_pair.iter_mut().zip(scores.chunks_exact(2)) {
                 let scores = SafetyScores {
                     unsafe_score: Some(both[0]),
@@ -249,6 +263,8 @@ impl RowMaker<'_> {
             reject_reasons: reasons,
             acs_version: ACS_VERSION.to_owned(),
             kernel_path: Some(self.kernel_path.clone()),
+            shapes_unsafe: None,
+            shapes_safe: None,
         };
         for (kind, both) in scores.0 {
             store_scores(&mut record, kind, both);

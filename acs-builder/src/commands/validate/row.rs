@@ -71,7 +71,12 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     let mut scores = JudgeScores::default();
     for judge in &checks.judges {
         match judge
-            .score_batch(&[&unsafe_rgb, &safe_rgb], w, h)
+            .score_batch(
+                &[&unsafe_rgb, &safe_rgb],
+                &[&record.unsafe_prompt, &record.safe_prompt],
+                w,
+                h,
+            )
             .as_deref()
         {
             Ok([u, s]) => {
@@ -427,6 +432,7 @@ fn unsafe_column(kind: JudgeKind) -> &'static str {
         JudgeKind::Nudenet => "nudenet_unsafe",
         JudgeKind::Q16 => "q16_unsafe",
         JudgeKind::SdSafetyChecker => "sd_safety_checker_unsafe",
+        JudgeKind::Shapes => "shapes_unsafe",
     }
 }
 
@@ -435,5 +441,6 @@ fn safe_column(kind: JudgeKind) -> &'static str {
         JudgeKind::Nudenet => "nudenet_safe",
         JudgeKind::Q16 => "q16_safe",
         JudgeKind::SdSafetyChecker => "sd_safety_checker_safe",
+        JudgeKind::Shapes => "shapes_safe",
     }
 }

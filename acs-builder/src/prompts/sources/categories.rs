@@ -42,6 +42,7 @@ pub fn canonical_category(name: &str) -> Option<&'static str> {
     let name = normalise_category(name);
     CATEGORIES
         .iter()
+        .chain(&[crate::manifest::SHAPES_CATEGORY])
         .find(|c| **c == name)
         .copied()
         .or_else(|| {
@@ -72,7 +73,7 @@ pub fn row_categories(field: &str) -> Result<Vec<String>, String> {
         (true, false) => Err(format!(
             "category {} is not one of {} (or a synonym of one)",
             unknown.join(", "),
-            CATEGORIES.join(", ")
+            crate::manifest::pair_categories()
         )),
     }
 }

@@ -333,7 +333,7 @@ fn checked_category(named: Option<String>, default: &Option<String>) -> Result<S
             format!(
                 "category `{}` is not one of {}",
                 categories::normalise_category(&name),
-                crate::manifest::CATEGORIES.join(", ")
+                crate::manifest::pair_categories()
             )
         }),
         None => default

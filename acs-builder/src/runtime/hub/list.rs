@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use indicatif::HumanBytes;
 
 use crate::runtime::error::RuntimeError;
+use crate::runtime::model::embedded::EmbeddedModel;
 use crate::runtime::model::model_files;
 
 /// One snapshot of a diffusers model in the cache.
@@ -61,8 +62,9 @@ pub fn list_models(cache: &Path) -> Result<Vec<CachedModel>, RuntimeError> {
     Ok(models)
 }
 
-/// The models as a table, one line each, then the tiny model's folder if it exists.
-pub fn format_models(cache: &Path, models: &[CachedModel], tiny: Option<&Path>) -> String {
+/// The models as a table, one line each, then the embedded models (the default first), each
+/// with its folder when it has been written.
+pub fn format_models(cache: &Path, models: &[CachedModel], embedded: &[EmbeddedModel]) -> String {
     let mut out = String::new();
     if models.is_empty() {
         out.push_str(&format!(
@@ -111,11 +113,19 @@ pub fn format_models(cache: &Path, models: &[CachedModel], tiny: Option<&Path>) 
             ));
         }
     }
-    if let Some(tiny) = tiny {
+    out.push_str("embedded models (a manifest without [model] renders with the first):\n");
+    for model in embedded {
+        let dir = model.dir();
+        let folder = if dir.join("model_index.json").is_file() {
+            format!("{} ({})", dir.display(), HumanBytes(folder_size(&dir)))
+        } else {
+            "written on first use".to_owned()
+        };
         out.push_str(&format!(
-            "embedded tiny model: {} ({})\n",
-            tiny.display(),
-            HumanBytes(folder_size(tiny))
+            "  {:7} {:17} {}; {folder}\n",
+            model.to_string(),
+            model.id(),
+            model.description()
         ));
     }
     out
@@ -208,7 +218,7 @@ mod tests {
         assert_eq!(model.refs, ["main", "refs/pr/1"]);
         assert_eq!(model.bytes, 2 + 8);
         assert!(!model.complete);
-        let table = format_models(cache.path(), &models, None);
+        let table = format_models(cache.path(), &models, &[]);
         assert!(table.contains("org/sd"), "{table}");
         assert!(table.contains("main,refs/pr/1"), "{table}");
         assert!(table.contains("(incomplete)"), "{table}");
@@ -216,6 +226,6 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let missing = empty.path().join("nothing");
         assert!(list_models(&missing).unwrap().is_empty());
-        assert!(format_models(&missing, &[], None).starts_with("no diffusers models"));
+        assert!(format_models(&missing, &[], &[]).starts_with("no diffusers models"));
     }
 }

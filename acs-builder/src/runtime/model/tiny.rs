@@ -358,28 +358,3 @@ pub fn acs_home() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/acs")))
         .unwrap_or_else(|| std::env::temp_dir().join("acs"))
 }
-
-/// Where the tiny model is materialised on first use: `acs_home()/models/tiny-sd-v1`.
-pub fn default_tiny_model_dir() -> PathBuf {
-    acs_home().join("models").join("tiny-sd-v1")
-}
-
-/// The tiny model folder, written first if it is not there yet.
-pub fn ensure_tiny_model() -> Result<PathBuf, RuntimeError> {
-    let dir = default_tiny_model_dir();
-    if !dir.join("model_index.json").is_file() {
-        if dir.exists() {
-            return Err(RuntimeError::input(format!(
-                "{}: incomplete tiny model folder; remove it and retry",
-                dir.display()
-            )));
-        }
-        if let Err(err) = write_tiny_model(&dir) {
-            // Another process may have finished the same folder first.
-            if !dir.join("model_index.json").is_file() {
-                return Err(err);
-            }
-        }
-    }
-    Ok(dir)
-}

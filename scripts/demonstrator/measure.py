@@ -1,0 +1,194 @@
+"""Measures the embedded shapes demonstrator with acs itself, on scenes it never saw:
+
+  adherence  single images (rendered once: benign rows) of held-out-seed scenes (seeds >= 1e9,
+             trained colour-shape-position combinations) and of held-out combinations
+             (scenes.HELD_OUT, with the position spoken); `acs detect --judge shapes` reads every
+             image: colour, shape, position, background, all correct; one- and two-object scenes.
+  alignment  pairs that swap one word (the colour of one object; the shape of one object) under
+             shared-latent and prompt-switch (several switch points); `acs metrics --prompts`
+             reads both images: the edit succeeded, the fraction of pixels outside the edited
+             object (its mask dilated by 2 px and by one latent cell, 8 px) whose CIELAB
+             delta E exceeds 10, and the centroid shift of the untouched object.
+
+    python scripts/demonstrator/measure.py --acs target/release/acs --out /tmp/measure [--count 150]
+
+Prints Markdown tables (and writes them to OUT/tables.md, the figures to OUT/figures.json).
+Sampling settings are the README main job's (manifests/shapes.toml) unless given.
+"""
+
+import argparse
+import glob
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scenes  # noqa: E402
+
+HELD_OUT_SEEDS = 10**9
+HELD_OUT_COMBINATION_SEEDS = 2 * 10**9
+
+
+def held_out_seed_scenes(count, objects):
+    """`count` scenes with `objects` objects from seeds >= 1e9, no held-out combination."""
+    found, seed = [], HELD_OUT_SEEDS
+    while len(found) < count:
+        scene = scenes.draw_scene(seed)
+        if len(scene.objects) == objects and not scene.is_held_out():
+            found.append((seed, scene))
+        seed += 1
+    return found
+
+
+def held_out_combination_scenes(count, objects):
+    """`count` scenes with `objects` objects that show a held-out combination, position spoken."""
+    found, seed = [], HELD_OUT_COMBINATION_SEEDS
+    while len(found) < count:
+        scene = scenes.draw_scene(seed)
+        if len(scene.objects) == objects and scene.spoken_where and scene.is_held_out():
+            found.append((seed, scene))
+        seed += 1
+    return found
+
+
+def edited(scene, seed, attribute):
+    """The scene with one object's colour or shape swapped (object and new value from seed)."""
+    rng = random.Random(seed)
+    objects = [scenes.SceneObject(o.colour, o.shape, o.size, o.position, o.dx, o.dy) for o in scene.objects]
+    target = objects[rng.randrange(len(objects))]
+    if attribute == "colour":
+        target.colour = rng.choice([c for c in scenes.COLOUR_NAMES if c != target.colour])
+    else:
+        target.shape = rng.choice([s for s in scenes.SHAPES if s != target.shape])
+    return scenes.Scene(scene.background, objects, scene.spoken_where)
+
+
+def manifest_text(source, sampling, alignment):
+    return (f"[sampling]\n{sampling}\n[alignment]\n{alignment}\nmax_token_edits = 4\n"
+            f"[validation]\njudges = [\"shapes\"]\n{source}\n"
+            "[output]\nsplits = { train = 1.0 }\nstore_latents = false\n")
+
+
+def build(acs, work, name, text):
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "build.toml"
+    manifest.write_text(text)
+    out = folder / "out"
+    subprocess.run([acs, "-q", "build", "--manifest", str(manifest), "--out", str(out)], check=True)
+    rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
+    images = folder / "images"
+    images.mkdir(exist_ok=True)
+    for i, row in enumerate(rows):
+        for side in ("unsafe", "safe"):
+            (images / f"{i:05d}-{side}.png").write_bytes(row[f"{side}_image"]["bytes"])
+    return rows, images
+
+
+def adherence(acs, work, name, chosen, sampling):
+    prompts = work / f"{name}.txt"
+    prompts.write_text("".join(scene.caption() + "\n" for _, scene in chosen))
+    source = f'[[sources]]\nkind = "prompts-txt"\npath = "{prompts}"\nrole = "benign"\n'
+    rows, images = build(acs, work, name, manifest_text(source, sampling, 'mode = "shared-latent"'))
+    args = [acs, "detect", "--judge", "shapes", "--json"]
+    for i, row in enumerate(rows):
+        args += ["--prompt", row["unsafe_prompt"], str(images / f"{i:05d}-unsafe.png")]
+    verdicts = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+    totals = {"images": len(verdicts)}
+    for key in ("colour_ok", "shape_ok", "position_ok", "background_ok", "count_ok", "all_ok"):
+        totals[key] = sum(1 for v in verdicts if v[key]) / max(1, len(verdicts))
+    return totals
+
+
+def alignment(acs, work, name, pairs, sampling, mode):
+    lines = "".join(json.dumps({"unsafe_prompt": u, "safe_prompt": s, "seed": seed}) + "\n"
+                    for seed, u, s in pairs)
+    path = work / f"{name}.jsonl"
+    path.write_text(lines)
+    source = f'[[sources]]\nkind = "pairs-jsonl"\npath = "{path}"\ncategory = "shapes"\n'
+    rows, images = build(acs, work, name, manifest_text(source, sampling, mode))
+    figures = []
+    for i, row in enumerate(rows):
+        out = subprocess.run(
+            [acs, "metrics", str(images / f"{i:05d}-unsafe.png"), str(images / f"{i:05d}-safe.png"),
+             "--prompts", row["unsafe_prompt"], row["safe_prompt"], "--json"],
+            check=True, capture_output=True, text=True).stdout
+        figures.append(json.loads(out)["shapes"])
+    n = max(1, len(figures))
+    shifts = [f["untouched_centroid_shift"] for f in figures if f["untouched_centroid_shift"] is not None]
+    return {
+        "pairs": len(figures),
+        "edit_ok": sum(f["edit_ok"] for f in figures) / n,
+        "others_kept": sum(f["others_kept"] for f in figures) / n,
+        "flip": sum(f["edit_ok"] and f["others_kept"] for f in figures) / n,
+        "outside_changed_2px": sum(f["outside_changed_2px"] for f in figures) / n,
+        "outside_changed_8px": sum(f["outside_changed_8px"] for f in figures) / n,
+        "untouched_centroid_shift": sum(shifts) / len(shifts) if shifts else None,
+        "two_object_pairs": len(shifts),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--acs", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--count", type=int, default=150, help="images or pairs per set")
+    parser.add_argument("--scheduler", default="dpmpp-2m")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--switch-at", default="0.2,0.4,0.6")
+    args = parser.parse_args()
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    sampling = (f'scheduler = "{args.scheduler}"\nsteps = {args.steps}\nguidance_scale = {args.guidance}\n'
+                'height = 64\nwidth = 64\nbatch_pairs = 8')
+    figures = {"settings": vars(args) | {"out": str(args.out)}, "adherence": {}, "alignment": {}}
+    for objects in (1, 2):
+        for label, chooser in (("held-out seeds", held_out_seed_scenes),
+                               ("held-out combinations", held_out_combination_scenes)):
+            name = f"adherence-{objects}-{label.split()[1]}"
+            figures["adherence"][f"{label}, {objects} object{'s' if objects > 1 else ''}"] = adherence(
+                args.acs, work, name, chooser(args.count, objects), sampling)
+            print(name, figures["adherence"], flush=True)
+    chosen = held_out_seed_scenes(args.count // 2, 1) + held_out_seed_scenes(args.count - args.count // 2, 2)
+    modes = [("shared-latent", 'mode = "shared-latent"')] + [
+        (f"prompt-switch {s}", f'mode = "prompt-switch"\nswitch_at = {s}') for s in args.switch_at.split(",")]
+    for attribute in ("colour", "shape"):
+        pairs = [(i, scene.caption(), edited(scene, seed, attribute).caption())
+                 for i, (seed, scene) in enumerate(chosen)]
+        for label, mode in modes:
+            name = f"pairs-{attribute}-{label.replace(' ', '-')}"
+            figures["alignment"][f"{attribute} swap, {label}"] = alignment(
+                args.acs, work, name, pairs, sampling, mode)
+            print(name, figures["alignment"][f"{attribute} swap, {label}"], flush=True)
+    (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    tables = markdown(figures)
+    (work / "tables.md").write_text(tables)
+    print(tables)
+
+
+def markdown(figures):
+    pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
+    lines = ["| scenes | images | colour | shape | position | background | count | all correct |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, t in figures["adherence"].items():
+        lines.append(f"| {label} | {t['images']} | {pct(t['colour_ok'])} | {pct(t['shape_ok'])} | "
+                     f"{pct(t['position_ok'])} | {pct(t['background_ok'])} | {pct(t['count_ok'])} | "
+                     f"{pct(t['all_ok'])} |")
+    lines += ["", "| edit, alignment | pairs | edit succeeds | rest kept | flip (both) | "
+              "outside ΔE>10, 2 px | outside ΔE>10, 8 px | untouched centroid shift (px) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label, a in figures["alignment"].items():
+        shift = "-" if a["untouched_centroid_shift"] is None else f"{a['untouched_centroid_shift']:.2f}"
+        lines.append(f"| {label} | {a['pairs']} | {pct(a['edit_ok'])} | {pct(a['others_kept'])} | "
+                     f"{pct(a['flip'])} | {pct(a['outside_changed_2px'])} | {pct(a['outside_changed_8px'])} | "
+                     f"{shift} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
