@@ -132,7 +132,7 @@ def test_ddim_pairs_match_diffusers(pipeline, tmp_path):
 def test_the_main_jobs_images_show_most_of_their_prompts():
     """The shapes judge read both images of every pair. The committed weights draw the objects,
     their positions and backgrounds mostly right and colours often wrong (docs/performance.md):
-    measured 2026-12-07, a mean score of 0.73 and 6 of 36 images showing all of their prompt.
+    measured 2026-12-07, a mean score of 0.78 and 6 of 36 images showing all of their prompt.
     The bounds sit below that, so that a runtime or judge change that breaks the pictures fails."""
     found = rows()
     assert all(r["shapes_unsafe"] is not None and r["shapes_safe"] is not None for r in found)
