@@ -37,7 +37,8 @@ impl Judge for ShapesJudge {
         height: usize,
         prompt: &str,
     ) -> Result<f32, AcsError> {
-        Ok(describe_image(rgb, width, height, prompt).map_or(f32::NAN, |(score, _)| score))
+        let verdict = parse_caption(prompt).and_then(|c| judge_image(rgb, width, height, &c));
+        Ok(verdict.map_or(f32::NAN, |v| v.score() as f32))
     }
 }
 

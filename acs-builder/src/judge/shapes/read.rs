@@ -411,12 +411,11 @@ mod tests {
         pairs
     }
 
-    /// Prints each shape's solidity, extent and |drop - 0.5| ranges on generator scenes,
-    /// the measurements the thresholds are set from:
-    /// `cargo test --release measure_shape_statistics -- --ignored --nocapture`.
+    /// Each shape's solidity, extent and |drop - 0.5| ranges on generator scenes (printed with
+    /// `--nocapture`): the thresholds must separate the classes in the order the reader tries
+    /// them (square by extent, triangle by drop, star by solidity, else circle).
     #[test]
-    #[ignore]
-    fn measure_shape_statistics() {
+    fn the_thresholds_separate_the_shapes() {
         let cases: [(&str, Degrade); 4] = [
             ("clean", &|img, _| img.to_vec()),
             ("blurred", &|img, _| blur3(img, 64, 64)),
@@ -438,6 +437,20 @@ mod tests {
                     }
                 }
                 let [s, e, d] = ranges;
+                match shape {
+                    Shape::Square => assert!(e.0 >= SQUARE_MIN_EXTENT, "{label} square"),
+                    _ => assert!(e.1 < SQUARE_MIN_EXTENT, "{label} {shape:?} extent"),
+                }
+                match shape {
+                    Shape::Square => {}
+                    Shape::Triangle => assert!(d.0 >= TRIANGLE_MIN_OFFSET, "{label} triangle"),
+                    _ => assert!(d.1 < TRIANGLE_MIN_OFFSET, "{label} {shape:?} drop"),
+                }
+                match shape {
+                    Shape::Star => assert!(s.1 < STAR_MAX_SOLIDITY, "{label} star"),
+                    Shape::Circle => assert!(s.0 >= STAR_MAX_SOLIDITY, "{label} circle"),
+                    _ => {}
+                }
                 println!(
                     "{label:14} {:8} solidity {:.3}..{:.3} extent {:.3}..{:.3} offset {:.3}..{:.3}",
                     shape.name(),

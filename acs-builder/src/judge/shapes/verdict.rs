@@ -189,10 +189,10 @@ mod tests {
         assert!(accuracy(&degrade, "blurred+noisy") >= 0.99);
     }
 
-    /// Accuracy under harsher degradations than the tests ask for, for the record:
-    /// `cargo test --release harsher -- --ignored --nocapture`.
+    /// Accuracy under harsher degradations than the other tests ask for, held at what the
+    /// reader was measured to reach (2026-12-07: 97.9 %, 89.5 %, 100 %, 68.2 %, 96.6 %; small
+    /// stars blur into circles, heavy noise on the background forms extra components).
     #[test]
-    #[ignore]
     fn harsher_degradations() {
         let blur2 = |img: &[u8]| blur3(&blur3(img, 64, 64), 64, 64);
         let noise_by = |img: &[u8], seed, n: u64| -> Vec<u8> {
@@ -204,14 +204,12 @@ mod tests {
                 })
                 .collect()
         };
-        accuracy(&|img, _| blur2(img), "blurred twice");
-        accuracy(&|img, _| blur3(&blur2(img), 64, 64), "blurred thrice");
-        accuracy(&|img, seed| noise_by(img, seed, 16), "noise 16");
-        accuracy(&|img, seed| noise_by(img, seed, 32), "noise 32");
-        accuracy(
-            &|img, seed| noise_by(&blur2(img), seed, 16),
-            "blurred twice, noise 16",
-        );
+        assert!(accuracy(&|img, _| blur2(img), "blurred twice") >= 0.97);
+        assert!(accuracy(&|img, _| blur3(&blur2(img), 64, 64), "blurred thrice") >= 0.89);
+        assert!(accuracy(&|img, seed| noise_by(img, seed, 16), "noise 16") >= 0.99);
+        assert!(accuracy(&|img, seed| noise_by(img, seed, 32), "noise 32") >= 0.68);
+        let blur2_noise16 = |img: &[u8], seed| noise_by(&blur2(img), seed, 16);
+        assert!(accuracy(&blur2_noise16, "blurred twice, noise 16") >= 0.96);
     }
 
     #[test]

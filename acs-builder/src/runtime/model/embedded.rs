@@ -126,7 +126,7 @@ impl std::str::FromStr for EmbeddedModel {
 
 /// Writes a folder through `fill` under a temporary sibling of `dir`, then renames it to `dir`
 /// (which must not exist or be empty).
-fn write_staged(
+pub(super) fn write_staged(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<(), RuntimeError>,
 ) -> Result<(), RuntimeError> {

@@ -279,27 +279,11 @@ fn write_json(path: &Path, value: &Value) -> Result<(), RuntimeError> {
 /// Writes the tiny model in diffusers layout into `dir`, which must not exist yet or be empty.
 /// The folder is assembled under a temporary sibling name and renamed when complete.
 pub fn write_tiny_model(dir: &Path) -> Result<(), RuntimeError> {
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map_err(|e| RuntimeError::io(dir, e))?
-            .next()
-            .is_some()
-    {
-        return Err(RuntimeError::input(format!(
-            "{}: folder exists and is not empty",
-            dir.display()
-        )));
-    }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io(parent, e))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".acs-tiny-")
-        .tempdir_in(parent)
-        .map_err(|e| RuntimeError::io(parent, e))?;
-    let root = staging.path();
+    super::embedded::write_staged(dir, fill_tiny_model)
+}
+
+/// Writes the tiny model's files under `root` (an empty staging folder).
+fn fill_tiny_model(root: &Path) -> Result<(), RuntimeError> {
     for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
         let path = root.join(sub);
         std::fs::create_dir_all(&path).map_err(|e| RuntimeError::io(&path, e))?;
@@ -342,11 +326,6 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), RuntimeError> {
         |vb| TextEncoder::new(vb, &clip).map(|_| ()),
     )?;
 
-    let staged = staging.keep();
-    if dir.exists() {
-        std::fs::remove_dir(dir).map_err(|e| RuntimeError::io(dir, e))?;
-    }
-    std::fs::rename(&staged, dir).map_err(|e| RuntimeError::io(dir, e))?;
     Ok(())
 }
 
