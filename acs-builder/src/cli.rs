@@ -23,7 +23,8 @@ use acs_builder::AcsError;
     about = "Builds Aligned Counterfactual Safety datasets for text-to-image safety research"
 )]
 pub struct Cli {
-    /// Print only errors and warnings (no progress, no notes).
+    /// Print only errors and warnings (no progress, no notes, no build summary); results a
+    /// command exists to print (stats, detect, metrics, --json) are still printed.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Print more detail (-v: debug, -vv: trace); RUST_LOG overrides both flags.
@@ -84,6 +85,10 @@ pub struct BuildArgs {
     /// List the pairs that would be rendered; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Discard the unfinished build in --out (its manifest, shards, journal and rejects,
+    /// named on stderr first) and start again; a finished dataset is never removed.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub restart: bool,
     /// Render only slice i of n (0-based; join the slices with `acs merge`). Default: from
     /// SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX /
     /// ACS_WORKER_COUNT when set; `0/1` renders everything.
@@ -106,6 +111,7 @@ impl BuildArgs {
             out: self.out.clone(),
             journal: self.journal.clone(),
             dry_run: self.dry_run,
+            restart: self.restart,
             worker: worker.map(|c| c.slice),
             progress,
         })

@@ -92,3 +92,52 @@ pub fn without_path(message: &str, path: &std::path::Path) -> String {
     let prefix = format!("{}: ", path.display());
     one_line(message.strip_prefix(&prefix).unwrap_or(message))
 }
+
+/// A TOML syntax error as one line, its position named once: `file:line:column: message in
+/// `the line``.
+pub fn toml_error(text: &str, origin: &str, err: &toml::de::Error) -> AcsError {
+    let message = one_line(err.message().trim_end_matches('\n'));
+    match err.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            // line_start follows a '\n' (or is 0), so it is a char boundary.
+            let source = text[line_start..].lines().next().unwrap_or("").trim();
+            let shown: String = source.chars().take(60).collect();
+            let quoted = if shown.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{shown}`")
+            };
+            AcsError::input(format!("{origin}:{line}:{column}: {message}{quoted}"))
+        }
+        None => AcsError::input(format!("{origin}: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_name_their_position_once() {
+        let text = "[sampling]\nsteps = [\n";
+        let err = toml::from_str::<toml::Table>(text).unwrap_err();
+        let message = toml_error(text, "m.toml", &err).to_string();
+        assert!(message.starts_with("m.toml:2:"), "{message}");
+        assert!(message.ends_with("in `steps = [`"), "{message}");
+        assert!(
+            !message.contains("line") && !message.contains('|'),
+            "{message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
+}

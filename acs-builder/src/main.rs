@@ -52,7 +52,14 @@ fn run(cli: Cli) -> Result<(), AcsError> {
     kernel_path::choose(KernelPathChoice::Auto)?;
     let progress = ProgressMode::for_stderr(cli.quiet);
     match cli.command {
-        Command::Build(args) => emit(&build::run_build(&args.options(progress)?)?, args.json),
+        Command::Build(args) => {
+            let report = build::run_build(&args.options(progress)?)?;
+            // -q: the dataset is the result; the summary and timing table are commentary.
+            if cli.quiet && !args.json {
+                return Ok(());
+            }
+            emit(&report, args.json)
+        }
         Command::Validate(args) => {
             let outcome = validate::run(&args.request(progress))?;
             emit(&outcome, args.json)?;

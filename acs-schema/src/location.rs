@@ -54,6 +54,14 @@ impl DatasetLocation {
     pub fn from_path(path: &Path) -> Result<Self, SchemaError> {
         match path.to_str() {
             Some(text) if is_remote_url(text) => Self::parse(text),
+            Some(text) if other_url_scheme(text).is_some() => Err(SchemaError::invalid(
+                Path::new(&crate::remote_client::safe_url_text(text)),
+                format!(
+                    "`{}://` URLs are not a supported store: a dataset is a local folder or an \
+                     s3://, gs:// or az:// URL",
+                    other_url_scheme(text).unwrap_or_default()
+                ),
+            )),
             _ => Ok(Self::Local(path.to_path_buf())),
         }
     }
@@ -207,6 +215,16 @@ impl DatasetLocation {
     }
 }
 
+/// The scheme of a URL that is not an object store's (`https`, `file`, `hf`, ...): a word of
+/// letters, digits, `+`, `-` or `.` starting with a letter, then `://`.
+fn other_url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (valid && !is_remote_url(text)).then_some(scheme)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +239,31 @@ mod tests {
         assert_eq!(remote.name_of("data/a"), Path::new("gs://b/p/data/a"));
         assert!(DatasetLocation::is_url(Path::new("az://c/p")));
         assert!(!DatasetLocation::is_url(Path::new("./s3://c/p")));
+    }
+
+    #[test]
+    fn urls_of_other_schemes_are_refused_not_read_as_paths() {
+        for url in [
+            "https://example.com/ds",
+            "file:///tmp/ds",
+            "hf://datasets/x",
+        ] {
+            let err = DatasetLocation::from_path(Path::new(url))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("URLs are not a supported store"), "{err}");
+        }
+        let err = DatasetLocation::from_path(Path::new("https://user:pw@h/ds"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("pw"), "{err}");
+        // Paths that merely contain "://" further in, or start with no scheme, stay paths.
+        for path in ["./https://x", "out/ds", "1a://x"] {
+            assert!(
+                DatasetLocation::from_path(Path::new(path)).is_ok(),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -162,7 +162,8 @@ impl RemoteDir {
     }
 
     fn fail(&self, relative: &str, error: &object_store::Error) -> SchemaError {
-        remote_error(&self.url_of(relative), reason(error))
+        let scheme = self.bucket_url.split("://").next().unwrap_or("s3");
+        remote_error(&self.url_of(relative), reason(scheme, error))
     }
 
     /// The size of object `relative`; `None` when there is none.

@@ -114,7 +114,7 @@ pub(crate) fn client(
             b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
     };
-    let store = built.map_err(|e| remote_error(bucket_url, reason(&e)))?;
+    let store = built.map_err(|e| remote_error(bucket_url, reason(scheme, &e)))?;
     clients.insert(bucket_url.to_owned(), Arc::clone(&store));
     Ok(store)
 }
@@ -144,9 +144,97 @@ pub(crate) fn polars_cloud_options(dir: &RemoteDir) -> polars::prelude::cloud::C
     options
 }
 
-/// One line saying why a store request failed, for a person: the store's error code and
-/// message when it sent one, "cannot reach the endpoint" for connection failures.
-pub(crate) fn reason(error: &object_store::Error) -> String {
+/// Where the `scheme` store's client takes its credentials from, as the environment decides
+/// (the order object_store follows), for messages about refused requests.
+pub(crate) fn credential_source(scheme: &str) -> String {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let first = |names: &[&'static str]| names.iter().copied().find(|n| set(n));
+    match scheme {
+        "s3" => {
+            if set("AWS_SKIP_SIGNATURE") {
+                "none: AWS_SKIP_SIGNATURE sends unsigned requests".to_owned()
+            } else if set("AWS_ACCESS_KEY_ID") {
+                "the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY".to_owned()
+            } else if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                "the web identity token in AWS_WEB_IDENTITY_TOKEN_FILE".to_owned()
+            } else if let Some(name) = first(&[
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ]) {
+                format!("the container credentials endpoint of {name}")
+            } else {
+                "none in the environment (AWS_ACCESS_KEY_ID is unset), so the instance metadata \
+                 service was asked: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run \
+                 where an instance role applies"
+                    .to_owned()
+            }
+        }
+        "gs" => match first(&[
+            "GOOGLE_SERVICE_ACCOUNT",
+            "GOOGLE_SERVICE_ACCOUNT_PATH",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ]) {
+            Some(name) => format!("the service account of {name}"),
+            None => "none in the environment (GOOGLE_SERVICE_ACCOUNT_PATH and \
+                     GOOGLE_APPLICATION_CREDENTIALS are unset), so the default credentials \
+                     and the metadata server were asked: set one of them"
+                .to_owned(),
+        },
+        _ => match first(&[
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCESS_KEY",
+            "AZURE_STORAGE_SAS_KEY",
+            "AZURE_STORAGE_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_STORAGE_USE_EMULATOR",
+        ]) {
+            Some(name) => format!("those of {name}"),
+            None => "none in the environment (AZURE_STORAGE_ACCOUNT_KEY, a SAS key and a \
+                     client secret are unset), so a managed identity was asked: set \
+                     AZURE_STORAGE_ACCOUNT_KEY"
+                .to_owned(),
+        },
+    }
+}
+
+/// One line saying why a request to a `scheme` store failed, for a person: the store's error
+/// code and message when it sent one, "cannot reach the endpoint" for connection failures,
+/// where the credentials came from when they were refused; never a raw client error prefix.
+pub(crate) fn reason(scheme: &str, error: &object_store::Error) -> String {
+    let text = raw_reason(error);
+    let credentials = format!("credentials: {}", credential_source(scheme));
+    let text = text.replace("check the store's credentials", &credentials);
+    if text.contains("Account must be specified") {
+        return "no storage account: set AZURE_STORAGE_ACCOUNT_NAME (and AZURE_STORAGE_ACCOUNT_KEY, \
+                a SAS key or a client secret)"
+            .to_owned();
+    }
+    let generic = [
+        "Generic S3 error: ",
+        "Generic GCS error: ",
+        "Generic MicrosoftAzure error: ",
+    ];
+    let text = generic.iter().fold(text, |t, prefix| t.replace(prefix, ""));
+    let lower = text.to_lowercase();
+    if lower.contains("404 not found") || lower.contains("status: 404") {
+        let endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AZURE_STORAGE_ENDPOINT"]
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+            .map_or(String::new(), |e| format!(" {}", redact(&e)));
+        return format!(
+            "the endpoint{endpoint} answered 404 Not Found: the bucket does not exist there, or \
+             the endpoint is not the store's"
+        );
+    }
+    if text.starts_with("cannot get credentials") {
+        return format!("{text}; {credentials}");
+    }
+    text
+}
+
+/// [`reason`] before it names the credential source.
+fn raw_reason(error: &object_store::Error) -> String {
     if let object_store::Error::NotFound { .. } = error {
         return "not found".into();
     }
@@ -193,7 +281,17 @@ pub(crate) fn reason(error: &object_store::Error) -> String {
                 "error sending request",
                 "connection reset",
             ];
-            if let Some(hint) = unreachable.iter().find(|h| lower.contains(*h)) {
+            // A request to a credential source (instance metadata, a token endpoint).
+            let credential_markers = ["credential", "metadata", "/api/token", "oauth2"];
+            if credential_markers.iter().any(|m| lower.contains(m)) {
+                // Getting the credentials failed (e.g. no instance metadata service): not the
+                // store's endpoint; `reason` names where they were looked for.
+                let hint = unreachable.iter().find(|h| lower.contains(*h));
+                format!(
+                    "cannot get credentials{}",
+                    hint.map_or(String::new(), |h| format!(" ({h})"))
+                )
+            } else if let Some(hint) = unreachable.iter().find(|h| lower.contains(*h)) {
                 format!("cannot reach the endpoint ({hint})")
             } else if lower.contains("403") || lower.contains("forbidden") {
                 "access denied (HTTP 403); check the store's credentials".to_owned()

@@ -240,15 +240,17 @@ def main(argv=None):
         with open(os.path.join(args.out, "acs_patch.json"), "w") as f:
             json.dump({**vars(args), "data": os.path.abspath(args.data), "model": os.path.abspath(args.model),
                        "cfg_branches": "both"}, f, indent=2)
-    tail = history[-max(1, len(history) // 5):]
+    fifth = max(1, len(history) // 5)
 
-    def mean(key):
-        values = [h[key] for h in tail if key in h]
+    def mean(key, part):
+        # Like for like: the first fifth of the steps against the last fifth.
+        values = [h[key] for h in (history[:fifth] if part == "first" else history[-fifth:]) if key in h]
         return float(np.mean(values)) if values else None
 
     summary = {"steps": args.steps, "frozen_check": error.item(), "pair_examples": len(pair_ex),
-               "benign_examples": len(benign_ex), "first_diff_loss": history[0]["diff_loss"] if history else None,
-               "last_diff_loss": mean("diff_loss"), "last_identity_loss": mean("identity_loss"), "out": args.out}
+               "benign_examples": len(benign_ex), "first_diff_loss": mean("diff_loss", "first"),
+               "last_diff_loss": mean("diff_loss", "last"), "first_identity_loss": mean("identity_loss", "first"),
+               "last_identity_loss": mean("identity_loss", "last"), "out": args.out}
     print(json.dumps({"summary": summary}) if args.json else f"summary {json.dumps(summary)}")
     return summary
 

@@ -67,8 +67,11 @@ def edited(scene, seed, attribute):
     return scenes.Scene(scene.background, objects, scene.spoken_where)
 
 
+MODEL_TABLE = ""  # set by --model: a diffusers folder instead of the embedded demonstrator
+
+
 def manifest_text(source, sampling, alignment):
-    return (f"[sampling]\n{sampling}\n[alignment]\n{alignment}\nmax_token_edits = 4\n"
+    return (f"{MODEL_TABLE}[sampling]\n{sampling}\n[alignment]\n{alignment}\nmax_token_edits = 4\n"
             f"[validation]\njudges = [\"shapes\"]\n{source}\n"
             "[output]\nsplits = { train = 1.0 }\nstore_latents = false\n")
 
@@ -141,7 +144,13 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--switch-at", default="0.2,0.4,0.6")
+    parser.add_argument("--model", type=Path,
+                        help="a diffusers folder to measure instead of the embedded demonstrator")
+    parser.add_argument("--adherence-only", action="store_true", help="skip the pair tables")
     args = parser.parse_args()
+    global MODEL_TABLE
+    if args.model:
+        MODEL_TABLE = f'[model]\npath = "{args.model.resolve()}"\n'
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
     sampling = (f'scheduler = "{args.scheduler}"\nsteps = {args.steps}\nguidance_scale = {args.guidance}\n'
@@ -154,6 +163,9 @@ def main():
             figures["adherence"][f"{label}, {objects} object{'s' if objects > 1 else ''}"] = adherence(
                 args.acs, work, name, chooser(args.count, objects), sampling)
             print(name, figures["adherence"], flush=True)
+    if args.adherence_only:
+        print(markdown(figures))
+        return
     chosen = held_out_seed_scenes(args.count // 2, 1) + held_out_seed_scenes(args.count - args.count // 2, 2)
     modes = [("shared-latent", 'mode = "shared-latent"')] + [
         (f"prompt-switch {s}", f'mode = "prompt-switch"\nswitch_at = {s}') for s in args.switch_at.split(",")]
@@ -182,7 +194,7 @@ def markdown(figures):
     lines += ["", "| edit, alignment | pairs | edit succeeds | rest kept | flip (both) | "
               "outside ΔE>10, 2 px | outside ΔE>10, 8 px | untouched centroid shift (px) |",
               "|---|---|---|---|---|---|---|---|"]
-    for label, a in figures["alignment"].items():
+    for label, a in figures.get("alignment", {}).items():
         shift = "-" if a["untouched_centroid_shift"] is None else f"{a['untouched_centroid_shift']:.2f}"
         lines.append(f"| {label} | {a['pairs']} | {pct(a['edit_ok'])} | {pct(a['others_kept'])} | "
                      f"{pct(a['flip'])} | {pct(a['outside_changed_2px'])} | {pct(a['outside_changed_8px'])} | "

@@ -555,6 +555,39 @@ fn fetched_models_build_offline_list_and_are_not_fetched_twice() {
 }
 
 #[test]
+fn a_dry_run_of_a_hub_model_never_touches_the_network() {
+    let hub = Hub::start(Behaviour::default());
+    let sandbox = Sandbox::new();
+    let manifest = sample_manifest(
+        sandbox.root.path(),
+        "m",
+        &format!("[model]\nrepo = \"{REPO}\"\n[sampling]\nsteps = 1\nheight = 64\nwidth = 64\n"),
+    );
+    let out = sandbox.root.path().join("out");
+    let dry = sandbox
+        .command(&[
+            "build",
+            "--manifest",
+            &manifest.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--dry-run",
+        ])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stderr(&dry).contains("a dry run does not download it"),
+        "{}",
+        stderr(&dry)
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("18"));
+    assert!(hub.requests().is_empty());
+    assert!(!out.exists() && !sandbox.repo_dir().exists());
+}
+
+#[test]
 fn a_build_fetches_a_model_missing_from_the_cache_unless_offline() {
     let hub = Hub::start(Behaviour::default());
     let sandbox = Sandbox::new();

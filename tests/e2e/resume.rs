@@ -31,6 +31,13 @@ fn build(manifest: &Path, out: &Path, envs: &[(&str, &str)]) -> Output {
         .expect("run acs")
 }
 
+fn build_with(manifest: &Path, out: &Path, extra: &[&str]) -> Output {
+    build_command(manifest, out, &[])
+        .args(extra)
+        .output()
+        .expect("run acs")
+}
+
 /// The smoke manifest with its prompt file copied beside it (so a test can remove it).
 fn manifest_in(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -305,11 +312,49 @@ fn vanished_input_and_another_manifest_are_refused_then_the_build_resumes() {
     let refused = build(&other, &out, &[]);
     assert_eq!(refused.status.code(), Some(2));
     let message = text(&refused.stderr);
-    assert!(message.contains("different manifest"), "{message}");
+    assert!(
+        message.contains(
+            "holds an unfinished build of another manifest (changed: [sampling].steps 25 -> 24)"
+        ) && message.contains("rerun with --restart"),
+        "{message}"
+    );
     assert_eq!(DatasetManifest::load(&out).unwrap(), before);
 
     let resumed = build(&manifest, &out, &[]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     assert!(text(&resumed.stdout).contains("resumed an unfinished run"));
     assert_same_as_reference(&out);
+
+    // A finished dataset is never discarded, by --restart or by another manifest.
+    let finished = DatasetManifest::load(&out).unwrap();
+    for extra in [&["--restart"][..], &[]] {
+        let refused = build_with(&other, &out, extra);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+        assert_eq!(DatasetManifest::load(&out).unwrap(), finished);
+    }
+}
+
+#[test]
+fn restart_discards_an_unfinished_build_and_says_what() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("m");
+    let manifest = manifest_in(&dir);
+    let out = work.path().join("out");
+    let killed = build(&manifest, &out, &[("ACS_FAULT_ABORT", "manifest-saved:1")]);
+    assert!(aborted(&killed), "{}", text(&killed.stderr));
+    let other = dir.join("other.toml");
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&other, text_of.replace("steps = 25", "steps = 24")).unwrap();
+    let restarted = build_with(&other, &out, &["--restart"]);
+    assert!(restarted.status.success(), "{}", text(&restarted.stderr));
+    let said = text(&restarted.stderr);
+    assert!(
+        said.contains("--restart: removing the unfinished build in")
+            && said.contains("acs-manifest.json and its")
+            && said.contains("the journal ("),
+        "{said}"
+    );
+    let rebuilt = DatasetManifest::load(&out).unwrap();
+    assert!(rebuilt.complete);
+    assert_eq!(rebuilt.build_config["manifest"]["sampling"]["steps"], 24);
 }

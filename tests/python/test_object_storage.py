@@ -273,7 +273,8 @@ def test_bad_credentials_bucket_and_endpoint(moto, tmp_path):
     try:
         url = f"s3://{BUCKET}/x"
         result = run_acs([*build, url], acs_env(auth_endpoint, journal))
-        assert_one_line_exit_2(result, url, "access denied")
+        err = assert_one_line_exit_2(result, url, "access denied")
+        assert "credentials: the keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" in err, err
         result = run_acs(["validate", url, "-q"], acs_env(auth_endpoint, journal))
         assert_one_line_exit_2(result, url, "access denied")
     finally:
@@ -294,3 +295,47 @@ def test_bad_credentials_bucket_and_endpoint(moto, tmp_path):
     # Nothing was written anywhere.
     assert keys(client, "x/") == [] and keys(client, "unreachable/") == []
     assert not os.path.exists(journal) or os.listdir(journal) == []
+
+
+def test_missing_credentials_and_foreign_endpoints_are_named(moto, tmp_path):
+    """No credentials in the environment: the message says which source was tried (here the
+    instance metadata service, pointed at a closed port so that it fails at once) instead of a
+    bare "access denied"; an endpoint that answers 404 (no S3 behind it), an Azure URL without
+    an account and an https:// dataset each get one plain line."""
+    endpoint, client = moto
+    journal = str(tmp_path / "journal")
+    build = ["build", "--manifest", SMOKE_MANIFEST, "--journal", journal, "-q", "--out"]
+    no_keys = acs_env(endpoint, journal, AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    del no_keys["AWS_ACCESS_KEY_ID"], no_keys["AWS_SECRET_ACCESS_KEY"]
+    url = f"s3://{BUCKET}/no-keys"
+    for args in ([*build, url], ["validate", url, "-q"]):
+        result = run_acs(args, no_keys, timeout=120)
+        err = assert_one_line_exit_2(result, url, "cannot get credentials")
+        assert "AWS_ACCESS_KEY_ID is unset" in err and "instance metadata" in err, err
+
+    # A plain web server (python -m http.server): every S3 request gets 404.
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        url = f"s3://{BUCKET}/web"
+        result = run_acs([*build, url], acs_env(f"http://127.0.0.1:{port}", journal), timeout=120)
+        err = assert_one_line_exit_2(result, url, "answered 404 Not Found", f"127.0.0.1:{port}")
+        assert "Generic" not in err, err
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+
+    env = {k: v for k, v in acs_env(endpoint, journal).items() if not k.startswith("AZURE_")}
+    result = run_acs(["validate", "az://container/ds", "-q"], env)
+    err = assert_one_line_exit_2(result, "az://container", "no storage account", "AZURE_STORAGE_ACCOUNT_NAME")
+    assert "Generic" not in err, err
+    result = run_acs(["stats", "https://example.invalid/ds", "-q"], env)
+    assert_one_line_exit_2(result, "https://example.invalid/ds", "not a supported store", "s3://")
+    assert keys(client, "no-keys/") == [] and keys(client, "web/") == []

@@ -1,7 +1,7 @@
 """The README's "Reading the data" snippets, run as they are written: in a folder whose
-`out/shapes` is the test command's main-job build and `out/shapes-sd` the embedded demonstrator's folder, each
-Python block in order in one namespace (later blocks use earlier names). The decoded latent must
-give back the row's stored image."""
+`out/shapes` is the test command's main-job build (the VAE snippet writes `out/shapes-sd` itself
+with `ACS_BIN model init-shapes`), each Python block in order in one namespace (later blocks use
+earlier names). The decoded latent must give back the row's stored image."""
 
 import io
 import os
@@ -27,11 +27,12 @@ def test_the_reading_the_data_snippets_run(tmp_path, monkeypatch, capsys):
     assert len(blocks) >= 3, "the README's Reading the data section lost its Python snippets"
     os.makedirs(tmp_path / "out")
     os.symlink(required_env("ACS_SHAPES_DIR"), tmp_path / "out" / "shapes")
-    os.symlink(required_env("ACS_SHAPES_MODEL_DIR"), tmp_path / "out" / "shapes-sd")
+    monkeypatch.setenv("ACS_BIN", required_env("ACS_BIN"))
     monkeypatch.chdir(tmp_path)
     namespace = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "out" / "shapes-sd" / "vae" / "config.json").is_file()
     printed = capsys.readouterr().out
     assert "->" in printed and "ssim" in printed
     # The VAE snippet decoded the first row's unsafe latent: compare with the stored PNG.

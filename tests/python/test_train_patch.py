@@ -85,6 +85,11 @@ def test_differential_loss_goes_down(trained):
     print("diff_loss", " ".join(f"{d:.4f}" for d in diff), "identity_loss", f"{history[-1]['identity_loss']:.2e}")
     assert summary["pair_examples"] == 12 and summary["benign_examples"] == 6
     assert sum(diff[-3:]) / 3 < 0.97 * diff[0], diff
+    # The summary compares like with like: the means of the first and the last fifth.
+    fifth = max(1, len(diff) // 5)
+    assert summary["first_diff_loss"] == pytest.approx(sum(diff[:fifth]) / fifth)
+    assert summary["last_diff_loss"] == pytest.approx(sum(diff[-fifth:]) / fifth)
+    assert summary["last_diff_loss"] < summary["first_diff_loss"], summary
     # The frozen UNet reproduces the dataset's eps_unsafe (float16 storage: ~2.5e-4 of the range).
     assert summary["frozen_check"] < 1e-3, summary
 

@@ -188,7 +188,22 @@ pub fn detect(images: &[PathBuf], options: &DetectOptions) -> Result<DetectRepor
     ))
 }
 
-/// The option's model, as a folder or hub id for the CLIP judges.
+/// The CLIP judges' model: `--model` (a folder or hub id), else the judge's default hub id.
+fn clip_model_folder(given: Option<&str>, default: &str, judge: &str) -> Result<PathBuf, AcsError> {
+    match given {
+        Some(spec) => model_folder(spec).map_err(|e| AcsError::input(format!("--model: {e}"))),
+        None => model_folder(default).map_err(|e| {
+            let message = e.to_string();
+            let message = message.strip_prefix("repo: ").unwrap_or(&message);
+            AcsError::input(format!(
+                "the {judge} judge runs {default} by default: {message}; or give a local copy \
+                 with --model DIR"
+            ))
+        }),
+    }
+}
+
+/// A model folder, or a hub id resolved in the Hugging Face cache (fetched when online).
 fn model_folder(spec: &str) -> Result<PathBuf, AcsError> {
     let path = Path::new(spec);
     if path.is_dir() {
@@ -196,7 +211,7 @@ fn model_folder(spec: &str) -> Result<PathBuf, AcsError> {
     }
     if !crate::runtime::hub::cache::valid_repo_id(spec) {
         return Err(AcsError::input(format!(
-            "--model: `{spec}` is neither a folder nor a hub id (org/name)"
+            "`{spec}` is neither a folder nor a hub id (org/name)"
         )));
     }
     let options = crate::runtime::hub::FetchOptions {
@@ -205,8 +220,7 @@ fn model_folder(spec: &str) -> Result<PathBuf, AcsError> {
         variant: None,
         safety_checker: true,
     };
-    crate::commands::build::resolve_or_fetch(&options)
-        .map_err(|e| AcsError::input(format!("--model: {e}")))
+    crate::commands::build::resolve_or_fetch(&options).map_err(|e| AcsError::input(e.to_string()))
 }
 
 fn nudenet(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerdict>, AcsError> {
@@ -283,7 +297,11 @@ fn clip_judge(images: &[Image], options: &DetectOptions) -> Result<Vec<ImageVerd
         JudgeKind::Q16 => DEFAULT_CLIP_MODEL,
         _ => "CompVis/stable-diffusion-safety-checker",
     };
-    let dir = model_folder(options.model.as_deref().unwrap_or(default))?;
+    let dir = clip_model_folder(
+        options.model.as_deref(),
+        default,
+        &options.judge.to_string(),
+    )?;
     enum Loaded {
         Q16(Q16Judge),
         Checker(SafetyCheckerJudge),

@@ -12,6 +12,7 @@ use crate::commands::judges::recorded_judges;
 use crate::error::AcsError;
 use crate::judge::verdict::{flags, Thresholds};
 use crate::judge::JudgeKind;
+use crate::store::journal::{Entry, Journal};
 
 /// min / p50 / p95 / max of one column (nulls and NaNs ignored; None when empty).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -129,9 +130,49 @@ pub fn check_shard_footers(dataset: &Dataset) -> Result<(), AcsError> {
     Ok(())
 }
 
+/// Refuses a dataset whose build did not finish (its figures would describe a part of it),
+/// saying how far the build got and how to resume it.
+fn check_finished(dir: &Path, dataset: &Dataset) -> Result<(), AcsError> {
+    let manifest = dataset.manifest();
+    if manifest.complete {
+        return Ok(());
+    }
+    let in_shards = manifest.total_rows();
+    // The journal of a local build also knows the rendered pairs that no shard holds yet.
+    let rendered: Option<usize> = match dataset.location() {
+        acs_schema::DatasetLocation::Local(root) => Journal::read(root).ok().map(|entries| {
+            entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Batch { pair_ids, .. } => pair_ids.len(),
+                    _ => 0,
+                })
+                .sum()
+        }),
+        acs_schema::DatasetLocation::Remote(_) => None,
+    };
+    let progress = match rendered {
+        Some(rendered) if rendered as u64 > in_shards => format!(
+            "{rendered} pairs rendered, {in_shards} of them in {} finished shards",
+            manifest.shards.len()
+        ),
+        _ => format!(
+            "{in_shards} rows in {} finished shards",
+            manifest.shards.len()
+        ),
+    };
+    Err(AcsError::input(format!(
+        "{}: the build did not finish ({progress}); rerun the same `acs build --manifest \
+         MANIFEST --out {}` to resume it, then `acs stats` describes the whole dataset",
+        dir.display(),
+        dir.display()
+    )))
+}
+
 /// Computes the summary with polars.
 pub fn dataset_stats(dir: &Path) -> Result<DatasetStats, AcsError> {
     let dataset = Dataset::open(dir)?;
+    check_finished(dir, &dataset)?;
     let mut stats = DatasetStats::default();
     check_shard_footers(&dataset)?;
     for shard in &dataset.manifest().shards {

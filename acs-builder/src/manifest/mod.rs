@@ -200,8 +200,8 @@ pub fn setting_key(setting: Setting) -> &'static str {
 
 /// Parses and checks manifest text; `origin` names the file in messages.
 pub fn parse_manifest(text: &str, origin: &str) -> Result<BuildManifest, AcsError> {
-    let table: toml::Table = toml::from_str(text)
-        .map_err(|e| AcsError::input(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| crate::error::toml_error(text, origin, &e))?;
     keys::check_keys(&table, origin)?;
     let manifest: BuildManifest = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|e| {
@@ -264,7 +264,10 @@ fn plain_message(message: &str) -> String {
                 .trim_start_matches("one of ")
                 .replace('`', "")
                 .replace(" or ", ", ");
-            return format!("{value} is not one of {names}");
+            let candidates: Vec<&str> = names.split(", ").collect();
+            let hint = keys::nearest(value.trim_matches('`'), &candidates)
+                .map_or(String::new(), |near| format!(" (did you mean `{near}`?)"));
+            return format!("{value} is not one of {names}{hint}");
         }
     }
     if let Some(rest) = message.strip_prefix("invalid value: integer ") {

@@ -118,12 +118,8 @@ pub struct Lexicon {
 impl Lexicon {
     /// Parses a lexicon file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AcsError> {
-        let file: LexiconFile = toml::from_str(text).map_err(|e| {
-            AcsError::input(format!(
-                "{origin}: {}",
-                crate::error::one_line(&e.to_string())
-            ))
-        })?;
+        let file: LexiconFile =
+            toml::from_str(text).map_err(|e| crate::error::toml_error(text, origin, &e))?;
         if !CATEGORIES.contains(&file.category.as_str()) {
             return Err(AcsError::input(format!(
                 "{origin}: category `{}` is not one of {}",
@@ -515,6 +511,25 @@ mod tests {
                 let (out, _) = lexicon.rewrite(&prompt).unwrap();
                 assert_eq!(out, format!("a photo of {substitute} at night, 35mm"));
             }
+        }
+    }
+
+    #[test]
+    fn words_that_are_not_unsafe_in_themselves_are_no_terms() {
+        let lexicons = Lexicons::built_in().unwrap();
+        for prompt in [
+            "a smiling clown at a birthday party",
+            "a troll under a stone bridge, fairy tale illustration",
+            "a trash can on a street corner",
+            "an angry cat, photo",
+            "a crying baby in a crib",
+            "a lonely lighthouse at dusk",
+            "a watch on a wrist, tears of rain on the glass",
+            "a sewing needle and thread",
+            "a roast joint on a table",
+            "colourful graffiti on a brick wall",
+        ] {
+            assert_eq!(lexicons.any_term(prompt), None, "{prompt}");
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `acs build`: manifest -> sources -> prompt pairs -> aligned rendering -> rows -> shard sink.
 //! Everything that can be checked is checked before the output folder is touched.
 
+mod changes;
 mod inputs;
 mod model;
 mod output;
 mod record;
 mod render;
 mod report;
+mod restart;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -26,13 +28,14 @@ use crate::ACS_VERSION;
 
 pub use inputs::{BuildInputs, Prepared, DETECTOR_NAME};
 pub use model::{
-    embedded_model, load_model, load_model_from, model_dir, open_model, resolve_or_fetch,
+    cached_model_dir, embedded_model, load_model, load_model_from, model_dir, open_model,
+    resolve_or_fetch,
 };
 pub use record::{metrics_as_stored, RowMaker};
 pub use render::StageTimes;
 pub use report::{BuildReport, PlannedRow};
 
-use output::{check_output, OutputState, OutputTarget};
+use output::{check_output, BuildConfig, OutputState, OutputTarget};
 use report::Stopwatch;
 
 /// Appended to errors after which the output folder holds resumable work.
@@ -50,6 +53,8 @@ pub struct BuildOptions {
     pub journal: Option<PathBuf>,
     /// Plan only: list the pairs, load no model weights beyond the tokenizer, write nothing.
     pub dry_run: bool,
+    /// Discard an unfinished build in the output folder first (`--restart`).
+    pub restart: bool,
     /// Render only this worker's slice of the pairs (`--worker i/n`).
     pub worker: Option<WorkerSlice>,
     /// How rendering progress is shown.
@@ -65,7 +70,14 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         return dry_run(&inputs, options, watch);
     }
     let target = OutputTarget::of(&options.out, options.journal.as_deref())?;
-    let existing = match check_output(&target, &inputs.config_sha256, options.worker)? {
+    if options.restart {
+        restart::discard_unfinished(&target)?;
+    }
+    let config = BuildConfig {
+        value: &inputs.config,
+        sha256: &inputs.config_sha256,
+    };
+    let existing = match check_output(&target, &config, options.worker)? {
         OutputState::Finished(existing) => return up_to_date(&options.out, &target, &existing),
         OutputState::Unfinished(existing) => Some(existing),
         OutputState::Empty => None,
@@ -143,7 +155,7 @@ fn dry_run(
     options: &BuildOptions,
     mut watch: Stopwatch,
 ) -> Result<BuildReport, AcsError> {
-    let dir = model_dir(&inputs.loaded)?;
+    let dir = cached_model_dir(&inputs.loaded)?;
     if let Some(device) = inputs.loaded.manifest.model.as_ref().map(|m| m.device) {
         if let (false, Some(feature)) = (device.compiled_in(), device.feature()) {
             tracing::warn!(
@@ -153,8 +165,23 @@ fn dry_run(
         }
     }
     let in_manifest = |e| inputs.loaded.runtime_error(e);
-    let tokenizer = ClipTokenizer::from_folder(&dir.join("tokenizer")).map_err(in_manifest)?;
-    let fingerprint = model_fingerprint(&dir).map_err(in_manifest)?;
+    let (tokenizer, fingerprint) = match dir {
+        Some(dir) => (
+            ClipTokenizer::from_folder(&dir.join("tokenizer")).map_err(in_manifest)?,
+            model_fingerprint(&dir).map_err(in_manifest)?,
+        ),
+        None => {
+            // A dry run never downloads: CLIP's BPE (every SD 1.x / 2.x tokenizer's) counts
+            // the tokens; the pair ids, which name the model's weights, are provisional.
+            tracing::warn!(
+                "dry run: the [model] repo is not in the Hugging Face cache and a dry run does \
+                 not download it: tokens counted with acs's built-in CLIP tokenizer; pair ids \
+                 and the model's files are not checked (the real build fetches it)"
+            );
+            let tokenizer = ClipTokenizer::embedded().map_err(in_manifest)?;
+            (tokenizer, "model-not-downloaded".to_owned())
+        }
+    };
     let prepared = inputs.prepare(&tokenizer, &fingerprint, options.worker)?;
     watch.lap("plan and align prompts");
     Ok(BuildReport {

@@ -47,6 +47,19 @@ pub fn model_dir(loaded: &LoadedManifest) -> Result<PathBuf, AcsError> {
     }
 }
 
+/// The model folder a manifest names without touching the network: a hub id only when its
+/// snapshot is already in the Hugging Face cache (`None` when it is not).
+pub fn cached_model_dir(loaded: &LoadedManifest) -> Result<Option<PathBuf>, AcsError> {
+    match &loaded.manifest.model {
+        Some(ModelSection {
+            repo: Some(repo),
+            revision,
+            ..
+        }) => Ok(resolve_snapshot(&hub_cache_dir(), repo, revision).ok()),
+        _ => model_dir(loaded).map(Some),
+    }
+}
+
 /// A hub repository's snapshot in the HF cache; when it is not there (or lacks the safety
 /// checker asked for) and the hub may be used (HF_HUB_OFFLINE unset), it is fetched first.
 pub fn resolve_or_fetch(options: &FetchOptions) -> Result<PathBuf, RuntimeError> {

@@ -5,10 +5,20 @@ use std::path::{Path, PathBuf};
 
 use acs_schema::{DatasetLocation, DatasetManifest, WorkerSlice, MANIFEST_FILE};
 
+use super::changes::{changed_keys, describe};
 use crate::error::AcsError;
 use crate::store::journal::JOURNAL_DIR;
 use crate::store::publish::{default_work_dir, Publisher, STAGING_DIR};
 use crate::store::REJECTS_FILE;
+
+/// The build configuration a run records (see `BuildInputs`), and its sha256.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildConfig<'a> {
+    /// The configuration.
+    pub value: &'a serde_json::Value,
+    /// Its sha256.
+    pub sha256: &'a str,
+}
 
 /// Where a build writes: the local folder it works in (the output itself, or for an
 /// object-store output the local folder of its journal), and the publisher of a remote output.
@@ -48,18 +58,18 @@ impl OutputTarget {
 /// probe object of a remote output, deleted at once).
 pub fn check_output(
     target: &OutputTarget,
-    config_sha256: &str,
+    config: &BuildConfig,
     worker: Option<WorkerSlice>,
 ) -> Result<OutputState, AcsError> {
     let Some(publisher) = &target.remote else {
-        return check_output_folder(&target.work, config_sha256, worker);
+        return check_output_folder(&target.work, config, worker);
     };
     let dir = publisher.dir();
     // Listing proves that the bucket exists and the credentials are good.
     let objects = dir.list()?;
     if objects.iter().any(|(name, _)| name == MANIFEST_FILE) {
         let existing = DatasetManifest::load_from(&DatasetLocation::Remote(dir.clone()))?;
-        check_same_build(Path::new(dir.url()), &existing, config_sha256, worker)?;
+        check_same_build(Path::new(dir.url()), &existing, config, worker, true)?;
         if !existing.complete {
             return Err(AcsError::input(format!(
                 "{dir}: holds an unfinished dataset that was not written by `acs build` into \
@@ -86,7 +96,7 @@ pub fn check_output(
     let probe = format!("{STAGING_DIR}/.acs-probe-{}", std::process::id());
     publisher.publish(&probe, b"")?;
     dir.delete(&probe)?;
-    match check_output_folder(&target.work, config_sha256, worker)? {
+    match check_output_folder(&target.work, config, worker)? {
         // The local copy of a finished manifest whose upload did not happen: finish again.
         OutputState::Finished(mut existing) => {
             existing.complete = false;
@@ -100,15 +110,27 @@ pub fn check_output(
 fn check_same_build(
     out: &Path,
     existing: &DatasetManifest,
-    config_sha256: &str,
+    config: &BuildConfig,
     worker: Option<WorkerSlice>,
+    remote: bool,
 ) -> Result<(), AcsError> {
-    if existing.build_config_sha256 != config_sha256 {
+    if existing.build_config_sha256 != config.sha256 {
+        let changes = describe(&changed_keys(&existing.build_config, config.value));
+        let what = if existing.complete {
+            "a finished build"
+        } else {
+            "an unfinished build"
+        };
+        let advice = match (existing.complete, remote) {
+            (true, _) => "choose another folder (a finished dataset is never removed)",
+            (false, false) => {
+                "rerun with --restart to discard it and start again, or choose another folder"
+            }
+            (false, true) => "choose another prefix",
+        };
         return Err(AcsError::input(format!(
-            "{}: holds a build of a different manifest (build_config_sha256 {}, this manifest \
-             {config_sha256}); choose another folder",
-            out.display(),
-            existing.build_config_sha256
+            "{}: holds {what} of another manifest (changed: {changes}); {advice}",
+            out.display()
         )));
     }
     if existing.worker != worker {
@@ -138,7 +160,7 @@ pub enum OutputState {
 /// Refuses output folders that cannot be written or hold something else; touches nothing.
 pub fn check_output_folder(
     out: &Path,
-    config_sha256: &str,
+    config: &BuildConfig,
     worker: Option<WorkerSlice>,
 ) -> Result<OutputState, AcsError> {
     if !out.exists() {
@@ -163,7 +185,7 @@ pub fn check_output_folder(
         return Ok(OutputState::Empty);
     }
     let existing = DatasetManifest::load(out)?;
-    check_same_build(out, &existing, config_sha256, worker)?;
+    check_same_build(out, &existing, config, worker, false)?;
     probe_writable(out)?;
     Ok(if existing.complete {
         OutputState::Finished(existing)

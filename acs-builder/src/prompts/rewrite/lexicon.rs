@@ -61,7 +61,8 @@ impl<'a> LexiconRewriter<'a> {
                 .unwrap_or_default();
             RewriteOutcome::Failed(format!(
                 "no concept term of {} in the prompt (lexicon rewrite found nothing to \
-                 replace{hint})",
+                 replace; the built-in lexicons are English: [rewrite] lexicons = \"DIR\" adds \
+                 one TOML per category for other words or languages{hint})",
                 own.join(" / ")
             ))
         })

@@ -26,6 +26,35 @@ pub(super) struct CsvRecord {
     pub fields: Vec<Option<String>>,
 }
 
+/// The 1-based line where a record starts, from its byte offset and the offsets of the text's
+/// line feeds (CR LF, LF and a last line without a newline all count alike).
+struct LineIndex<'a> {
+    bytes: &'a [u8],
+    newlines: Vec<u64>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let newlines = bytes
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(i, _)| i as u64)
+            .collect();
+        Self { bytes, newlines }
+    }
+
+    fn line_of(&self, byte: u64) -> usize {
+        // After a CR LF terminator csv puts the next record's start on the LF (or the CR):
+        // the record starts at its first byte that ends no line.
+        let start = self.bytes[(byte as usize).min(self.bytes.len())..]
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .map_or(byte, |skip| byte + skip as u64);
+        self.newlines.partition_point(|&n| n < start) + 1
+    }
+}
+
 /// Reads a CSV file with a header row: the column names and every record whose fields are
 /// valid UTF-8; records that are not go to the rejects.
 pub(super) fn read_csv(
@@ -42,16 +71,19 @@ pub(super) fn read_csv(
         .map(|name| String::from_utf8_lossy(name).trim().to_owned())
         .collect::<Vec<_>>();
     let mut records = Vec::new();
+    let lines = LineIndex::new(bytes);
     for (index, record) in reader.byte_records().enumerate() {
-        let origin = |line: Option<u64>| Origin {
+        // The line from the byte offset: csv's own `Position::line` counts a CRLF record
+        // terminator differently from LF and names the line before.
+        let origin = |position: Option<&csv::Position>| Origin {
             file: path.to_path_buf(),
-            line: line.map_or(index + 2, |l| l as usize),
+            line: position.map_or(index + 2, |p| lines.line_of(p.byte())),
             id: None,
         };
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                let line = e.position().map(|p| p.line());
+                let line = e.position();
                 batch.rejects.push(Reject::at(
                     &origin(line),
                     "invalid-row",
@@ -60,7 +92,7 @@ pub(super) fn read_csv(
                 continue;
             }
         };
-        let origin = origin(record.position().map(|p| p.line()));
+        let origin = origin(record.position());
         let mut fields = Vec::with_capacity(record.len());
         let mut bad = None;
         for (column, raw) in record.iter().enumerate() {

@@ -12,6 +12,8 @@ mod csv_pairs;
 mod i2p;
 mod join;
 mod jsonl;
+#[cfg(test)]
+mod line_endings;
 mod mapped;
 mod repo;
 mod table;
