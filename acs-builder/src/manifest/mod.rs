@@ -448,7 +448,13 @@ mod tests {
             ),
             (
                 "[model]\npath = \"a\"\ndtype = \"f64\"\n",
-                "m.toml: [model].dtype: `f64` is not one of f32, f16, bf16",
+                "m.toml: [model].dtype: `f64` is not one of f32, f16, bf16 (did you mean `f32`?)",
+            ),
+            (
+                "[[sources]]\nkind = \"pairs-jsonll\"\npath = \"p.jsonl\"\n",
+                "m.toml: [[sources]] #1.kind: `pairs-jsonll` is not one of pairs-jsonl, pairs-csv, \
+                 prompts-txt, i2p-csv, i2p-parquet, prompts, pairs, pairs-join (did you mean \
+                 `pairs-jsonl`?)",
             ),
         ] {
             let err = parse_manifest(&format!("{snippet}{MINIMAL}"), "m.toml")
