@@ -60,6 +60,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Write an annotated build manifest to start from: every key with its default and one
+    /// line of help, and a [[sources]] table for a prompt set's layout.
+    Init {
+        /// The prompt source to set up.
+        #[arg(long, value_enum, default_value = "pairs")]
+        preset: acs_builder::commands::init::InitPreset,
+        /// The manifest file to write (a new file); default: print it.
+        file: Option<PathBuf>,
+    },
     /// Print a shell completion script (e.g. `acs completions bash > /etc/bash_completion.d/acs`).
     Completions {
         /// The shell.
@@ -70,7 +79,8 @@ pub enum Command {
 /// `acs build`.
 #[derive(Args)]
 pub struct BuildArgs {
-    /// Build manifest (TOML).
+    /// Build manifest (TOML). Its keys: docs/user-guide.md ("The build manifest"); `acs init`
+    /// writes an annotated one with every key and its default.
     #[arg(long)]
     pub manifest: PathBuf,
     /// Output dataset folder: new or empty, or an unfinished run of the same build, which is

@@ -81,6 +81,9 @@ fn run(cli: Cli) -> Result<(), AcsError> {
             args.json,
         ),
         Command::Model { command } => run_model(command),
+        Command::Init { preset, file } => {
+            print_stdout(&acs_builder::commands::init::init(preset, file.as_deref())?)
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "acs", &mut script);

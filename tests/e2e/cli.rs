@@ -346,6 +346,79 @@ fn bad_rows_go_to_rejects_and_the_build_goes_on() {
 }
 
 #[test]
+fn preset_sample_manifests_build_and_validate() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // (manifest, rows it builds: pairs, plus benign rows for mma)
+    for (name, rows) in [
+        ("esd.toml", 3),
+        ("mma.toml", 6),
+        ("coprov2.toml", 4),
+        ("six-cd.toml", 3),
+    ] {
+        let manifest = repo_root().join("manifests").join(name);
+        let out = work.path().join(name);
+        let built = acs(
+            home.path(),
+            &[
+                "-q",
+                "build",
+                "--manifest",
+                &s(&manifest),
+                "--out",
+                &s(&out),
+            ],
+        );
+        assert!(built.status.success(), "{name}: {}", stderr(&built));
+        let dataset = acs_schema::DatasetManifest::load(&out).unwrap();
+        assert!(dataset.complete, "{name}");
+        assert_eq!(dataset.total_rows(), rows, "{name}");
+        let validated = acs(home.path(), &["-q", "validate", &s(&out)]);
+        assert!(validated.status.success(), "{name}: {}", stderr(&validated));
+    }
+}
+
+#[test]
+fn init_writes_a_manifest_that_builds_once_its_paths_are_set() {
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("esd.toml");
+    let init = acs(home.path(), &["init", "--preset", "esd", &s(&file)]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    assert!(stdout(&init).contains("preset esd"), "{}", stdout(&init));
+    let again = acs(home.path(), &["init", &s(&file)]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("# steps = 25") && text.contains("preset = \"esd\""));
+    std::fs::copy(
+        repo_root().join("samples/esd-prompts.csv"),
+        work.path().join("prompts.csv"),
+    )
+    .unwrap();
+    let dry = acs(
+        home.path(),
+        &[
+            "build",
+            "--manifest",
+            &s(&file),
+            "--out",
+            "unused",
+            "--dry-run",
+        ],
+    );
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("dry run: 3 pairs would be rendered"),
+        "{}",
+        stdout(&dry)
+    );
+    let printed = acs(home.path(), &["init", "--preset", "six-cd"]);
+    assert!(stdout(&printed).contains("kind = \"pairs-join\""));
+    let help = acs(home.path(), &["build", "--help"]);
+    assert!(stdout(&help).contains("acs init"), "{}", stdout(&help));
+}
+
+#[test]
 fn sample_manifests_dry_run_report_pairs_and_rejects() {
     let home = tempfile::tempdir().unwrap();
     let expectations = [

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod detect;
 pub mod draw;
+pub mod init;
 pub mod interrupt;
 pub mod judges;
 pub mod merge;
