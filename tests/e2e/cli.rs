@@ -451,6 +451,23 @@ fn sample_manifests_dry_run_report_pairs_and_rejects() {
                 "{name}: {text}"
             );
         }
+        // Rejects are listed down the file, whatever stage found them.
+        let lines: Vec<usize> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("reject "))
+            .map(|l| {
+                let location = l.split_whitespace().next().unwrap();
+                location
+                    .trim_end_matches(':')
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(!lines.is_empty(), "{name}: {text}");
+        assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{name}: {lines:?}");
     }
 }
 

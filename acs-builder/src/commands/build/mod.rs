@@ -190,9 +190,24 @@ fn dry_run(
         rows: prepared.plan.pairs.len() as u64,
         stage_seconds: watch.laps(),
         planned: prepared.plan.pairs.iter().map(PlannedRow::of).collect(),
-        rejected: prepared.rejects.clone(),
+        rejected: in_file_order(&prepared.rejects),
         ..inputs.summary(&prepared)
     })
+}
+
+/// Rejects in the order of their files (as first named) and lines: the pipeline finds them
+/// stage by stage (unreadable rows, then failed rewrites, then alignment), a reader goes down
+/// the file.
+fn in_file_order(rejects: &[Reject]) -> Vec<Reject> {
+    let mut files: Vec<&Path> = Vec::new();
+    for reject in rejects {
+        if !files.contains(&reject.source.as_path()) {
+            files.push(&reject.source);
+        }
+    }
+    let mut sorted = rejects.to_vec();
+    sorted.sort_by_key(|r| (files.iter().position(|f| *f == r.source), r.line));
+    sorted
 }
 
 /// The report of a folder that already holds this build (a kill after the final manifest
