@@ -11,6 +11,7 @@
              delta E exceeds 10, and the centroid shift of the untouched object.
 
     python scripts/demonstrator/measure.py --acs target/release/acs --out /tmp/measure [--count 150]
+        [--model DIR] [--adherence-only] [--decoder-ceiling]
 
 Prints Markdown tables (and writes them to OUT/tables.md, the figures to OUT/figures.json).
 Sampling settings are the README main job's (manifests/shapes.toml) unless given.
@@ -107,6 +108,38 @@ def adherence(acs, work, name, chosen, sampling):
     return totals
 
 
+def decoder_ceiling(acs, work, model_dir, count):
+    """What the VAE alone gives back: held-out-seed scenes encoded (posterior mean) and decoded
+    by the model's VAE in float32, read by the judge like a render. No render can show its
+    prompt better than this (the UNet has to hit the encoder's latents first)."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL
+    from PIL import Image
+
+    vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae", torch_dtype=torch.float32).eval()
+    totals = {}
+    for objects in (1, 2):
+        chosen = held_out_seed_scenes(count, objects)
+        pixels = np.stack([np.asarray(scene.render()) for _, scene in chosen])
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        images = ((decoded + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        folder = work / f"decoder-{objects}"
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [acs, "detect", "--judge", "shapes", "--json"]
+        for i, ((_, scene), image) in enumerate(zip(chosen, images)):
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+            args += ["--prompt", scene.caption(), str(folder / f"{i:05d}.png")]
+        verdicts = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+        label = f"held-out seeds, {objects} object{'s' if objects > 1 else ''}, VAE round trip"
+        totals[label] = {"images": len(verdicts)} | {
+            key: sum(1 for v in verdicts if v[key]) / len(verdicts)
+            for key in ("colour_ok", "shape_ok", "position_ok", "background_ok", "count_ok", "all_ok")}
+    return totals
+
+
 def alignment(acs, work, name, pairs, sampling, mode):
     lines = "".join(json.dumps({"unsafe_prompt": u, "safe_prompt": s, "seed": seed}) + "\n"
                     for seed, u, s in pairs)
@@ -147,6 +180,8 @@ def main():
     parser.add_argument("--model", type=Path,
                         help="a diffusers folder to measure instead of the embedded demonstrator")
     parser.add_argument("--adherence-only", action="store_true", help="skip the pair tables")
+    parser.add_argument("--decoder-ceiling", action="store_true",
+                        help="also read VAE round trips of held-out scenes (needs torch + diffusers)")
     args = parser.parse_args()
     global MODEL_TABLE
     if args.model:
@@ -163,6 +198,12 @@ def main():
             figures["adherence"][f"{label}, {objects} object{'s' if objects > 1 else ''}"] = adherence(
                 args.acs, work, name, chooser(args.count, objects), sampling)
             print(name, figures["adherence"], flush=True)
+    if args.decoder_ceiling:
+        model_dir = args.model
+        if model_dir is None:
+            model_dir = work / "shapes-sd"
+            subprocess.run([args.acs, "-q", "model", "init-shapes", str(model_dir)], check=True)
+        figures["adherence"].update(decoder_ceiling(args.acs, work, model_dir, args.count))
     if args.adherence_only:
         print(markdown(figures))
         return
