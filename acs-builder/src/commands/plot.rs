@@ -27,6 +27,8 @@ const PANEL_BACKGROUND: Color = [44, 44, 48];
 const AXIS: Color = [150, 150, 155];
 const TEXT: Color = [232, 232, 232];
 const DIM_TEXT: Color = [165, 165, 170];
+/// The manifest's threshold line.
+const THRESHOLD_COLOR: Color = [235, 90, 200];
 /// Bar colour of valid rows (viridis blue-green).
 pub const VALID_COLOR: Color = [33, 144, 141];
 /// Bar colour of invalid rows (inferno orange).
@@ -78,6 +80,9 @@ pub struct MetricValues {
     pub name: String,
     /// (value, valid) of the rows with a finite value.
     pub values: Vec<(f64, bool)>,
+    /// The manifest's validity threshold on this metric (`ssim_min`, `changed_area_max`),
+    /// when it sets one that can reject a row.
+    pub threshold: Option<f64>,
 }
 
 /// A histogram: `bins` equal-width bins over [min, max], counts split by verdict.
@@ -176,6 +181,7 @@ pub fn read_metrics(dir: &Path) -> Result<PlotData, AcsError> {
         let empty = METRICS.iter().map(|n| MetricValues {
             name: (*n).to_owned(),
             values: Vec::new(),
+            threshold: None,
         });
         return Ok(PlotData {
             metrics: empty.collect(),
@@ -207,6 +213,7 @@ pub fn read_metrics(dir: &Path) -> Result<PlotData, AcsError> {
             metrics.push(MetricValues {
                 name: name.to_owned(),
                 values,
+                threshold: threshold_of(&dataset.manifest().build_config, name),
             });
         }
     }
@@ -215,6 +222,17 @@ pub fn read_metrics(dir: &Path) -> Result<PlotData, AcsError> {
         rows: frame.height(),
         valid_rows: valid.iter().filter(|v| **v).count(),
     })
+}
+
+/// The recorded manifest's threshold on `metric`: `ssim_min` above 0, `changed_area_max` below
+/// 1 (the defaults reject nothing and are not drawn).
+fn threshold_of(build_config: &serde_json::Value, metric: &str) -> Option<f64> {
+    let alignment = &build_config["manifest"]["alignment"];
+    match metric {
+        "ssim" => alignment["ssim_min"].as_f64().filter(|&t| t > 0.0),
+        "changed_area" => alignment["changed_area_max"].as_f64().filter(|&t| t < 1.0),
+        _ => None,
+    }
 }
 
 /// Draws the histograms of `dir`'s metrics into a PNG at `out_png`, atomically.
@@ -328,6 +346,22 @@ fn draw_histogram(canvas: &mut Canvas, (x, y): (u32, u32), metric: &MetricValues
     let max_label = tick(histogram.max, range);
     let max_x = right as i32 - draw::text_width(&max_label, 1) as i32;
     canvas.text(max_x, label_y, &max_label, 1, DIM_TEXT);
+    if let Some(threshold) = metric.threshold {
+        // The manifest's threshold as a dashed vertical line (at the plot's edge when the
+        // values all lie on one side of it), labelled under the title.
+        let at = if range > 0.0 {
+            ((threshold - histogram.min) / range).clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        let tx = left as i32 + (at * f64::from(width)).round() as i32;
+        for dy in (0..height).step_by(4) {
+            canvas.fill_rect(tx - 1, (top + dy) as i32, 2, 2, THRESHOLD_COLOR);
+        }
+        let label = format!("threshold {}", tick(threshold, range.max(1e-6)));
+        let lx = (right as i32 - draw::text_width(&label, 1) as i32).max(left as i32);
+        canvas.text(lx, top as i32, &label, 1, THRESHOLD_COLOR);
+    }
 }
 
 #[cfg(test)]
@@ -389,10 +423,12 @@ mod tests {
             MetricValues {
                 name: "ssim".into(),
                 values: vec![(0.1, true), (0.2, false), (0.9, true)],
+                threshold: None,
             },
             MetricValues {
                 name: "psnr".into(),
                 values: Vec::new(),
+                threshold: None,
             },
         ];
         let data = PlotData {
@@ -416,5 +452,27 @@ mod tests {
         // Bars plus the legend swatches.
         assert!(count(VALID_COLOR) > (GLYPH * GLYPH) as usize);
         assert!(count(INVALID_COLOR) > (GLYPH * GLYPH) as usize);
+        assert_eq!(count(THRESHOLD_COLOR), 0);
+
+        // A manifest threshold is drawn as a line in its own colour.
+        let mut data = data;
+        data.metrics[0].threshold = Some(0.5);
+        let canvas = render(Path::new("/tmp/ds"), &data);
+        let marked = canvas
+            .pixels()
+            .chunks_exact(3)
+            .filter(|p| *p == THRESHOLD_COLOR)
+            .count();
+        assert!(marked > 40, "{marked}");
+    }
+
+    #[test]
+    fn only_thresholds_that_can_reject_are_drawn() {
+        let config = |ssim: f64, area: f64| serde_json::json!({"manifest": {"alignment": {"ssim_min": ssim, "changed_area_max": area}}});
+        assert_eq!(threshold_of(&config(0.4, 0.3), "ssim"), Some(0.4));
+        assert_eq!(threshold_of(&config(0.4, 0.3), "changed_area"), Some(0.3));
+        assert_eq!(threshold_of(&config(0.0, 1.0), "ssim"), None);
+        assert_eq!(threshold_of(&config(0.0, 1.0), "changed_area"), None);
+        assert_eq!(threshold_of(&config(0.4, 0.3), "psnr"), None);
     }
 }

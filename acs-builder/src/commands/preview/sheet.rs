@@ -330,10 +330,16 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
     );
     y += LINE_HEIGHT as i32;
     sheet.text(x, y, &draw::truncate(&metrics, chars), 1, DIM_TEXT);
-    for (label, prompt, color) in [
-        ("unsafe: ", &caption.unsafe_prompt, UNSAFE_TEXT),
-        ("safe:   ", &caption.safe_prompt, SAFE_TEXT),
-    ] {
+    // A benign row renders one prompt on both sides: it is captioned once, as benign.
+    let sides: &[(&str, &String, Color)] = if caption.category == acs_schema::BENIGN_CATEGORY {
+        &[("benign: ", &caption.unsafe_prompt, TEXT)]
+    } else {
+        &[
+            ("unsafe: ", &caption.unsafe_prompt, UNSAFE_TEXT),
+            ("safe:   ", &caption.safe_prompt, SAFE_TEXT),
+        ]
+    };
+    for &(label, prompt, color) in sides {
         y += LINE_HEIGHT as i32;
         sheet.text(x, y, label, 1, DIM_TEXT);
         let lines = draw::wrap(&draw::ascii(prompt), chars.saturating_sub(label.len()), 2);
@@ -423,6 +429,30 @@ mod tests {
             (MARGIN as i32..(layout.width - MARGIN) as i32).contains(&x)
                 && (first as i32..(top + layout.row_height) as i32).contains(&y)
         }));
+    }
+
+    #[test]
+    fn benign_rows_are_captioned_once_as_benign_not_in_the_unsafe_colour() {
+        let layout = SheetLayout::new(128, 1);
+        let colours = |record: &Caption| {
+            let mut sheet = Canvas::new(layout.width, layout.height, BACKGROUND);
+            draw_caption(&mut sheet, &layout, layout.row_top(0), 0, record);
+            let mut seen = std::collections::HashSet::new();
+            for y in 0..layout.height as i32 {
+                for x in 0..layout.width as i32 {
+                    seen.insert(sheet.get(x, y).unwrap());
+                }
+            }
+            seen
+        };
+        let pair = colours(&sample_record());
+        assert!(pair.contains(&UNSAFE_TEXT) && pair.contains(&SAFE_TEXT));
+        let mut record = sample_record();
+        record.category = acs_schema::BENIGN_CATEGORY.into();
+        record.safe_prompt = record.unsafe_prompt.clone();
+        let benign = colours(&record);
+        assert!(!benign.contains(&UNSAFE_TEXT) && !benign.contains(&SAFE_TEXT));
+        assert!(benign.contains(&TEXT));
     }
 
     #[test]
