@@ -14,8 +14,9 @@ use crate::judge::verdict::JudgeScores;
 pub const MARGIN: u32 = 12;
 /// Space between two panels of a row, in pixels.
 pub const GAP: u32 = 8;
-/// Caption lines under each row: the verdict, the metrics, then up to two lines per prompt.
-pub const CAPTION_LINES: u32 = 6;
+/// Caption lines under each row: the verdict and the metrics (up to two lines each, so that
+/// narrow panels wrap them instead of cutting them), then up to two lines per prompt.
+pub const CAPTION_LINES: u32 = 8;
 /// Height of one caption line (8x8 glyphs at scale 1, plus leading).
 pub const LINE_HEIGHT: u32 = 11;
 /// Space between a row's panels and its caption.
@@ -57,8 +58,8 @@ impl SheetLayout {
     pub fn new(panel: u32, rows: u32) -> Self {
         let columns = [MARGIN, MARGIN + panel + GAP, MARGIN + 2 * (panel + GAP)];
         let width = 2 * MARGIN + 3 * panel + 2 * GAP;
-        // Title (scale 2), filter line, column labels and the colour key under them.
-        let header_height = MARGIN + 2 * GLYPH + 6 + GLYPH + 12 + GLYPH + 4 + 4 + 6;
+        // Title (scale 2), the summary (up to two lines), column labels and the colour key.
+        let header_height = MARGIN + 2 * GLYPH + 6 + LINE_HEIGHT + GLYPH + 12 + GLYPH + 4 + 4 + 6;
         let row_height = panel + CAPTION_GAP + CAPTION_LINES * LINE_HEIGHT + 12;
         Self {
             panel,
@@ -225,14 +226,11 @@ pub(super) fn draw_header(
         CHANGED_PIXEL_THRESHOLD
     );
     let mut y = MARGIN + 2 * GLYPH + 6;
-    sheet.text(
-        MARGIN as i32,
-        y as i32,
-        &draw::truncate(&summary, chars),
-        1,
-        DIM_TEXT,
-    );
-    y += GLYPH + 12;
+    for (i, line) in draw::wrap(&summary, chars, 2).iter().enumerate() {
+        let line_y = y + i as u32 * LINE_HEIGHT;
+        sheet.text(MARGIN as i32, line_y as i32, line, 1, DIM_TEXT);
+    }
+    y += LINE_HEIGHT + GLYPH + 12;
     let panel_chars = (layout.panel / GLYPH) as usize;
     let unsafe_labels: &[&str] = if options.blur_unsafe {
         &["unsafe (blurred)", "unsafe*"]
@@ -260,6 +258,27 @@ pub(super) fn draw_header(
             draw::inferno(t),
         );
     }
+}
+
+/// `text` as at most two lines: the first of `first_chars` characters (after a head on the
+/// same line), the second of `chars`; cut with `...` when longer.
+fn wrap_after(text: &str, first_chars: usize, chars: usize) -> Vec<String> {
+    if text.chars().count() <= first_chars {
+        return vec![text.to_owned()];
+    }
+    // Break at the last space that leaves the first line within first_chars, else mid-word.
+    let limit = text
+        .char_indices()
+        .nth(first_chars)
+        .map_or(text.len(), |(i, _)| i);
+    let cut = text[..=limit.min(text.len() - 1)]
+        .rfind(' ')
+        .filter(|&i| i > 0)
+        .unwrap_or(limit);
+    let (first, rest) = text.split_at(cut);
+    let mut lines = vec![first.trim_end().to_owned()];
+    lines.extend(draw::wrap(rest.trim_start(), chars, 1));
+    lines
 }
 
 /// The first (longest) of `candidates` that fits in `chars` characters, else the last one cut.
@@ -320,16 +339,21 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
     } else {
         INVALID_TEXT
     };
+    // The verdict starts after the head and goes on under it; the metrics wrap likewise:
+    // narrow panels get two lines each rather than a cut.
     let verdict_chars = chars.saturating_sub(head.chars().count());
-    sheet.text(
-        after,
-        y,
-        &draw::truncate(&verdict, verdict_chars),
-        1,
-        verdict_color,
-    );
-    y += LINE_HEIGHT as i32;
-    sheet.text(x, y, &draw::truncate(&metrics, chars), 1, DIM_TEXT);
+    let verdict_lines = wrap_after(&verdict, verdict_chars, chars);
+    for (i, line) in verdict_lines.iter().enumerate() {
+        let line_x = if i == 0 { after } else { x };
+        sheet.text(line_x, y, line, 1, verdict_color);
+        if i + 1 < verdict_lines.len() {
+            y += LINE_HEIGHT as i32;
+        }
+    }
+    for line in draw::wrap(&metrics, chars, 2) {
+        y += LINE_HEIGHT as i32;
+        sheet.text(x, y, &line, 1, DIM_TEXT);
+    }
     // A benign row renders one prompt on both sides: it is captioned once, as benign.
     let sides: &[(&str, &String, Color)] = if caption.category == acs_schema::BENIGN_CATEGORY {
         &[("benign: ", &caption.unsafe_prompt, TEXT)]
@@ -453,6 +477,18 @@ mod tests {
         let benign = colours(&record);
         assert!(!benign.contains(&UNSAFE_TEXT) && !benign.contains(&SAFE_TEXT));
         assert!(benign.contains(&TEXT));
+    }
+
+    #[test]
+    fn narrow_captions_wrap_the_verdict_instead_of_cutting_it() {
+        assert_eq!(wrap_after("valid", 10, 20), ["valid"]);
+        assert_eq!(
+            wrap_after("INVALID (no_flip: the unsafe image)", 12, 30),
+            ["INVALID", "(no_flip: the unsafe image)"]
+        );
+        let lines = wrap_after("aaaa bbbb cccc dddd eeee ffff gggg", 9, 12);
+        assert_eq!(lines, ["aaaa bbbb", "cccc dddd..."]);
+        assert_eq!(wrap_after("abcdefghij", 4, 20), ["abcd", "efghij"]);
     }
 
     #[test]
