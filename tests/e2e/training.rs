@@ -76,6 +76,24 @@ fn masks_trajectories_and_benign_rows_build_validate_and_replay() {
     );
     assert!(stdout(&run).contains("replay: 4 of 4 re-rendered rows identical"));
 
+    // The contact sheet shows the stored masks as a fourth column.
+    let sheet = dir.path().join("sheet.png");
+    let preview = acs(
+        &home,
+        &[
+            "preview",
+            &ds.display().to_string(),
+            "--out",
+            &sheet.display().to_string(),
+            "--panel",
+            "64",
+        ],
+    );
+    assert!(preview.status.success(), "{}", text(&preview.stderr));
+    let (_, width, height) = decode_png(&std::fs::read(&sheet).unwrap()).unwrap();
+    let layout = acs_builder::commands::preview::SheetLayout::new(64, 4).with_mask_column();
+    assert_eq!((width, height), (layout.width, layout.height));
+
     let rows = rows(&ds);
     assert_eq!(rows.len(), 4);
     let rule = ChangeRule {

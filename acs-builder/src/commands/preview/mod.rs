@@ -157,7 +157,11 @@ pub fn preview(dir: &Path, options: &PreviewOptions) -> Result<PreviewReport, Ac
     let rows = matched.min(options.count) as u32;
     SheetLayout::new(options.panel, rows).check_size()?;
     let pairs = first_matches(&dataset, options)?;
-    let layout = SheetLayout::new(options.panel, pairs.len() as u32);
+    let mut layout = SheetLayout::new(options.panel, pairs.len() as u32);
+    if pairs.iter().any(|p| p.mask.is_some()) {
+        layout = layout.with_mask_column();
+        layout.check_size()?;
+    }
     let mut sheet = Canvas::new(layout.width, layout.height, BACKGROUND);
     draw_header(&mut sheet, &layout, dir, options, pairs.len(), matched);
     for (i, pair) in pairs.iter().enumerate() {
@@ -296,11 +300,16 @@ fn decode_pair(record: PairRecord, place: &str) -> Result<Pair, AcsError> {
         unsafe_image.width() as usize,
         CHANGED_PIXEL_THRESHOLD,
     );
+    let mask = match &record.change_mask {
+        Some(blob) => Some(decode(&blob.bytes, "change_mask")?),
+        None => None,
+    };
     Ok(Pair {
         caption: Caption::from(&record),
         unsafe_image,
         safe_image,
         changed,
+        mask,
     })
 }
 

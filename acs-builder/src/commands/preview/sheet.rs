@@ -51,6 +51,8 @@ pub struct SheetLayout {
     pub row_height: u32,
     /// Left x of the unsafe, safe and difference panels.
     pub columns: [u32; 3],
+    /// Left x of the change-mask panel, when the sheet has that fourth column.
+    pub mask_column: Option<u32>,
 }
 
 impl SheetLayout {
@@ -69,6 +71,18 @@ impl SheetLayout {
             header_height,
             row_height,
             columns,
+            mask_column: None,
+        }
+    }
+
+    /// The same sheet with a fourth column for the rows' change masks (datasets built with
+    /// `[output] masks = true`).
+    pub fn with_mask_column(self) -> Self {
+        let mask_column = self.columns[2] + self.panel + GAP;
+        Self {
+            width: self.width + self.panel + GAP,
+            mask_column: Some(mask_column),
+            ..self
         }
     }
 
@@ -140,6 +154,8 @@ pub(super) struct Pair {
     pub(super) unsafe_image: Canvas,
     pub(super) safe_image: Canvas,
     pub(super) changed: Option<ChangedBox>,
+    /// The row's stored change mask, when the dataset has masks.
+    pub(super) mask: Option<Canvas>,
 }
 
 /// Per pixel the largest channel |difference| of two equal-size images, through inferno.
@@ -244,6 +260,13 @@ pub(super) fn draw_header(
     ];
     for (candidates, x) in labels.iter().zip(layout.columns) {
         let label = fit_label(candidates, panel_chars);
+        sheet.text(x as i32, y as i32, &label, 1, TEXT);
+    }
+    if let Some(x) = layout.mask_column {
+        let label = fit_label(
+            &["change mask (stored)", "change mask", "mask"],
+            panel_chars,
+        );
         sheet.text(x as i32, y as i32, &label, 1, TEXT);
     }
     // The colour key of the difference map, under its label.
@@ -355,29 +378,60 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
         sheet.text(x, y, &line, 1, DIM_TEXT);
     }
     // A benign row renders one prompt on both sides: it is captioned once, as benign.
-    let sides: &[(&str, &String, Color)] = if caption.category == acs_schema::BENIGN_CATEGORY {
-        &[("benign: ", &caption.unsafe_prompt, TEXT)]
-    } else {
-        &[
-            ("unsafe: ", &caption.unsafe_prompt, UNSAFE_TEXT),
-            ("safe:   ", &caption.safe_prompt, SAFE_TEXT),
-        ]
-    };
-    for &(label, prompt, color) in sides {
+    let (unsafe_side, safe_side) = (&caption.unsafe_prompt, &caption.safe_prompt);
+    let sides: &[(&str, &String, &String, Color)] =
+        if caption.category == acs_schema::BENIGN_CATEGORY {
+            &[("benign: ", unsafe_side, unsafe_side, TEXT)]
+        } else {
+            &[
+                ("unsafe: ", unsafe_side, safe_side, UNSAFE_TEXT),
+                ("safe:   ", safe_side, unsafe_side, SAFE_TEXT),
+            ]
+        };
+    for &(label, prompt, other, color) in sides {
         y += LINE_HEIGHT as i32;
         sheet.text(x, y, label, 1, DIM_TEXT);
+        let edited = edited_words(prompt, other);
         let lines = draw::wrap(&draw::ascii(prompt), chars.saturating_sub(label.len()), 2);
+        let left = x + draw::text_width(label, 1) as i32;
         for (i, line) in lines.iter().enumerate() {
             let line_y = y + (i as u32 * LINE_HEIGHT) as i32;
-            sheet.text(
-                x + draw::text_width(label, 1) as i32,
-                line_y,
-                line,
-                1,
-                color,
-            );
+            sheet.text(left, line_y, line, 1, color);
+            highlight_words(sheet, (left, line_y), line, &edited, color);
         }
         y += (lines.len().saturating_sub(1) as u32 * LINE_HEIGHT) as i32;
+    }
+}
+
+/// The words of `prompt` that the edit changed (outside the longest common word sequence with
+/// `other`), lower-cased.
+fn edited_words(prompt: &str, other: &str) -> Vec<String> {
+    crate::prompts::align::replaced_words(prompt, other)
+        .iter()
+        .flat_map(|run| run.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Redraws the `edited` words of a drawn caption line brighter and underlines them.
+fn highlight_words(
+    sheet: &mut Canvas,
+    (x, y): (i32, i32),
+    line: &str,
+    edited: &[String],
+    color: Color,
+) {
+    let bright = color.map(|c| c.saturating_add(40));
+    let mut column = 0usize;
+    for token in line.split(' ') {
+        let word = token.trim_matches(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'));
+        if !word.is_empty() && edited.iter().any(|e| e.eq_ignore_ascii_case(word)) {
+            let start = column + token.find(word).unwrap_or(0);
+            let wx = x + draw::text_width(&line[..start], 1) as i32;
+            sheet.text(wx, y, word, 1, bright);
+            let width = draw::text_width(word, 1);
+            sheet.fill_rect(wx, y + GLYPH as i32, width, 1, bright);
+        }
+        column += token.len() + 1;
     }
 }
 
@@ -409,6 +463,9 @@ pub(super) fn draw_row(
     );
     let diff = difference_map(&pair.unsafe_image, &pair.safe_image);
     draw_panel(sheet, (cd, top), panel, &diff, pair.changed, false);
+    if let (Some(x), Some(mask)) = (layout.mask_column, &pair.mask) {
+        draw_panel(sheet, (x, top), panel, mask, None, false);
+    }
     draw_caption(sheet, layout, top, index, &pair.caption);
 }
 
@@ -489,6 +546,39 @@ mod tests {
         let lines = wrap_after("aaaa bbbb cccc dddd eeee ffff gggg", 9, 12);
         assert_eq!(lines, ["aaaa bbbb", "cccc dddd..."]);
         assert_eq!(wrap_after("abcdefghij", 4, 20), ["abcd", "efghij"]);
+    }
+
+    #[test]
+    fn edited_words_are_underlined() {
+        assert_eq!(
+            edited_words("a Bloody knife, photo", "a clean knife, photo"),
+            ["bloody"]
+        );
+        let layout = SheetLayout::new(128, 1);
+        let mut sheet = Canvas::new(layout.width, layout.height, BACKGROUND);
+        let line = "a Bloody knife";
+        sheet.text(0, 0, line, 1, UNSAFE_TEXT);
+        highlight_words(&mut sheet, (0, 0), line, &["bloody".into()], UNSAFE_TEXT);
+        let bright = UNSAFE_TEXT.map(|c| c.saturating_add(40));
+        // The underline runs under "Bloody" (characters 2..8) and nowhere else.
+        let underline: Vec<i32> = (0..layout.width as i32)
+            .filter(|&x| sheet.get(x, GLYPH as i32) == Some(bright))
+            .collect();
+        assert_eq!(underline, (16..64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_mask_column_widens_the_sheet_by_one_panel() {
+        let three = SheetLayout::new(128, 2);
+        let four = three.with_mask_column();
+        assert_eq!(four.width, three.width + 128 + GAP);
+        assert_eq!(four.mask_column, Some(three.columns[2] + 128 + GAP));
+        assert_eq!(four.mask_column.unwrap() + 128 + MARGIN, four.width);
+        assert_eq!(
+            (four.height, four.row_height),
+            (three.height, three.row_height)
+        );
+        assert!(four.caption_chars() > three.caption_chars());
     }
 
     #[test]
