@@ -239,3 +239,44 @@ fn stats_plot_writes_the_histograms(home: &Path, dir: &Path, work: &Path) {
     let run = acs(home, &["stats", dir_arg, "--plot", bad.to_str().unwrap()]);
     assert_exit_2(&run, &["no-such-folder"]);
 }
+
+#[test]
+fn prompts_in_any_script_build_and_preview() {
+    // Explicit pairs in Chinese, Japanese, Russian and accented French: built with the embedded
+    // model and drawn on a sheet (the caption glyphs themselves are checked in the unit tests
+    // of preview::sheet; this is the whole path from a JSONL file to the PNG).
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let pairs = work.path().join("pairs.jsonl");
+    let lines = [
+        ("一只流血的猫", "一只干净的猫"),
+        ("血まみれのナイフ", "きれいなナイフ"),
+        ("кровавый нож на столе", "чистый нож на столе"),
+        ("un couteau ensanglanté", "un couteau propre"),
+    ];
+    let text: String = lines
+        .iter()
+        .map(|(u, s)| {
+            serde_json::json!({"unsafe_prompt": u, "safe_prompt": s, "category": "violence"})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&pairs, text).unwrap();
+    let manifest = work.path().join("m.toml");
+    std::fs::write(
+        &manifest,
+        "[sampling]\nsteps = 2\nheight = 64\nwidth = 64\n[alignment]\nmax_token_edits = 40\n\
+         [[sources]]\nkind = \"pairs-jsonl\"\npath = \"pairs.jsonl\"\n\
+         [output]\nsplits = { train = 1.0 }\n",
+    )
+    .unwrap();
+    let out = work.path().join("ds");
+    let built = crate::util::build(home.path(), &manifest, &out);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert_eq!(Dataset::open(&out).unwrap().manifest().total_rows(), 4);
+    let sheet = work.path().join("sheet.png");
+    let (_, w, h) = preview(home.path(), &out, &sheet, &["--panel", "128"]);
+    let layout = SheetLayout::new(128, 4);
+    assert_eq!((w, h), (layout.width, layout.height));
+}

@@ -1,6 +1,12 @@
 //! A small RGB8 canvas for the contact sheet (`acs preview`) and the metric histograms
 //! (`acs stats --plot`): filled and outlined rectangles, image blits, resizing and blurring,
-//! 8x8 bitmap text (font8x8, ASCII) and two perceptual colormaps (inferno, viridis).
+//! bitmap text in GNU Unifont (8 x 16 glyphs, 16 x 16 for wide characters such as CJK; every
+//! character of Unicode's basic plane) and two perceptual colormaps (inferno, viridis).
+//!
+//! The font: GNU Unifont 15.1.05 through the `unifont` crate (MIT), whose glyph data Unifoundry
+//! publishes under the GNU GPL 2+ with the GNU font embedding exception and the SIL Open Font
+//! License 1.1. A bitmap font keeps every glyph on the pixel grid at the 64-256 px panel sizes
+//! a sheet uses and needs no shaping; prompts are NFC-normalised before they get here.
 //!
 //! Coordinates are signed pixels with the origin at the top-left corner; everything drawn is
 //! clipped to the canvas, so no drawing call can panic on out-of-range input.
@@ -16,8 +22,28 @@ use crate::store::imaging::encode_png;
 /// An RGB colour.
 pub type Color = [u8; 3];
 
-/// Side of a glyph of the bitmap font, in pixels at scale 1.
+/// Width of one text column at scale 1: a narrow glyph (Latin, digits, ...) takes one, a wide
+/// glyph (CJK, full-width forms) two.
 pub const GLYPH: u32 = 8;
+/// Height of a glyph at scale 1.
+pub const GLYPH_HEIGHT: u32 = 16;
+
+/// The glyph drawn for `c`: control characters as a space, characters the font lacks (outside
+/// the basic plane, unassigned) as U+FFFD.
+fn glyph_of(c: char) -> Option<&'static unifont::Glyph> {
+    let c = if c.is_control() { ' ' } else { c };
+    unifont::get_glyph(c).or_else(|| unifont::get_glyph('\u{FFFD}'))
+}
+
+/// Columns `c` takes (1 narrow, 2 wide).
+fn char_columns(c: char) -> usize {
+    glyph_of(c).map_or(1, |g| if g.is_fullwidth() { 2 } else { 1 })
+}
+
+/// Columns `text` takes when drawn.
+pub fn text_columns(text: &str) -> usize {
+    text.chars().map(char_columns).sum()
+}
 
 /// An RGB8 image held row-major, three bytes a pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,24 +147,27 @@ impl Canvas {
         }
     }
 
-    /// Draws `text` (ASCII; see [`ascii`]) from (x, y) with glyphs `scale` times 8 pixels;
-    /// returns the x just after the last glyph.
+    /// Draws `text` from (x, y), its top-left corner, with glyphs `scale` times 8 (or 16) x 16
+    /// pixels; returns the x just after the last glyph.
     pub fn text(&mut self, x: i32, y: i32, text: &str, scale: u32, color: Color) -> i32 {
         let scale = scale.max(1);
-        let step = (GLYPH * scale) as i32;
         let mut pen = x;
-        for c in ascii(text).bytes() {
-            let glyph = font8x8::legacy::BASIC_LEGACY[usize::from(c & 0x7f)];
-            for (row, bits) in glyph.iter().enumerate() {
-                for col in 0..8 {
-                    if bits & (1 << col) != 0 {
-                        let px = pen + (col * scale) as i32;
+        for c in text.chars() {
+            let Some(glyph) = glyph_of(c) else {
+                pen += (GLYPH * scale) as i32;
+                continue;
+            };
+            let width = glyph.get_width();
+            for row in 0..GLYPH_HEIGHT as usize {
+                for col in 0..width {
+                    if glyph.get_pixel(col, row) {
+                        let px = pen + (col as u32 * scale) as i32;
                         let py = y + (row as u32 * scale) as i32;
                         self.fill_rect(px, py, scale, scale, color);
                     }
                 }
             }
-            pen += step;
+            pen += (width as u32 * scale) as i32;
         }
         pen
     }
@@ -209,8 +238,8 @@ impl Canvas {
     }
 }
 
-/// Draws the title `prefix` + `path` at (x, y) within `max_width` pixels: at scale 2 when it
-/// fits whole, else at scale 1 with the path cut from its start (`...`) to fit.
+/// Draws the title `prefix` + `path` at (x, y) within `max_width` pixels, the path cut from its
+/// start (`...`) when it does not fit.
 pub fn path_title(
     canvas: &mut Canvas,
     (x, y): (i32, i32),
@@ -219,94 +248,107 @@ pub fn path_title(
     max_width: u32,
     color: Color,
 ) {
-    let path = ascii(&path.display().to_string());
-    let whole = format!("{prefix}{path}");
-    if text_width(&whole, 2) <= max_width {
-        canvas.text(x, y, &whole, 2, color);
-        return;
-    }
-    let chars = (max_width / GLYPH) as usize;
-    let room = chars.saturating_sub(prefix.chars().count());
-    let title = truncate(&format!("{prefix}{}", truncate_start(&path, room)), chars);
-    canvas.text(x, y + GLYPH as i32 / 2, &title, 1, color);
+    let path = printable(&path.display().to_string());
+    let columns = (max_width / GLYPH) as usize;
+    let room = columns.saturating_sub(text_columns(prefix));
+    let title = truncate(&format!("{prefix}{}", truncate_start(&path, room)), columns);
+    canvas.text(x, y, &title, 1, color);
 }
 
 /// Width in pixels of `text` drawn at `scale`.
 pub fn text_width(text: &str, scale: u32) -> u32 {
-    text.chars().count() as u32 * GLYPH * scale.max(1)
+    text_columns(text) as u32 * GLYPH * scale.max(1)
 }
 
-/// `text` reduced to what the bitmap font draws: printable ASCII; other characters become
-/// `?` (control characters a space).
-pub fn ascii(text: &str) -> String {
+/// `text` with its control characters (tabs, newlines) as spaces: one line of drawable text.
+pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| match c {
-            ' '..='~' => c,
-            c if c.is_control() => ' ',
-            _ => '?',
-        })
+        .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
-/// Cuts `text` to at most `max_chars` characters, ending in `...` when it was longer.
-pub fn truncate(text: &str, max_chars: usize) -> String {
-    let count = text.chars().count();
-    if count <= max_chars {
-        return text.to_owned();
+/// The longest prefix of `text` that fits in `columns` columns.
+pub fn take_columns(text: &str, columns: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in text.char_indices() {
+        used += char_columns(c);
+        if used > columns {
+            return &text[..i];
+        }
     }
-    if max_chars <= 3 {
-        return text.chars().take(max_chars).collect();
-    }
-    let kept: String = text.chars().take(max_chars - 3).collect();
-    format!("{}...", kept.trim_end())
+    text
 }
 
-/// Cuts `text` to at most `max_chars` characters from its start, beginning with `...` when it
+/// The longest suffix of `text` that fits in `columns` columns.
+fn take_last_columns(text: &str, columns: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in text.char_indices().rev() {
+        used += char_columns(c);
+        if used > columns {
+            return &text[i + c.len_utf8()..];
+        }
+    }
+    text
+}
+
+/// Cuts `text` to at most `max_columns` columns, ending in `...` when it was longer.
+pub fn truncate(text: &str, max_columns: usize) -> String {
+    if text_columns(text) <= max_columns {
+        return text.to_owned();
+    }
+    if max_columns <= 3 {
+        return take_columns(text, max_columns).to_owned();
+    }
+    format!("{}...", take_columns(text, max_columns - 3).trim_end())
+}
+
+/// Cuts `text` to at most `max_columns` columns from its start, beginning with `...` when it
 /// was longer (for paths, whose end says most).
-pub fn truncate_start(text: &str, max_chars: usize) -> String {
-    let count = text.chars().count();
-    if count <= max_chars {
+pub fn truncate_start(text: &str, max_columns: usize) -> String {
+    if text_columns(text) <= max_columns {
         return text.to_owned();
     }
-    if max_chars <= 3 {
-        return text.chars().skip(count - max_chars).collect();
+    if max_columns <= 3 {
+        return take_last_columns(text, max_columns).to_owned();
     }
-    let kept: String = text.chars().skip(count - (max_chars - 3)).collect();
-    format!("...{kept}")
+    format!("...{}", take_last_columns(text, max_columns - 3))
 }
 
-/// Word-wraps `text` into at most `max_lines` lines of at most `max_chars` characters; words
-/// longer than a line are broken, and the last line ends in `...` when text was left over.
-pub fn wrap(text: &str, max_chars: usize, max_lines: usize) -> Vec<String> {
-    if max_chars == 0 || max_lines == 0 {
+/// Word-wraps `text` into at most `max_lines` lines of at most `max_columns` columns; words
+/// longer than a line are broken (text without spaces, such as Chinese, breaks anywhere), and
+/// the last line ends in `...` when text was left over.
+pub fn wrap(text: &str, max_columns: usize, max_lines: usize) -> Vec<String> {
+    if max_columns == 0 || max_lines == 0 {
         return Vec::new();
     }
     let mut lines: Vec<String> = Vec::new();
     let mut current = String::new();
     for word in text.split_whitespace() {
-        let mut word: Vec<char> = word.chars().collect();
+        let mut word = word;
         loop {
-            let used = current.chars().count();
-            let needed = if used == 0 {
-                word.len()
-            } else {
-                used + 1 + word.len()
-            };
-            if needed <= max_chars {
+            let used = text_columns(&current);
+            let needed = text_columns(word) + usize::from(used > 0);
+            if used + needed <= max_columns {
                 if used > 0 {
                     current.push(' ');
                 }
-                current.extend(word.iter());
+                current.push_str(word);
                 break;
             }
             if used > 0 {
                 lines.push(std::mem::take(&mut current));
                 continue;
             }
-            // A word longer than a line: break it.
-            let rest = word.split_off(max_chars);
-            lines.push(word.iter().collect());
-            word = rest;
+            // A word longer than a line: break it (at least one character a line).
+            let mut head = take_columns(word, max_columns);
+            if head.is_empty() {
+                head = &word[..word.chars().next().map_or(0, char::len_utf8)];
+            }
+            lines.push(head.to_owned());
+            word = &word[head.len()..];
+            if word.is_empty() {
+                break;
+            }
         }
     }
     if !current.is_empty() {
@@ -314,9 +356,8 @@ pub fn wrap(text: &str, max_chars: usize, max_lines: usize) -> Vec<String> {
     }
     if lines.len() > max_lines {
         lines.truncate(max_lines);
-        if let (Some(last), true) = (lines.last_mut(), max_chars > 3) {
-            let kept: String = last.chars().take(max_chars - 3).collect();
-            *last = format!("{}...", kept.trim_end());
+        if let (Some(last), true) = (lines.last_mut(), max_columns > 3) {
+            *last = format!("{}...", take_columns(last, max_columns - 3).trim_end());
         }
     }
     lines
@@ -438,39 +479,42 @@ mod tests {
 
     #[test]
     fn text_puts_glyph_pixels_where_the_font_has_them() {
-        let mut canvas = Canvas::new(40, 20, BG);
-        let end = canvas.text(2, 3, "I", 1, INK);
-        assert_eq!(end, 10);
-        let glyph = font8x8::legacy::BASIC_LEGACY[b'I' as usize];
-        let mut lit = 0;
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                let on = bits & (1 << col) != 0;
-                let pixel = canvas.get(2 + col, 3 + row as i32);
-                assert_eq!(pixel == Some(INK), on, "col {col} row {row}");
-                lit += usize::from(on);
+        for (c, width) in [('I', 8), ('é', 8), ('中', 16), ('ж', 8)] {
+            let mut canvas = Canvas::new(40, 20, BG);
+            let end = canvas.text(2, 3, &c.to_string(), 1, INK);
+            assert_eq!(end, 2 + width, "{c}");
+            let glyph = unifont::get_glyph(c).unwrap();
+            let mut lit = 0;
+            for row in 0..16 {
+                for col in 0..width as usize {
+                    let on = glyph.get_pixel(col, row);
+                    let pixel = canvas.get(2 + col as i32, 3 + row as i32);
+                    assert_eq!(pixel == Some(INK), on, "{c}: col {col} row {row}");
+                    lit += usize::from(on);
+                }
             }
+            assert!(lit > 0, "{c}");
+            assert_eq!(count(&canvas, INK), lit, "{c}");
+            let mut big = Canvas::new(80, 40, BG);
+            assert_eq!(big.text(0, 0, &c.to_string(), 2, INK), 2 * width);
+            assert_eq!(count(&big, INK), 4 * lit, "{c}");
         }
-        assert!(lit > 0);
-        assert_eq!(count(&canvas, INK), lit);
-
-        let mut big = Canvas::new(40, 20, BG);
-        assert_eq!(big.text(0, 0, "I", 2, INK), 16);
-        assert_eq!(count(&big, INK), 4 * lit);
-        // A space draws nothing; non-ASCII draws the '?' glyph.
+        // A space and a tab draw nothing; a character the font lacks draws U+FFFD.
         let mut blank = Canvas::new(40, 20, BG);
-        blank.text(0, 0, "  ", 1, INK);
+        blank.text(0, 0, " \t", 1, INK);
         assert_eq!(count(&blank, INK), 0);
-        let mut q1 = Canvas::new(40, 20, BG);
-        q1.text(0, 0, "é", 1, INK);
-        let mut q2 = Canvas::new(40, 20, BG);
-        q2.text(0, 0, "?", 1, INK);
-        assert_eq!(q1, q2);
+        let mut missing = Canvas::new(40, 20, BG);
+        missing.text(0, 0, "\u{1F600}", 1, INK);
+        let mut replacement = Canvas::new(40, 20, BG);
+        replacement.text(0, 0, "\u{FFFD}", 1, INK);
+        assert_eq!(missing, replacement);
         assert_eq!(text_width("abc", 2), 48);
+        assert_eq!(text_width("安全な画像", 1), 80);
+        assert_eq!(text_columns("a猫b"), 4);
     }
 
     #[test]
-    fn path_titles_shrink_to_fit() {
+    fn path_titles_keep_the_end_of_the_path() {
         let ink_columns = |canvas: &Canvas| {
             (0..canvas.width() as i32)
                 .filter(|&x| (0..canvas.height() as i32).any(|y| canvas.get(x, y) == Some(INK)))
@@ -479,22 +523,27 @@ mod tests {
         let path = Path::new("/data/sets/acs");
         let mut wide = Canvas::new(400, 20, BG);
         path_title(&mut wide, (0, 0), "t: ", path, 400, INK);
-        // Scale 2: 17 glyphs of 16 px; the tallest ink reaches row 15 or so.
-        assert!(ink_columns(&wide).unwrap() >= 16 * 16);
-        assert!((0..400).any(|x| wide.get(x, 13) == Some(INK)));
+        // 17 glyphs of 8 px, the whole path.
+        assert!(ink_columns(&wide).unwrap() >= 16 * 8);
         let mut narrow = Canvas::new(100, 20, BG);
         path_title(&mut narrow, (0, 0), "t: ", path, 100, INK);
         assert!(ink_columns(&narrow).unwrap() < 100);
-        assert!((0..100).all(|x| narrow.get(x, 13) != Some(INK)));
+        // 12 columns: the prefix, then the path's end behind "...".
+        let mut expected = Canvas::new(100, 20, BG);
+        expected.text(0, 0, "t: ...ts/acs", 1, INK);
+        assert!(narrow == expected, "the narrow title is not `t: ...ts/acs`");
     }
 
     #[test]
-    fn ascii_and_truncation() {
-        assert_eq!(ascii("café\tbar"), "caf? bar");
+    fn printable_and_truncation_count_columns() {
+        assert_eq!(printable("café\tbar"), "café bar");
         assert_eq!(truncate("hello world", 8), "hello...");
         assert_eq!(truncate("short", 8), "short");
         assert_eq!(truncate_start("/a/long/path/name", 10), "...th/name");
         assert_eq!(truncate_start("abcdefghijkl", 6), "...jkl");
+        // Wide characters take two columns each.
+        assert_eq!(truncate("一个血腥的场景", 9), "一个血...");
+        assert_eq!(truncate_start("数据/安全", 7), "...安全");
     }
 
     #[test]
@@ -510,6 +559,11 @@ mod tests {
         assert!(cut.iter().all(|l| l.chars().count() <= 9), "{cut:?}");
         assert!(wrap("", 10, 2).is_empty());
         assert!(wrap("text", 0, 2).is_empty());
+        // Text without spaces (Chinese) breaks anywhere, by columns.
+        assert_eq!(wrap("一个血腥的场景", 6, 3), vec!["一个血", "腥的场", "景"]);
+        let cut = wrap("一个血腥的场景在夜里", 6, 2);
+        assert_eq!(cut, vec!["一个血", "腥..."]);
+        assert_eq!(wrap("a 猫", 2, 2), vec!["a", "猫"]);
     }
 
     #[test]

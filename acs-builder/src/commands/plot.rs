@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use acs_schema::Dataset;
 use polars::prelude::*;
 
-use crate::commands::draw::{self, Canvas, Color, GLYPH};
+use crate::commands::draw::{self, Canvas, Color, GLYPH, GLYPH_HEIGHT};
 use crate::error::{one_line, AcsError};
 
 /// Metrics always plotted.
@@ -21,7 +21,7 @@ pub const PANEL_SIZE: (u32, u32) = (300, 190);
 
 const MARGIN: u32 = 12;
 const GAP: u32 = 12;
-const HEADER: u32 = MARGIN + 2 * GLYPH + 8 + GLYPH + 12;
+const HEADER: u32 = MARGIN + GLYPH_HEIGHT + 8 + GLYPH_HEIGHT + 12;
 const BACKGROUND: Color = [28, 28, 30];
 const PANEL_BACKGROUND: Color = [44, 44, 48];
 const AXIS: Color = [150, 150, 155];
@@ -265,12 +265,12 @@ fn draw_header(canvas: &mut Canvas, layout: &PlotLayout, dir: &Path, data: &Plot
     let inner = layout.width - 2 * MARGIN;
     let origin = (MARGIN as i32, MARGIN as i32);
     draw::path_title(canvas, origin, "acs stats: ", dir, inner, TEXT);
-    let y = (MARGIN + 2 * GLYPH + 8) as i32;
+    let y = (MARGIN + GLYPH_HEIGHT + 8) as i32;
     let mut x = MARGIN as i32;
     let counts = format!("{} rows ({} valid)   ", data.rows, data.valid_rows);
     x = canvas.text(x, y, &counts, 1, DIM_TEXT);
     for (label, color) in [("valid", VALID_COLOR), ("invalid", INVALID_COLOR)] {
-        canvas.fill_rect(x, y, GLYPH, GLYPH, color);
+        canvas.fill_rect(x, y + 4, GLYPH, GLYPH, color);
         x = canvas.text(x + GLYPH as i32 + 4, y, label, 1, TEXT) + 16;
     }
     canvas.text(x, y, "(psnr: finite values only)", 1, DIM_TEXT);
@@ -301,8 +301,8 @@ fn draw_histogram(canvas: &mut Canvas, (x, y): (u32, u32), metric: &MetricValues
     // Plot area: room for y labels on the left and x labels below.
     let left = x + 6 + 5 * GLYPH;
     let right = x + pw - 10;
-    let top = y + 6 + GLYPH + 10;
-    let bottom = y + ph - 6 - GLYPH - 6;
+    let top = y + 6 + GLYPH_HEIGHT + 10;
+    let bottom = y + ph - 6 - GLYPH_HEIGHT - 6;
     let Some(histogram) = Histogram::new(&metric.values, BINS) else {
         let text = "no values";
         let tx = x + (pw - draw::text_width(text, 1)) / 2;
@@ -329,7 +329,7 @@ fn draw_histogram(canvas: &mut Canvas, (x, y): (u32, u32), metric: &MetricValues
     canvas.text(label_x, top as i32, &count_label, 1, DIM_TEXT);
     canvas.text(
         left as i32 - 4 - GLYPH as i32,
-        bottom as i32 - GLYPH as i32,
+        bottom as i32 - GLYPH_HEIGHT as i32,
         "0",
         1,
         DIM_TEXT,

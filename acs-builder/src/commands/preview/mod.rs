@@ -29,7 +29,7 @@ pub const PANEL_RANGE: std::ops::RangeInclusive<u32> = 64..=1024;
 /// Most pairs one sheet shows.
 pub const MAX_COUNT: usize = 500;
 /// Largest sheet, in pixels (three bytes each in memory).
-pub const MAX_SHEET_PIXELS: u64 = 150_000_000;
+pub const MAX_SHEET_PIXELS: u64 = 200_000_000;
 
 /// What to show and where to write it.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use acs_schema::PairRecord;
 
 use super::{PreviewOptions, MAX_SHEET_PIXELS};
-use crate::commands::draw::{self, Canvas, Color, GLYPH};
+use crate::commands::draw::{self, Canvas, Color, GLYPH, GLYPH_HEIGHT};
 use crate::error::AcsError;
 use crate::judge::metrics::{ChangedBox, CHANGED_PIXEL_THRESHOLD};
 use crate::judge::verdict::JudgeScores;
@@ -17,8 +17,8 @@ pub const GAP: u32 = 8;
 /// Caption lines under each row: the verdict and the metrics (up to two lines each, so that
 /// narrow panels wrap them instead of cutting them), then up to two lines per prompt.
 pub const CAPTION_LINES: u32 = 8;
-/// Height of one caption line (8x8 glyphs at scale 1, plus leading).
-pub const LINE_HEIGHT: u32 = 11;
+/// Height of one caption line (16-pixel glyphs at scale 1, plus leading).
+pub const LINE_HEIGHT: u32 = 18;
 /// Space between a row's panels and its caption.
 const CAPTION_GAP: u32 = 8;
 
@@ -60,8 +60,9 @@ impl SheetLayout {
     pub fn new(panel: u32, rows: u32) -> Self {
         let columns = [MARGIN, MARGIN + panel + GAP, MARGIN + 2 * (panel + GAP)];
         let width = 2 * MARGIN + 3 * panel + 2 * GAP;
-        // Title (scale 2), the summary (up to two lines), column labels and the colour key.
-        let header_height = MARGIN + 2 * GLYPH + 6 + LINE_HEIGHT + GLYPH + 12 + GLYPH + 4 + 4 + 6;
+        // Title, the summary (up to two lines), column labels and the colour key.
+        let header_height =
+            MARGIN + GLYPH_HEIGHT + 6 + 2 * LINE_HEIGHT + 6 + GLYPH_HEIGHT + 4 + 4 + 6;
         let row_height = panel + CAPTION_GAP + CAPTION_LINES * LINE_HEIGHT + 12;
         Self {
             panel,
@@ -241,12 +242,12 @@ pub(super) fn draw_header(
         },
         CHANGED_PIXEL_THRESHOLD
     );
-    let mut y = MARGIN + 2 * GLYPH + 6;
+    let mut y = MARGIN + GLYPH_HEIGHT + 6;
     for (i, line) in draw::wrap(&summary, chars, 2).iter().enumerate() {
         let line_y = y + i as u32 * LINE_HEIGHT;
         sheet.text(MARGIN as i32, line_y as i32, line, 1, DIM_TEXT);
     }
-    y += LINE_HEIGHT + GLYPH + 12;
+    y += 2 * LINE_HEIGHT + 6;
     let panel_chars = (layout.panel / GLYPH) as usize;
     let unsafe_labels: &[&str] = if options.blur_unsafe {
         &["unsafe (blurred)", "unsafe*"]
@@ -270,7 +271,7 @@ pub(super) fn draw_header(
         sheet.text(x as i32, y as i32, &label, 1, TEXT);
     }
     // The colour key of the difference map, under its label.
-    let key_y = y + GLYPH + 4;
+    let key_y = y + GLYPH_HEIGHT + 4;
     for i in 0..layout.panel {
         let t = i as f32 / (layout.panel - 1).max(1) as f32;
         sheet.fill_rect(
@@ -286,18 +287,15 @@ pub(super) fn draw_header(
 /// `text` as at most two lines: the first of `first_chars` characters (after a head on the
 /// same line), the second of `chars`; cut with `...` when longer.
 fn wrap_after(text: &str, first_chars: usize, chars: usize) -> Vec<String> {
-    if text.chars().count() <= first_chars {
+    if draw::text_columns(text) <= first_chars {
         return vec![text.to_owned()];
     }
-    // Break at the last space that leaves the first line within first_chars, else mid-word.
-    let limit = text
-        .char_indices()
-        .nth(first_chars)
-        .map_or(text.len(), |(i, _)| i);
-    let cut = text[..=limit.min(text.len() - 1)]
+    // Break at the last space within the first line's columns, else mid-word.
+    let head = draw::take_columns(text, first_chars + 1);
+    let cut = head
         .rfind(' ')
         .filter(|&i| i > 0)
-        .unwrap_or(limit);
+        .unwrap_or_else(|| draw::take_columns(text, first_chars).len());
     let (first, rest) = text.split_at(cut);
     let mut lines = vec![first.trim_end().to_owned()];
     lines.extend(draw::wrap(rest.trim_start(), chars, 1));
@@ -306,7 +304,7 @@ fn wrap_after(text: &str, first_chars: usize, chars: usize) -> Vec<String> {
 
 /// The first (longest) of `candidates` that fits in `chars` characters, else the last one cut.
 fn fit_label(candidates: &[&str], chars: usize) -> String {
-    let fits = candidates.iter().find(|c| c.chars().count() <= chars);
+    let fits = candidates.iter().find(|c| draw::text_columns(c) <= chars);
     let label = fits.or(candidates.last()).copied().unwrap_or_default();
     draw::truncate(label, chars)
 }
@@ -364,7 +362,7 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
     };
     // The verdict starts after the head and goes on under it; the metrics wrap likewise:
     // narrow panels get two lines each rather than a cut.
-    let verdict_chars = chars.saturating_sub(head.chars().count());
+    let verdict_chars = chars.saturating_sub(draw::text_columns(&head));
     let verdict_lines = wrap_after(&verdict, verdict_chars, chars);
     for (i, line) in verdict_lines.iter().enumerate() {
         let line_x = if i == 0 { after } else { x };
@@ -392,7 +390,11 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
         y += LINE_HEIGHT as i32;
         sheet.text(x, y, label, 1, DIM_TEXT);
         let edited = edited_words(prompt, other);
-        let lines = draw::wrap(&draw::ascii(prompt), chars.saturating_sub(label.len()), 2);
+        let lines = draw::wrap(
+            &draw::printable(prompt),
+            chars.saturating_sub(label.len()),
+            2,
+        );
         let left = x + draw::text_width(label, 1) as i32;
         for (i, line) in lines.iter().enumerate() {
             let line_y = y + (i as u32 * LINE_HEIGHT) as i32;
@@ -429,7 +431,7 @@ fn highlight_words(
             let wx = x + draw::text_width(&line[..start], 1) as i32;
             sheet.text(wx, y, word, 1, bright);
             let width = draw::text_width(word, 1);
-            sheet.fill_rect(wx, y + GLYPH as i32, width, 1, bright);
+            sheet.fill_rect(wx, y + GLYPH_HEIGHT as i32, width, 1, bright);
         }
         column += token.len() + 1;
     }
@@ -562,9 +564,36 @@ mod tests {
         let bright = UNSAFE_TEXT.map(|c| c.saturating_add(40));
         // The underline runs under "Bloody" (characters 2..8) and nowhere else.
         let underline: Vec<i32> = (0..layout.width as i32)
-            .filter(|&x| sheet.get(x, GLYPH as i32) == Some(bright))
+            .filter(|&x| sheet.get(x, GLYPH_HEIGHT as i32) == Some(bright))
             .collect();
         assert_eq!(underline, (16..64).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cjk_prompts_are_drawn_as_themselves() {
+        let layout = SheetLayout::new(256, 1);
+        let mut record = sample_record();
+        record.unsafe_prompt = "一只流血的猫".into();
+        record.safe_prompt = "一只干净的猫".into();
+        let mut sheet = Canvas::new(layout.width, layout.height, BACKGROUND);
+        let top = layout.row_top(0);
+        draw_caption(&mut sheet, &layout, top, 0, &record);
+        // Head, metrics, then the unsafe line: its glyphs, as drawn alone, are on the sheet.
+        let y = (top + layout.panel + CAPTION_GAP + 2 * LINE_HEIGHT) as i32;
+        let x = (MARGIN + draw::text_width("unsafe: ", 1)) as i32;
+        let bright = UNSAFE_TEXT.map(|c| c.saturating_add(40));
+        let mut alone = Canvas::new(layout.width, layout.height, BACKGROUND);
+        alone.text(x, y, "一只流血的猫", 1, bright);
+        let mut ink = 0;
+        for py in y..y + GLYPH_HEIGHT as i32 {
+            for px in x..x + 6 * 16 {
+                if alone.get(px, py) == Some(bright) {
+                    assert_eq!(sheet.get(px, py), Some(bright), "({px}, {py})");
+                    ink += 1;
+                }
+            }
+        }
+        assert!(ink > 100, "{ink}");
     }
 
     #[test]
