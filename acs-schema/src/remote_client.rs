@@ -203,8 +203,13 @@ pub(crate) fn credential_source(scheme: &str) -> String {
 /// where the credentials came from when they were refused; never a raw client error prefix.
 pub(crate) fn reason(scheme: &str, error: &object_store::Error) -> String {
     let text = raw_reason(error);
-    let credentials = format!("credentials: {}", credential_source(scheme));
-    let text = text.replace("check the store's credentials", &credentials);
+    // The credential source is looked up only for a message that needs it.
+    let credentials = || format!("credentials: {}", credential_source(scheme));
+    let text = if text.contains("check the store's credentials") {
+        text.replace("check the store's credentials", &credentials())
+    } else {
+        text
+    };
     if text.contains("Account must be specified") {
         return "no storage account: set AZURE_STORAGE_ACCOUNT_NAME (and AZURE_STORAGE_ACCOUNT_KEY, \
                 a SAS key or a client secret)"
@@ -228,7 +233,7 @@ pub(crate) fn reason(scheme: &str, error: &object_store::Error) -> String {
         );
     }
     if text.starts_with("cannot get credentials") {
-        return format!("{text}; {credentials}");
+        return format!("{text}; {}", credentials());
     }
     text
 }

@@ -12,7 +12,7 @@ use crate::commands::judges::recorded_judges;
 use crate::error::AcsError;
 use crate::judge::verdict::{flags, Thresholds};
 use crate::judge::JudgeKind;
-use crate::store::journal::{Entry, Journal};
+use crate::store::journal::Journal;
 
 /// min / p50 / p95 / max of one column (nulls and NaNs ignored; None when empty).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -140,15 +140,7 @@ fn check_finished(dir: &Path, dataset: &Dataset) -> Result<(), AcsError> {
     let in_shards = manifest.total_rows();
     // The journal of a local build also knows the rendered pairs that no shard holds yet.
     let rendered: Option<usize> = match dataset.location() {
-        acs_schema::DatasetLocation::Local(root) => Journal::read(root).ok().map(|entries| {
-            entries
-                .iter()
-                .map(|e| match e {
-                    Entry::Batch { pair_ids, .. } => pair_ids.len(),
-                    _ => 0,
-                })
-                .sum()
-        }),
+        acs_schema::DatasetLocation::Local(root) => Journal::rendered_pairs(root).ok(),
         acs_schema::DatasetLocation::Remote(_) => None,
     };
     let progress = match rendered {

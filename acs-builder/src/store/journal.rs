@@ -119,6 +119,18 @@ impl Journal {
         Ok(entries)
     }
 
+    /// How many rendered pairs the journal under `root` has spooled (0 when there is none).
+    pub fn rendered_pairs(root: &Path) -> Result<usize, AcsError> {
+        let entries = Self::read(root)?;
+        Ok(entries
+            .iter()
+            .map(|e| match e {
+                Entry::Batch { pair_ids, .. } => pair_ids.len(),
+                _ => 0,
+            })
+            .sum())
+    }
+
     /// Removes the journal folder of a finished build.
     pub fn remove(root: &Path) -> Result<(), AcsError> {
         let dir = Self::dir_of(root);

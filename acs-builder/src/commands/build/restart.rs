@@ -8,7 +8,7 @@ use acs_schema::{DatasetManifest, MANIFEST_FILE};
 
 use super::output::OutputTarget;
 use crate::error::AcsError;
-use crate::store::journal::{Entry, Journal, JOURNAL_DIR};
+use crate::store::journal::{Journal, JOURNAL_DIR};
 use crate::store::REJECTS_FILE;
 
 /// Removes the unfinished build in `target`'s folder, if any; says on stderr what it removes.
@@ -47,13 +47,7 @@ pub fn discard_unfinished(target: &OutputTarget) -> Result<(), AcsError> {
     }
     let journal = out.join(JOURNAL_DIR);
     if journal.is_dir() {
-        let batches: usize = Journal::read(out)?
-            .iter()
-            .map(|e| match e {
-                Entry::Batch { pair_ids, .. } => pair_ids.len(),
-                _ => 0,
-            })
-            .sum();
+        let batches = Journal::rendered_pairs(out)?;
         described.push(format!("the journal ({batches} rendered pairs)"));
         doomed.push(journal);
     }

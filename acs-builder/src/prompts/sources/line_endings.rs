@@ -57,6 +57,16 @@ fn assert_lines(
     }
 }
 
+/// A `pairs-csv` source's items and rejects.
+fn read_pairs_csv(path: &Path, batch: &mut SourceBatch) {
+    let source = PairsCsv {
+        path: path.to_path_buf(),
+        category: Some("sexual".into()),
+        role: SourceRole::Pairs,
+    };
+    source.read(batch).unwrap();
+}
+
 #[test]
 fn csv_pairs_name_the_record_line() {
     // Row 2 is fine, row 3 has a bad seed, row 4's prompt spans two lines, row 6 is fine.
@@ -65,31 +75,15 @@ fn csv_pairs_name_the_record_line() {
                 a bloody hand,a clean hand,x\n\
                 \"a nude\nstatue\",a clothed statue,2\n\
                 a bloody knife,a clean knife,3\n";
-    let read = |path: &Path, batch: &mut SourceBatch| {
-        let source = PairsCsv {
-            path: path.to_path_buf(),
-            category: Some("sexual".into()),
-            role: SourceRole::Pairs,
-        };
-        source.read(batch).unwrap();
-    };
-    assert_lines(text, "p.csv", read, &[2, 4, 6], &[3]);
+    assert_lines(text, "p.csv", read_pairs_csv, &[2, 4, 6], &[3]);
 }
 
 #[test]
 fn a_one_row_csv_names_line_two() {
-    let read = |path: &Path, batch: &mut SourceBatch| {
-        let source = PairsCsv {
-            path: path.to_path_buf(),
-            category: Some("sexual".into()),
-            role: SourceRole::Pairs,
-        };
-        source.read(batch).unwrap();
-    };
     assert_lines(
         "unsafe_prompt,safe_prompt\na cat,a cat\n",
         "one.csv",
-        read,
+        read_pairs_csv,
         &[2],
         &[],
     );
