@@ -31,10 +31,11 @@ if ! command -v qemu-x86_64 > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-
         > /dev/null || echo "test.sh: qemu-user could not be installed; the emulated-CPU test will say so" >&2
 fi
 
-# One profile and one feature set for everything, so dependencies compile once. This also
+# One profile and one feature set for everything, so dependencies compile once: the default
+# features plus `nudenet` (the NudeNet judge, which the default build leaves out). This also
 # replays every fuzz corpus through the fuzz harness on stable Rust (tests/e2e/fuzz_corpus.rs);
 # live fuzzing (nightly, cargo-fuzz) is scripts/fuzz.sh.
-cargo test --release --workspace
+cargo test --release --workspace --features acs-builder/nudenet
 
 # The GPU code paths compile (nvcc and headers from NVIDIA's wheels; no GPU, no driver).
 # `cargo check`: a runnable cuda binary also needs the CUDA libraries (scripts/build-cuda.sh).

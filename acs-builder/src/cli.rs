@@ -258,7 +258,8 @@ pub struct DetectArgs {
     /// PNG images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// The judge: nudenet, q16, sd-safety-checker or shapes.
+    /// The judge: nudenet (in a build with the `nudenet` feature), q16, sd-safety-checker or
+    /// shapes.
     #[arg(long, default_value = "nudenet")]
     pub judge: JudgeKind,
     /// The prompt an image was rendered from (--judge shapes): one per image, in order, or one

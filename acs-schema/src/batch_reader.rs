@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use arrow::array::{Array, BinaryArray, Int32Array, ListArray, StringArray, StructArray};
-use arrow::record_batch::RecordBatch;
+use arrow_array::RecordBatch;
+use arrow_array::{Array, BinaryArray, Int32Array, ListArray, StringArray, StructArray};
 
 use crate::error::SchemaError;
 use crate::record::ImageBlob;

@@ -3,13 +3,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
+use arrow_array::RecordBatch;
+use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Int32Array, ListArray, StringArray,
     StructArray, UInt64Array,
 };
-use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{DataType, Fields};
-use arrow::record_batch::RecordBatch;
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Fields};
 
 use crate::batch_reader::Ctx;
 use crate::error::SchemaError;
@@ -471,7 +471,7 @@ impl<'a> Columns<'a> {
 mod tests {
     use super::*;
     use crate::record::fixtures;
-    use arrow::datatypes::{Field, Schema};
+    use arrow_schema::{Field, Schema};
 
     fn sample() -> Vec<PairRecord> {
         vec![fixtures::full(0), fixtures::sparse(1), fixtures::full(2)]
@@ -555,7 +555,7 @@ mod tests {
             .unwrap()
             .clone();
         let (fields, arrays, _) = good.into_parts();
-        let nulls = arrow::buffer::NullBuffer::from(vec![true, false, true]);
+        let nulls = arrow_buffer::NullBuffer::from(vec![true, false, true]);
         let with_null = StructArray::try_new(fields, arrays, Some(nulls)).unwrap();
         let mut columns = batch.columns().to_vec();
         columns[idx] = Arc::new(with_null);

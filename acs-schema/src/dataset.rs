@@ -273,8 +273,8 @@ pub fn check_relative(path: &str) -> Result<(), &'static str> {
 
 /// Schema v1 as a polars schema (used for the empty frame of a dataset without shards).
 fn polars_schema() -> PlSchema {
-    fn convert(dt: &arrow::datatypes::DataType) -> PlDataType {
-        use arrow::datatypes::DataType as A;
+    fn convert(dt: &arrow_schema::DataType) -> PlDataType {
+        use arrow_schema::DataType as A;
         match dt {
             A::Utf8 => PlDataType::String,
             A::Binary => PlDataType::Binary,

@@ -33,7 +33,7 @@ pub enum SchemaError {
         /// The file concerned.
         path: PathBuf,
         /// The underlying Arrow error.
-        error: arrow::error::ArrowError,
+        error: arrow_schema::ArrowError,
     },
     /// Polars could not set up a scan.
     #[error("{}: {error}", path.display())]
@@ -146,7 +146,7 @@ impl SchemaError {
     }
 
     /// A [`SchemaError::Arrow`] for `path`.
-    pub fn arrow(path: impl AsRef<Path>, error: arrow::error::ArrowError) -> Self {
+    pub fn arrow(path: impl AsRef<Path>, error: arrow_schema::ArrowError) -> Self {
         Self::Arrow {
             path: path.as_ref().to_path_buf(),
             error,

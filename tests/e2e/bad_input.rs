@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray};
-use arrow::datatypes::Int32Type;
-use arrow::record_batch::RecordBatch;
+use arrow_array::types::Int32Type;
+use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, Int64Array, ListArray, StringArray};
 
 use crate::util::{copy_tree, isolate, repo_root, s, scratch, smoke_manifest, text, ACS};
 
@@ -150,6 +150,19 @@ struct Case {
     may_write: Vec<&'static str>,
     /// Address-space limit for the run, in KiB.
     limit_kb: Option<u64>,
+}
+
+/// What loading a file that is not NudeNet's ONNX model prints: that it is not one, or, in a
+/// build without the `nudenet` feature, that this build has no detector and how to get one.
+fn unloadable_nudenet() -> &'static [&'static str] {
+    if cfg!(feature = "nudenet") {
+        &["fake.onnx", "not a loadable NudeNet ONNX model"]
+    } else {
+        &[
+            "NudeNet: this acs was built without the NudeNet detector",
+            "cargo build --release --features nudenet",
+        ]
+    }
 }
 
 fn case(
@@ -725,7 +738,7 @@ fn manifest_cases() -> Vec<Case> {
         ),
         case(
             "nudenet-model-not-onnx",
-            &["fake.onnx", "not a loadable NudeNet ONNX model"],
+            unloadable_nudenet(),
             |dir| {
                 copy_sample_pairs(dir);
                 std::fs::write(dir.join("fake.onnx"), "this is not a protobuf\n").unwrap();
@@ -1765,20 +1778,16 @@ fn cli_cases() -> Vec<Case> {
             &["model", "fetch", "not a repo"],
             &["`not a repo`", "org/name"],
         ),
-        case(
-            "detect-model-not-onnx",
-            &["fake.onnx", "not a loadable NudeNet ONNX model"],
-            |dir| {
-                std::fs::write(dir.join("a.png"), png(8, 8)).unwrap();
-                std::fs::write(dir.join("fake.onnx"), "not a protobuf\n").unwrap();
-                args(&[
-                    "detect",
-                    "--nudenet-model",
-                    &s(dir.join("fake.onnx")),
-                    &s(dir.join("a.png")),
-                ])
-            },
-        ),
+        case("detect-model-not-onnx", unloadable_nudenet(), |dir| {
+            std::fs::write(dir.join("a.png"), png(8, 8)).unwrap();
+            std::fs::write(dir.join("fake.onnx"), "not a protobuf\n").unwrap();
+            args(&[
+                "detect",
+                "--nudenet-model",
+                &s(dir.join("fake.onnx")),
+                &s(dir.join("a.png")),
+            ])
+        }),
         case(
             "metrics-images-of-different-sizes",
             &["b.png", "16x8", "a.png", "8x8", "same size"],

@@ -668,8 +668,8 @@ fn prompt_switch_shares_a_prefix_then_forks() {
 
 #[test]
 fn i2p_parquet_rows_are_read_filtered_and_rewritten() {
-    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-    use arrow::record_batch::RecordBatch;
+    use arrow_array::RecordBatch;
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
     use std::sync::Arc;
 
     let home = tempfile::tempdir().unwrap();

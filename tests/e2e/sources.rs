@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use acs_schema::{Dataset, PairRecord};
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-use arrow::record_batch::RecordBatch;
+use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use sha1::Sha1;
 use sha2::Digest;
 

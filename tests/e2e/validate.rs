@@ -215,8 +215,8 @@ fn schema_versions_other_than_1_are_refused() {
     let mut metadata = batch.schema().metadata().clone();
     metadata.insert("acs_schema_version", "2");
     let schema = std::sync::Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
-    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-        .unwrap();
+    let batch =
+        arrow_array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).unwrap();
     let file = std::fs::File::create(&shard).unwrap();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
     writer.write(&batch).unwrap();
@@ -409,8 +409,8 @@ fn drop_invalid_writes_a_new_dataset_of_the_good_pairs() {
 
 #[test]
 fn hostile_parquet_files_are_rejected_without_exhausting_memory() {
-    use arrow::array::{ArrayRef, Int32Array, StructArray};
-    use arrow::datatypes::{DataType, Field};
+    use arrow_array::{ArrayRef, Int32Array, StructArray};
+    use arrow_schema::{DataType, Field};
     let work = tempfile::tempdir().unwrap();
 
     // 200 levels of nested structs instead of the schema v1 columns.
@@ -421,7 +421,7 @@ fn hostile_parquet_files_are_rejected_without_exhausting_memory() {
         let field = Field::new("x", array.data_type().clone(), true);
         array = std::sync::Arc::new(StructArray::from(vec![(std::sync::Arc::new(field), array)]));
     }
-    let batch = arrow::record_batch::RecordBatch::try_from_iter([("deep", array.clone())]).unwrap();
+    let batch = arrow_array::RecordBatch::try_from_iter([("deep", array.clone())]).unwrap();
     assert!(matches!(array.data_type(), DataType::Struct(_)));
     let shard = dir.join(&manifest.shards[0].path);
     let file = std::fs::File::create(&shard).unwrap();

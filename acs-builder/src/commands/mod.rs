@@ -11,6 +11,7 @@ pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod plot_backend;
 pub mod preview;
 pub mod process;
 pub mod progress;

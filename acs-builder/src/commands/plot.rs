@@ -1,13 +1,19 @@
 //! `acs stats --plot`: histograms of a dataset's metrics (ssim, finite psnr, changed_area,
 //! latent_cosine, and the NudeNet scores when a detector filled them) as a grid of small
-//! panels, valid and invalid rows stacked in two colours, drawn with [`crate::commands::draw`].
+//! panels, valid and invalid rows stacked in two colours; the charts are laid out and drawn by
+//! plotters on acs's canvas ([`crate::commands::plot_backend`]).
 
 use std::path::{Path, PathBuf};
 
 use acs_schema::Dataset;
 use polars::prelude::*;
 
+use plotters::prelude::*;
+// The colour methods (`filled`, `stroke_width`); acs's `Color` is the RGB array type below.
+use plotters::style::Color as _;
+
 use crate::commands::draw::{self, Canvas, Color, GLYPH, GLYPH_HEIGHT};
+use crate::commands::plot_backend::CanvasBackend;
 use crate::error::{one_line, AcsError};
 
 /// Metrics always plotted.
@@ -25,6 +31,8 @@ const HEADER: u32 = MARGIN + GLYPH_HEIGHT + 8 + GLYPH_HEIGHT + 12;
 const BACKGROUND: Color = [28, 28, 30];
 const PANEL_BACKGROUND: Color = [44, 44, 48];
 const AXIS: Color = [150, 150, 155];
+/// Horizontal grid lines at the count ticks.
+const GRID: Color = [62, 62, 68];
 const TEXT: Color = [232, 232, 232];
 const DIM_TEXT: Color = [165, 165, 170];
 /// The manifest's threshold line.
@@ -238,7 +246,7 @@ fn threshold_of(build_config: &serde_json::Value, metric: &str) -> Option<f64> {
 /// Draws the histograms of `dir`'s metrics into a PNG at `out_png`, atomically.
 pub fn plot_metrics(dir: &Path, out_png: &Path) -> Result<PlotReport, AcsError> {
     let data = read_metrics(dir)?;
-    let canvas = render(dir, &data);
+    let canvas = render(dir, &data)?;
     canvas.write_png(out_png)?;
     Ok(PlotReport {
         out: out_png.to_path_buf(),
@@ -249,16 +257,17 @@ pub fn plot_metrics(dir: &Path, out_png: &Path) -> Result<PlotReport, AcsError> 
     })
 }
 
-/// The whole plot: header with legend, then one panel per metric.
-pub fn render(dir: &Path, data: &PlotData) -> Canvas {
+/// The whole plot: header with legend, then one panel per metric, its chart drawn by
+/// plotters on the canvas ([`CanvasBackend`]).
+pub fn render(dir: &Path, data: &PlotData) -> Result<Canvas, AcsError> {
     let layout = PlotLayout::new(data.metrics.len() as u32);
     let mut canvas = Canvas::new(layout.width, layout.height, BACKGROUND);
     draw_header(&mut canvas, &layout, dir, data);
     for (i, metric) in data.metrics.iter().enumerate() {
         let origin = layout.origin(i as u32);
-        draw_histogram(&mut canvas, origin, metric);
+        draw_histogram(&mut canvas, origin, metric)?;
     }
-    canvas
+    Ok(canvas)
 }
 
 fn draw_header(canvas: &mut Canvas, layout: &PlotLayout, dir: &Path, data: &PlotData) {
@@ -286,82 +295,107 @@ pub fn tick(value: f64, range: f64) -> String {
     format!("{value:.decimals$}")
 }
 
-fn draw_histogram(canvas: &mut Canvas, (x, y): (u32, u32), metric: &MetricValues) {
+/// The plotters colour of `color`.
+fn plotters_color([r, g, b]: Color) -> RGBColor {
+    RGBColor(r, g, b)
+}
+
+fn draw_histogram(
+    canvas: &mut Canvas,
+    (x, y): (u32, u32),
+    metric: &MetricValues,
+) -> Result<(), AcsError> {
     let (pw, ph) = PANEL_SIZE;
     canvas.fill_rect(x as i32, y as i32, pw, ph, PANEL_BACKGROUND);
     let max_chars = ((pw - 12) / GLYPH) as usize;
+    let histogram = Histogram::new(&metric.values, BINS);
+    // The manifest's threshold is named at the right of the title line.
+    let threshold_label = metric.threshold.zip(histogram.as_ref()).map(|(t, h)| {
+        let label = format!("limit {}", tick(t, (h.max - h.min).max(1e-6)));
+        let lx = x + pw - 6 - draw::text_width(&label, 1);
+        canvas.text(lx as i32, y as i32 + 6, &label, 1, THRESHOLD_COLOR);
+        label
+    });
+    let room = max_chars.saturating_sub(threshold_label.map_or(0, |l| draw::text_columns(&l) + 2));
     let title = format!("{}  (n={})", metric.name, metric.values.len());
     canvas.text(
         x as i32 + 6,
         y as i32 + 6,
-        &draw::truncate(&title, max_chars),
+        &draw::truncate(&title, room),
         1,
         TEXT,
     );
-    // Plot area: room for y labels on the left and x labels below.
-    let left = x + 6 + 5 * GLYPH;
-    let right = x + pw - 10;
     let top = y + 6 + GLYPH_HEIGHT + 10;
-    let bottom = y + ph - 6 - GLYPH_HEIGHT - 6;
-    let Some(histogram) = Histogram::new(&metric.values, BINS) else {
+    let Some(histogram) = histogram else {
         let text = "no values";
         let tx = x + (pw - draw::text_width(text, 1)) / 2;
-        canvas.text(tx as i32, ((top + bottom) / 2) as i32, text, 1, DIM_TEXT);
-        return;
+        canvas.text(tx as i32, ((top + y + ph) / 2) as i32, text, 1, DIM_TEXT);
+        return Ok(());
     };
-    let (width, height) = (right - left, bottom - top);
-    let max_count = histogram.max_count().max(1);
-    let bar = |count: u64| (count as f64 / max_count as f64 * height as f64).round() as u32;
-    for bin in 0..BINS {
-        let x0 = left + (bin as u32 * width) / BINS as u32;
-        let x1 = left + ((bin as u32 + 1) * width) / BINS as u32;
-        let w = (x1 - x0).saturating_sub(1).max(1);
-        let hv = bar(histogram.valid[bin]);
-        let hi = bar(histogram.valid[bin] + histogram.invalid[bin]) - hv;
-        canvas.fill_rect(x0 as i32, (bottom - hv) as i32, w, hv, VALID_COLOR);
-        canvas.fill_rect(x0 as i32, (bottom - hv - hi) as i32, w, hi, INVALID_COLOR);
-    }
-    // Axes and labels.
-    canvas.fill_rect(left as i32 - 1, top as i32, 1, height + 1, AXIS);
-    canvas.fill_rect(left as i32 - 1, bottom as i32, width + 1, 1, AXIS);
-    let count_label = max_count.to_string();
-    let label_x = left as i32 - 4 - draw::text_width(&count_label, 1) as i32;
-    canvas.text(label_x, top as i32, &count_label, 1, DIM_TEXT);
-    canvas.text(
-        left as i32 - 4 - GLYPH as i32,
-        bottom as i32 - GLYPH_HEIGHT as i32,
-        "0",
-        1,
-        DIM_TEXT,
-    );
+    let fail =
+        |e: &dyn std::fmt::Display| AcsError::internal(format!("plot of {}: {e}", metric.name));
     let range = histogram.max - histogram.min;
-    let label_y = (bottom + 5) as i32;
-    canvas.text(
-        left as i32,
-        label_y,
-        &tick(histogram.min, range),
-        1,
-        DIM_TEXT,
-    );
-    let max_label = tick(histogram.max, range);
-    let max_x = right as i32 - draw::text_width(&max_label, 1) as i32;
-    canvas.text(max_x, label_y, &max_label, 1, DIM_TEXT);
+    let max_count = histogram.max_count().max(1);
+    let root = CanvasBackend::area(canvas);
+    // The chart's box in the panel: title above, a margin on the right for the last x label.
+    let area = root.shrink((x + 6, top), (pw - 6 - 12, y + ph - 4 - top));
+    let label_font = || {
+        ("sans-serif", GLYPH_HEIGHT)
+            .into_font()
+            .color(&plotters_color(DIM_TEXT))
+    };
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(GLYPH_HEIGHT + 8)
+        .y_label_area_size(draw::text_width(&max_count.to_string(), 1) + 8)
+        .build_cartesian_2d(histogram.min..histogram.max, 0..max_count)
+        .map_err(|e| fail(&e))?;
+    let x_label = |v: &f64| tick(*v, range);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        // No minor grid lines: transparent, since `y_max_light_lines(0)` never returns for an
+        // integer axis (plotters 0.3.7's integer key-point search loops on a budget of 0).
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(plotters_color(GRID))
+        .axis_style(plotters_color(AXIS))
+        .label_style(label_font())
+        .x_labels(3)
+        .y_labels(4)
+        .x_label_formatter(&x_label)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    let width = range / BINS as f64;
+    let edges = |bin: usize| {
+        let left = histogram.min + bin as f64 * width;
+        (left, left + width)
+    };
+    // Valid rows at the bottom of each bar, invalid rows stacked on them; 1 px between bars.
+    let bars = (0..BINS).flat_map(|bin| {
+        let (left, right) = edges(bin);
+        let (valid, invalid) = (histogram.valid[bin], histogram.invalid[bin]);
+        [
+            (0, valid, VALID_COLOR),
+            (valid, valid + invalid, INVALID_COLOR),
+        ]
+        .into_iter()
+        .filter(|(from, to, _)| to > from)
+        .map(move |(from, to, color)| {
+            let mut bar =
+                Rectangle::new([(left, from), (right, to)], plotters_color(color).filled());
+            bar.set_margin(0, 0, 0, 1);
+            bar
+        })
+    });
+    chart.draw_series(bars).map_err(|e| fail(&e))?;
     if let Some(threshold) = metric.threshold {
-        // The manifest's threshold as a dashed vertical line (at the plot's edge when the
-        // values all lie on one side of it), labelled under the title.
-        let at = if range > 0.0 {
-            ((threshold - histogram.min) / range).clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
-        let tx = left as i32 + (at * f64::from(width)).round() as i32;
-        for dy in (0..height).step_by(4) {
-            canvas.fill_rect(tx - 1, (top + dy) as i32, 2, 2, THRESHOLD_COLOR);
-        }
-        let label = format!("threshold {}", tick(threshold, range.max(1e-6)));
-        let lx = (right as i32 - draw::text_width(&label, 1) as i32).max(left as i32);
-        canvas.text(lx, top as i32, &label, 1, THRESHOLD_COLOR);
+        // The manifest's threshold as a dashed vertical line (at the chart's edge when the
+        // values all lie on one side of it).
+        let at = threshold.clamp(histogram.min, histogram.max);
+        let style = plotters_color(THRESHOLD_COLOR).stroke_width(2);
+        let line = DashedLineSeries::new([(at, 0), (at, max_count)], 4, 3, style);
+        chart.draw_series(line).map_err(|e| fail(&e))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -436,7 +470,7 @@ mod tests {
             rows: 3,
             valid_rows: 2,
         };
-        let canvas = render(Path::new("/tmp/ds"), &data);
+        let canvas = render(Path::new("/tmp/ds"), &data).unwrap();
         let layout = PlotLayout::new(2);
         assert_eq!(
             (canvas.width(), canvas.height()),
@@ -457,7 +491,7 @@ mod tests {
         // A manifest threshold is drawn as a line in its own colour.
         let mut data = data;
         data.metrics[0].threshold = Some(0.5);
-        let canvas = render(Path::new("/tmp/ds"), &data);
+        let canvas = render(Path::new("/tmp/ds"), &data).unwrap();
         let marked = canvas
             .pixels()
             .chunks_exact(3)

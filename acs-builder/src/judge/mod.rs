@@ -4,7 +4,8 @@
 //!
 //! - [`metrics`]: SSIM, PSNR, changed area and box, latent cosine
 //! - [`change_mask`]: where a pair's images differ, as a mask (pixel and latent resolution)
-//! - [`nudenet`]: NudeNet 320n (nudity), in Rust with tract
+//! - [`nudenet`]: NudeNet 320n (nudity), in Rust with tract (the `nudenet` feature)
+//! - [`nudenet_engine`]: the ONNX engine under it, or the message of a build without it
 //! - [`q16`]: Q16 (inappropriate content of any category) on CLIP ViT-L/14
 //! - [`safety_checker`]: the Stable Diffusion safety checker on CLIP ViT-L/14
 //! - [`clip`]: the CLIP image tower the last two share
@@ -15,6 +16,7 @@ pub mod change_mask;
 pub mod clip;
 pub mod metrics;
 pub mod nudenet;
+pub mod nudenet_engine;
 pub mod q16;
 pub mod safety_checker;
 pub mod shapes;

@@ -1,6 +1,6 @@
 //! NudeNet v3 in pure Rust: the 320n YOLOv8 ONNX detector that the `nudenet` PyPI package
-//! ships, run with tract, with that package's pre- and post-processing reproduced step by step
-//! (nudenet 3.4.2, `nudenet.py`):
+//! ships, run with tract (the `nudenet` feature, [`super::nudenet_engine`]), with that
+//! package's pre- and post-processing reproduced step by step (nudenet 3.4.2, `nudenet.py`):
 //!
 //! - pad the image at the bottom and right with black to a square;
 //! - resize it to 320 x 320 the way OpenCV's `cv2.dnn.blobFromImage` does (`INTER_LINEAR` on
@@ -15,17 +15,17 @@
 //! The model file is AGPL-licensed and is never part of this repository: it comes from a path
 //! in the manifest or from an installed `nudenet` Python package ([`locate_model`]).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
-
-use tract_onnx::prelude::*;
-
+use super::nudenet_engine::OnnxGraph;
 use super::{Judge, JudgeKind};
 use crate::error::AcsError;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The detector's input side.
 pub const INPUT_SIZE: usize = 320;
+
+/// The detector's input: one image, three planes.
+const INPUT_SHAPE: [usize; 4] = [1, 3, INPUT_SIZE, INPUT_SIZE];
 
 /// Class labels in the order of the model's score channels.
 pub const LABELS: [&str; 18] = [
@@ -101,7 +101,7 @@ impl Detection {
 
 /// The loaded detector.
 pub struct NudeDetector {
-    plan: Arc<TypedRunnableModel>,
+    graph: OnnxGraph,
     sha256: String,
     path: PathBuf,
 }
@@ -131,8 +131,11 @@ pub fn locate_model(spec: &str, base_dir: &Path) -> Result<PathBuf, AcsError> {
                 path.display()
             )));
         }
+        super::nudenet_engine::require()?;
         return Ok(path);
     }
+    // Before asking Python: a build without the detector cannot use what it would find.
+    super::nudenet_engine::require()?;
     let python = std::env::var("ACS_PYTHON").unwrap_or_else(|_| "python3".into());
     // find_spec locates the package without importing it (its __init__ imports cv2).
     let script = "import importlib.util as u; s = u.find_spec('nudenet'); \
@@ -156,25 +159,9 @@ impl NudeDetector {
     /// Loads the ONNX file at `path` and fixes its input to 1 x 3 x 320 x 320.
     pub fn load(path: &Path) -> Result<Self, AcsError> {
         let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
-        let fail = |e: TractError| {
-            AcsError::input(format!(
-                "{}: not a loadable NudeNet ONNX model: {}",
-                path.display(),
-                crate::error::one_line(&format!("{e:#}"))
-            ))
-        };
-        // The file declares a symbolic batch in its value_info and output shapes; tract only
-        // unifies it with 1 when told to ignore them.
-        let plan = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_read(&mut bytes.as_slice())
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, INPUT_SIZE, INPUT_SIZE]).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(fail)?;
+        let graph = OnnxGraph::load(&bytes, path, INPUT_SHAPE)?;
         Ok(Self {
-            plan,
+            graph,
             sha256: crate::runtime::fingerprint::sha256_hex(&bytes),
             path: path.to_path_buf(),
         })
@@ -199,26 +186,14 @@ impl NudeDetector {
         height: usize,
     ) -> Result<Vec<f32>, AcsError> {
         let blob = input_blob(rgb, width, height)?;
-        let input = Tensor::from_shape(&[1, 3, INPUT_SIZE, INPUT_SIZE], &blob)
-            .map_err(|e| AcsError::input(format!("nudenet input: {e}")))?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(|e| {
-            AcsError::internal(format!(
-                "{}: nudenet inference failed: {}",
-                self.path.display(),
-                crate::error::one_line(&format!("{e:#}"))
-            ))
-        })?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| AcsError::input(format!("nudenet output: {e}")))?;
-        if view.shape().len() != 3 || view.shape()[1] != 4 + LABELS.len() {
+        let (shape, values) = self.graph.run(INPUT_SHAPE, &blob)?;
+        if shape.len() != 3 || shape[1] != 4 + LABELS.len() {
             return Err(AcsError::input(format!(
-                "{}: output shape {:?}, expected [1, 22, N]",
+                "{}: output shape {shape:?}, expected [1, 22, N]",
                 self.path.display(),
-                view.shape()
             )));
         }
-        Ok(view.iter().copied().collect())
+        Ok(values)
     }
 
     /// Detections in an RGB8 image, as the package's `NudeDetector.detect` returns them.

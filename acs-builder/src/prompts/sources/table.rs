@@ -188,8 +188,7 @@ fn read_jsonl(path: &Path, batch: &mut SourceBatch) -> Result<Table, AcsError> {
 }
 
 fn read_parquet(path: &Path) -> Result<Table, AcsError> {
-    use arrow::array::{Array, StringArray};
-    use arrow::datatypes::DataType;
+    use arrow_schema::DataType;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let fail = |e: &dyn std::fmt::Display| {
@@ -218,25 +217,13 @@ fn read_parquet(path: &Path) -> Result<Table, AcsError> {
     let mut rows = Vec::new();
     for record_batch in reader {
         let record_batch = record_batch.map_err(|e| fail(&e))?;
-        let texts: Vec<Option<StringArray>> = record_batch
+        let mut cells: Vec<std::vec::IntoIter<Option<String>>> = record_batch
             .columns()
             .iter()
-            .map(|array| {
-                arrow::compute::cast(array, &DataType::Utf8)
-                    .ok()
-                    .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned())
-            })
+            .map(|array| column_texts(array.as_ref()).into_iter())
             .collect();
-        for i in 0..record_batch.num_rows() {
-            let values = texts
-                .iter()
-                .map(|column| {
-                    column
-                        .as_ref()
-                        .filter(|a| a.is_valid(i))
-                        .map(|a| a.value(i).to_owned())
-                })
-                .collect();
+        for _ in 0..record_batch.num_rows() {
+            let values = cells.iter_mut().map(|c| c.next().flatten()).collect();
             rows.push(TableRow {
                 origin: Origin {
                     file: path.to_path_buf(),
@@ -256,8 +243,107 @@ fn read_parquet(path: &Path) -> Result<Table, AcsError> {
     })
 }
 
+/// The text of each cell of a Parquet column: strings as they are, numbers in Rust's shortest
+/// round-trip form (`2.0`, `0.1`, `7`), booleans as `true` / `false`; `None` for a null and
+/// for every cell of a type that has no one text form (lists, structs, binary, dates). Written
+/// here rather than with arrow's `cast` kernel, whose crate (with arrow-ord) adds minutes to
+/// the first build for this one call.
+fn column_texts(array: &dyn arrow_array::Array) -> Vec<Option<String>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType;
+
+    fn each<T: ToString>(
+        array: &dyn arrow_array::Array,
+        value: impl Fn(usize) -> T,
+    ) -> Vec<Option<String>> {
+        (0..array.len())
+            .map(|row| array.is_valid(row).then(|| value(row).to_string()))
+            .collect()
+    }
+    fn float(v: impl std::fmt::Debug) -> String {
+        format!("{v:?}")
+    }
+    match array.data_type() {
+        DataType::Utf8 => each(array, |r| array.as_string::<i32>().value(r)),
+        DataType::LargeUtf8 => each(array, |r| array.as_string::<i64>().value(r)),
+        DataType::Utf8View => each(array, |r| array.as_string_view().value(r)),
+        DataType::Boolean => each(array, |r| array.as_boolean().value(r)),
+        DataType::Int8 => each(array, |r| array.as_primitive::<Int8Type>().value(r)),
+        DataType::Int16 => each(array, |r| array.as_primitive::<Int16Type>().value(r)),
+        DataType::Int32 => each(array, |r| array.as_primitive::<Int32Type>().value(r)),
+        DataType::Int64 => each(array, |r| array.as_primitive::<Int64Type>().value(r)),
+        DataType::UInt8 => each(array, |r| array.as_primitive::<UInt8Type>().value(r)),
+        DataType::UInt16 => each(array, |r| array.as_primitive::<UInt16Type>().value(r)),
+        DataType::UInt32 => each(array, |r| array.as_primitive::<UInt32Type>().value(r)),
+        DataType::UInt64 => each(array, |r| array.as_primitive::<UInt64Type>().value(r)),
+        DataType::Float16 => each(array, |r| {
+            float(array.as_primitive::<Float16Type>().value(r).to_f32())
+        }),
+        DataType::Float32 => each(array, |r| {
+            float(array.as_primitive::<Float32Type>().value(r))
+        }),
+        DataType::Float64 => each(array, |r| {
+            float(array.as_primitive::<Float64Type>().value(r))
+        }),
+        DataType::Dictionary(_, _) => {
+            let dictionary = array.as_any_dictionary();
+            let values = column_texts(dictionary.values().as_ref());
+            let keys = dictionary.normalized_keys();
+            (0..array.len())
+                .map(|row| {
+                    array
+                        .is_valid(row)
+                        .then(|| values.get(keys[row]).cloned().flatten())
+                        .flatten()
+                })
+                .collect()
+        }
+        _ => vec![None; array.len()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parquet_cells_read_as_text_numbers_in_shortest_form() {
+        use arrow_array::types::Int32Type;
+        use arrow_array::*;
+
+        let texts = |array: &dyn Array| column_texts(array);
+        let some = |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_owned)).collect::<Vec<_>>();
+        assert_eq!(
+            texts(&Int64Array::from(vec![Some(7), None, Some(-3)])),
+            some(&[Some("7"), None, Some("-3")])
+        );
+        assert_eq!(
+            texts(&Float64Array::from(vec![2.0, 0.1, 1e20])),
+            some(&[Some("2.0"), Some("0.1"), Some("1e20")])
+        );
+        assert_eq!(
+            texts(&Float32Array::from(vec![0.1f32])),
+            some(&[Some("0.1")])
+        );
+        assert_eq!(
+            texts(&BooleanArray::from(vec![true, false])),
+            some(&[Some("true"), Some("false")])
+        );
+        assert_eq!(
+            texts(&LargeStringArray::from(vec!["a cat"])),
+            some(&[Some("a cat")])
+        );
+        let dictionary: DictionaryArray<Int32Type> =
+            vec![Some("red"), None, Some("blue"), Some("red")]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            texts(&dictionary),
+            some(&[Some("red"), None, Some("blue"), Some("red")])
+        );
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]);
+        assert_eq!(texts(&list), some(&[None]));
+    }
+
     use super::*;
 
     #[test]
