@@ -9,6 +9,8 @@
 //! - [`scheduler`]: DDIM, Euler, Euler ancestral, DPM-Solver++ 2M
 //! - [`rng`]: host-side generators (x_T bit-identical to `torch.randn` on a CPU generator)
 //! - [`sampler`]: the aligned pair sampler (one x_T per pair, shared noise, prompt switch)
+//! - [`attention`]: the parts of attention-controlled alignment (Prompt-to-Prompt): token maps
+//!   between a pair's prompts and the step schedules of each control
 //! - [`device`]: devices and dtypes by name
 //! - [`kernel_path`]: the CPU code path of the float kernels (`cpu-avx512`, `cpu-avx2`,
 //!   `cpu-generic`), chosen at run time and recorded with every row
@@ -45,6 +47,7 @@
 //! # }
 //! ```
 
+pub mod attention;
 pub mod device;
 pub mod error;
 pub mod fingerprint;

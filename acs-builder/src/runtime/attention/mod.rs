@@ -1,0 +1,15 @@
+//! Attention-controlled alignment (Prompt-to-Prompt, Hertz et al., ICLR 2023; the
+//! InstructPix2Pix generator, Brooks et al., CVPR 2023): the safe branch of a pair reads the
+//! unsafe branch's attention, so that only the edited words' regions change.
+//!
+//! The parts built so far, each on its own and unit-tested; the controller that applies them
+//! inside the UNet's attention layers comes next (issue 22):
+//!
+//! - [`token_map`]: which of the unsafe prompt's token columns each of the safe prompt's token
+//!   positions reads (word swap, refinement by global alignment)
+//! - [`schedule`]: at which steps each control acts (cross-attention replacement with per-word
+//!   ranges, self-attention injection, shared self-attention, local blend) and the per-token
+//!   reweighting factors
+
+pub mod schedule;
+pub mod token_map;
