@@ -110,6 +110,33 @@ fn first_valid_row(dir: &Path) -> (usize, usize) {
     panic!("no valid row");
 }
 
+/// A dataset whose build ran NudeNet, validated without the build's model: the stored scores
+/// are checked, and the report says why the detector was not re-run (in a build without the
+/// `nudenet` feature: that one).
+#[test]
+fn a_nudenet_build_without_its_detector_checks_the_stored_scores() {
+    let b = built();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("ds");
+    copy_tree(&b.dataset, &dir);
+    let manifest_path = dir.join("acs-manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["build_config"]["detector"] = serde_json::json!({ "sha256": "0".repeat(64) });
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let out = acs(&b.home, &["validate", &dir.display().to_string(), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let detector = report["detector"].as_str().unwrap_or_default().to_owned();
+    assert!(detector.starts_with("stored scores only: "), "{detector}");
+    let why = if cfg!(feature = "nudenet") {
+        "is not here"
+    } else {
+        "built without the NudeNet detector"
+    };
+    assert!(detector.contains(why), "{detector}");
+}
+
 #[test]
 fn the_shared_build_has_valid_and_invalid_pairs_and_thresholds_exit_1() {
     let b = built();

@@ -84,6 +84,13 @@ fn load_nudenet(
     options: &ValidateOptions,
 ) -> Result<Result<LoadedJudge, String>, AcsError> {
     let spec = build.validation.nudenet_model.clone().unwrap_or_default();
+    if !crate::judge::nudenet_engine::AVAILABLE && options.nudenet_model.is_none() {
+        return Ok(Err(
+            "stored scores only: this acs was built without the NudeNet detector (build it \
+             with `cargo build --release --features nudenet` to re-run it)"
+                .to_owned(),
+        ));
+    }
     let path = match &options.nudenet_model {
         Some(path) => path.clone(),
         // A relative path was relative to the build manifest, which validate does not know:
