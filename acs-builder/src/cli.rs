@@ -356,6 +356,17 @@ pub enum ModelCommand {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// The attention token map of prompt pairs (one JSON object per line of FILE, or `-` for
+    /// stdin, with `unsafe` and `safe`): for each of the safe prompt's 77 positions, the unsafe
+    /// prompt's columns it reads; one JSON object per pair (a component check of attention
+    /// control).
+    TokenMap {
+        /// File of pairs, one JSON object per line; `-` reads stdin.
+        input: PathBuf,
+        /// A diffusers model folder whose tokenizer/ to use.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Run the text encoder, UNet, VAE decoder or a scheduler on tensors from a safetensors
     /// file and write their outputs (for parity checks against diffusers; see
     /// docs/user-guide.md).

@@ -108,6 +108,7 @@ fn run_model(command: ModelCommand) -> Result<(), AcsError> {
         ModelCommand::InitTiny { dir } => model::init_embedded(EmbeddedModel::Tiny, &dir)?,
         ModelCommand::InitShapes { dir } => model::init_embedded(EmbeddedModel::Shapes, &dir)?,
         ModelCommand::Tokenize { input, model } => model::tokenize(&input, model.as_deref())?,
+        ModelCommand::TokenMap { input, model } => model::token_map(&input, model.as_deref())?,
         ModelCommand::Forward {
             model,
             inputs,

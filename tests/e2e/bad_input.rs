@@ -1798,6 +1798,23 @@ fn cli_cases() -> Vec<Case> {
             },
         ),
         case(
+            "token-map-line-not-json",
+            &["pairs.jsonl:2", "not a JSON object"],
+            |dir| {
+                let pairs = "{\"unsafe\": \"a cat\", \"safe\": \"a dog\"}\n{unsafe: a cat}\n";
+                std::fs::write(dir.join("pairs.jsonl"), pairs).unwrap();
+                args(&["model", "token-map", &s(dir.join("pairs.jsonl"))])
+            },
+        ),
+        case(
+            "token-map-safe-missing",
+            &["pairs.jsonl:1", "`safe` is missing or not a string"],
+            |dir| {
+                std::fs::write(dir.join("pairs.jsonl"), "{\"unsafe\": \"a cat\"}\n").unwrap();
+                args(&["model", "token-map", &s(dir.join("pairs.jsonl"))])
+            },
+        ),
+        case(
             "metrics-not-a-png",
             &["b.png", "not a decodable PNG"],
             |dir| {

@@ -123,10 +123,14 @@ fn a_nudenet_build_without_its_detector_checks_the_stored_scores() {
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["build_config"]["detector"] = serde_json::json!({ "sha256": "0".repeat(64) });
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
     let out = acs(&b.home, &["validate", &dir.display().to_string(), "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
     let detector = report["detector"].as_str().unwrap_or_default().to_owned();
     assert!(detector.starts_with("stored scores only: "), "{detector}");
     let why = if cfg!(feature = "nudenet") {

@@ -121,12 +121,7 @@ pub fn tokenize(input: &Path, model: Option<&Path>) -> Result<String, AcsError> 
         Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
         None => ClipTokenizer::embedded()?,
     };
-    let text = if input.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| AcsError::input(format!("stdin: {e}")))?
-    } else {
-        std::fs::read_to_string(input).map_err(|e| AcsError::io(input, e))?
-    };
+    let text = read_input(input)?;
     let mut out = String::new();
     for prompt in text.lines() {
         let tokens = tokenizer.encode(prompt)?;
@@ -139,6 +134,62 @@ pub fn tokenize(input: &Path, model: Option<&Path>) -> Result<String, AcsError> 
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The token map of every pair of `input` (`-`: stdin; JSON lines with `unsafe` and `safe`):
+/// one JSON object per line, `{"kind": "swap"|"refine", "columns": [...]}` where a column is
+/// `"own"` or a list of `[source position, weight]`, or `{"error": why}` for a pair that cannot
+/// be mapped.
+pub fn token_map(input: &Path, model: Option<&Path>) -> Result<String, AcsError> {
+    use crate::runtime::attention::token_map::{pair_map, ColumnSource};
+
+    let tokenizer = match model {
+        Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
+        None => ClipTokenizer::embedded()?,
+    };
+    let text = read_input(input)?;
+    let mut out = String::new();
+    for (number, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let where_ = format!("{}:{}", input.display(), number + 1);
+        let pair: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| AcsError::input(format!("{where_}: not a JSON object: {e}")))?;
+        let field = |key: &str| {
+            pair[key].as_str().map(str::to_owned).ok_or_else(|| {
+                AcsError::input(format!("{where_}: `{key}` is missing or not a string"))
+            })
+        };
+        let record = match pair_map(&tokenizer, &field("unsafe")?, &field("safe")?) {
+            Ok((kind, map)) => {
+                let columns: Vec<serde_json::Value> = map
+                    .columns
+                    .iter()
+                    .map(|column| match column {
+                        ColumnSource::Own => serde_json::json!("own"),
+                        ColumnSource::Mix(terms) => serde_json::json!(terms),
+                    })
+                    .collect();
+                serde_json::json!({ "kind": kind.name(), "columns": columns })
+            }
+            Err(why) => serde_json::json!({ "error": why }),
+        };
+        out.push_str(&serde_json::to_string(&record)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The text of `input`, or of stdin for `-`.
+fn read_input(input: &Path) -> Result<String, AcsError> {
+    if input.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| AcsError::input(format!("stdin: {e}")))
+    } else {
+        std::fs::read_to_string(input).map_err(|e| AcsError::io(input, e))
+    }
 }
 
 /// Runs the components whose inputs `inputs` holds; the names of the outputs, one per line.

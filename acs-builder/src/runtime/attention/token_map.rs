@@ -83,6 +83,49 @@ pub fn word_spans(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Range<u
     Ok(spans)
 }
 
+/// How a pair's token map was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// Same number of words: [`swap_map`].
+    Swap,
+    /// Words inserted or deleted: [`refine_map`].
+    Refine,
+}
+
+impl MapKind {
+    /// The name used in settings and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MapKind::Swap => "swap",
+            MapKind::Refine => "refine",
+        }
+    }
+}
+
+/// The token map from the `source` prompt to the `target` prompt: a word swap when they have
+/// the same number of words, else a refinement; `Err` with the reason when the prompts cannot
+/// be mapped (see [`word_spans`]).
+pub fn pair_map(
+    tokenizer: &ClipTokenizer,
+    source: &str,
+    target: &str,
+) -> Result<(MapKind, TokenMap), String> {
+    let source_spans = word_spans(tokenizer, source)?;
+    let target_spans = word_spans(tokenizer, target)?;
+    let source_words: Vec<&str> = source.split_whitespace().collect();
+    let target_words: Vec<&str> = target.split_whitespace().collect();
+    if source_words.len() == target_words.len() {
+        let map = swap_map(&source_words, &target_words, &source_spans, &target_spans)?;
+        return Ok((MapKind::Swap, map));
+    }
+    // The id sequences with their start and end tokens, no padding.
+    let ids = |prompt: &str| -> Result<Vec<u32>, String> {
+        let tokens = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
+        Ok(tokens.ids[..tokens.content.len() + 2].to_vec())
+    };
+    Ok((MapKind::Refine, refine_map(&ids(source)?, &ids(target)?)))
+}
+
 /// The word-swap map of two prompts with the same number of words: `source_words` /
 /// `target_words` are the words and `source_spans` / `target_spans` their context positions
 /// ([`word_spans`]). After a swapped word of another token count the rest of the target is
