@@ -10,6 +10,9 @@
 //! - [`schedule`]: at which steps each control acts (cross-attention replacement with per-word
 //!   ranges, self-attention injection, shared self-attention, local blend) and the per-token
 //!   reweighting factors
+//! - [`blend`]: the local blend's mask from the edited words' attention maps, and the latent
+//!   held equal to the unsafe branch's outside it
 
+pub mod blend;
 pub mod schedule;
 pub mod token_map;
