@@ -11,6 +11,10 @@
 //!   ancestral schedulers, `scheduler_seed` [1] (noise is drawn from a torch-compatible
 //!   generator with that seed, one draw per step) -> `scheduler_final` (the sample after every
 //!   step, each step fed the next model output) and `scheduler_timesteps` [steps]
+//! - `blend_source_map`, `blend_target_map` [h, w] (the edited words' attention at the blend
+//!   level), `blend_threshold` [1], `blend_unsafe_latent`, `blend_safe_latent` [c, H, W] ->
+//!   `blend_mask` [H, W] (u8, 1 inside) and `blend_safe_latent_out` (attention control's local
+//!   blend, [`crate::runtime::attention::blend`])
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,10 +108,23 @@ pub fn run_components(
         outputs.insert("scheduler_timesteps".into(), timesteps);
     }
 
+    if let (Some(source), Some(target), Some(threshold), Some(unsafe_latent), Some(safe_latent)) = (
+        get("blend_source_map"),
+        get("blend_target_map"),
+        get("blend_threshold"),
+        get("blend_unsafe_latent"),
+        get("blend_safe_latent"),
+    ) {
+        let (mask, blended) = run_blend(source, target, threshold, unsafe_latent, safe_latent)?;
+        outputs.insert("blend_mask".into(), mask);
+        outputs.insert("blend_safe_latent_out".into(), blended);
+    }
+
     if outputs.is_empty() {
         return Err(RuntimeError::input(format!(
             "{}: no component inputs found (expected input_ids, unet_sample + unet_timestep + \
-             unet_context, vae_latents, or scheduler_sample + scheduler_model_outputs)",
+             unet_context, vae_latents, scheduler_sample + scheduler_model_outputs, or the \
+             blend_* inputs)",
             inputs.display()
         )));
     }
@@ -125,6 +142,60 @@ pub fn run_components(
         .persist(out)
         .map_err(|e| RuntimeError::io(out, e.error))?;
     Ok(names)
+}
+
+/// The local blend's mask of two attention maps and the safe latent blended with it.
+fn run_blend(
+    source: &Tensor,
+    target: &Tensor,
+    threshold: &Tensor,
+    unsafe_latent: &Tensor,
+    safe_latent: &Tensor,
+) -> Result<(Tensor, Tensor), RuntimeError> {
+    use crate::runtime::attention::blend::{apply_blend, blend_mask, Map};
+
+    let map = |t: &Tensor, name: &'static str| -> Result<Map, RuntimeError> {
+        let values = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.to_vec2::<f32>())
+            .map_err(|e| RuntimeError::candle(name, e))?;
+        let (h, w) = (values.len(), values.first().map_or(0, Vec::len));
+        Map::new(h, w, values.concat()).map_err(|e| RuntimeError::input(format!("{name}: {e}")))
+    };
+    let (source, target) = (
+        map(source, "blend_source_map")?,
+        map(target, "blend_target_map")?,
+    );
+    let threshold = threshold
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.i(0))
+        .and_then(|t| t.to_scalar::<f32>())
+        .map_err(|e| RuntimeError::candle("blend_threshold", e))?;
+    let dims = unsafe_latent.dims().to_vec();
+    if dims.len() != 3 || safe_latent.dims() != dims.as_slice() {
+        return Err(RuntimeError::input(format!(
+            "blend latents: shapes {dims:?} and {:?}, expected two equal [c, H, W]",
+            safe_latent.dims()
+        )));
+    }
+    let flat = |t: &Tensor, name: &'static str| {
+        t.to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| RuntimeError::candle(name, e))
+    };
+    let unsafe_values = flat(unsafe_latent, "blend_unsafe_latent")?;
+    let mut safe_values = flat(safe_latent, "blend_safe_latent")?;
+    let mask = blend_mask(&source, &target, dims[1], dims[2], threshold);
+    apply_blend(&unsafe_values, &mut safe_values, &mask);
+    let device = unsafe_latent.device();
+    let mask_bytes: Vec<u8> = mask.iter().map(|&m| u8::from(m)).collect();
+    let mask = Tensor::from_vec(mask_bytes, (dims[1], dims[2]), device)
+        .map_err(|e| RuntimeError::candle("blend_mask", e))?;
+    let blended = Tensor::from_vec(safe_values, dims.as_slice(), device)
+        .map_err(|e| RuntimeError::candle("blend_safe_latent_out", e))?;
+    Ok((mask, blended))
 }
 
 fn run_scheduler(
