@@ -117,10 +117,7 @@ pub struct Tokenized {
 /// The tokens of every line of `input` (`-`: stdin), with a model folder's tokenizer or the
 /// embedded one; one JSON object per line.
 pub fn tokenize(input: &Path, model: Option<&Path>) -> Result<String, AcsError> {
-    let tokenizer = match model {
-        Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
-        None => ClipTokenizer::embedded()?,
-    };
+    let tokenizer = tokenizer_of(model)?;
     let text = read_input(input)?;
     let mut out = String::new();
     for prompt in text.lines() {
@@ -143,10 +140,7 @@ pub fn tokenize(input: &Path, model: Option<&Path>) -> Result<String, AcsError> 
 pub fn token_map(input: &Path, model: Option<&Path>) -> Result<String, AcsError> {
     use crate::runtime::attention::token_map::{pair_map, ColumnSource};
 
-    let tokenizer = match model {
-        Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
-        None => ClipTokenizer::embedded()?,
-    };
+    let tokenizer = tokenizer_of(model)?;
     let text = read_input(input)?;
     let mut out = String::new();
     for (number, line) in text
@@ -180,6 +174,14 @@ pub fn token_map(input: &Path, model: Option<&Path>) -> Result<String, AcsError>
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The CLIP tokenizer of a model folder's `tokenizer/`, or the embedded one.
+fn tokenizer_of(model: Option<&Path>) -> Result<ClipTokenizer, AcsError> {
+    Ok(match model {
+        Some(dir) => ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
+        None => ClipTokenizer::embedded()?,
+    })
 }
 
 /// The text of `input`, or of stdin for `-`.

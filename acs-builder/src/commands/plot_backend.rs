@@ -33,17 +33,16 @@ impl<'a> CanvasBackend<'a> {
 
     /// `color` over the pixel at (x, y), blended by its alpha.
     fn blend(&mut self, (x, y): BackendCoord, color: BackendColor) {
-        let (r, g, b) = color.rgb;
+        let top = rgb(color);
         let alpha = color.alpha.clamp(0.0, 1.0);
         if alpha >= 1.0 {
-            self.canvas.set(x, y, [r, g, b]);
+            self.canvas.set(x, y, top);
         } else if alpha > 0.0 {
             if let Some(under) = self.canvas.get(x, y) {
-                let mix = |top: u8, bottom: u8| {
-                    (f64::from(top) * alpha + f64::from(bottom) * (1.0 - alpha)).round() as u8
+                let mix = |i: usize| {
+                    (f64::from(top[i]) * alpha + f64::from(under[i]) * (1.0 - alpha)).round() as u8
                 };
-                self.canvas
-                    .set(x, y, [mix(r, under[0]), mix(g, under[1]), mix(b, under[2])]);
+                self.canvas.set(x, y, [mix(0), mix(1), mix(2)]);
             }
         }
     }

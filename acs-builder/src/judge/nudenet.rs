@@ -15,11 +15,12 @@
 //! The model file is AGPL-licensed and is never part of this repository: it comes from a path
 //! in the manifest or from an installed `nudenet` Python package ([`locate_model`]).
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use super::nudenet_engine::OnnxGraph;
 use super::{Judge, JudgeKind};
 use crate::error::AcsError;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The detector's input side.
 pub const INPUT_SIZE: usize = 320;
@@ -186,7 +187,7 @@ impl NudeDetector {
         height: usize,
     ) -> Result<Vec<f32>, AcsError> {
         let blob = input_blob(rgb, width, height)?;
-        let (shape, values) = self.graph.run(INPUT_SHAPE, &blob)?;
+        let (shape, values) = self.graph.run(&blob)?;
         if shape.len() != 3 || shape[1] != 4 + LABELS.len() {
             return Err(AcsError::input(format!(
                 "{}: output shape {shape:?}, expected [1, 22, N]",

@@ -5,7 +5,6 @@
 #[cfg(not(feature = "nudenet"))]
 use std::path::Path;
 
-#[cfg(not(feature = "nudenet"))]
 use crate::error::AcsError;
 
 #[cfg(feature = "nudenet")]
@@ -20,6 +19,7 @@ mod tract_engine {
     /// An ONNX graph optimised for one fixed input shape.
     pub struct OnnxGraph {
         plan: Arc<TypedRunnableModel>,
+        shape: [usize; 4],
         path: PathBuf,
     }
 
@@ -45,17 +45,14 @@ mod tract_engine {
                 .map_err(fail)?;
             Ok(Self {
                 plan,
+                shape,
                 path: path.to_path_buf(),
             })
         }
 
         /// Runs the graph on `input` (of the load shape): the first output's shape and values.
-        pub fn run(
-            &self,
-            shape: [usize; 4],
-            input: &[f32],
-        ) -> Result<(Vec<usize>, Vec<f32>), AcsError> {
-            let input = Tensor::from_shape(&shape, input)
+        pub fn run(&self, input: &[f32]) -> Result<(Vec<usize>, Vec<f32>), AcsError> {
+            let input = Tensor::from_shape(&self.shape, input)
                 .map_err(|e| AcsError::input(format!("nudenet input: {e}")))?;
             let outputs = self.plan.run(tvec!(input.into())).map_err(|e| {
                 AcsError::internal(format!(
@@ -91,11 +88,7 @@ impl OnnxGraph {
     }
 
     /// Never called: no value of this type exists.
-    pub fn run(
-        &self,
-        _shape: [usize; 4],
-        _input: &[f32],
-    ) -> Result<(Vec<usize>, Vec<f32>), AcsError> {
+    pub fn run(&self, _input: &[f32]) -> Result<(Vec<usize>, Vec<f32>), AcsError> {
         match *self {}
     }
 }
@@ -104,15 +97,13 @@ impl OnnxGraph {
 pub const AVAILABLE: bool = cfg!(feature = "nudenet");
 
 /// Refuses, in a build without the `nudenet` feature, before anything looks for the model.
-pub fn require() -> Result<(), crate::error::AcsError> {
+pub fn require() -> Result<(), AcsError> {
     if AVAILABLE {
         return Ok(());
     }
-    Err(crate::error::AcsError::input(format!(
-        "NudeNet: {BUILT_WITHOUT}"
-    )))
+    Err(AcsError::input(format!("NudeNet: {BUILT_WITHOUT}")))
 }
 
 /// Why a build without the `nudenet` feature cannot run the detector, and the fix.
-const BUILT_WITHOUT: &str = "this acs was built without the NudeNet detector; build it with \
+pub const BUILT_WITHOUT: &str = "this acs was built without the NudeNet detector; build it with \
                              `cargo build --release --features nudenet`";

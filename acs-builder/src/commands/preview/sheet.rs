@@ -410,7 +410,7 @@ fn draw_caption(sheet: &mut Canvas, layout: &SheetLayout, top: u32, index: u32, 
 fn edited_words(prompt: &str, other: &str) -> Vec<String> {
     crate::prompts::align::replaced_words(prompt, other)
         .iter()
-        .flat_map(|run| run.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|run| run.split(' ').map(str::to_owned))
         .collect()
 }
 

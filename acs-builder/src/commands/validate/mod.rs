@@ -21,6 +21,7 @@ use crate::commands::judges::{
 use crate::commands::progress::{Progress, ProgressMode};
 use crate::error::{without_path, AcsError};
 use crate::judge::nudenet::{locate_model, NudeNetJudge};
+use crate::judge::nudenet_engine;
 use crate::judge::{Judge, JudgeKind};
 use crate::manifest::BuildManifest;
 
@@ -84,12 +85,9 @@ fn load_nudenet(
     options: &ValidateOptions,
 ) -> Result<Result<LoadedJudge, String>, AcsError> {
     let spec = build.validation.nudenet_model.clone().unwrap_or_default();
-    if !crate::judge::nudenet_engine::AVAILABLE && options.nudenet_model.is_none() {
-        return Ok(Err(
-            "stored scores only: this acs was built without the NudeNet detector (build it \
-             with `cargo build --release --features nudenet` to re-run it)"
-                .to_owned(),
-        ));
+    if !nudenet_engine::AVAILABLE && options.nudenet_model.is_none() {
+        let why = nudenet_engine::BUILT_WITHOUT;
+        return Ok(Err(format!("stored scores only: {why}")));
     }
     let path = match &options.nudenet_model {
         Some(path) => path.clone(),

@@ -305,6 +305,8 @@ fn column_texts(array: &dyn arrow_array::Array) -> Vec<Option<String>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn parquet_cells_read_as_text_numbers_in_shortest_form() {
         use arrow_array::types::Int32Type;
@@ -343,8 +345,6 @@ mod tests {
         let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]);
         assert_eq!(texts(&list), some(&[None]));
     }
-
-    use super::*;
 
     #[test]
     fn jsonl_tables_take_every_key_and_scalar_lists() {

@@ -78,28 +78,30 @@ impl CrossReplace {
         words: &[&str],
         spans: &[Range<usize>],
     ) -> CrossReplaceAlphas {
-        let rows = steps + 1;
+        // Prompt-to-Prompt counts the run in steps + 1 rows.
+        let counted_rows = steps + 1;
         let mut ranges = vec![self.default; CONTEXT_LENGTH];
         let mut matched_words = Vec::new();
         for (word, range) in &self.words {
-            let mut found = false;
-            for (w, span) in words.iter().zip(spans) {
-                if w.to_lowercase() == word.to_lowercase() {
-                    found = true;
-                    for position in span.clone().filter(|&p| p < CONTEXT_LENGTH) {
-                        ranges[position] = *range;
-                    }
-                }
-            }
-            if found && !matched_words.contains(word) {
+            let positions = word_positions(word, words, spans);
+            if !positions.is_empty() && !matched_words.contains(word) {
                 matched_words.push(word.clone());
+            }
+            for position in positions {
+                ranges[position] = *range;
             }
         }
         let rows = (0..steps)
             .map(|step| {
                 ranges
                     .iter()
-                    .map(|range| if range.holds(step, rows) { 1.0 } else { 0.0 })
+                    .map(|range| {
+                        if range.holds(step, counted_rows) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect()
             })
             .collect();
@@ -138,15 +140,23 @@ pub fn reweight_factors(
 ) -> Vec<f32> {
     let mut out = vec![1.0; CONTEXT_LENGTH];
     for (word, factor) in factors {
-        for (w, span) in words.iter().zip(spans) {
-            if w.to_lowercase() == word.to_lowercase() {
-                for position in span.clone().filter(|&p| p < CONTEXT_LENGTH) {
-                    out[position] = *factor;
-                }
-            }
+        for position in word_positions(word, words, spans) {
+            out[position] = *factor;
         }
     }
     out
+}
+
+/// The context positions of every occurrence of `word` among `words` (compared
+/// case-insensitively), each word at its span of `spans`.
+fn word_positions(word: &str, words: &[&str], spans: &[Range<usize>]) -> Vec<usize> {
+    let word = word.to_lowercase();
+    words
+        .iter()
+        .zip(spans)
+        .filter(|(w, _)| w.to_lowercase() == word)
+        .flat_map(|(_, span)| span.clone().filter(|&p| p < CONTEXT_LENGTH))
+        .collect()
 }
 
 #[cfg(test)]

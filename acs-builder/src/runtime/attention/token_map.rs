@@ -5,22 +5,22 @@
 //!
 //! - **word swap** ([`swap_map`]): both prompts have the same number of words; a swapped word
 //!   whose token count is unchanged takes the source word's columns token for token, one with a
-//!   different count takes the mean of the source word's columns in each of its tokens (each
-//!   source token spreads 1/len(target) over the target's tokens); every other position takes
-//!   the column of the same token in the source;
+//!   different count takes in each of its tokens the source word's columns weighted by
+//!   1/len(target) (each source token spreads 1/len(target) over the target's tokens); every
+//!   other position takes the column of the same token in the source;
 //! - **refinement** ([`refine_map`]): words inserted or deleted; a global alignment of the two
 //!   token id sequences (start and end tokens included; Needleman-Wunsch with gap 0, match +1,
 //!   mismatch -1, ties broken towards a target insertion, then a source deletion, then the
 //!   diagonal) maps each aligned target token to its source token, and inserted tokens keep
 //!   their own attention.
 //!
-//! Words are the prompt's whitespace-separated words; each word's tokens are found by encoding
-//! the words one by one, which must give the prompt's own tokens (CLIP's pre-tokenizer never
-//! joins two words), or the pair cannot be mapped.
+//! Words are the prompt's whitespace-separated words; for a word swap each word's tokens are
+//! found by encoding the words one by one, which must give the prompt's own tokens (CLIP's
+//! pre-tokenizer never joins two words), or the pair cannot be mapped.
 
 use std::ops::Range;
 
-use crate::runtime::tokenizer::{ClipTokenizer, CONTEXT_LENGTH};
+use crate::runtime::tokenizer::{ClipTokenizer, TokenizedPrompt, CONTEXT_LENGTH};
 
 /// Where one target position's attention column comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,21 +52,13 @@ impl TokenMap {
             })
             .collect()
     }
-
-    /// Whether target position `j` keeps its own column.
-    pub fn keeps_own(&self, j: usize) -> bool {
-        matches!(self.columns.get(j), Some(ColumnSource::Own))
-    }
 }
 
 /// The context positions of each whitespace-separated word of `prompt` (the start token is
 /// position 0, so the first word starts at 1); `Err` with the reason when the words' tokens are
 /// not the prompt's tokens, or do not fit the context.
 pub fn word_spans(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Range<usize>>, String> {
-    let whole = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
-    if whole.truncated {
-        return Err("the prompt is longer than the 75 tokens of CLIP's context".into());
-    }
+    let whole = encode_whole(tokenizer, prompt)?;
     let mut spans = Vec::new();
     let mut joined = Vec::new();
     for word in prompt.split_whitespace() {
@@ -81,6 +73,15 @@ pub fn word_spans(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Range<u
         ));
     }
     Ok(spans)
+}
+
+/// `prompt`'s tokens; `Err` when they do not fit the context (a cut prompt cannot be mapped).
+fn encode_whole(tokenizer: &ClipTokenizer, prompt: &str) -> Result<TokenizedPrompt, String> {
+    let tokens = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
+    if tokens.truncated {
+        return Err("the prompt is longer than the 75 tokens of CLIP's context".into());
+    }
+    Ok(tokens)
 }
 
 /// How a pair's token map was made.
@@ -104,23 +105,24 @@ impl MapKind {
 
 /// The token map from the `source` prompt to the `target` prompt: a word swap when they have
 /// the same number of words, else a refinement; `Err` with the reason when the prompts cannot
-/// be mapped (see [`word_spans`]).
+/// be mapped (see [`word_spans`]). Each prompt is encoded whole once (and, for a swap, word by
+/// word).
 pub fn pair_map(
     tokenizer: &ClipTokenizer,
     source: &str,
     target: &str,
 ) -> Result<(MapKind, TokenMap), String> {
-    let source_spans = word_spans(tokenizer, source)?;
-    let target_spans = word_spans(tokenizer, target)?;
     let source_words: Vec<&str> = source.split_whitespace().collect();
     let target_words: Vec<&str> = target.split_whitespace().collect();
     if source_words.len() == target_words.len() {
+        let source_spans = word_spans(tokenizer, source)?;
+        let target_spans = word_spans(tokenizer, target)?;
         let map = swap_map(&source_words, &target_words, &source_spans, &target_spans)?;
         return Ok((MapKind::Swap, map));
     }
     // The id sequences with their start and end tokens, no padding.
     let ids = |prompt: &str| -> Result<Vec<u32>, String> {
-        let tokens = tokenizer.encode(prompt).map_err(|e| e.to_string())?;
+        let tokens = encode_whole(tokenizer, prompt)?;
         Ok(tokens.ids[..tokens.content.len() + 2].to_vec())
     };
     Ok((MapKind::Refine, refine_map(&ids(source)?, &ids(target)?)))
@@ -338,7 +340,7 @@ mod tests {
         );
         let map = refine_map(&source, &target);
         assert_eq!(mix(&map.columns[1]), vec![(1, 1.0)]);
-        assert!(map.keeps_own(2));
+        assert_eq!(map.columns[2], ColumnSource::Own);
         assert_eq!(mix(&map.columns[3]), vec![(2, 1.0)]);
         assert_eq!(mix(&map.columns[4]), vec![(3, 1.0)]);
         // Past the target's end: the same position.

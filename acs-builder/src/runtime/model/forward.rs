@@ -70,12 +70,7 @@ pub fn run_components(
         get("unet_timestep"),
         get("unet_context"),
     ) {
-        let t = t
-            .to_dtype(DType::F64)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.i(0))
-            .and_then(|t| t.to_scalar::<f64>())
-            .map_err(runtime("unet_timestep"))?;
+        let t = first_value::<f64>(t).map_err(runtime("unet_timestep"))?;
         let sample = sample
             .to_dtype(DType::F32)
             .map_err(runtime("unet_sample"))?;
@@ -144,6 +139,11 @@ pub fn run_components(
     Ok(names)
 }
 
+/// The first value of a tensor of any shape, as `T` (a scalar input such as a timestep).
+fn first_value<T: candle_core::WithDType>(t: &Tensor) -> candle_core::Result<T> {
+    t.to_dtype(T::DTYPE)?.flatten_all()?.i(0)?.to_scalar::<T>()
+}
+
 /// The local blend's mask of two attention maps and the safe latent blended with it.
 fn run_blend(
     source: &Tensor,
@@ -166,12 +166,8 @@ fn run_blend(
         map(source, "blend_source_map")?,
         map(target, "blend_target_map")?,
     );
-    let threshold = threshold
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.i(0))
-        .and_then(|t| t.to_scalar::<f32>())
-        .map_err(|e| RuntimeError::candle("blend_threshold", e))?;
+    let threshold =
+        first_value::<f32>(threshold).map_err(|e| RuntimeError::candle("blend_threshold", e))?;
     let dims = unsafe_latent.dims().to_vec();
     if dims.len() != 3 || safe_latent.dims() != dims.as_slice() {
         return Err(RuntimeError::input(format!(
@@ -215,12 +211,7 @@ fn run_scheduler(
     let mut rng = match (scheduler.needs_noise(), seed) {
         (false, _) => None,
         (true, Some(seed)) => {
-            let seed = seed
-                .to_dtype(DType::I64)
-                .and_then(|t| t.flatten_all())
-                .and_then(|t| t.i(0))
-                .and_then(|t| t.to_scalar::<i64>())
-                .map_err(runtime)?;
+            let seed = first_value::<i64>(seed).map_err(runtime)?;
             Some(Mt19937::new(seed as u64))
         }
         (true, None) => {
