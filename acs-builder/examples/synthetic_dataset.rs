@@ -391,6 +391,8 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         kernel_path: None,
         shapes_unsafe: None,
         shapes_safe: None,
+        alignment_settings: None,
+        blend_mask: None,
         pair_id: id,
     })
 }

@@ -91,6 +91,8 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         optional_strings(r, "kernel_path", |x| x.kernel_path.as_deref())?,
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.shapes_unsafe))),
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.shapes_safe))),
+        optional_strings(r, "alignment_settings", |x| x.alignment_settings.as_deref())?,
+        optional_binaries(r, "blend_mask", |x| x.blend_mask.as_deref())?,
     ];
     RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
         index: 0,
@@ -329,6 +331,8 @@ struct Columns<'a> {
     kernel_path: Option<&'a StringArray>,
     shapes_unsafe: Option<&'a Float32Array>,
     shapes_safe: Option<&'a Float32Array>,
+    alignment_settings: Option<&'a StringArray>,
+    blend_mask: Option<&'a BinaryArray>,
 }
 
 impl<'a> Columns<'a> {
@@ -383,6 +387,8 @@ impl<'a> Columns<'a> {
             kernel_path: ctx.added_column(batch, "kernel_path")?,
             shapes_unsafe: ctx.added_column(batch, "shapes_unsafe")?,
             shapes_safe: ctx.added_column(batch, "shapes_safe")?,
+            alignment_settings: ctx.added_column(batch, "alignment_settings")?,
+            blend_mask: ctx.added_column(batch, "blend_mask")?,
         })
     }
 
@@ -463,6 +469,10 @@ impl<'a> Columns<'a> {
                 .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_owned())),
             shapes_unsafe: c.shapes_unsafe.and_then(opt_float),
             shapes_safe: c.shapes_safe.and_then(opt_float),
+            alignment_settings: c
+                .alignment_settings
+                .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_owned())),
+            blend_mask: c.blend_mask.and_then(opt_binary),
         })
     }
 }

@@ -144,6 +144,15 @@ pub struct PairRecord {
     /// The shapes judge's score of the safe image against the safe prompt.
     #[serde(default)]
     pub shapes_safe: Option<f32>,
+    /// Attention mode: the pair's control settings, compactly (e.g.
+    /// `map=swap;cross=0-0.8;self=0-0.4;blend=0.3@0.2`); `None` in the other modes.
+    #[serde(default)]
+    pub alignment_settings: Option<String>,
+    /// Attention mode with a local blend: the last blend mask, one byte (0 or 1) per latent
+    /// pixel, row-major, `latent_shape[1] x latent_shape[2]`; outside it the safe latent is the
+    /// unsafe latent bit for bit.
+    #[serde(default, with = "hex_opt_bytes")]
+    pub blend_mask: Option<Vec<u8>>,
 }
 
 /// serde helpers: `Vec<u8>` as a lowercase hex string.
@@ -243,6 +252,8 @@ pub(crate) mod fixtures {
             kernel_path: Some("cpu-avx2".into()),
             shapes_unsafe: Some(1.0),
             shapes_safe: Some(0.75),
+            alignment_settings: Some("map=swap;cross=0-0.8;self=0-0.4;blend=0.3@0.2".into()),
+            blend_mask: Some([1, 0, 0, 1].repeat(16)),
         }
     }
 
@@ -272,6 +283,8 @@ pub(crate) mod fixtures {
             trajectory_eps_safe: None,
             shapes_unsafe: None,
             shapes_safe: None,
+            alignment_settings: None,
+            blend_mask: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

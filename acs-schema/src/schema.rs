@@ -6,7 +6,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 14] = [
+pub const ADDED_COLUMNS: [&str; 16] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
@@ -21,6 +21,8 @@ pub const ADDED_COLUMNS: [&str; 14] = [
     "kernel_path",
     "shapes_unsafe",
     "shapes_safe",
+    "alignment_settings",
+    "blend_mask",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -36,7 +38,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 48] = [
+pub const COLUMNS: [&str; 50] = [
     "pair_id",
     "split",
     "category",
@@ -85,6 +87,8 @@ pub const COLUMNS: [&str; 48] = [
     "kernel_path",
     "shapes_unsafe",
     "shapes_safe",
+    "alignment_settings",
+    "blend_mask",
 ];
 
 /// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
@@ -198,6 +202,8 @@ fn build_schema() -> Schema {
         Field::new("kernel_path", DataType::Utf8, true),
         Field::new("shapes_unsafe", DataType::Float32, true),
         Field::new("shapes_safe", DataType::Float32, true),
+        Field::new("alignment_settings", DataType::Utf8, true),
+        Field::new("blend_mask", DataType::Binary, true),
     ])
     .with_metadata(metadata)
 }
@@ -207,7 +213,8 @@ fn build_schema() -> Schema {
 /// Nullable: `unsafe_latent`, `safe_latent`, `changed_box`, the judge scores (`nudenet_*`,
 /// `q16_*`, `sd_safety_checker_*`), the training outputs (`change_mask*`, `trajectory_*`),
 /// `kernel_path` (null in rows written before it was recorded), the shapes judge's scores
-/// (`shapes_*`), and (for
+/// (`shapes_*`), the attention-control settings and blend mask (`alignment_settings`,
+/// `blend_mask`), and (for
 /// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
@@ -313,7 +320,9 @@ mod tests {
                 "trajectory_eps_safe",
                 "kernel_path",
                 "shapes_unsafe",
-                "shapes_safe"
+                "shapes_safe",
+                "alignment_settings",
+                "blend_mask"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

@@ -5,13 +5,16 @@
              (scenes.HELD_OUT, with the position spoken); `acs detect --judge shapes` reads every
              image: colour, shape, position, background, all correct; one- and two-object scenes.
   alignment  pairs that swap one word (the colour of one object; the shape of one object) under
-             shared-latent and prompt-switch (several switch points); `acs metrics --prompts`
-             reads both images: the edit succeeded, the fraction of pixels outside the edited
-             object (its mask dilated by 2 px and by one latent cell, 8 px) whose CIELAB
-             delta E exceeds 10, and the centroid shift of the untouched object.
+             shared-latent, prompt-switch (several switch points) and attention control
+             (ATTENTION_SETTINGS); `acs metrics --prompts` reads both images: the edit
+             succeeded, the fraction of pixels outside the edited object (its mask dilated by
+             2 px and by one latent cell, 8 px) whose CIELAB delta E exceeds 10 (mean and
+             median over pairs), the centroid shift of the untouched object, and the build's
+             render time against shared-latent's.
 
     python scripts/demonstrator/measure.py --acs target/release/acs --out /tmp/measure [--count 150]
-        [--model DIR] [--adherence-only] [--decoder-ceiling]
+        [--model DIR] [--adherence-only | --alignment-only] [--decoder-ceiling]
+        [--switch-at 0.2,0.4,0.6] [--attention all|none|LABEL,...]
 
 Prints Markdown tables (and writes them to OUT/tables.md, the figures to OUT/figures.json).
 Sampling settings are the README main job's (manifests/shapes.toml) unless given.
@@ -31,6 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes  # noqa: E402
 
 HELD_OUT_SEEDS = 10**9
+
+# The attention-control settings measured (label, [alignment] keys): Prompt-to-Prompt's
+# replace with its example steps, with its local blend, and the InstructPix2Pix generator's
+# shared self-attention.
+ATTENTION_SETTINGS = [
+    ("attention replace", 'mode = "attention"\ncross_replace = 0.8\nself_replace = 0.4'),
+    ("attention replace + blend",
+     'mode = "attention"\ncross_replace = 0.8\nself_replace = 0.4\n'
+     'local_blend = { threshold = 0.3, start = 0.2 }'),
+    ("attention ip2p 0.5", 'mode = "attention"\nshare_self_attention = 0.5'),
+    # The demonstrator's word maps are flat (every cell above 0.3 of the maximum at latent/2):
+    # the same blend on its finest maps with higher thresholds.
+    ("attention replace + blend 0.6 at latent/1",
+     'mode = "attention"\ncross_replace = 0.8\nself_replace = 0.4\n'
+     'local_blend = { threshold = 0.6, start = 0.2, downscale = 1 }'),
+    ("attention replace + blend 0.8 at latent/1",
+     'mode = "attention"\ncross_replace = 0.8\nself_replace = 0.4\n'
+     'local_blend = { threshold = 0.8, start = 0.2, downscale = 1 }'),
+]
 HELD_OUT_COMBINATION_SEEDS = 2 * 10**9
 
 
@@ -83,21 +105,23 @@ def build(acs, work, name, text):
     manifest = folder / "build.toml"
     manifest.write_text(text)
     out = folder / "out"
-    subprocess.run([acs, "-q", "build", "--manifest", str(manifest), "--out", str(out)], check=True)
+    report = subprocess.run([acs, "-q", "build", "--manifest", str(manifest), "--out", str(out), "--json"],
+                            check=True, capture_output=True, text=True).stdout
+    render_seconds = json.loads(report).get("render_seconds")
     rows = pq.read_table(sorted(glob.glob(str(out / "data" / "*.parquet")))).to_pylist()
     images = folder / "images"
     images.mkdir(exist_ok=True)
     for i, row in enumerate(rows):
         for side in ("unsafe", "safe"):
             (images / f"{i:05d}-{side}.png").write_bytes(row[f"{side}_image"]["bytes"])
-    return rows, images
+    return rows, images, render_seconds
 
 
 def adherence(acs, work, name, chosen, sampling):
     prompts = work / f"{name}.txt"
     prompts.write_text("".join(scene.caption() + "\n" for _, scene in chosen))
     source = f'[[sources]]\nkind = "prompts-txt"\npath = "{prompts}"\nrole = "benign"\n'
-    rows, images = build(acs, work, name, manifest_text(source, sampling, 'mode = "shared-latent"'))
+    rows, images, _ = build(acs, work, name, manifest_text(source, sampling, 'mode = "shared-latent"'))
     args = [acs, "detect", "--judge", "shapes", "--json"]
     for i, row in enumerate(rows):
         args += ["--prompt", row["unsafe_prompt"], str(images / f"{i:05d}-unsafe.png")]
@@ -146,7 +170,7 @@ def alignment(acs, work, name, pairs, sampling, mode):
     path = work / f"{name}.jsonl"
     path.write_text(lines)
     source = f'[[sources]]\nkind = "pairs-jsonl"\npath = "{path}"\ncategory = "shapes"\n'
-    rows, images = build(acs, work, name, manifest_text(source, sampling, mode))
+    rows, images, render_seconds = build(acs, work, name, manifest_text(source, sampling, mode))
     figures = []
     for i, row in enumerate(rows):
         out = subprocess.run(
@@ -155,6 +179,7 @@ def alignment(acs, work, name, pairs, sampling, mode):
             check=True, capture_output=True, text=True).stdout
         figures.append(json.loads(out)["shapes"])
     n = max(1, len(figures))
+    outside = sorted(f["outside_changed_8px"] for f in figures)
     shifts = [f["untouched_centroid_shift"] for f in figures if f["untouched_centroid_shift"] is not None]
     return {
         "pairs": len(figures),
@@ -163,6 +188,8 @@ def alignment(acs, work, name, pairs, sampling, mode):
         "flip": sum(f["edit_ok"] and f["others_kept"] for f in figures) / n,
         "outside_changed_2px": sum(f["outside_changed_2px"] for f in figures) / n,
         "outside_changed_8px": sum(f["outside_changed_8px"] for f in figures) / n,
+        "outside_changed_8px_median": outside[len(outside) // 2] if outside else None,
+        "render_seconds": render_seconds,
         "untouched_centroid_shift": sum(shifts) / len(shifts) if shifts else None,
         "two_object_pairs": len(shifts),
     }
@@ -180,6 +207,9 @@ def main():
     parser.add_argument("--model", type=Path,
                         help="a diffusers folder to measure instead of the embedded demonstrator")
     parser.add_argument("--adherence-only", action="store_true", help="skip the pair tables")
+    parser.add_argument("--alignment-only", action="store_true", help="skip the adherence tables")
+    parser.add_argument("--attention", default="all",
+                        help="attention settings to measure: all, none, or labels separated by commas")
     parser.add_argument("--decoder-ceiling", action="store_true",
                         help="also read VAE round trips of held-out scenes (needs torch + diffusers)")
     args = parser.parse_args()
@@ -191,7 +221,7 @@ def main():
     sampling = (f'scheduler = "{args.scheduler}"\nsteps = {args.steps}\nguidance_scale = {args.guidance}\n'
                 'height = 64\nwidth = 64\nbatch_pairs = 8')
     figures = {"settings": vars(args) | {"out": str(args.out)}, "adherence": {}, "alignment": {}}
-    for objects in (1, 2):
+    for objects in (() if args.alignment_only else (1, 2)):
         for label, chooser in (("held-out seeds", held_out_seed_scenes),
                                ("held-out combinations", held_out_combination_scenes)):
             name = f"adherence-{objects}-{label.split()[1]}"
@@ -209,12 +239,15 @@ def main():
         return
     chosen = held_out_seed_scenes(args.count // 2, 1) + held_out_seed_scenes(args.count - args.count // 2, 2)
     modes = [("shared-latent", 'mode = "shared-latent"')] + [
-        (f"prompt-switch {s}", f'mode = "prompt-switch"\nswitch_at = {s}') for s in args.switch_at.split(",")]
+        (f"prompt-switch {s}", f'mode = "prompt-switch"\nswitch_at = {s}') for s in args.switch_at.split(",") if s]
+    wanted = args.attention.split(",")
+    modes += [(label, keys) for label, keys in ATTENTION_SETTINGS
+              if args.attention == "all" or label in wanted]
     for attribute in ("colour", "shape"):
         pairs = [(i, scene.caption(), edited(scene, seed, attribute).caption())
                  for i, (seed, scene) in enumerate(chosen)]
         for label, mode in modes:
-            name = f"pairs-{attribute}-{label.replace(' ', '-')}"
+            name = f"pairs-{attribute}-{label.replace(' ', '-').replace('/', '-')}"
             figures["alignment"][f"{attribute} swap, {label}"] = alignment(
                 args.acs, work, name, pairs, sampling, mode)
             print(name, figures["alignment"][f"{attribute} swap, {label}"], flush=True)
@@ -233,13 +266,18 @@ def markdown(figures):
                      f"{pct(t['position_ok'])} | {pct(t['background_ok'])} | {pct(t['count_ok'])} | "
                      f"{pct(t['all_ok'])} |")
     lines += ["", "| edit, alignment | pairs | edit succeeds | rest kept | flip (both) | "
-              "outside ΔE>10, 2 px | outside ΔE>10, 8 px | untouched centroid shift (px) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for label, a in figures.get("alignment", {}).items():
+              "outside ΔE>10, 2 px | outside ΔE>10, 8 px | median outside, 8 px | "
+              "untouched centroid shift (px) | render time vs shared-latent |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    alignment_figures = figures.get("alignment", {})
+    for label, a in alignment_figures.items():
         shift = "-" if a["untouched_centroid_shift"] is None else f"{a['untouched_centroid_shift']:.2f}"
+        median = a.get("outside_changed_8px_median")
+        base = alignment_figures.get(label.split(",")[0] + ", shared-latent", {}).get("render_seconds")
+        ratio = f"{a['render_seconds'] / base:.2f}" if base and a.get("render_seconds") else "-"
         lines.append(f"| {label} | {a['pairs']} | {pct(a['edit_ok'])} | {pct(a['others_kept'])} | "
                      f"{pct(a['flip'])} | {pct(a['outside_changed_2px'])} | {pct(a['outside_changed_8px'])} | "
-                     f"{shift} |")
+                     f"{'-' if median is None else pct(median)} | {shift} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

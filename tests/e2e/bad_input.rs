@@ -760,6 +760,43 @@ fn manifest_cases() -> Vec<Case> {
             "category = \"violence\"\n[terms\n",
             &["lexicons/violence.toml:2:7: ", "unclosed table"],
         ),
+        manifest_case(
+            "attention-key-without-attention-mode",
+            "[alignment]\ncross_replace = 0.5\n",
+            &["m.toml: [alignment].cross_replace: needs mode = \"attention\""],
+        ),
+        manifest_case(
+            "attention-range-outside-the-run",
+            "[alignment]\nmode = \"attention\"\nself_replace = [0.2, 1.4]\n",
+            &["m.toml: [alignment].self_replace: [0.2, 1.4] is not within [0, 1]"],
+        ),
+        manifest_case(
+            "attention-blend-threshold-outside-the-open-interval",
+            "[alignment]\nmode = \"attention\"\nlocal_blend = { threshold = 0.0 }\n",
+            &["m.toml: [alignment].local_blend.threshold: must be in (0, 1)"],
+        ),
+        manifest_case(
+            "attention-blend-unknown-key",
+            "[alignment]\nmode = \"attention\"\nlocal_blend = { treshold = 0.4 }\n",
+            &["[alignment].local_blend: unknown key `treshold`", "did you mean `threshold`?"],
+        ),
+        manifest_case(
+            "attention-variant-mixed-with-prompt-to-prompt",
+            "[alignment]\nmode = \"attention\"\nshare_self_attention = 0.5\ncross_replace = 0.8\n",
+            &["[alignment].share_self_attention:", "remove `cross_replace`"],
+        ),
+        tiny_manifest_case(
+            "attention-word-in-no-prompt",
+            "[model]\npath = \"{tiny}\"\n[alignment]\nmode = \"attention\"\nreweight = { zebra = 2.0 }\n",
+            &["m.toml: [alignment].reweight.zebra: \"zebra\" is in no prompt pair of this build"],
+        ),
+        tiny_manifest_case(
+            "attention-blend-level-the-model-lacks",
+            "[model]\npath = \"{tiny}\"\n[alignment]\nmode = \"attention\"\n\
+             local_blend = { downscale = 64 }\n",
+            &["m.toml: [alignment].local_blend: the model's UNet has no down or up block with \
+               cross-attention at latent/64"],
+        ),
         lexicon_case(
             "lexicon-of-another-category",
             "category = \"hate\"\n[terms]\n\"bloody\" = \"clean\"\n",

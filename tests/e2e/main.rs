@@ -10,6 +10,7 @@
 
 mod util;
 
+mod attention;
 mod bad_input;
 mod cli;
 mod demonstrator;

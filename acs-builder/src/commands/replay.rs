@@ -14,6 +14,7 @@ use acs_schema::{DatasetManifest, PairRecord};
 use sha2::{Digest, Sha256};
 
 use crate::error::AcsError;
+use crate::manifest::attention_section::attention_settings;
 use crate::manifest::BuildManifest;
 use crate::runtime::kernel_path::{self, KernelPath};
 use crate::runtime::model::embedded::EmbeddedModel;
@@ -120,6 +121,7 @@ pub fn replay(
     let per_row_path = model.device.is_cpu() && !kernel_path::forced_by_env();
     let mut report = ReplayReport::default();
     let mut cross_paths: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let attention = attention_settings(&build.alignment);
     for (name, record) in records {
         if !sampled(&record.pair_id, fraction) {
             continue;
@@ -138,6 +140,25 @@ pub fn replay(
         let Some((_, sampler)) = &sampler else {
             return Err(AcsError::internal("replay has no sampler"));
         };
+        let control = match (&attention, record.is_benign()) {
+            (Some(settings), false) => Some(std::sync::Arc::new(
+                settings
+                    .pair_control(
+                        &model.tokenizer,
+                        &record.unsafe_prompt,
+                        &record.safe_prompt,
+                        record.seed,
+                        build.sampling.steps as usize,
+                    )
+                    .map_err(|reason| {
+                        AcsError::input(format!(
+                            "replay: pair {}: attention control: {reason}",
+                            record.pair_id
+                        ))
+                    })?,
+            )),
+            _ => None,
+        };
         let job = RenderJob {
             seed: record.seed,
             unsafe_ids: model.tokenizer.encode(&record.unsafe_prompt)?.ids,
@@ -147,6 +168,7 @@ pub fn replay(
                 Some(model.tokenizer.encode(&record.safe_prompt)?.ids)
             },
             guidance_scale: record.guidance_scale,
+            control,
         };
         let rendered = sampler
             .render(std::slice::from_ref(&job))?
@@ -157,6 +179,9 @@ pub fn replay(
         let mut largest = 0f32;
         if rendered.x_t_sha256 != record.x_t_sha256 {
             problems.push("x_t_sha256 differs".to_owned());
+        }
+        if exact && rendered.blend_mask != record.blend_mask {
+            problems.push("blend_mask differs".to_owned());
         }
         let mut columns = vec![
             (

@@ -12,9 +12,9 @@ use crate::error::AcsError;
 use crate::runtime::{DeviceSpec, Dtype};
 
 /// A failed check: the key and why.
-pub(super) type Check = Result<(), (String, String)>;
+pub type Check = Result<(), (String, String)>;
 
-pub(super) fn fail(key: &str, reason: impl Into<String>) -> Check {
+pub fn fail(key: &str, reason: impl Into<String>) -> Check {
     Err((key.to_owned(), reason.into()))
 }
 
@@ -24,6 +24,7 @@ pub fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         m.model.as_ref().map_or(Ok(()), check_model),
         check_sampling(&m.sampling),
         check_alignment(&m.alignment),
+        super::attention_section::check_attention(&m.alignment),
         check_validation(&m.validation, m.alignment.require_flip),
         super::source_checks::check_sources(&m.sources),
         m.rewrite.llm.as_ref().map_or(Ok(()), check_llm),

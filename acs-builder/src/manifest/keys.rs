@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_aux::serde_introspection::serde_introspect;
 
+use super::attention_section::LocalBlendSection;
 use super::sections::{
     AlignmentSection, ColumnsSection, LlmSection, OutputSection, RewriteSection, SamplingSection,
     SourceSection, ValidationSection,
@@ -60,7 +61,11 @@ pub fn check_keys(table: &toml::Table, origin: &str) -> Result<(), AcsError> {
             "model" => check_table(value, origin, "[model]", keys_of::<ModelSection>())?,
             "sampling" => check_table(value, origin, "[sampling]", keys_of::<SamplingSection>())?,
             "alignment" => {
-                check_table(value, origin, "[alignment]", keys_of::<AlignmentSection>())?
+                check_table(value, origin, "[alignment]", keys_of::<AlignmentSection>())?;
+                if let Some(blend) = value.get("local_blend").filter(|b| b.is_table()) {
+                    let name = "[alignment].local_blend";
+                    check_table(blend, origin, name, keys_of::<LocalBlendSection>())?;
+                }
             }
             "output" => check_table(value, origin, "[output]", keys_of::<OutputSection>())?,
             "validation" => check_table(

@@ -2,6 +2,7 @@
 //! suggestions ([`keys`]), and value checks ([`checks`]). Relative paths are resolved against
 //! the manifest file's folder.
 
+pub mod attention_section;
 pub mod checks;
 pub mod keys;
 pub mod model_section;
@@ -88,7 +89,7 @@ impl BuildManifest {
             AlignmentMode::PromptSwitch => {
                 (self.alignment.switch_at as f64 * self.sampling.steps as f64).round() as usize
             }
-            AlignmentMode::SharedLatent => 0,
+            AlignmentMode::SharedLatent | AlignmentMode::Attention => 0,
         }
     }
 
@@ -99,6 +100,32 @@ impl BuildManifest {
         model: &'m StableDiffusion,
     ) -> Result<PairSampler<'m>, RuntimeError> {
         let s = &self.sampling;
+        let blend =
+            attention_section::attention_settings(&self.alignment).and_then(|a| a.local_blend);
+        if let Some(blend) = blend {
+            let unet = &model.unet_config;
+            let served = match blend.level {
+                Some(level) => unet.has_cross_attention(level),
+                None => unet.blend_level().is_some(),
+            };
+            if !served {
+                return Err(RuntimeError::Setting {
+                    setting: Setting::LocalBlend,
+                    reason: format!(
+                        "the model's UNet has no down or up block with cross-attention at {} \
+                         to read the blend maps from (its levels: {})",
+                        blend
+                            .level
+                            .map_or("any level".to_owned(), |l| format!("latent/{}", 1 << l)),
+                        (0..unet.levels.len())
+                            .filter(|&l| unet.has_cross_attention(l))
+                            .map(|l| format!("latent/{}", 1 << l))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         PairSampler::new(
             model,
             s.scheduler,
@@ -195,6 +222,7 @@ pub fn setting_key(setting: Setting) -> &'static str {
         Setting::Repo => "[model].repo",
         Setting::Revision => "[model].revision",
         Setting::KernelPath => "[model].kernel_path",
+        Setting::LocalBlend => "[alignment].local_blend",
     }
 }
 

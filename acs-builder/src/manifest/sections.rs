@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::attention_section::{CrossReplaceSetting, LocalBlendSection, StepsSetting};
 use crate::judge::nudenet::default_flip_classes;
 use crate::judge::JudgeKind;
 use crate::runtime::rng::RngKind;
@@ -62,6 +63,10 @@ pub enum AlignmentMode {
     SharedLatent,
     /// The first `switch_at` of the steps run once, on the unsafe prompt; then they fork.
     PromptSwitch,
+    /// Shared latent and noise, and the safe branch's attention controlled by the unsafe
+    /// branch's (Prompt-to-Prompt, or the InstructPix2Pix generator's variant): see
+    /// [`super::attention_section`].
+    Attention,
 }
 
 impl std::fmt::Display for AlignmentMode {
@@ -92,6 +97,22 @@ pub struct AlignmentSection {
     /// lexicons are English; off by default: a user's own pairs are their counterfactuals).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub require_lexicon_term: bool,
+    /// attention: steps of cross-attention replacement (all tokens, or per word).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_replace: Option<CrossReplaceSetting>,
+    /// attention: steps of self-attention injection at the coarse levels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_replace: Option<StepsSetting>,
+    /// attention: factors of the safe prompt's words' cross-attention.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reweight: BTreeMap<String, f32>,
+    /// attention: the local blend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_blend: Option<LocalBlendSection>,
+    /// attention: the InstructPix2Pix generator's shared self-attention (a fraction of the
+    /// steps, or a range to draw it from per pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_self_attention: Option<StepsSetting>,
 }
 
 impl Default for AlignmentSection {
@@ -104,6 +125,11 @@ impl Default for AlignmentSection {
             changed_area_max: 1.0,
             require_flip: false,
             require_lexicon_term: false,
+            cross_replace: None,
+            self_replace: None,
+            reweight: BTreeMap::new(),
+            local_blend: None,
+            share_self_attention: None,
         }
     }
 }

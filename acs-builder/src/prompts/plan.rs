@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use std::sync::Arc;
+
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::BuildManifest;
+use crate::manifest::{AlignmentMode, BuildManifest};
 use crate::prompts::align::PromptAlignment;
 use crate::prompts::pairing::{AlignedPair, PromptPair};
+use crate::runtime::attention::pair_control::PairControl;
 
 /// A row that will be rendered.
 #[derive(Debug, Clone)]
@@ -25,6 +28,9 @@ pub struct PlannedPair {
     pub guidance_scale: f32,
     /// CLIP-token alignment of the two prompts.
     pub alignment: PromptAlignment,
+    /// Attention control of the pair, in attention mode (set when the build prepares its
+    /// plan; `None` for benign prompts and in the other modes).
+    pub attention: Option<Arc<PairControl>>,
 }
 
 /// The rows of a build and what was left out.
@@ -91,7 +97,7 @@ pub fn pair_id(
     manifest: &BuildManifest,
 ) -> String {
     let s = &manifest.sampling;
-    let identity = json!({
+    let mut identity = json!({
         "unsafe_prompt": prompts.unsafe_prompt,
         "safe_prompt": prompts.safe_prompt,
         "negative_prompt": s.negative_prompt,
@@ -106,6 +112,17 @@ pub fn pair_id(
         "alignment_mode": manifest.alignment.mode,
         "switch_step": manifest.switch_step(),
     });
+    if manifest.alignment.mode == AlignmentMode::Attention {
+        // The control changes the pixels; the other modes' ids stay as they were.
+        let a = &manifest.alignment;
+        identity["attention"] = json!({
+            "cross_replace": a.cross_replace,
+            "self_replace": a.self_replace,
+            "reweight": a.reweight,
+            "local_blend": a.local_blend,
+            "share_self_attention": a.share_self_attention,
+        });
+    }
     let digest = Sha256::digest(identity.to_string().as_bytes());
     hex::encode(&digest[..16])
 }
@@ -141,6 +158,7 @@ pub fn plan(prompts: Vec<AlignedPair>, manifest: &BuildManifest, model_sha256: &
                 seed,
                 guidance_scale,
                 alignment: alignment.clone(),
+                attention: None,
             });
         }
     }

@@ -18,6 +18,8 @@ pub enum Setting {
     Revision,
     /// The CPU kernel path.
     KernelPath,
+    /// Attention control's local blend.
+    LocalBlend,
 }
 
 impl fmt::Display for Setting {
@@ -28,6 +30,7 @@ impl fmt::Display for Setting {
             Self::Repo => "repo",
             Self::Revision => "revision",
             Self::KernelPath => "kernel_path",
+            Self::LocalBlend => "local_blend",
         })
     }
 }

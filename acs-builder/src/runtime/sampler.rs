@@ -2,11 +2,13 @@
 //! the host from the pair's seed, and are denoised together in one batch with classifier-free
 //! guidance, several pairs per UNet call.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
 
+use crate::runtime::attention::controller::BatchController;
+use crate::runtime::attention::pair_control::PairControl;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::fingerprint::sha256_hex;
 use crate::runtime::model::StableDiffusion;
@@ -26,6 +28,9 @@ pub struct RenderJob {
     pub safe_ids: Option<Vec<u32>>,
     /// Classifier-free guidance scale of this pair.
     pub guidance_scale: f32,
+    /// Attention control of this pair (`[alignment] mode = "attention"`); a batch's pairs all
+    /// have it or none does.
+    pub control: Option<Arc<PairControl>>,
 }
 
 /// The two renderings of a pair.
@@ -43,6 +48,9 @@ pub struct RenderedPair {
     pub safe_rgb: Vec<u8>,
     /// The counterfactual trajectory targets, when steps are recorded.
     pub trajectory: Option<RecordedTrajectory>,
+    /// The last local-blend mask (one 0/1 byte per latent pixel, row-major), when the pair
+    /// was blended.
+    pub blend_mask: Option<Vec<u8>>,
 }
 
 /// Wall time spent in each network so far.
@@ -72,6 +80,8 @@ struct Walk<'o> {
     recorder: Option<Recorder>,
     /// Told (step done, steps) after every denoising step.
     on_step: &'o (dyn Fn(usize, usize) + Sync),
+    /// The attention controller, in attention mode.
+    controller: Option<BatchController>,
 }
 
 /// Renders pairs with one model, scheduler configuration and negative prompt.
@@ -184,6 +194,13 @@ impl<'m> PairSampler<'m> {
         let [c, h, w] = self.latent_shape;
         for index in steps {
             walk.timings.unet_calls += 1;
+            if let Some(controller) = &walk.controller {
+                controller.set_step(index);
+            }
+            let hook = walk
+                .controller
+                .as_ref()
+                .map(|c| c as &dyn crate::runtime::model::attention_hook::AttentionHook);
             let t = self.scheduler.model_timestep(index);
             let input = self
                 .scheduler
@@ -192,7 +209,9 @@ impl<'m> PairSampler<'m> {
             let (noise_pred, uncond) = match guidance {
                 Some(guidance) => {
                     let doubled = Tensor::cat(&[&input, &input], 0).map_err(runtime)?;
-                    let out = self.model.unet_forward(&doubled, t, context)?;
+                    let out = self
+                        .model
+                        .unet_forward_controlled(&doubled, t, context, hook)?;
                     let uncond = out.narrow(0, 0, rows).map_err(runtime)?;
                     let cond = out.narrow(0, rows, rows).map_err(runtime)?;
                     let delta = (cond - &uncond).map_err(runtime)?;
@@ -200,7 +219,11 @@ impl<'m> PairSampler<'m> {
                         .map_err(runtime)?;
                     (guided, Some(uncond))
                 }
-                None => (self.model.unet_forward(&input, t, context)?, None),
+                None => (
+                    self.model
+                        .unet_forward_controlled(&input, t, context, hook)?,
+                    None,
+                ),
             };
             if let Some(recorder) = walk.recorder.as_mut().filter(|r| r.wants(index)) {
                 walk.timings.unet_calls += 1;
@@ -243,6 +266,9 @@ impl<'m> PairSampler<'m> {
                     &mut walk.scheduler,
                 )
                 .map_err(runtime)?;
+            if let Some(controller) = &walk.controller {
+                latents = controller.after_step(index, latents).map_err(runtime)?;
+            }
             (walk.on_step)(index + 1, self.scheduler.len());
         }
         Ok(latents)
@@ -283,6 +309,7 @@ impl<'m> PairSampler<'m> {
             timings: self.timings(),
             recorder: None,
             on_step,
+            controller: self.controller(jobs, branches)?,
         };
         let started = Instant::now();
         // Rows alternate unsafe, safe: image 2i is pair i's unsafe branch, 2i + 1 its safe one
@@ -298,7 +325,35 @@ impl<'m> PairSampler<'m> {
         walk.timings.vae += started.elapsed();
         *self.timings.lock().unwrap_or_else(|e| e.into_inner()) = walk.timings;
         let trajectories = walk.recorder.map(Recorder::per_pair).transpose()?;
-        self.pairs_of(&latents, rgb, x_t_hashes, branches, trajectories)
+        let masks = walk.controller.map(|c| c.masks());
+        self.pairs_of(&latents, rgb, x_t_hashes, branches, trajectories, masks)
+    }
+
+    /// The attention controller of a batch whose pairs have attention control.
+    fn controller(
+        &self,
+        jobs: &[RenderJob],
+        branches: usize,
+    ) -> Result<Option<BatchController>, RuntimeError> {
+        let controls: Vec<Arc<PairControl>> =
+            jobs.iter().filter_map(|job| job.control.clone()).collect();
+        if controls.is_empty() {
+            return Ok(None);
+        }
+        if controls.len() != jobs.len() || branches != 2 {
+            return Err(RuntimeError::internal(
+                "a render batch mixes attention-controlled pairs with other rows",
+            ));
+        }
+        if self.switch_step > 0 {
+            return Err(RuntimeError::internal(
+                "attention control runs without a shared prompt-switch prefix",
+            ));
+        }
+        let guidance = jobs.iter().any(|job| job.guidance_scale > 1.0);
+        BatchController::new(controls, guidance, self.scheduler.len(), &self.model.device)
+            .map(Some)
+            .map_err(RuntimeError::Input)
     }
 
     /// The trajectory recorder of a batch, when steps are recorded: the safe prompts'
@@ -423,6 +478,7 @@ impl<'m> PairSampler<'m> {
         x_t_hashes: Vec<String>,
         branches: usize,
         trajectories: Option<Vec<RecordedTrajectory>>,
+        masks: Option<Vec<Option<Vec<u8>>>>,
     ) -> Result<Vec<RenderedPair>, RuntimeError> {
         let flat: Vec<f32> = latents
             .to_dtype(DType::F32)
@@ -432,6 +488,7 @@ impl<'m> PairSampler<'m> {
         let per_image = self.latent_shape.iter().product::<usize>();
         let mut rgb = rgb.into_iter();
         let mut trajectories = trajectories.map(Vec::into_iter);
+        let mut masks = masks.map(Vec::into_iter);
         let mut out = Vec::with_capacity(x_t_hashes.len());
         let short = || RuntimeError::internal("VAE returned fewer images than latents");
         for (i, x_t_sha256) in x_t_hashes.into_iter().enumerate() {
@@ -450,6 +507,7 @@ impl<'m> PairSampler<'m> {
                 unsafe_rgb,
                 safe_rgb,
                 trajectory: trajectories.as_mut().and_then(Iterator::next),
+                blend_mask: masks.as_mut().and_then(Iterator::next).flatten(),
             });
         }
         Ok(out)

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use acs_schema::DatasetManifest;
 
+use crate::manifest::attention_section;
 use crate::manifest::BuildManifest;
 
 /// (column, YAML feature lines) in schema v1 order.
@@ -58,6 +59,8 @@ const FEATURES: &[(&str, &str)] = &[
     ("kernel_path", "dtype: string"),
     ("shapes_unsafe", "dtype: float32"),
     ("shapes_safe", "dtype: float32"),
+    ("alignment_settings", "dtype: string"),
+    ("blend_mask", "dtype: binary"),
 ];
 
 /// Renders the card for a finished dataset.
@@ -169,9 +172,19 @@ fn how_it_was_built(dataset: &DatasetManifest, build: &BuildManifest, valid_rows
         s.scheduler, s.steps, s.guidance_scale, s.width, s.height, s.negative_prompt, s.rng
     );
     match build.switch_step() {
-        0 => {
-            let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
-        }
+        0 => match attention_section::attention_settings(&build.alignment) {
+            Some(settings) => {
+                let _ = writeln!(
+                    out,
+                    "- alignment: attention control ({}); each row's `alignment_settings` \
+                     holds its own",
+                    settings.summary()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "- alignment: {}", build.alignment.mode);
+            }
+        },
         k => {
             let _ = writeln!(
                 out,

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::commands::judges::{load_judges, record_judges, JudgeContext, LoadedJudge};
 use crate::error::AcsError;
+use crate::manifest::attention_section::attention_settings;
 use crate::manifest::LoadedManifest;
 use crate::prompts::lexicon::Lexicons;
 use crate::prompts::pairing::{Pairer, Pairing};
@@ -19,6 +20,7 @@ use crate::prompts::sources::{read_all, Reject, SourceBatch};
 use crate::runtime::model::tiny::acs_home;
 use crate::runtime::ClipTokenizer;
 
+use super::attention::{attach, controllable};
 use super::report::BuildReport;
 
 /// The detector named in the build config when `[validation].nudenet_model` is set.
@@ -113,7 +115,20 @@ impl BuildInputs {
         let mut pairing = pairer.pair(self.sources.items.clone())?;
         let mut rejects = self.sources.rejects.clone();
         rejects.append(&mut pairing.rejects);
-        let mut plan = plan(pairing.pairs.clone(), &self.loaded.manifest, model_sha256);
+        let manifest = &self.loaded.manifest;
+        let attention = attention_settings(&manifest.alignment);
+        let steps = manifest.sampling.steps as usize;
+        if let Some(settings) = &attention {
+            let pairs = std::mem::take(&mut pairing.pairs);
+            let (kept, mut refused) =
+                controllable(pairs, settings, tokenizer, steps, &self.loaded.file)?;
+            pairing.pairs = kept;
+            rejects.append(&mut refused);
+        }
+        let mut plan = plan(pairing.pairs.clone(), manifest, model_sha256);
+        if let Some(settings) = &attention {
+            attach(&mut plan, settings, tokenizer, steps)?;
+        }
         if let Some(worker) = worker {
             plan.pairs.retain(|p| worker.owns(&p.pair_id));
         }

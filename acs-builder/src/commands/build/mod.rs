@@ -1,6 +1,7 @@
 //! `acs build`: manifest -> sources -> prompt pairs -> aligned rendering -> rows -> shard sink.
 //! Everything that can be checked is checked before the output folder is touched.
 
+mod attention;
 mod changes;
 mod inputs;
 mod model;

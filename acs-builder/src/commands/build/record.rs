@@ -265,6 +265,8 @@ impl RowMaker<'_> {
             kernel_path: Some(self.kernel_path.clone()),
             shapes_unsafe: None,
             shapes_safe: None,
+            alignment_settings: pair.attention.as_ref().map(|c| c.settings.clone()),
+            blend_mask: out.blend_mask,
         };
         for (kind, both) in scores.0 {
             store_scores(&mut record, kind, both);

@@ -54,6 +54,7 @@ fn jobs(batch: &[PlannedPair]) -> Vec<RenderJob> {
             unsafe_ids: pair.alignment.unsafe_tokens.ids.clone(),
             safe_ids: (!pair.prompts.is_benign()).then(|| pair.alignment.safe_tokens.ids.clone()),
             guidance_scale: pair.guidance_scale,
+            control: pair.attention.clone(),
         })
         .collect()
 }
@@ -196,6 +197,7 @@ mod tests {
             seed: 0,
             guidance_scale: 7.5,
             alignment: PromptAlignment::measure(&tokenizer, "a", "b").unwrap(),
+            attention: None,
         }
     }
 

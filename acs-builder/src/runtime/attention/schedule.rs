@@ -149,7 +149,7 @@ pub fn reweight_factors(
 
 /// The context positions of every occurrence of `word` among `words` (compared
 /// case-insensitively), each word at its span of `spans`.
-fn word_positions(word: &str, words: &[&str], spans: &[Range<usize>]) -> Vec<usize> {
+pub(crate) fn word_positions(word: &str, words: &[&str], spans: &[Range<usize>]) -> Vec<usize> {
     let word = word.to_lowercase();
     words
         .iter()

@@ -5,6 +5,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::attention_hook::{AttentionHook, AttentionKind, AttentionSite, LevelHook};
 use super::layers::{
     attention, conv2d, group_norm, layer_norm, linear, linear_no_bias, pointwise_linear, silu,
     upsample_nearest, Conv2d, GroupNorm, LayerNorm, Linear,
@@ -96,14 +97,24 @@ impl CrossAttention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let out = attention(
-            &self.to_q.forward(xs)?,
-            &self.to_k.forward(context)?,
-            &self.to_v.forward(context)?,
-            self.heads,
-            None,
-        )?;
+    /// The layer's output; a `hook` at `site` may replace its attention.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hook: Option<(&dyn AttentionHook, AttentionSite)>,
+    ) -> Result<Tensor> {
+        let q = self.to_q.forward(xs)?;
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
+        let controlled = match hook {
+            Some((hook, site)) => hook.attend(&site, &q, &k, &v, self.heads)?,
+            None => None,
+        };
+        let out = match controlled {
+            Some(out) => out,
+            None => attention(&q, &k, &v, self.heads, None)?,
+        };
         self.to_out.forward(&out)
     }
 }
@@ -140,10 +151,24 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `hook` with the feature map's (height, width), when attention is controlled.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hook: Option<(LevelHook<'_>, usize, usize)>,
+    ) -> Result<Tensor> {
+        let site = |kind| hook.map(|(level, h, w)| (level.hook, level.site(kind, h, w)));
         let h = self.norm1.forward(xs)?;
-        let xs = (self.attn1.forward(&h, &h)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, context)? + xs)?;
+        let xs = (self
+            .attn1
+            .forward(&h, &h, site(AttentionKind::SelfAttention))?
+            + xs)?;
+        let xs = (self.attn2.forward(
+            &self.norm2.forward(&xs)?,
+            context,
+            site(AttentionKind::Cross),
+        )? + xs)?;
         // GEGLU with the exact (erf) GELU, as diffusers computes it.
         let projected = self.ff_proj.forward(&self.norm3.forward(&xs)?)?;
         let gated = if projected.device().is_cpu() && projected.dtype() == DType::F32 {
@@ -223,8 +248,14 @@ impl SpatialTransformer {
         })
     }
 
-    /// `xs`: [batch, channels, h, w]; `context`: [batch, tokens, context_dim].
-    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `xs`: [batch, channels, h, w]; `context`: [batch, tokens, context_dim]; `hook`: the
+    /// attention controller and this transformer's level, when attention is controlled.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hook: Option<LevelHook<'_>>,
+    ) -> Result<Tensor> {
         let (batch, channels, height, width) = xs.dims4()?;
         let to_tokens = |t: Tensor| -> Result<Tensor> {
             t.permute((0, 2, 3, 1))?
@@ -241,7 +272,7 @@ impl SpatialTransformer {
             Projection::Linear(lin) => lin.forward(&to_tokens(h)?)?,
         };
         for block in &self.blocks {
-            h = block.forward(&h, context)?;
+            h = block.forward(&h, context, hook.map(|level| (level, height, width)))?;
         }
         let h = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_map(h)?)?,

@@ -1,6 +1,7 @@
 //! The diffusion runtime's model: loading a diffusers-layout folder (configs from its
 //! config.json files, weights from safetensors) and the three networks' forward passes.
 
+pub mod attention_hook;
 pub mod blocks;
 pub mod clip_encoder;
 pub mod clip_image;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 
+use self::attention_hook::AttentionHook;
 use self::config::{
     noise_schedule, text_encoder_config, unet_config, vae_config, JsonConfig, NoiseSchedule,
 };
@@ -293,11 +295,23 @@ impl StableDiffusion {
         t: f64,
         context: &Tensor,
     ) -> Result<Tensor, RuntimeError> {
+        self.unet_forward_controlled(latents, t, context, None)
+    }
+
+    /// As [`Self::unet_forward`], with every attention layer asking `hook` first (attention
+    /// control).
+    pub fn unet_forward_controlled(
+        &self,
+        latents: &Tensor,
+        t: f64,
+        context: &Tensor,
+        hook: Option<&dyn AttentionHook>,
+    ) -> Result<Tensor, RuntimeError> {
         let run = || -> candle_core::Result<Tensor> {
             let latents = latents.to_dtype(self.dtype)?;
             let context = context.to_dtype(self.dtype)?;
             self.unet
-                .forward(&latents, t, &context)?
+                .forward_controlled(&latents, t, &context, hook)?
                 .to_dtype(DType::F32)
         };
         run().map_err(|e| RuntimeError::candle("UNet", e))

@@ -4,6 +4,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::attention_hook::{AttentionHook, LevelHook};
 use super::blocks::{
     Downsample, ResnetBlock, SpatialTransformer, SpatialTransformerShape, Upsample,
 };
@@ -50,6 +51,20 @@ pub struct UNetConfig {
     pub downsample_padding: usize,
     /// Maps inputs from [0, 1] to [-1, 1] first.
     pub center_input_sample: bool,
+}
+
+impl UNetConfig {
+    /// The blend level of attention control: the coarsest level whose down and up blocks have
+    /// cross-attention (2, i.e. latent/4, in SD 1.x and 2.x; 1 on the two-level demonstrator);
+    /// `None` when no level has any. See [`super::attention_hook::AttentionSite`].
+    pub fn blend_level(&self) -> Option<usize> {
+        self.levels.iter().rposition(|level| level.cross_attention)
+    }
+
+    /// Whether the down and up blocks of `level` have cross-attention.
+    pub fn has_cross_attention(&self, level: usize) -> bool {
+        self.levels.get(level).is_some_and(|l| l.cross_attention)
+    }
 }
 
 /// A resnet, followed by a cross-attention transformer on cross-attention levels.
@@ -111,6 +126,28 @@ impl UNet {
     /// Noise (or v) prediction for `sample` [batch, c, h, w] at timestep `t`, conditioned on
     /// `context` [batch, tokens, cross_attention_dim].
     pub fn forward(&self, sample: &Tensor, t: f64, context: &Tensor) -> Result<Tensor> {
+        self.forward_controlled(sample, t, context, None)
+    }
+
+    /// As [`Self::forward`], with every attention layer asking `hook` first.
+    pub fn forward_controlled(
+        &self,
+        sample: &Tensor,
+        t: f64,
+        context: &Tensor,
+        hook: Option<&dyn AttentionHook>,
+    ) -> Result<Tensor> {
+        let blend_level = self.config.blend_level();
+        let levels = self.config.levels.len();
+        let at_level = |level: usize| {
+            hook.map(|hook| LevelHook {
+                hook,
+                blend_level: blend_level == Some(level),
+                coarse: blend_level.is_some_and(|b| level >= b),
+                level,
+                mid: false,
+            })
+        };
         let batch = sample.dim(0)?;
         let dtype = sample.dtype();
         let t_emb = timestep_embedding(
@@ -132,19 +169,19 @@ impl UNet {
             sample.clone()
         };
 
-        let run = |layer: &Layer, h: &Tensor| -> Result<Tensor> {
+        let run = |layer: &Layer, h: &Tensor, level: usize| -> Result<Tensor> {
             let h = layer.resnet.forward(h, Some(&emb))?;
             match &layer.attention {
-                Some(attention) => attention.forward(&h, context),
+                Some(attention) => attention.forward(&h, context, at_level(level)),
                 None => Ok(h),
             }
         };
 
         let mut h = self.conv_in.forward(&sample)?;
         let mut skips = vec![h.clone()];
-        for block in &self.down {
+        for (level, block) in self.down.iter().enumerate() {
             for layer in &block.layers {
-                h = run(layer, &h)?;
+                h = run(layer, &h, level)?;
                 skips.push(h.clone());
             }
             if let Some(downsample) = &block.downsample {
@@ -154,15 +191,22 @@ impl UNet {
         }
 
         h = self.mid_resnet_1.forward(&h, Some(&emb))?;
-        h = self.mid_attention.forward(&h, context)?;
+        let mid_hook = hook.map(|hook| LevelHook {
+            hook,
+            blend_level: false,
+            coarse: true,
+            level: levels - 1,
+            mid: true,
+        });
+        h = self.mid_attention.forward(&h, context, mid_hook)?;
         h = self.mid_resnet_2.forward(&h, Some(&emb))?;
 
-        for block in &self.up {
+        for (i, block) in self.up.iter().enumerate() {
             for layer in &block.layers {
                 let skip = skips
                     .pop()
                     .ok_or_else(|| candle_core::Error::Msg("UNet skip connections".into()))?;
-                h = run(layer, &Tensor::cat(&[&h, &skip], 1)?)?;
+                h = run(layer, &Tensor::cat(&[&h, &skip], 1)?, levels - 1 - i)?;
             }
             if let Some(upsample) = &block.upsample {
                 // Upsample to the next skip's size, so odd latent sizes work as in diffusers.
