@@ -39,6 +39,7 @@
 //!     unsafe_ids: model.tokenizer.encode("a bloody knife on a table")?.ids,
 //!     safe_ids: Some(model.tokenizer.encode("a clean knife on a table")?.ids),
 //!     guidance_scale: 7.5,
+//!     control: None, // attention control: attention::pair_control::AttentionSettings
 //! };
 //! let pair = &sampler.render(&[job])?[0];
 //! assert_eq!(pair.unsafe_rgb.len(), 64 * 64 * 3);
