@@ -26,7 +26,6 @@ Run as a script, it checks itself against diffusers' pipeline (see `main`).
 """
 
 import contextlib
-import re
 
 import numpy as np
 import torch
@@ -577,9 +576,9 @@ def main():
     unsafe, safe, seed = "a bloody knife on a table", "a clean knife on a table", 7
     pipe = pipes["sd15"]
     blend_level, levels = layer_levels(pipe.unet)
-    print(f"blend level {blend_level}; coarse self-attention: "
-          f"{[n.replace('.processor', '') for n, l in levels.items() if l >= blend_level and is_self(n)]}; "
-          f"blend layers: {[n.replace('.processor', '') for n, l in levels.items() if l == blend_level and is_cross(n)]}")
+    coarse = [n for n, level in levels.items() if level >= blend_level and is_self(n)]
+    blend = [n for n, level in levels.items() if level == blend_level and is_cross(n)]
+    print(f"blend level {blend_level}; coarse self-attention: {coarse}; blend layers: {blend}")
 
     def timed(label, *a, **k):
         start = time.time()
@@ -642,7 +641,8 @@ def main():
         zero = render_pair(pipe, unsafe, safe, seed, steps, 7.5, size, size, "", "euler-ancestral",
                            {"share_self_attention": 0.0})["latents"]
         print(f"(c) share 0.0 vs no settings: bit-equal {np.array_equal(free['euler-ancestral'], zero)}")
-        shared = timed(f"case 4 sd15 {size} euler-a share 0.5", pipe, unsafe, safe, seed, steps, 7.5, size, size, "",
+        shared = timed(f"case 4 sd15 {size} euler-a share 0.5 (guidance 7.5; the test uses 15)", pipe, unsafe, safe,
+                       seed, steps, 7.5, size, size, "",
                        "euler-ancestral", {"share_self_attention": 0.5})["latents"]
         full = render_pair(pipe, unsafe, safe, seed, steps, 7.5, size, size, "", "euler-ancestral",
                            {"share_self_attention": 1.0})["latents"]

@@ -58,8 +58,11 @@ CASES = {
         settings={"cross_replace": {"default": 1.0, "clean": 0.4}, "self_replace": 0.4,
                   "local_blend": {"threshold": 0.9285, "start": 0.2}},
     ),
+    # Guidance 15 (the top of InstructPix2Pix's range): random weights make self-attention nearly
+    # uniform, and at 7.5 sharing it moves the safe latent by only 2.5e-3 of the range (measured);
+    # at 15 by 5.0e-3, and sharing it in the conditional half only would differ by 7.9e-3.
     "sd15-instruct-pix2pix-euler-a": dict(
-        kind="sd15", size=512, scheduler="euler-ancestral", pairs=[KNIFE],
+        kind="sd15", size=512, scheduler="euler-ancestral", pairs=[KNIFE], guidance=15.0,
         settings={"share_self_attention": 0.5},
     ),
 }
@@ -88,7 +91,8 @@ def acs_build(tmp_path, model_dir, case):
     manifest = tmp_path / "build.toml"
     manifest.write_text(
         f'[model]\npath = "{model_dir}"\n'
-        f'[sampling]\nscheduler = "{case["scheduler"]}"\nsteps = {STEPS}\nguidance_scale = {GUIDANCE}\n'
+        f'[sampling]\nscheduler = "{case["scheduler"]}"\nsteps = {STEPS}\n'
+        f'guidance_scale = {case.get("guidance", GUIDANCE)}\n'
         f'height = {case["size"]}\nwidth = {case["size"]}\n'
         f'[alignment]\nmode = "attention"\n{alignment}'
         f'[[sources]]\nkind = "pairs-jsonl"\npath = "{pairs}"\ncategory = "violence"\n'
@@ -143,7 +147,7 @@ def test_attention_controlled_pairs_match_the_reference(models, tmp_path, name):
         assert isinstance(row["alignment_settings"], str) and row["alignment_settings"]
         assert (row["seed"], row["steps"], row["height"], row["width"]) == \
             (pair["seed"], STEPS, case["size"], case["size"])
-        assert abs(row["guidance_scale"] - GUIDANCE) < 1e-6
+        assert abs(row["guidance_scale"] - case.get("guidance", GUIDANCE)) < 1e-6
         ref = render_pair(pipe, row["unsafe_prompt"], row["safe_prompt"], row["seed"], row["steps"],
                           row["guidance_scale"], row["height"], row["width"], row["negative_prompt"] or "",
                           case["scheduler"], case["settings"])

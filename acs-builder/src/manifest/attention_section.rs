@@ -171,7 +171,9 @@ fn settings_of(a: &AlignmentSection) -> Result<AttentionSettings, (String, Strin
             words: Vec::new(),
         },
         Some(CrossReplaceSetting::PerWord(words)) => {
-            let mut default = StepRange::first(DEFAULT_CROSS_REPLACE).expect("a valid fraction");
+            // As Prompt-to-Prompt: a per-word table without `default` replaces the other
+            // tokens at every step.
+            let mut default = StepRange::first(1.0).expect("a valid fraction");
             let mut overrides = Vec::new();
             for (word, s) in words {
                 let name = format!("cross_replace.{word}");
@@ -277,6 +279,12 @@ mod tests {
 
     #[test]
     fn every_form_of_the_keys_is_read() {
+        let no_default = section("mode = \"attention\"\ncross_replace = { clean = 0.4 }");
+        let cross = attention_settings(&no_default)
+            .unwrap()
+            .cross_replace
+            .unwrap();
+        assert_eq!(cross.default, StepRange::first(1.0).unwrap());
         let a = section(
             "mode = \"attention\"\ncross_replace = { default = 1, clean = [0.1, 0.4] }\n\
              self_replace = [0.0, 0.3]\nreweight = { clean = 2.0 }\n\
