@@ -86,18 +86,22 @@ impl Default for LocalBlendSection {
     }
 }
 
-/// Whether any attention-control key is set.
-fn any_key(a: &AlignmentSection) -> Option<&'static str> {
+/// The first Prompt-to-Prompt key that is set.
+fn prompt_to_prompt_key(a: &AlignmentSection) -> Option<&'static str> {
     [
         ("cross_replace", a.cross_replace.is_some()),
         ("self_replace", a.self_replace.is_some()),
         ("reweight", !a.reweight.is_empty()),
         ("local_blend", a.local_blend.is_some()),
-        ("share_self_attention", a.share_self_attention.is_some()),
     ]
     .into_iter()
     .find(|(_, set)| *set)
     .map(|(key, _)| key)
+}
+
+/// The first attention-control key that is set.
+fn any_key(a: &AlignmentSection) -> Option<&'static str> {
+    prompt_to_prompt_key(a).or(a.share_self_attention.map(|_| "share_self_attention"))
 }
 
 /// Checks the attention keys of `[alignment]`.
@@ -125,36 +129,20 @@ pub fn attention_settings(a: &AlignmentSection) -> Option<AttentionSettings> {
 fn settings_of(a: &AlignmentSection) -> Result<AttentionSettings, (String, String)> {
     let key = |name: &str| format!("[alignment].{name}");
     let steps = |name: &str, s: StepsSetting| s.range().map_err(|r| (key(name), r));
-    if let (Some(_), Some(other)) = (
-        &a.share_self_attention,
-        [
-            ("cross_replace", a.cross_replace.is_some()),
-            ("self_replace", a.self_replace.is_some()),
-            ("reweight", !a.reweight.is_empty()),
-            ("local_blend", a.local_blend.is_some()),
-        ]
-        .into_iter()
-        .find(|(_, set)| *set),
-    ) {
+    if let (Some(_), Some(other)) = (&a.share_self_attention, prompt_to_prompt_key(a)) {
         return Err((
             key("share_self_attention"),
             format!(
                 "the InstructPix2Pix variant replaces the Prompt-to-Prompt controls; remove \
-                 `{}` or `share_self_attention`",
-                other.0
+                 `{other}` or `share_self_attention`"
             ),
         ));
     }
     if let Some(share) = a.share_self_attention {
+        steps("share_self_attention", share)?;
         let fraction = match share {
-            StepsSetting::Fraction(p) => {
-                steps("share_self_attention", share)?;
-                ShareFraction::Fixed(p)
-            }
-            StepsSetting::Range([low, high]) => {
-                steps("share_self_attention", share)?;
-                ShareFraction::Drawn { low, high }
-            }
+            StepsSetting::Fraction(p) => ShareFraction::Fixed(p),
+            StepsSetting::Range([low, high]) => ShareFraction::Drawn { low, high },
         };
         return Ok(AttentionSettings {
             share_self_attention: Some(fraction),

@@ -195,7 +195,7 @@ impl<'m> PairSampler<'m> {
         for index in steps {
             walk.timings.unet_calls += 1;
             if let Some(controller) = &walk.controller {
-                controller.set_step(index);
+                controller.set_step(index).map_err(runtime)?;
             }
             let hook = walk
                 .controller

@@ -2,6 +2,7 @@
 //! to rejects.jsonl with the reason), the words the settings name (a word in no pair is a bad
 //! setting), and each planned pair's control.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,15 +26,20 @@ pub fn controllable(
     steps: usize,
     manifest: &Path,
 ) -> Result<(Vec<AlignedPair>, Vec<Reject>), AcsError> {
-    let edited = || pairs.iter().filter(|p| !p.pair.is_benign());
-    for (key, word) in settings.named_words() {
-        let word = word.to_lowercase();
-        let found = edited().any(|p| {
-            [&p.pair.unsafe_prompt, &p.pair.safe_prompt]
-                .iter()
-                .any(|prompt| prompt.split_whitespace().any(|w| w.to_lowercase() == word))
-        });
-        if !found {
+    let named = settings.named_words();
+    // Every word of the build's pairs, once (words are compared case-insensitively).
+    let held: HashSet<String> = if named.is_empty() {
+        HashSet::new()
+    } else {
+        pairs
+            .iter()
+            .filter(|p| !p.pair.is_benign())
+            .flat_map(|p| [&p.pair.unsafe_prompt, &p.pair.safe_prompt])
+            .flat_map(|prompt| prompt.split_whitespace().map(str::to_lowercase))
+            .collect()
+    };
+    for (key, word) in named {
+        if !held.contains(&word.to_lowercase()) {
             let key = match key {
                 "local_blend.words" => key.to_owned(),
                 _ => format!("{key}.{word}"),

@@ -5,7 +5,7 @@
 //! UNet sees the unconditional rows first, then the conditional ones. Per layer:
 //!
 //! - **cross-attention** (every layer, conditional half): the safe row's probabilities become
-//!   `P_u · source + P_s ⊙ own` ([`CrossEdit`]) at the steps the pair replaces; at the blend
+//!   `P_u · source + P_s ⊙ own` ([`super::pair_control::CrossEdit`]) at the steps the pair replaces; at the blend
 //!   level the edited words' maps are summed for the local blend. Probabilities are
 //!   materialised only where one of the two happens; elsewhere the layer runs its fused kernel.
 //! - **self-attention**: the safe row attends with the unsafe row's queries and keys (its
@@ -25,6 +25,7 @@ use crate::runtime::model::attention_hook::{
     attend_with, attention_probabilities, AttentionHook, AttentionKind, AttentionSite,
 };
 use crate::runtime::model::layers::attention;
+use crate::runtime::model::matmul::matmul;
 use crate::runtime::tokenizer::CONTEXT_LENGTH;
 
 /// The blend maps of one pair summed so far: per branch, the edited words' attention at the
@@ -50,6 +51,9 @@ pub struct BatchController {
     guidance: bool,
     steps: usize,
     step: AtomicUsize,
+    /// The current step's cross-attention edit of each pair, as tensors (source weights
+    /// [77, 77], own weights [77]), made once per step by [`Self::set_step`].
+    edits: Mutex<Vec<Option<(Tensor, Tensor)>>>,
     stores: Mutex<Vec<BlendStore>>,
     masks: Mutex<Vec<Option<Vec<u8>>>>,
     device: Device,
@@ -76,15 +80,34 @@ impl BatchController {
             guidance,
             steps,
             step: AtomicUsize::new(0),
+            edits: Mutex::new(vec![None; count]),
             stores: Mutex::new(vec![BlendStore::default(); count]),
             masks: Mutex::new(vec![None; count]),
             device: device.clone(),
         })
     }
 
-    /// Sets the step of the next UNet call (0-based).
-    pub fn set_step(&self, step: usize) {
+    /// Sets the step of the next UNet call (0-based) and makes each pair's cross-attention
+    /// edit of that step.
+    pub fn set_step(&self, step: usize) -> Result<()> {
         self.step.store(step, Ordering::Relaxed);
+        let n = CONTEXT_LENGTH;
+        let edits = self
+            .pairs
+            .iter()
+            .map(|pair| {
+                pair.cross_edit(step)
+                    .map(|edit| -> Result<(Tensor, Tensor)> {
+                        Ok((
+                            Tensor::from_vec(edit.source, (n, n), &self.device)?,
+                            Tensor::from_vec(edit.own, n, &self.device)?,
+                        ))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        *self.edits.lock().unwrap_or_else(|e| e.into_inner()) = edits;
+        Ok(())
     }
 
     fn current_step(&self) -> usize {
@@ -160,11 +183,7 @@ impl BatchController {
         heads: usize,
     ) -> Result<Option<Tensor>> {
         let step = self.current_step();
-        let edits: Vec<_> = self
-            .pairs
-            .iter()
-            .map(|pair| pair.cross.get(step).and_then(Option::as_ref))
-            .collect();
+        let edits = self.edits.lock().unwrap_or_else(|e| e.into_inner());
         let blends: Vec<Option<&PairBlend>> = self
             .pairs
             .iter()
@@ -184,17 +203,14 @@ impl BatchController {
             .map(|r| probs.get(r))
             .collect::<Result<_>>()?;
         let cond = self.conditional_offset();
-        let n = CONTEXT_LENGTH;
         for (i, edit) in edits.iter().enumerate() {
-            if let Some(edit) = edit {
-                let source = Tensor::from_slice(&edit.source, (n, n), &self.device)?;
-                let own = Tensor::from_slice(&edit.own, n, &self.device)?;
+            if let Some((source, own)) = edit {
                 let (u, s) = (&rows[cond + 2 * i], &rows[cond + 2 * i + 1]);
-                let edited = (crate::runtime::model::matmul::matmul(u, &source)?
-                    + s.broadcast_mul(&own)?)?;
+                let edited = (matmul(u, source)? + s.broadcast_mul(own)?)?;
                 rows[cond + 2 * i + 1] = edited;
             }
         }
+        drop(edits);
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         for (i, blend) in blends.iter().enumerate() {
             if let Some(blend) = blend {
@@ -303,7 +319,7 @@ fn word_map(probs: &Tensor, positions: &[usize]) -> Result<Vec<f32>> {
         selector[p] = 1.0;
     }
     let selector = Tensor::from_vec(selector, (CONTEXT_LENGTH, 1), probs.device())?;
-    crate::runtime::model::matmul::matmul(&probs.to_dtype(DType::F32)?, &selector)?
+    matmul(&probs.to_dtype(DType::F32)?, &selector)?
         .sum(0)?
         .flatten_all()?
         .to_vec1()

@@ -66,6 +66,18 @@ pub struct CrossEdit {
     pub own: Vec<f32>,
 }
 
+/// A pair's cross-attention replacement: its token map, each step's per-position replacement
+/// weights, and the reweighting factors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossPlan {
+    /// The token map.
+    pub map: TokenMap,
+    /// `steps` rows of 77 weights (1 replaced, 0 own).
+    pub alphas: Vec<Vec<f32>>,
+    /// The reweighting factor of each position.
+    pub factors: Vec<f32>,
+}
+
 /// The local blend of one pair: the context positions of the edited words in each prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairBlend {
@@ -88,9 +100,10 @@ pub struct PairControl {
     pub map_kind: MapKind,
     /// Steps of the run the control was made for.
     pub steps: usize,
-    /// The cross-attention edit of each step (`None` where the step keeps the safe branch's
-    /// own attention); empty without cross-attention replacement.
-    pub cross: Vec<Option<CrossEdit>>,
+    /// Cross-attention replacement (`None`: no cross-attention edit); each step's
+    /// [`CrossEdit`] is made from it when the step runs ([`PairControl::cross_edit`]), so a
+    /// planned build holds 77 weights per step and pair, not a 77 x 77 matrix.
+    pub cross: Option<CrossPlan>,
     /// Self-attention injection at the coarse levels.
     pub self_replace: Option<StepRange>,
     /// The local blend.
@@ -162,18 +175,11 @@ impl AttentionSettings {
         } else {
             Vec::new()
         };
-        let cross = match &self.cross_replace {
-            Some(schedule) => {
-                let alphas = schedule.alphas(steps, &safe_words, &safe_spans);
-                let factors = reweight_factors(&self.reweight, &safe_words, &safe_spans);
-                alphas
-                    .rows
-                    .iter()
-                    .map(|row| cross_edit(&map, row, &factors))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
+        let cross = self.cross_replace.as_ref().map(|schedule| CrossPlan {
+            alphas: schedule.alphas(steps, &safe_words, &safe_spans).rows,
+            factors: reweight_factors(&self.reweight, &safe_words, &safe_spans),
+            map,
+        });
         let blend = match &self.local_blend {
             Some(settings) => Some(pair_blend(
                 tokenizer,
@@ -260,6 +266,15 @@ impl AttentionSettings {
             parts.push(format!("blend={text}"));
         }
         parts
+    }
+}
+
+impl PairControl {
+    /// The cross-attention edit of `step`; `None` where the step keeps the safe branch's own
+    /// attention (or there is no cross-attention replacement).
+    pub fn cross_edit(&self, step: usize) -> Option<CrossEdit> {
+        let plan = self.cross.as_ref()?;
+        cross_edit(&plan.map, plan.alphas.get(step)?, &plan.factors)
     }
 }
 
@@ -418,8 +433,8 @@ mod tests {
             .unwrap();
         assert_eq!(control.map_kind, MapKind::Swap);
         // 10 steps, 0.8: steps 0..⌊0.8·11⌋ = 0..8 are replaced.
-        assert!(control.cross[7].is_some() && control.cross[8].is_none());
-        let edit = control.cross[0].as_ref().unwrap();
+        assert!(control.cross_edit(7).is_some() && control.cross_edit(8).is_none());
+        let edit = &control.cross_edit(0).unwrap();
         let n = CONTEXT_LENGTH;
         // "clean" (position 2) takes "bloody"'s column (2), doubled; nothing of its own.
         assert_eq!(edit.source[2 * n + 2], 2.0);
@@ -437,7 +452,7 @@ mod tests {
             .pair_control(&tokenizer(), "a knife", "a clean knife", 1, 4)
             .unwrap();
         assert_eq!(control.map_kind, MapKind::Refine);
-        let edit = control.cross[0].as_ref().unwrap();
+        let edit = &control.cross_edit(0).unwrap();
         let n = CONTEXT_LENGTH;
         assert_eq!(
             edit.own[2], 1.0,

@@ -7,9 +7,9 @@
 //! Layers are described by resolution level, not by index or token count, so that one setting
 //! means the same layers at 512 px (SD 1.x), 768 px (SD 2.x) and on the demonstrator.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
-use super::layers::softmax_last_dim;
+use super::layers::{softmax_last_dim, split_heads};
 use super::matmul::matmul;
 
 /// Self-attention (`attn1`) or cross-attention over the text (`attn2`).
@@ -94,32 +94,19 @@ impl LevelHook<'_> {
 /// The attention probabilities softmax(q kᵀ / √d), [batch, heads, n, m] in float32, for the
 /// layers whose probabilities a hook edits.
 pub fn attention_probabilities(q: &Tensor, k: &Tensor, heads: usize) -> Result<Tensor> {
-    let (batch, n, inner) = q.dims3()?;
-    let m = k.dim(1)?;
-    let head_dim = inner / heads;
-    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
-        t.reshape((batch, len, heads, head_dim))?
-            .transpose(1, 2)?
-            .to_dtype(DType::F32)?
-            .contiguous()
-    };
+    let head_dim = q.dim(2)? / heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let q = (split(q, n)? * scale)?;
-    let k_t = split(k, m)?.t()?.contiguous()?;
+    let q = (split_heads(q, heads)? * scale)?;
+    let k_t = split_heads(k, heads)?.t()?.contiguous()?;
     softmax_last_dim(&matmul(&q, &k_t)?)
 }
 
 /// The attention output of `probabilities` [batch, heads, n, m] over values `v`
 /// [batch, m, heads · d]: [batch, n, heads · d] in v's dtype.
 pub fn attend_with(probabilities: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let (batch, heads, n, m) = probabilities.dims4()?;
+    let (batch, heads, n, _) = probabilities.dims4()?;
     let inner = v.dim(2)?;
-    let v_heads = v
-        .reshape((batch, m, heads, inner / heads))?
-        .transpose(1, 2)?
-        .to_dtype(DType::F32)?
-        .contiguous()?;
-    matmul(probabilities, &v_heads)?
+    matmul(probabilities, &split_heads(v, heads)?)?
         .transpose(1, 2)?
         .reshape((batch, n, inner))?
         .to_dtype(v.dtype())

@@ -425,19 +425,14 @@ fn attention_within(
         )?;
         return out.reshape((batch, n, inner));
     }
-    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
-        t.reshape((batch, len, heads, head_dim))?
-            .transpose(1, 2)?
-            .to_dtype(DType::F32)?
-            .contiguous()
-    };
+    let split = |t: &Tensor| split_heads(t, heads);
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let q = (split(q, n)? * scale)?;
+    let q = (split(q)? * scale)?;
     if mask.is_none() && q.device().is_cpu() {
         let flat = |t: Tensor, len: usize| t.reshape((batch * heads, len, head_dim));
         let out = flat(q, n)?.apply_op3_no_bwd(
-            &flat(split(k, m)?, m)?,
-            &flat(split(v, m)?, m)?,
+            &flat(split(k)?, m)?,
+            &flat(split(v)?, m)?,
             &super::cpu_attention::FusedAttention,
         )?;
         return out
@@ -446,8 +441,8 @@ fn attention_within(
             .reshape((batch, n, inner))?
             .to_dtype(dtype);
     }
-    let k_t = split(k, m)?.t()?.contiguous()?;
-    let v = split(v, m)?;
+    let k_t = split(k)?.t()?.contiguous()?;
+    let v = split(v)?;
     let rows_per_chunk = (max_scores / (batch * heads * m).max(1)).clamp(1, n);
     let mut chunks = Vec::with_capacity(n.div_ceil(rows_per_chunk));
     for start in (0..n).step_by(rows_per_chunk) {
@@ -477,6 +472,16 @@ fn attention_within(
     out.transpose(1, 2)?
         .reshape((batch, n, inner))?
         .to_dtype(dtype)
+}
+
+/// [batch, len, heads · d] -> [batch, heads, len, d], contiguous float32: the layout of the
+/// attention products.
+pub fn split_heads(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (batch, len, inner) = t.dims3()?;
+    t.reshape((batch, len, heads, inner / heads))?
+        .transpose(1, 2)?
+        .to_dtype(DType::F32)?
+        .contiguous()
 }
 
 /// SiLU, x · sigmoid(x); on the CPU in float32 with the vectorised kernel.
