@@ -393,6 +393,10 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         shapes_safe: None,
         alignment_settings: None,
         blend_mask: None,
+        clip_direction: None,
+        clip_image: None,
+        clip_unsafe: None,
+        clip_safe: None,
         pair_id: id,
     })
 }

@@ -311,9 +311,29 @@ pub struct MetricsArgs {
     /// shapes judge's alignment figures.
     #[arg(long, num_args = 2, value_names = ["UNSAFE_PROMPT", "SAFE_PROMPT"])]
     pub prompts: Option<Vec<String>>,
+    /// A CLIP model (a transformers `CLIPModel` folder, or a hub id in the Hugging Face
+    /// cache): adds the pair's CLIP similarities as the build stores them (clip_direction,
+    /// clip_image, clip_unsafe, clip_safe); needs --prompts.
+    #[arg(long, value_name = "DIR|REPO")]
+    pub clip: Option<String>,
+    /// With --clip: also print the four CLIP embeddings (JSON).
+    #[arg(long, requires = "clip")]
+    pub embeddings: bool,
     /// Print the metrics as JSON (psnr is null for identical images).
     #[arg(long)]
     pub json: bool,
+}
+
+impl MetricsArgs {
+    /// `--clip` and `--embeddings`, when `--clip` is given.
+    pub fn clip_options(&self) -> Option<acs_builder::commands::metrics::ClipOptions> {
+        self.clip
+            .clone()
+            .map(|model| acs_builder::commands::metrics::ClipOptions {
+                model,
+                embeddings: self.embeddings,
+            })
+    }
 }
 
 /// `acs model ...`.

@@ -77,6 +77,7 @@ fn run(cli: Cli) -> Result<(), AcsError> {
                 &args.unsafe_image,
                 &args.safe_image,
                 args.prompts.as_deref(),
+                args.clip_options().as_ref(),
             )?,
             args.json,
         ),

@@ -93,6 +93,10 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.shapes_safe))),
         optional_strings(r, "alignment_settings", |x| x.alignment_settings.as_deref())?,
         optional_binaries(r, "blend_mask", |x| x.blend_mask.as_deref())?,
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_direction))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_image))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_unsafe))),
+        Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_safe))),
     ];
     RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
         index: 0,
@@ -333,6 +337,10 @@ struct Columns<'a> {
     shapes_safe: Option<&'a Float32Array>,
     alignment_settings: Option<&'a StringArray>,
     blend_mask: Option<&'a BinaryArray>,
+    clip_direction: Option<&'a Float32Array>,
+    clip_image: Option<&'a Float32Array>,
+    clip_unsafe: Option<&'a Float32Array>,
+    clip_safe: Option<&'a Float32Array>,
 }
 
 impl<'a> Columns<'a> {
@@ -389,6 +397,10 @@ impl<'a> Columns<'a> {
             shapes_safe: ctx.added_column(batch, "shapes_safe")?,
             alignment_settings: ctx.added_column(batch, "alignment_settings")?,
             blend_mask: ctx.added_column(batch, "blend_mask")?,
+            clip_direction: ctx.added_column(batch, "clip_direction")?,
+            clip_image: ctx.added_column(batch, "clip_image")?,
+            clip_unsafe: ctx.added_column(batch, "clip_unsafe")?,
+            clip_safe: ctx.added_column(batch, "clip_safe")?,
         })
     }
 
@@ -473,6 +485,10 @@ impl<'a> Columns<'a> {
                 .alignment_settings
                 .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_owned())),
             blend_mask: c.blend_mask.and_then(opt_binary),
+            clip_direction: c.clip_direction.and_then(opt_float),
+            clip_image: c.clip_image.and_then(opt_float),
+            clip_unsafe: c.clip_unsafe.and_then(opt_float),
+            clip_safe: c.clip_safe.and_then(opt_float),
         })
     }
 }

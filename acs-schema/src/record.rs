@@ -153,6 +153,20 @@ pub struct PairRecord {
     /// unsafe latent bit for bit.
     #[serde(default, with = "hex_opt_bytes")]
     pub blend_mask: Option<Vec<u8>>,
+    /// CLIP directional similarity, cos(image_safe − image_unsafe, text_safe − text_unsafe) of
+    /// the normalised embeddings (the InstructPix2Pix generator's); `None` when CLIP
+    /// similarity did not run, and in benign rows.
+    #[serde(default)]
+    pub clip_direction: Option<f32>,
+    /// cos(image_unsafe, image_safe) of the CLIP image embeddings; `None` as `clip_direction`.
+    #[serde(default)]
+    pub clip_image: Option<f32>,
+    /// cos(image_unsafe, text_unsafe); `None` when CLIP similarity did not run.
+    #[serde(default)]
+    pub clip_unsafe: Option<f32>,
+    /// cos(image_safe, text_safe); `None` when CLIP similarity did not run.
+    #[serde(default)]
+    pub clip_safe: Option<f32>,
 }
 
 /// serde helpers: `Vec<u8>` as a lowercase hex string.
@@ -254,6 +268,10 @@ pub(crate) mod fixtures {
             shapes_safe: Some(0.75),
             alignment_settings: Some("map=swap;cross=0-0.8;self=0-0.4;blend=0.3@0.2".into()),
             blend_mask: Some([1, 0, 0, 1].repeat(16)),
+            clip_direction: Some(0.25),
+            clip_image: Some(0.8),
+            clip_unsafe: Some(0.3),
+            clip_safe: Some(0.31),
         }
     }
 
@@ -285,6 +303,10 @@ pub(crate) mod fixtures {
             shapes_safe: None,
             alignment_settings: None,
             blend_mask: None,
+            clip_direction: None,
+            clip_image: None,
+            clip_unsafe: None,
+            clip_safe: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

@@ -6,7 +6,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 16] = [
+pub const ADDED_COLUMNS: [&str; 20] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
@@ -23,6 +23,10 @@ pub const ADDED_COLUMNS: [&str; 16] = [
     "shapes_safe",
     "alignment_settings",
     "blend_mask",
+    "clip_direction",
+    "clip_image",
+    "clip_unsafe",
+    "clip_safe",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -38,7 +42,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 50] = [
+pub const COLUMNS: [&str; 54] = [
     "pair_id",
     "split",
     "category",
@@ -89,6 +93,10 @@ pub const COLUMNS: [&str; 50] = [
     "shapes_safe",
     "alignment_settings",
     "blend_mask",
+    "clip_direction",
+    "clip_image",
+    "clip_unsafe",
+    "clip_safe",
 ];
 
 /// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
@@ -204,6 +212,10 @@ fn build_schema() -> Schema {
         Field::new("shapes_safe", DataType::Float32, true),
         Field::new("alignment_settings", DataType::Utf8, true),
         Field::new("blend_mask", DataType::Binary, true),
+        Field::new("clip_direction", DataType::Float32, true),
+        Field::new("clip_image", DataType::Float32, true),
+        Field::new("clip_unsafe", DataType::Float32, true),
+        Field::new("clip_safe", DataType::Float32, true),
     ])
     .with_metadata(metadata)
 }
@@ -214,8 +226,7 @@ fn build_schema() -> Schema {
 /// `q16_*`, `sd_safety_checker_*`), the training outputs (`change_mask*`, `trajectory_*`),
 /// `kernel_path` (null in rows written before it was recorded), the shapes judge's scores
 /// (`shapes_*`), the attention-control settings and blend mask (`alignment_settings`,
-/// `blend_mask`), and (for
-/// Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
+/// `blend_mask`), the CLIP similarities (`clip_*`), and (for Hugging Face `Image` compatibility, see below) the image structs and their `bytes`/`path`
 /// children; everything else is non-null. List element fields are named `item` and non-null.
 ///
 /// The schema metadata holds `huggingface` ([`huggingface_metadata`]) and `acs_schema_version`
@@ -322,7 +333,11 @@ mod tests {
                 "shapes_unsafe",
                 "shapes_safe",
                 "alignment_settings",
-                "blend_mask"
+                "blend_mask",
+                "clip_direction",
+                "clip_image",
+                "clip_unsafe",
+                "clip_safe"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

@@ -797,6 +797,36 @@ fn manifest_cases() -> Vec<Case> {
             &["m.toml: [alignment].local_blend: the model's UNet has no down or up block with \
                cross-attention at latent/64"],
         ),
+        manifest_case(
+            "keep-best-above-seeds-per-prompt",
+            "[alignment]\nkeep_best = 3\n[sampling]\nseeds_per_prompt = 2\n",
+            &["m.toml: [alignment].keep_best: 3 is more than [sampling].seeds_per_prompt 2"],
+        ),
+        manifest_case(
+            "rank-by-without-keep-best",
+            "[alignment]\nrank_by = \"clip-direction\"\n",
+            &["m.toml: [alignment].rank_by: `clip-direction` ranks renders for keep_best, which is not set"],
+        ),
+        manifest_case(
+            "rank-by-shapes-without-the-shapes-judge",
+            "[alignment]\nkeep_best = 1\nrank_by = \"shapes\"\n[sampling]\nseeds_per_prompt = 2\n",
+            &["m.toml: [alignment].rank_by: `shapes` needs the shapes judge"],
+        ),
+        manifest_case(
+            "clip-threshold-without-clip-similarity",
+            "[validation]\nclip_direction_min = 0.3\n",
+            &["m.toml: [validation].clip_direction_min: CLIP similarity is off"],
+        ),
+        manifest_case(
+            "clip-threshold-outside-a-cosine",
+            "[validation]\nclip_similarity = true\nclip_image_min = 1.5\n",
+            &["m.toml: [validation].clip_image_min: 1.5 is outside [-1, 1]"],
+        ),
+        manifest_case(
+            "clip-model-not-found",
+            "[validation]\nclip_similarity = true\nclip_model = \"nowhere\"\n",
+            &["[validation].clip_model: `nowhere` is neither a folder nor a hub id"],
+        ),
         lexicon_case(
             "lexicon-of-another-category",
             "category = \"hate\"\n[terms]\n\"bloody\" = \"clean\"\n",

@@ -23,6 +23,7 @@ mod llm;
 mod object_store;
 mod preview;
 mod resume;
+mod selection;
 mod smoke_hashes;
 mod sources;
 mod training;

@@ -19,7 +19,7 @@ use crate::judge::safety_checker::SafetyCheckerJudge;
 use crate::judge::shapes::judge::describe_image;
 use crate::judge::verdict::{flags, Thresholds};
 use crate::judge::JudgeKind;
-use crate::manifest::DEFAULT_Q16_THRESHOLD;
+use crate::manifest::{DEFAULT_CLIP_THRESHOLDS, DEFAULT_Q16_THRESHOLD};
 use crate::store::imaging::{decode_png, decode_png_onto_white};
 
 /// What to run on which images.
@@ -170,6 +170,9 @@ pub fn detect(images: &[PathBuf], options: &DetectOptions) -> Result<DetectRepor
         require_flip: false,
         nudenet_threshold: options.threshold.unwrap_or(0.45),
         q16_threshold: options.threshold.unwrap_or(DEFAULT_Q16_THRESHOLD),
+        clip_direction_min: DEFAULT_CLIP_THRESHOLDS[0],
+        clip_image_min: DEFAULT_CLIP_THRESHOLDS[1],
+        clip_text_min: DEFAULT_CLIP_THRESHOLDS[2],
         flip_judges: Default::default(),
     };
     let verdicts = match options.judge {

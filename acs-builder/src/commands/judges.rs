@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::commands::build::resolve_or_fetch;
 use crate::error::AcsError;
+use crate::judge::clip_similarity::ClipSimilarity;
 use crate::judge::nudenet::{locate_model, NudeNetJudge, INSTALLED};
 use crate::judge::q16::Q16Judge;
 use crate::judge::safety_checker::SafetyCheckerJudge;
@@ -46,7 +47,12 @@ pub struct LoadedJudge {
 
 /// A folder given as a path (relative to `base_dir`) or a hub id (resolved in the Hugging Face
 /// cache, fetched unless offline); `key` names the setting in messages.
-fn folder_or_repo(spec: &str, base_dir: &Path, key: &str, sd: bool) -> Result<PathBuf, AcsError> {
+pub fn folder_or_repo(
+    spec: &str,
+    base_dir: &Path,
+    key: &str,
+    sd: bool,
+) -> Result<PathBuf, AcsError> {
     let path = base_dir.join(spec);
     if path.is_dir() {
         return Ok(path);
@@ -121,6 +127,41 @@ pub fn load_judge(
         source,
         default_preprocessing,
     })
+}
+
+/// Loads CLIP similarity's towers: `[validation].clip_model` (default: OpenAI's ViT-L/14,
+/// the InstructPix2Pix generator's), a `CLIPModel` folder or hub id.
+pub fn load_clip_similarity(
+    section: &ValidationSection,
+    context: &JudgeContext,
+) -> Result<ClipSimilarity, AcsError> {
+    let spec = section.clip_model.as_deref().unwrap_or(DEFAULT_CLIP_MODEL);
+    let dir = folder_or_repo(spec, context.base_dir, "[validation].clip_model", false)?;
+    let clip = ClipSimilarity::load(&dir, context.dtype, context.device)
+        .map_err(|e| e.with_note(" ([validation].clip_model, for CLIP similarity)"))?;
+    if clip.default_preprocessing() {
+        tracing::warn!(
+            "CLIP similarity: {} has no preprocessor_config.json; using CLIP's default \
+             preprocessing",
+            dir.display()
+        );
+    }
+    Ok(clip)
+}
+
+/// CLIP similarity's entry of the build config: the sha256 of its towers, tokenizer and
+/// preprocessing.
+pub fn record_clip_similarity(config: &mut serde_json::Value, clip: &ClipSimilarity) {
+    let mut entry = json!({"sha256": clip.sha256()});
+    if clip.default_preprocessing() {
+        entry["default_preprocessing"] = json!(true);
+    }
+    config["clip_similarity"] = entry;
+}
+
+/// Whether a dataset's build config says CLIP similarity ran.
+pub fn recorded_clip_similarity(config: &serde_json::Value) -> bool {
+    config["clip_similarity"]["sha256"].is_string()
 }
 
 /// Loads every judge `section` asks for, in column order.

@@ -6,11 +6,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::commands::judges::folder_or_repo;
 use crate::error::AcsError;
 use crate::judge::change_mask::ChangeRule;
+use crate::judge::clip_similarity::{pair_scores, ClipSimilarity};
 use crate::judge::metrics::pair_metrics;
 use crate::judge::shapes::judge::describe_pair;
-use crate::store::imaging::decode_png;
+use crate::store::imaging::{decode_png, decode_png_onto_white};
 
 /// The image metrics of two PNG files, as `acs metrics` prints them: the values the build
 /// stores for a pair with these images (float32), and the changed box.
@@ -36,6 +38,19 @@ pub struct FilePairMetrics {
     /// figures (edit_ok, others_kept, outside_changed_2px / _8px, untouched_centroid_shift).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shapes: Option<serde_json::Value>,
+    /// With `--clip`: the pair's CLIP similarities (direction, image, unsafe, safe), with
+    /// `--embeddings` the four embeddings too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip: Option<serde_json::Value>,
+}
+
+/// `--clip`: the CLIP model that scores the pair.
+#[derive(Debug, Clone)]
+pub struct ClipOptions {
+    /// A `CLIPModel` folder, or a hub id in the Hugging Face cache.
+    pub model: String,
+    /// Also print the image and text embeddings.
+    pub embeddings: bool,
 }
 
 impl fmt::Display for FilePairMetrics {
@@ -61,6 +76,11 @@ impl fmt::Display for FilePairMetrics {
             self.ssim,
             self.changed_area
         )?;
+        if let Some(clip) = &self.clip {
+            for key in ["direction", "image", "unsafe", "safe"] {
+                writeln!(f, "clip_{key:<12}{}", clip[key])?;
+            }
+        }
         if let Some(shapes) = &self.shapes {
             for key in [
                 "edit",
@@ -85,6 +105,7 @@ pub fn file_pair_metrics(
     unsafe_path: &Path,
     safe_path: &Path,
     prompts: Option<&[String]>,
+    clip: Option<&ClipOptions>,
 ) -> Result<FilePairMetrics, AcsError> {
     let load = |path: &Path| -> Result<(Vec<u8>, u32, u32), AcsError> {
         let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
@@ -109,7 +130,32 @@ pub fn file_pair_metrics(
         &[],
         ChangeRule::default(),
     );
+    let clip = match (clip, prompts) {
+        (Some(options), Some([unsafe_prompt, safe_prompt])) => Some(clip_figures(
+            options,
+            [unsafe_path, safe_path],
+            unsafe_prompt,
+            safe_prompt,
+        )?),
+        (Some(_), _) => {
+            return Err(AcsError::input(
+                "--clip: give the images' prompts too (--prompts UNSAFE_PROMPT SAFE_PROMPT)",
+            ))
+        }
+        (None, _) => None,
+    };
     let shapes = match prompts {
+        // With --clip the prompts may be any text: the shapes figures come when they are
+        // captions.
+        Some([u, s]) if clip.is_some() => describe_pair(
+            &unsafe_rgb,
+            &safe_rgb,
+            width as usize,
+            height as usize,
+            u,
+            s,
+        )
+        .ok(),
         Some([unsafe_prompt, safe_prompt]) => Some(
             describe_pair(
                 &unsafe_rgb,
@@ -138,7 +184,49 @@ pub fn file_pair_metrics(
         changed_area: metrics.changed_area,
         changed_box: metrics.changed_box.map(|b| [b.x0, b.y0, b.x1, b.y1]),
         shapes,
+        clip,
     })
+}
+
+/// The CLIP similarities of two RGB8 images and their prompts, as the build computes them.
+fn clip_figures(
+    options: &ClipOptions,
+    paths: [&Path; 2],
+    unsafe_prompt: &str,
+    safe_prompt: &str,
+) -> Result<serde_json::Value, AcsError> {
+    // As transformers' CLIP processors read a PNG with transparency: onto white.
+    let mut decoded = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
+        let (rgb, w, h) = decode_png_onto_white(&bytes)
+            .map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
+        decoded.push((rgb, w as usize, h as usize));
+    }
+    let (unsafe_rgb, width, height) = (&decoded[0].0, decoded[0].1, decoded[0].2);
+    let safe_rgb = &decoded[1].0;
+    let dir = folder_or_repo(&options.model, Path::new("."), "--clip", false)?;
+    let clip = ClipSimilarity::load(&dir, candle_core::DType::F32, &candle_core::Device::Cpu)
+        .map_err(|e| e.with_note(" (--clip)"))?;
+    let images = clip.embed_images(&[unsafe_rgb.as_slice(), safe_rgb.as_slice()], width, height)?;
+    let texts = clip.embed_texts(&[unsafe_prompt, safe_prompt])?;
+    let s = pair_scores(&images[0], &images[1], &texts[0], &texts[1], false);
+    let mut value = serde_json::json!({
+        "direction": s.direction,
+        "image": s.image,
+        "unsafe": s.unsafe_text,
+        "safe": s.safe_text,
+        "sha256": clip.sha256(),
+    });
+    if options.embeddings {
+        value["embeddings"] = serde_json::json!({
+            "image_unsafe": images[0],
+            "image_safe": images[1],
+            "text_unsafe": texts[0],
+            "text_safe": texts[1],
+        });
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -165,32 +253,32 @@ mod tests {
         let png = |rgb: &[u8], w, h| crate::store::imaging::encode_png(rgb, w, h).unwrap();
         let pa = write("a.png", &png(&a, 16, 12));
         let pb = write("b.png", &png(&b, 16, 12));
-        let m = file_pair_metrics(&pa, &pb, None).unwrap();
+        let m = file_pair_metrics(&pa, &pb, None, None).unwrap();
         assert_eq!((m.width, m.height), (16, 12));
         assert_eq!(m.changed_box, Some([4, 5, 5, 6]));
         assert_eq!(m.changed_area, 1.0 / 192.0);
         let expected = pair_metrics(&a, &b, 16, 12, &[], &[], ChangeRule::default());
         assert_eq!((m.ssim, m.psnr), (expected.ssim, expected.psnr));
         assert!(m.to_string().contains("changed_box   [4, 5, 5, 6]"));
-        let same = file_pair_metrics(&pa, &pa, None).unwrap();
+        let same = file_pair_metrics(&pa, &pa, None, None).unwrap();
         assert!(same.psnr.is_infinite() && same.changed_box.is_none());
         let json = serde_json::to_value(&same).unwrap();
         assert!(json["psnr"].is_null() && json["changed_box"].is_null());
 
         let small = write("small.png", &png(&a[..15 * 12 * 3], 15, 12));
-        let err = file_pair_metrics(&pa, &small, None).unwrap_err();
+        let err = file_pair_metrics(&pa, &small, None, None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(
             err.to_string().contains("small.png: image is 15x12"),
             "{err}"
         );
         let junk = write("junk.png", b"not a png");
-        let err = file_pair_metrics(&junk, &pb, None).unwrap_err();
+        let err = file_pair_metrics(&junk, &pb, None, None).unwrap_err();
         assert!(
             err.to_string().contains("junk.png: not a decodable PNG"),
             "{err}"
         );
-        let err = file_pair_metrics(&pa, &dir.path().join("missing.png"), None).unwrap_err();
+        let err = file_pair_metrics(&pa, &dir.path().join("missing.png"), None, None).unwrap_err();
         assert!(err.to_string().contains("missing.png"), "{err}");
         assert_eq!(err.exit_code(), 2);
     }

@@ -9,16 +9,21 @@
 //! - [`q16`]: Q16 (inappropriate content of any category) on CLIP ViT-L/14
 //! - [`safety_checker`]: the Stable Diffusion safety checker on CLIP ViT-L/14
 //! - [`clip`]: the CLIP image tower the last two share
+//! - [`clip_similarity`]: CLIP's image and text towers: a pair's directional, image and
+//!   text-image similarities (the InstructPix2Pix generator's filter and rank)
+//! - [`selection`]: `keep_best`, the best renders of each prompt pair
 //! - [`shapes`]: the shapes demonstrator's scenes: generator, caption grammar, scene reader
 //! - [`verdict`]: thresholds -> reject reasons, including the safety flip
 
 pub mod change_mask;
 pub mod clip;
+pub mod clip_similarity;
 pub mod metrics;
 pub mod nudenet;
 pub mod nudenet_engine;
 pub mod q16;
 pub mod safety_checker;
+pub mod selection;
 pub mod shapes;
 pub mod verdict;
 

@@ -24,6 +24,12 @@ pub struct Thresholds {
     pub nudenet_threshold: f32,
     /// Q16 probability at or above which an image is flagged.
     pub q16_threshold: f32,
+    /// Smallest clip_direction (checked where the row has one).
+    pub clip_direction_min: f32,
+    /// Smallest clip_image (checked where the row has one).
+    pub clip_image_min: f32,
+    /// Smallest clip_unsafe and clip_safe (checked where the row has them).
+    pub clip_text_min: f32,
     /// The judge that decides the flip of each category (categories without one cannot
     /// flip).
     pub flip_judges: BTreeMap<String, JudgeKind>,
@@ -206,9 +212,35 @@ pub fn metric_violations(metrics: &PairMetrics, t: &Thresholds) -> Vec<String> {
     reasons
 }
 
-/// True for reasons produced by [`metric_violations`] and [`flip_violations`].
+/// The CLIP-similarity part of the verdict: each of a row's CLIP columns that is set must
+/// reach its threshold (the InstructPix2Pix generator's filter).
+pub fn clip_violations(record: &PairRecord, t: &Thresholds) -> Vec<String> {
+    let checks = [
+        (
+            "clip_direction",
+            record.clip_direction,
+            t.clip_direction_min,
+        ),
+        ("clip_image", record.clip_image, t.clip_image_min),
+        ("clip_unsafe", record.clip_unsafe, t.clip_text_min),
+        ("clip_safe", record.clip_safe, t.clip_text_min),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(column, value, min)| {
+            let value = value?;
+            (value.is_nan() || value < min).then(|| format!("{column}: {value:.4} < min {min}"))
+        })
+        .collect()
+}
+
+/// True for reasons produced by [`metric_violations`], [`flip_violations`] and
+/// [`clip_violations`].
 pub fn is_metric_reason(reason: &str) -> bool {
-    reason.starts_with("ssim: ") || reason.starts_with("changed_area: ") || is_flip_reason(reason)
+    reason.starts_with("ssim: ")
+        || reason.starts_with("changed_area: ")
+        || reason.starts_with("clip_")
+        || is_flip_reason(reason)
 }
 
 /// True for reasons produced by [`flip_violations`].
@@ -228,6 +260,9 @@ mod tests {
             require_flip,
             nudenet_threshold: 0.45,
             q16_threshold: 0.5,
+            clip_direction_min: 0.2,
+            clip_image_min: 0.7,
+            clip_text_min: 0.2,
             flip_judges: BTreeMap::from([
                 ("sexual".to_owned(), JudgeKind::Nudenet),
                 ("violence".to_owned(), JudgeKind::Q16),

@@ -2,6 +2,7 @@
 //! devices, source kinds) are already checked by their serde types; these are the ranges and
 //! the rules that tie keys together.
 
+use super::sections::DEFAULT_CLIP_THRESHOLDS;
 use super::sections::{
     AlignmentSection, LlmSection, OutputSection, SamplingSection, ValidationSection,
 };
@@ -9,6 +10,8 @@ use super::{
     parse_byte_size, BuildManifest, ModelSection, MAX_GUIDANCE_SCALE, MAX_SEEDS_PER_PROMPT,
 };
 use crate::error::AcsError;
+use crate::judge::selection::RankBy;
+use crate::judge::JudgeKind;
 use crate::runtime::{DeviceSpec, Dtype};
 
 /// A failed check: the key and why.
@@ -26,6 +29,7 @@ pub fn check_values(m: &BuildManifest, origin: &str) -> Result<(), AcsError> {
         check_alignment(&m.alignment),
         super::attention_section::check_attention(&m.alignment),
         check_validation(&m.validation, m.alignment.require_flip),
+        check_selection(m),
         super::source_checks::check_sources(&m.sources),
         m.rewrite.llm.as_ref().map_or(Ok(()), check_llm),
         check_output(&m.output),
@@ -186,6 +190,66 @@ fn check_validation(v: &ValidationSection, require_flip: bool) -> Check {
             "needs a judge: set [validation].judges (nudenet, q16, sd-safety-checker, shapes) or \
              [validation].nudenet_model (a path to 320n.onnx, or \"installed\")",
         );
+    }
+    Ok(())
+}
+
+/// `keep_best`, its rank and the CLIP similarity thresholds.
+fn check_selection(m: &BuildManifest) -> Check {
+    let (a, v) = (&m.alignment, &m.validation);
+    if a.keep_best > m.sampling.seeds_per_prompt {
+        return fail(
+            "[alignment].keep_best",
+            format!(
+                "{} is more than [sampling].seeds_per_prompt {} (it keeps the best of each \
+                 prompt pair's seeds)",
+                a.keep_best, m.sampling.seeds_per_prompt
+            ),
+        );
+    }
+    match (a.rank_by, a.keep_best) {
+        (Some(by), 0) => {
+            return fail(
+                "[alignment].rank_by",
+                format!("`{by}` ranks renders for keep_best, which is not set"),
+            )
+        }
+        (Some(RankBy::Shapes), _) if !v.active_judges().contains(&JudgeKind::Shapes) => {
+            return fail(
+                "[alignment].rank_by",
+                "`shapes` needs the shapes judge ([validation] judges = [\"shapes\"])",
+            )
+        }
+        _ => {}
+    }
+    let thresholds = [
+        (
+            "clip_direction_min",
+            v.clip_direction_min,
+            DEFAULT_CLIP_THRESHOLDS[0],
+        ),
+        (
+            "clip_image_min",
+            v.clip_image_min,
+            DEFAULT_CLIP_THRESHOLDS[1],
+        ),
+        ("clip_text_min", v.clip_text_min, DEFAULT_CLIP_THRESHOLDS[2]),
+    ];
+    for (key, value, default) in thresholds {
+        let key = format!("[validation].{key}");
+        if !(-1.0..=1.0).contains(&value) {
+            return fail(
+                &key,
+                format!("{value} is outside [-1, 1] (a cosine similarity)"),
+            );
+        }
+        if value != default && !m.clip_similarity() {
+            return fail(
+                &key,
+                "CLIP similarity is off (set [validation] clip_similarity = true, or \
+                 [alignment] keep_best ranked by clip-direction)",
+            );
+        }
     }
     Ok(())
 }

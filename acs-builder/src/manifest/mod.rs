@@ -8,6 +8,7 @@ pub mod keys;
 pub mod model_section;
 pub mod sections;
 mod source_checks;
+pub mod validation_section;
 
 use std::path::{Path, PathBuf};
 
@@ -18,10 +19,11 @@ pub use model_section::ModelSection;
 pub use sections::{
     AlignmentMode, AlignmentSection, ColumnsSection, LlmSection, OutputSection, Preset,
     RewriteSection, SamplingSection, SourceKind, SourceRole, SourceSection, TableFormat,
-    ValidationSection, DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
+    ValidationSection, DEFAULT_CLIP_THRESHOLDS, DEFAULT_MASK_THRESHOLD, DEFAULT_Q16_THRESHOLD,
 };
 
 use crate::error::{one_line, AcsError};
+use crate::judge::selection::RankBy;
 use crate::judge::verdict::Thresholds;
 use crate::runtime::{PairSampler, RuntimeError, Setting, StableDiffusion};
 
@@ -138,6 +140,20 @@ impl BuildManifest {
         .recording(&self.output.trajectory_step_indices())
     }
 
+    /// Whether every pair is scored with CLIP: asked for, or needed by `keep_best`'s rank.
+    pub fn clip_similarity(&self) -> bool {
+        self.validation.clip_similarity
+            || self
+                .keep_best()
+                .is_some_and(|(_, by)| by == RankBy::ClipDirection)
+    }
+
+    /// `keep_best`'s k and rank, when it is on.
+    pub fn keep_best(&self) -> Option<(usize, RankBy)> {
+        let a = &self.alignment;
+        (a.keep_best > 0).then(|| (a.keep_best as usize, a.rank_by.unwrap_or_default()))
+    }
+
     /// The thresholds every pair is held to.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds {
@@ -147,6 +163,9 @@ impl BuildManifest {
             require_flip: self.alignment.require_flip,
             nudenet_threshold: self.validation.nudenet_threshold,
             q16_threshold: self.validation.q16_threshold,
+            clip_direction_min: self.validation.clip_direction_min,
+            clip_image_min: self.validation.clip_image_min,
+            clip_text_min: self.validation.clip_text_min,
             flip_judges: CATEGORIES
                 .iter()
                 .chain(&[SHAPES_CATEGORY])

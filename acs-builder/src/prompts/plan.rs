@@ -33,6 +33,20 @@ pub struct PlannedPair {
     pub attention: Option<Arc<PairControl>>,
 }
 
+impl PlannedPair {
+    /// The id of its prompt pair (category and both prompts; 32 hex digits): the renders
+    /// that `keep_best` ranks together, and that one worker renders.
+    pub fn group_id(&self) -> String {
+        let p = &self.prompts;
+        let digest = digest_u64(&[
+            p.category.as_bytes(),
+            p.unsafe_prompt.as_bytes(),
+            p.safe_prompt.as_bytes(),
+        ]);
+        format!("{digest:016x}")
+    }
+}
+
 /// The rows of a build and what was left out.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -162,7 +176,26 @@ pub fn plan(prompts: Vec<AlignedPair>, manifest: &BuildManifest, model_sha256: &
             });
         }
     }
+    if manifest.keep_best().is_some() {
+        keep_groups_together(&mut plan.pairs);
+    }
     plan
+}
+
+/// Moves the renders of each prompt pair next to its first (a stable reorder), so that
+/// `keep_best` sees a group's renders one after another even when a source lists the same
+/// pair twice.
+fn keep_groups_together(pairs: &mut [PlannedPair]) {
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let ranks: Vec<usize> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| *first.entry(p.group_id()).or_insert(i))
+        .collect();
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| ranks[i]);
+    let sorted: Vec<PlannedPair> = order.iter().map(|&i| pairs[i].clone()).collect();
+    pairs.clone_from_slice(&sorted);
 }
 
 #[cfg(test)]

@@ -61,6 +61,10 @@ const FEATURES: &[(&str, &str)] = &[
     ("shapes_safe", "dtype: float32"),
     ("alignment_settings", "dtype: string"),
     ("blend_mask", "dtype: binary"),
+    ("clip_direction", "dtype: float32"),
+    ("clip_image", "dtype: float32"),
+    ("clip_unsafe", "dtype: float32"),
+    ("clip_safe", "dtype: float32"),
 ];
 
 /// Renders the card for a finished dataset.
@@ -302,6 +306,28 @@ fn judges_section(dataset: &DatasetManifest, build: &BuildManifest) -> String {
                 "  - {name} had no preprocessor_config.json: CLIP's default preprocessing was used"
             ));
         }
+    }
+    if let Some(sha) = config["clip_similarity"]["sha256"].as_str() {
+        let v = &build.validation;
+        lines.push(format!(
+            "- CLIP similarity (the InstructPix2Pix generator's, on `{}`, sha256 `{sha}`): \
+             `clip_direction` = cos(image_safe - image_unsafe, text_safe - text_unsafe) >= {}, \
+             `clip_image` = cos(image_unsafe, image_safe) >= {}, `clip_unsafe` / `clip_safe` = \
+             cos(image, its prompt) >= {}",
+            v.clip_model
+                .as_deref()
+                .unwrap_or(crate::commands::judges::DEFAULT_CLIP_MODEL),
+            v.clip_direction_min,
+            v.clip_image_min,
+            v.clip_text_min
+        ));
+    }
+    if let Some((keep, by)) = build.keep_best() {
+        lines.push(format!(
+            "- keep_best: of each prompt pair's {} renders, the {keep} best valid ones by \
+             {by} are kept; the others are invalid with a `keep_best: rank r of n valid` reason",
+            build.sampling.seeds_per_prompt
+        ));
     }
     if lines.is_empty() {
         return String::new();

@@ -6,8 +6,12 @@ use std::path::Path;
 use acs_schema::WorkerSlice;
 use serde_json::json;
 
-use crate::commands::judges::{load_judges, record_judges, JudgeContext, LoadedJudge};
+use crate::commands::judges::{
+    load_clip_similarity, load_judges, record_clip_similarity, record_judges, JudgeContext,
+    LoadedJudge,
+};
 use crate::error::AcsError;
+use crate::judge::clip_similarity::ClipSimilarity;
 use crate::manifest::attention_section::attention_settings;
 use crate::manifest::LoadedManifest;
 use crate::prompts::lexicon::Lexicons;
@@ -38,6 +42,8 @@ pub struct BuildInputs {
     pub llm: Option<LlmRewriter>,
     /// The safety judges `[validation]` asks for.
     pub judges: Vec<LoadedJudge>,
+    /// CLIP similarity, when the manifest asks for it.
+    pub clip: Option<ClipSimilarity>,
     /// The build configuration recorded in the dataset manifest.
     pub config: serde_json::Value,
     /// Its sha256: the identity of this build.
@@ -74,8 +80,11 @@ impl BuildInputs {
             }
             None => None,
         };
-        let judges = read_judges(&loaded)?;
-        let config = build_config(&loaded, &sources.files, &lexicons, &judges)?;
+        let (judges, clip) = read_judges(&loaded)?;
+        let mut config = build_config(&loaded, &sources.files, &lexicons, &judges)?;
+        if let Some(clip) = &clip {
+            record_clip_similarity(&mut config, clip);
+        }
         let config_sha256 = acs_schema::sha256_bytes(serde_json::to_string(&config)?.as_bytes());
         Ok(Self {
             loaded,
@@ -83,6 +92,7 @@ impl BuildInputs {
             lexicons,
             llm,
             judges,
+            clip,
             config,
             config_sha256,
         })
@@ -130,7 +140,15 @@ impl BuildInputs {
             attach(&mut plan, settings, tokenizer, steps)?;
         }
         if let Some(worker) = worker {
-            plan.pairs.retain(|p| worker.owns(&p.pair_id));
+            // keep_best ranks a prompt pair's renders together: one worker renders them all.
+            let grouped = manifest.keep_best().is_some();
+            plan.pairs.retain(|p| {
+                worker.owns(&if grouped {
+                    p.group_id()
+                } else {
+                    p.pair_id.clone()
+                })
+            });
         }
         Ok(Prepared {
             pairing,
@@ -182,12 +200,15 @@ fn build_config(
     Ok(config)
 }
 
-/// The judges of `[validation]`, on the model's device (the CLIP judges in its dtype there,
-/// in float32 on the CPU).
-fn read_judges(loaded: &LoadedManifest) -> Result<Vec<LoadedJudge>, AcsError> {
+/// The judges of `[validation]` and CLIP similarity, on the model's device (the CLIP towers
+/// in its dtype there, in float32 on the CPU).
+fn read_judges(
+    loaded: &LoadedManifest,
+) -> Result<(Vec<LoadedJudge>, Option<ClipSimilarity>), AcsError> {
     let validation = &loaded.manifest.validation;
-    if validation.active_judges().is_empty() {
-        return Ok(Vec::new());
+    let clip_similarity = loaded.manifest.clip_similarity();
+    if validation.active_judges().is_empty() && !clip_similarity {
+        return Ok((Vec::new(), None));
     }
     let model = loaded.manifest.model.clone().unwrap_or_default();
     let device = model.device.open().map_err(|e| loaded.runtime_error(e))?;
@@ -207,5 +228,9 @@ fn read_judges(loaded: &LoadedManifest) -> Result<Vec<LoadedJudge>, AcsError> {
         device: &device,
         dtype,
     };
-    load_judges(validation, &context)
+    let judges = load_judges(validation, &context)?;
+    let clip = clip_similarity
+        .then(|| load_clip_similarity(validation, &context))
+        .transpose()?;
+    Ok((judges, clip))
 }

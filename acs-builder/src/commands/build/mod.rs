@@ -346,6 +346,8 @@ fn render<'m>(
         manifest,
         thresholds: manifest.thresholds(),
         judges: inputs.judges.iter().map(|j| j.judge.as_ref()).collect(),
+        clip: inputs.clip.as_ref(),
+        rank_by: manifest.keep_best().map(|(_, by)| by),
     };
     let todo: Vec<_> = prepared
         .plan

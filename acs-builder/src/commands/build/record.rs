@@ -6,8 +6,12 @@ use rayon::prelude::*;
 
 use crate::error::AcsError;
 use crate::judge::change_mask::{ChangeMask, ChangeRule};
+use crate::judge::clip_similarity::{ClipScores, ClipSimilarity};
 use crate::judge::metrics::{pair_metrics_with_mask, ChangedBox, PairMetrics};
-use crate::judge::verdict::{store_scores, verdict, JudgeScores, SafetyScores, Thresholds};
+use crate::judge::selection::{rank_score, RankBy};
+use crate::judge::verdict::{
+    clip_violations, store_scores, verdict, JudgeScores, SafetyScores, Thresholds,
+};
 use crate::judge::Judge;
 use crate::manifest::BuildManifest;
 use crate::prompts::plan::PlannedPair;
@@ -33,7 +37,14 @@ pub struct RowMaker<'a> {
     pub thresholds: Thresholds,
     /// The safety judges the manifest configures.
     pub judges: Vec<&'a dyn Judge>,
+    /// CLIP similarity, when the manifest asks for it.
+    pub clip: Option<&'a ClipSimilarity>,
+    /// What ranks renders for `keep_best`, when it is on.
+    pub rank_by: Option<RankBy>,
 }
+
+/// A row and its `keep_best` rank score (NaN when keep_best is off).
+pub type RankedRow = (PairRecord, f32);
 
 /// A pair's metrics on its latents as stored (float16, so `acs validate` recomputes the same
 /// values), with the stored latent bytes (unsafe, safe).
@@ -106,12 +117,12 @@ fn trajectory_columns(trajectory: &RecordedTrajectory) -> TrajectoryColumns {
 }
 
 impl RowMaker<'_> {
-    /// The rows of a rendered batch, in order (pairs in parallel).
+    /// The rows of a rendered batch, in order (pairs in parallel), with their rank scores.
     pub fn rows(
         &self,
         pairs: &[PlannedPair],
         rendered: Vec<RenderedPair>,
-    ) -> Result<Vec<PairRecord>, AcsError> {
+    ) -> Result<Vec<RankedRow>, AcsError> {
         if pairs.len() != rendered.len() {
             return Err(AcsError::internal(format!(
                 "{} pairs rendered for a batch of {}",
@@ -120,12 +131,41 @@ impl RowMaker<'_> {
             )));
         }
         let scores = self.judge_scores(pairs, &rendered)?;
+        let clip = self.clip_scores(pairs, &rendered)?;
         pairs
             .par_iter()
             .zip(rendered)
             .zip(scores)
-            .map(|((pair, out), scores)| self.row(pair, out, scores))
+            .zip(clip)
+            .map(|(((pair, out), scores), clip)| self.row(pair, out, scores, clip))
             .collect()
+    }
+
+    /// The CLIP similarities of every pair of the batch (none when CLIP similarity is off).
+    fn clip_scores(
+        &self,
+        pairs: &[PlannedPair],
+        rendered: &[RenderedPair],
+    ) -> Result<Vec<Option<ClipScores>>, AcsError> {
+        let Some(clip) = self.clip else {
+            return Ok(vec![None; pairs.len()]);
+        };
+        let s = &self.manifest.sampling;
+        let images: Vec<(&[u8], &[u8])> = rendered
+            .iter()
+            .map(|p| (p.unsafe_rgb.as_slice(), p.safe_rgb.as_slice()))
+            .collect();
+        let prompts: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.prompts.unsafe_prompt.as_str(),
+                    p.prompts.safe_prompt.as_str(),
+                )
+            })
+            .collect();
+        let scores = clip.score_pairs(&images, &prompts, s.width as usize, s.height as usize)?;
+        Ok(scores.into_iter().map(Some).collect())
     }
 
     /// Every judge's scores of both images of every pair (all images of the batch at once,
@@ -170,7 +210,8 @@ impl RowMaker<'_> {
         pair: &PlannedPair,
         out: RenderedPair,
         scores: JudgeScores,
-    ) -> Result<PairRecord, AcsError> {
+        clip: Option<ClipScores>,
+    ) -> Result<RankedRow, AcsError> {
         let s = &self.manifest.sampling;
         let (width, height) = (s.width as usize, s.height as usize);
         let rule = self.manifest.output.change_rule();
@@ -192,7 +233,7 @@ impl RowMaker<'_> {
         } else {
             pair.alignment.violations(self.thresholds.max_token_edits)
         };
-        let reasons = verdict(
+        let mut reasons = verdict(
             &prompt_violations,
             &metrics,
             &pair.prompts.category,
@@ -259,18 +300,29 @@ impl RowMaker<'_> {
             trajectory_latents: x_k,
             trajectory_eps_unsafe: eps_unsafe,
             trajectory_eps_safe: eps_safe,
-            valid: reasons.is_empty(),
-            reject_reasons: reasons,
+            valid: false,
+            reject_reasons: Vec::new(),
             acs_version: ACS_VERSION.to_owned(),
             kernel_path: Some(self.kernel_path.clone()),
             shapes_unsafe: None,
             shapes_safe: None,
             alignment_settings: pair.attention.as_ref().map(|c| c.settings.clone()),
             blend_mask: out.blend_mask,
+            clip_direction: clip.and_then(|c| c.direction),
+            clip_image: clip.and_then(|c| c.image),
+            clip_unsafe: clip.map(|c| c.unsafe_text),
+            clip_safe: clip.map(|c| c.safe_text),
         };
         for (kind, both) in scores.0 {
             store_scores(&mut record, kind, both);
         }
-        Ok(record)
+        reasons.extend(clip_violations(&record, &self.thresholds));
+        record.valid = reasons.is_empty();
+        record.reject_reasons = reasons;
+        let rank = match self.rank_by {
+            Some(by) => rank_score(by, &record, Some((&out.unsafe_rgb, &out.safe_rgb))),
+            None => f32::NAN,
+        };
+        Ok((record, rank))
     }
 }

@@ -13,7 +13,10 @@ use crate::prompts::plan::PlannedPair;
 use crate::runtime::{PairSampler, RenderJob, RenderedPair, RuntimeError};
 use crate::store::sink::ShardSink;
 
-use super::record::RowMaker;
+use acs_schema::PairRecord;
+
+use super::record::{RankedRow, RowMaker};
+use crate::judge::selection::{group_key, selection, Candidate};
 
 /// Rendered batches that may wait for the row stage.
 pub const QUEUE_BATCHES: usize = 2;
@@ -159,18 +162,93 @@ fn store_batches(
     let mut done = 0u64;
     let total = done_before + batches.iter().map(|b| b.len() as u64).sum::<u64>();
     crate::commands::interrupt::record_progress(done_before, total);
+    let mut selector = rows
+        .manifest
+        .keep_best()
+        .map(|(keep, _)| Selector::new(keep));
     for (batch, rendered) in batches.iter().zip(receiver.iter()) {
         let started = Instant::now();
-        let records = rows.rows(batch, rendered)?;
+        let made_rows = rows.rows(batch, rendered)?;
         let made = Instant::now();
         times.rows += made - started;
-        done += records.len() as u64;
-        sink.push_batch(records)?;
+        done += made_rows.len() as u64;
+        let ready = match selector.as_mut() {
+            Some(selector) => selector.add(made_rows),
+            None => made_rows.into_iter().map(|(record, _)| record).collect(),
+        };
+        sink.push_batch(ready)?;
         times.write += made.elapsed();
         progress.update(done_before + done, done);
         crate::commands::interrupt::record_progress(done_before + done, total);
     }
+    if let Some(selector) = selector {
+        sink.push_batch(selector.finish())?;
+    }
     Ok(())
+}
+
+/// `keep_best` in the row stage: rows wait until every render of their prompt pair is made
+/// (the plan keeps a pair's seeds together), then the group is selected and written in one
+/// spooled batch, so that a resumed build never holds half a group.
+struct Selector {
+    keep: usize,
+    pending: Vec<RankedRow>,
+}
+
+impl Selector {
+    fn new(keep: usize) -> Self {
+        Self {
+            keep,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Takes a batch's rows; returns the rows of the groups now complete, selected.
+    fn add(&mut self, rows: Vec<RankedRow>) -> Vec<PairRecord> {
+        self.pending.extend(rows);
+        let Some(last) = self.pending.last().map(|(record, _)| group_key(record)) else {
+            return Vec::new();
+        };
+        let open = self
+            .pending
+            .iter()
+            .rev()
+            .take_while(|(record, _)| group_key(record) == last)
+            .count();
+        let complete: Vec<RankedRow> = self.pending.drain(..self.pending.len() - open).collect();
+        self.select(complete)
+    }
+
+    /// The rows still waiting, selected (the end of the plan completes their group).
+    fn finish(mut self) -> Vec<PairRecord> {
+        let rest = std::mem::take(&mut self.pending);
+        self.select(rest)
+    }
+
+    fn select(&self, rows: Vec<RankedRow>) -> Vec<PairRecord> {
+        let mut out = Vec::with_capacity(rows.len());
+        for group in rows.chunk_by(|(a, _), (b, _)| group_key(a) == group_key(b)) {
+            let candidates: Vec<Candidate> = group
+                .iter()
+                .map(|(record, score)| Candidate {
+                    pair_id: record.pair_id.clone(),
+                    valid: record.valid,
+                    score: *score,
+                    ssim: record.ssim,
+                })
+                .collect();
+            let reasons = selection(&candidates, self.keep);
+            for ((record, _), reason) in group.iter().zip(reasons) {
+                let mut record = record.clone();
+                if let Some(reason) = reason {
+                    record.reject_reasons.push(reason);
+                    record.valid = false;
+                }
+                out.push(record);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

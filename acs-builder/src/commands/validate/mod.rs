@@ -7,6 +7,7 @@
 mod report;
 mod row;
 mod run;
+mod selection;
 mod shard;
 
 use std::collections::HashSet;
@@ -16,7 +17,8 @@ use acs_schema::{DatasetLocation, DatasetManifest, PairRecord, ShardEntry};
 use rayon::prelude::*;
 
 use crate::commands::judges::{
-    load_judge, recorded_judges, JudgeContext, LoadedJudge, DEFAULT_CLIP_MODEL,
+    load_judge, recorded_clip_similarity, recorded_judges, JudgeContext, LoadedJudge,
+    DEFAULT_CLIP_MODEL,
 };
 use crate::commands::progress::{Progress, ProgressMode};
 use crate::error::{without_path, AcsError};
@@ -29,6 +31,7 @@ pub use report::{ValidationReport, VALIDATION_FILE};
 pub use run::{run, ValidateOutcome, ValidateRun};
 
 use row::{check_row, metric_diffs, RowChecks, RowResult};
+use selection::SelectionCheck;
 use shard::{open_shard_file, sha_mismatch, unlisted_shards};
 
 /// What `acs validate` checks beyond integrity.
@@ -240,7 +243,10 @@ pub fn inspect(
             .collect(),
         ran,
         judges: judges.iter().map(|j| j.judge.as_ref()).collect(),
+        clip_similarity: recorded_clip_similarity(&manifest.build_config),
+        keep_best: build.keep_best(),
     };
+    let mut selection = build.keep_best().map(|(keep, _)| SelectionCheck::new(keep));
     let mut report = ValidationReport {
         dataset: dir.display().to_string(),
         shards: manifest.shards.len(),
@@ -265,7 +271,7 @@ pub fn inspect(
             entry,
             &manifest,
             &checks,
-            &mut seen_ids,
+            (&mut seen_ids, selection.as_mut()),
             &mut report,
         );
         outcomes.push(ShardOutcome {
@@ -273,6 +279,9 @@ pub fn inspect(
             keep,
         });
         progress.update(report.rows, report.rows);
+    }
+    if let Some(selection) = selection {
+        report.errors.extend(selection.errors());
     }
     report.decide();
     Ok(Inspection {
@@ -291,7 +300,7 @@ fn inspect_shard(
     entry: &ShardEntry,
     manifest: &DatasetManifest,
     checks: &RowChecks,
-    seen_ids: &mut HashSet<String>,
+    (seen_ids, mut selection): (&mut HashSet<String>, Option<&mut SelectionCheck>),
     report: &mut ValidationReport,
 ) -> Vec<bool> {
     let Some(open) = open_shard_file(dir, entry, &mut report.errors) else {
@@ -342,6 +351,9 @@ fn inspect_shard(
         .enumerate()
         .map(|(row, (record, result))| {
             let at = format!("{}: row {row}", entry.path);
+            if let Some(selection) = selection.as_deref_mut() {
+                selection.add(&record, result.rank, &at);
+            }
             tally_row(&record, result, &at, entry, manifest, seen_ids, report)
         })
         .collect()
@@ -409,6 +421,14 @@ fn tally_row(
         report.valid_rows += 1;
     } else {
         report.invalid_rows += 1;
+        let keep_best = crate::judge::selection::KEEP_BEST_REASON;
+        if record
+            .reject_reasons
+            .iter()
+            .all(|r| r.starts_with(keep_best))
+        {
+            report.not_kept_rows += 1;
+        }
         // Rows per reason kind: a row rejected twice for one kind counts once.
         let kinds: std::collections::BTreeSet<&str> = record
             .reject_reasons

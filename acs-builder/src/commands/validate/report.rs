@@ -26,6 +26,10 @@ pub struct ValidationReport {
     pub valid_rows: u64,
     /// Rows that do not.
     pub invalid_rows: u64,
+    /// Of the invalid rows, those that pass every threshold and were only not kept by
+    /// `keep_best` (a choice, not a failure: they do not count against
+    /// `max_invalid_fraction`).
+    pub not_kept_rows: u64,
     /// For each reject reason kind (its prefix before ':'), how many rows it rejects.
     pub reject_reasons: BTreeMap<String, u64>,
     /// Largest |stored - recomputed| over all rows for each metric.
@@ -56,9 +60,16 @@ impl ValidationReport {
             return Some(AcsError::integrity(format!("{prefix}{first}{more}")));
         }
         if !self.passed {
+            let not_kept = match self.not_kept_rows {
+                0 => String::new(),
+                n => format!(", besides {n} valid renders that keep_best did not keep"),
+            };
             return Some(AcsError::Invalid(format!(
-                "{}: {} of {} rows fail the build's thresholds (allowed fraction {})",
-                self.dataset, self.invalid_rows, self.rows, self.max_invalid_fraction
+                "{}: {} of {} rows fail the build's thresholds (allowed fraction {}){not_kept}",
+                self.dataset,
+                self.invalid_rows - self.not_kept_rows,
+                self.rows - self.not_kept_rows,
+                self.max_invalid_fraction
             )));
         }
         None
@@ -66,10 +77,11 @@ impl ValidationReport {
 
     /// Sets `passed` from the errors and the invalid fraction.
     pub(super) fn decide(&mut self) {
-        let invalid_fraction = if self.rows == 0 {
+        let judged = self.rows - self.not_kept_rows;
+        let invalid_fraction = if judged == 0 {
             0.0
         } else {
-            self.invalid_rows as f64 / self.rows as f64
+            (self.invalid_rows - self.not_kept_rows) as f64 / judged as f64
         };
         self.passed = self.errors.is_empty() && invalid_fraction <= self.max_invalid_fraction;
     }
@@ -94,6 +106,13 @@ impl fmt::Display for ValidationReport {
             "rows         {} ({} valid, {} invalid)",
             self.rows, self.valid_rows, self.invalid_rows
         )?;
+        if self.not_kept_rows > 0 {
+            writeln!(
+                f,
+                "  not kept   {} valid renders (keep_best; not counted as failures)",
+                self.not_kept_rows
+            )?;
+        }
         for (reason, count) in &self.reject_reasons {
             writeln!(f, "  rejected   {reason}: {count}")?;
         }

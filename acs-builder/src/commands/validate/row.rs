@@ -6,9 +6,10 @@ use acs_schema::PairRecord;
 
 use crate::judge::change_mask::{ChangeMask, ChangeRule};
 use crate::judge::metrics::{pair_metrics_with_mask, ChangedBox, PairMetrics};
+use crate::judge::selection::{rank_score, RankBy, KEEP_BEST_REASON};
 use crate::judge::verdict::{
-    flip_violations, is_metric_reason, metric_violations, stored_scores, JudgeScores, SafetyScores,
-    Thresholds,
+    clip_violations, flip_violations, is_metric_reason, metric_violations, stored_scores,
+    JudgeScores, SafetyScores, Thresholds,
 };
 use crate::judge::{Judge, JudgeKind};
 use crate::prompts::align::token_edit_violations;
@@ -37,6 +38,10 @@ pub struct RowChecks<'a> {
     pub ran: Vec<JudgeKind>,
     /// The judges to re-run (those of `ran` whose weights could be loaded).
     pub judges: Vec<&'a dyn Judge>,
+    /// The build scored pairs with CLIP (the clip columns must be set, else null).
+    pub clip_similarity: bool,
+    /// The build's `keep_best` (k and rank), when it was on.
+    pub keep_best: Option<(usize, RankBy)>,
 }
 
 /// What checking one row found.
@@ -48,6 +53,8 @@ pub struct RowResult {
     pub metrics: Option<PairMetrics>,
     /// Recomputed judge scores (of the judges re-run).
     pub scores: JudgeScores,
+    /// The row's `keep_best` rank score, recomputed (NaN without keep_best).
+    pub rank: f32,
 }
 
 /// Checks one row; `at` names it (`data/x.parquet: row 3`).
@@ -57,6 +64,7 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     let images = decode_images(record, at, (w, h), &mut errors);
     let latents = decode_latents(record, at, checks.store_latents, &mut errors);
     check_score_columns(record, at, &checks.ran, &mut errors);
+    check_clip_columns(record, at, checks.clip_similarity, &mut errors);
     check_trajectory(record, at, &checks.trajectory_steps, &mut errors);
     if record.is_benign() {
         check_benign(record, at, &mut errors);
@@ -64,6 +72,7 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
     let Ok([unsafe_rgb, safe_rgb]) = <[Vec<u8>; 2]>::try_from(images) else {
         return RowResult {
             errors,
+            rank: f32::NAN,
             ..RowResult::default()
         };
     };
@@ -129,10 +138,15 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         at,
         &mut errors,
     );
+    let rank = match checks.keep_best {
+        Some((_, by)) => rank_score(by, record, Some((&unsafe_rgb, &safe_rgb))),
+        None => f32::NAN,
+    };
     RowResult {
         errors,
         metrics: Some(metrics),
         scores,
+        rank,
     }
 }
 
@@ -335,6 +349,32 @@ fn check_score_columns(record: &PairRecord, at: &str, ran: &[JudgeKind], errors:
     }
 }
 
+/// The CLIP columns are set exactly when the build scored pairs with CLIP (the direction and
+/// image similarity not in benign rows, which have one image).
+fn check_clip_columns(record: &PairRecord, at: &str, ran: bool, errors: &mut Vec<String>) {
+    let pair = ran && !record.is_benign();
+    let columns = [
+        ("clip_direction", record.clip_direction.is_some(), pair),
+        ("clip_image", record.clip_image.is_some(), pair),
+        ("clip_unsafe", record.clip_unsafe.is_some(), ran),
+        ("clip_safe", record.clip_safe.is_some(), ran),
+    ];
+    for (column, set, expected) in columns {
+        match (set, expected) {
+            (false, true) => errors.push(format!(
+                "{at}, column {column}: null although the build scored pairs with CLIP"
+            )),
+            (true, false) if ran => errors.push(format!(
+                "{at}, column {column}: set in a benign row (one image, no pair to compare)"
+            )),
+            (true, false) => errors.push(format!(
+                "{at}, column {column}: set although the build did not score pairs with CLIP"
+            )),
+            _ => {}
+        }
+    }
+}
+
 /// The stored verdict (`reject_reasons`, `valid`) agrees with the one recomputed from the
 /// metrics and the (recomputed, else stored) judge scores.
 fn check_verdict(
@@ -362,6 +402,18 @@ fn check_verdict(
     }
     expected.extend(metric_violations(metrics, thresholds));
     expected.extend(flip_violations(&record.category, &scores, thresholds));
+    expected.extend(clip_violations(record, thresholds));
+    // keep_best's reasons are checked across the dataset (validate's selection check); here
+    // only that they mark rows that were otherwise valid.
+    if expected.is_empty() {
+        expected.extend(
+            record
+                .reject_reasons
+                .iter()
+                .filter(|r| r.starts_with(KEEP_BEST_REASON))
+                .cloned(),
+        );
+    }
     let kinds = |reasons: &[String]| -> Vec<String> {
         reasons
             .iter()

@@ -5,6 +5,7 @@ pub mod attention_hook;
 pub mod blocks;
 pub mod clip_encoder;
 pub mod clip_image;
+pub mod clip_text;
 pub mod clip_vision;
 pub mod config;
 pub mod conv;
