@@ -397,6 +397,7 @@ fn record(index: usize, context: &Context) -> Result<PairRecord, AcsError> {
         clip_image: None,
         clip_unsafe: None,
         clip_safe: None,
+        blend_mask_image: None,
         pair_id: id,
     })
 }

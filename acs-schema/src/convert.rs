@@ -97,6 +97,7 @@ pub fn records_to_batch(records: &[PairRecord]) -> Result<RecordBatch, SchemaErr
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_image))),
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_unsafe))),
         Arc::new(Float32Array::from_iter(r.iter().map(|x| x.clip_safe))),
+        optional_images(r, "blend_mask_image", |x| x.blend_mask_image.as_ref())?,
     ];
     RecordBatch::try_new(arrow_schema(), columns).map_err(|e| SchemaError::Record {
         index: 0,
@@ -341,6 +342,7 @@ struct Columns<'a> {
     clip_image: Option<&'a Float32Array>,
     clip_unsafe: Option<&'a Float32Array>,
     clip_safe: Option<&'a Float32Array>,
+    blend_mask_image: Option<&'a StructArray>,
 }
 
 impl<'a> Columns<'a> {
@@ -401,6 +403,7 @@ impl<'a> Columns<'a> {
             clip_image: ctx.added_column(batch, "clip_image")?,
             clip_unsafe: ctx.added_column(batch, "clip_unsafe")?,
             clip_safe: ctx.added_column(batch, "clip_safe")?,
+            blend_mask_image: ctx.added_column(batch, "blend_mask_image")?,
         })
     }
 
@@ -489,6 +492,10 @@ impl<'a> Columns<'a> {
             clip_image: c.clip_image.and_then(opt_float),
             clip_unsafe: c.clip_unsafe.and_then(opt_float),
             clip_safe: c.clip_safe.and_then(opt_float),
+            blend_mask_image: match c.blend_mask_image {
+                Some(a) if !a.is_null(i) => Some(ctx.image(a, i, "blend_mask_image")?),
+                _ => None,
+            },
         })
     }
 }

@@ -167,6 +167,11 @@ pub struct PairRecord {
     /// cos(image_safe, text_safe); `None` when CLIP similarity did not run.
     #[serde(default)]
     pub clip_safe: Option<f32>,
+    /// `blend_mask` upsampled to the image (nearest: each latent pixel covers its block of
+    /// pixels), a 1-bit greyscale PNG, white inside the mask; `None` unless masks were asked
+    /// for (`[output] masks`) and the row has a blend mask.
+    #[serde(default)]
+    pub blend_mask_image: Option<ImageBlob>,
 }
 
 /// serde helpers: `Vec<u8>` as a lowercase hex string.
@@ -272,6 +277,10 @@ pub(crate) mod fixtures {
             clip_image: Some(0.8),
             clip_unsafe: Some(0.3),
             clip_safe: Some(0.31),
+            blend_mask_image: Some(ImageBlob {
+                bytes: vec![0x89, b'P', b'N', b'G', i as u8, 7],
+                path: Some(format!("{i}-blend-mask.png")),
+            }),
         }
     }
 
@@ -307,6 +316,7 @@ pub(crate) mod fixtures {
             clip_image: None,
             clip_unsafe: None,
             clip_safe: None,
+            blend_mask_image: None,
             valid: false,
             reject_reasons: vec!["ssim below 0.5".into(), "no flip".into()],
             ..full(i)

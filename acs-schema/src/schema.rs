@@ -6,7 +6,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 
 /// Columns added to schema v1 after its first release (all nullable): shards written before
 /// them lack them, and readers take them as null.
-pub const ADDED_COLUMNS: [&str; 20] = [
+pub const ADDED_COLUMNS: [&str; 21] = [
     "q16_unsafe",
     "q16_safe",
     "sd_safety_checker_unsafe",
@@ -27,6 +27,7 @@ pub const ADDED_COLUMNS: [&str; 20] = [
     "clip_image",
     "clip_unsafe",
     "clip_safe",
+    "blend_mask_image",
 ];
 
 /// Whether `fields` are schema v1's: the fields of [`arrow_schema`] in order, where a column of
@@ -42,7 +43,7 @@ pub fn is_schema_v1(fields: &Fields) -> bool {
 }
 
 /// Column names of schema v1, in file order.
-pub const COLUMNS: [&str; 54] = [
+pub const COLUMNS: [&str; 55] = [
     "pair_id",
     "split",
     "category",
@@ -97,10 +98,16 @@ pub const COLUMNS: [&str; 54] = [
     "clip_image",
     "clip_unsafe",
     "clip_safe",
+    "blend_mask_image",
 ];
 
 /// The columns holding Hugging Face `Image` values (`struct<bytes: binary, path: string>`).
-pub const IMAGE_COLUMNS: [&str; 3] = ["unsafe_image", "safe_image", "change_mask"];
+pub const IMAGE_COLUMNS: [&str; 4] = [
+    "unsafe_image",
+    "safe_image",
+    "change_mask",
+    "blend_mask_image",
+];
 
 /// Parquet key-value metadata key holding [`huggingface_metadata`].
 pub const HUGGINGFACE_METADATA_KEY: &str = "huggingface";
@@ -111,7 +118,7 @@ pub const SCHEMA_VERSION_METADATA_KEY: &str = "acs_schema_version";
 /// The Hugging Face features JSON: only the image columns are declared, `datasets` infers the
 /// others from the Arrow types. Written as a literal so that its bytes never depend on
 /// `serde_json` features.
-const HUGGINGFACE_FEATURES: &str = r#"{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"},"change_mask":{"_type":"Image"}}}}"#;
+const HUGGINGFACE_FEATURES: &str = r#"{"info":{"features":{"unsafe_image":{"_type":"Image"},"safe_image":{"_type":"Image"},"change_mask":{"_type":"Image"},"blend_mask_image":{"_type":"Image"}}}}"#;
 
 /// The list element field used by schema v1 list columns: named `item`, non-null.
 pub(crate) fn list_item(data_type: DataType) -> FieldRef {
@@ -216,6 +223,7 @@ fn build_schema() -> Schema {
         Field::new("clip_image", DataType::Float32, true),
         Field::new("clip_unsafe", DataType::Float32, true),
         Field::new("clip_safe", DataType::Float32, true),
+        Field::new("blend_mask_image", image_type(), true),
     ])
     .with_metadata(metadata)
 }
@@ -242,7 +250,7 @@ pub fn arrow_schema() -> SchemaRef {
 }
 
 /// JSON for the Parquet key-value metadata key `huggingface`: the three image columns
-/// (`unsafe_image`, `safe_image`, `change_mask`) declared as `{"_type":"Image"}`.
+/// (`unsafe_image`, `safe_image`, `change_mask`, `blend_mask_image`) declared as `{"_type":"Image"}`.
 pub fn huggingface_metadata() -> String {
     HUGGINGFACE_FEATURES.to_string()
 }
@@ -337,7 +345,8 @@ mod tests {
                 "clip_direction",
                 "clip_image",
                 "clip_unsafe",
-                "clip_safe"
+                "clip_safe",
+                "blend_mask_image"
             ]
         );
         let seed = schema.field_with_name("seed").unwrap();

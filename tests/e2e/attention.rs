@@ -29,7 +29,7 @@ fn attention_build(dir: &Path, alignment: &str) -> (Vec<PairRecord>, String) {
             "[sampling]\nscheduler = \"euler-ancestral\"\nsteps = 5\nguidance_scale = 5.0\n\
              height = 64\nwidth = 64\nbatch_pairs = 3\n[alignment]\n{alignment}\n\
              max_token_edits = 100\n[[sources]]\nkind = \"pairs-jsonl\"\npath = {:?}\n\
-             category = \"shapes\"\n[output]\nsplits = {{ train = 1.0 }}\nstore_latents = true\n",
+             category = \"shapes\"\n[output]\nsplits = {{ train = 1.0 }}\nstore_latents = true\nmasks = true\n",
             s(&pairs)
         ),
     )
@@ -75,6 +75,15 @@ fn a_local_blend_keeps_the_safe_latent_outside_its_mask_and_replays_bit_for_bit(
         let mask = row.blend_mask.as_ref().expect("a blend mask");
         let [_, h, w] = [0, 1, 2].map(|i| row.latent_shape[i] as usize);
         assert_eq!(mask.len(), h * w);
+        // Asked for masks: the blend mask upsampled to the image, each latent pixel its block.
+        let image = image::load_from_memory(&row.blend_mask_image.as_ref().unwrap().bytes)
+            .unwrap()
+            .into_luma8();
+        assert_eq!((image.width(), image.height()), (64, 64));
+        for (x, y, value) in image.enumerate_pixels() {
+            let cell = mask[(y as usize * h / 64) * w + x as usize * w / 64];
+            assert_eq!(value.0[0] != 0, cell == 1, "({x}, {y})");
+        }
         assert!(mask.iter().all(|&m| m <= 1));
         let (u, v) = (
             latent(row.unsafe_latent.as_ref().unwrap()),

@@ -60,14 +60,14 @@ def test_pyarrow_reads_schema_v1_and_layout():
     assert table.schema.field("unsafe_image").type.equals(image_type)
     meta = pq.read_metadata(files[0])
     hf = json.loads(meta.metadata[b"huggingface"])
-    for column in ("unsafe_image", "safe_image", "change_mask"):
+    for column in ("unsafe_image", "safe_image", "change_mask", "blend_mask_image"):
         assert hf["info"]["features"][column]["_type"] == "Image"
     # Image bytes (the two images and the change mask) are stored PLAIN and uncompressed;
     # other columns are zstd.
     row_group = meta.row_group(0)
     for i in range(row_group.num_columns):
         column = row_group.column(i)
-        if column.path_in_schema.startswith(("unsafe_image", "safe_image", "change_mask.")):
+        if column.path_in_schema.startswith(("unsafe_image", "safe_image", "change_mask.", "blend_mask_image.")):
             assert column.compression == "UNCOMPRESSED", column.path_in_schema
             assert "PLAIN_DICTIONARY" not in column.encodings and "RLE_DICTIONARY" not in column.encodings
         else:

@@ -100,6 +100,31 @@ impl ChangeMask {
         Self { bits, ..self }
     }
 
+    /// A latent-resolution mask (`bits`, one 0 / 1 byte per latent pixel, `latent_height` x
+    /// `latent_width`) upsampled to `width` x `height`, nearest: pixel (y, x) takes latent
+    /// pixel (y · latent_height / height, x · latent_width / width), the block
+    /// [`Self::at_latent_resolution`] maps it to.
+    pub fn from_latent(
+        bits: &[u8],
+        (latent_height, latent_width): (usize, usize),
+        width: usize,
+        height: usize,
+    ) -> Self {
+        let bits = (0..height)
+            .flat_map(|y| {
+                (0..width).map(move |x| {
+                    let at = (y * latent_height / height) * latent_width + x * latent_width / width;
+                    u8::from(bits.get(at).is_some_and(|&b| b != 0))
+                })
+            })
+            .collect();
+        Self {
+            width,
+            height,
+            bits,
+        }
+    }
+
     /// The fraction of set pixels.
     pub fn area(&self) -> f64 {
         if self.bits.is_empty() {
@@ -285,5 +310,15 @@ mod tests {
             vec![0, 0]
         );
         assert!(ChangeMask::from_png(b"junk").is_err());
+    }
+
+    #[test]
+    fn latent_masks_upsample_to_the_blocks_they_map_to() {
+        let latent = [1, 0, 0, 1, 0, 0, 1, 0];
+        let mask = ChangeMask::from_latent(&latent, (2, 4), 16, 8);
+        assert_eq!(mask.size(), (16, 8));
+        assert_eq!(mask.at_latent_resolution(2, 4), latent.to_vec());
+        assert_eq!(mask.area(), 3.0 / 8.0);
+        assert_eq!(mask.bits[..8], [1, 1, 1, 1, 0, 0, 0, 0]);
     }
 }

@@ -65,6 +65,7 @@ const FEATURES: &[(&str, &str)] = &[
     ("clip_image", "dtype: float32"),
     ("clip_unsafe", "dtype: float32"),
     ("clip_safe", "dtype: float32"),
+    ("blend_mask_image", "dtype: image"),
 ];
 
 /// Renders the card for a finished dataset.

@@ -103,6 +103,23 @@ fn mask_columns(
     Ok((image, mask.at_latent_resolution(lh, lw)))
 }
 
+/// A blend mask upsampled to the image, as a PNG column.
+pub fn blend_mask_image(
+    bits: &[u8],
+    pair_id: &str,
+    latent_shape: &[i32],
+    (width, height): (usize, usize),
+) -> Result<ImageBlob, AcsError> {
+    let (lh, lw) = match latent_shape {
+        [_, h, w] => (*h as usize, *w as usize),
+        _ => return Err(AcsError::internal("latent shape is not [c, h, w]")),
+    };
+    Ok(ImageBlob {
+        bytes: ChangeMask::from_latent(bits, (lh, lw), width, height).to_png()?,
+        path: Some(format!("{pair_id}-blend-mask.png")),
+    })
+}
+
 /// The trajectory columns of a row: steps, timesteps and the three float16 arrays.
 type TrajectoryColumns = (Vec<i32>, Vec<i32>, Vec<u8>, Vec<u8>, Vec<u8>);
 
@@ -307,6 +324,15 @@ impl RowMaker<'_> {
             shapes_unsafe: None,
             shapes_safe: None,
             alignment_settings: pair.attention.as_ref().map(|c| c.settings.clone()),
+            blend_mask_image: match (&out.blend_mask, self.manifest.output.masks) {
+                (Some(bits), true) => Some(blend_mask_image(
+                    bits,
+                    &pair.pair_id,
+                    &self.latent_shape,
+                    (width, height),
+                )?),
+                _ => None,
+            },
             blend_mask: out.blend_mask,
             clip_direction: clip.and_then(|c| c.direction),
             clip_image: clip.and_then(|c| c.image),

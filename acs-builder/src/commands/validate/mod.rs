@@ -368,6 +368,7 @@ fn without_blobs(mut record: PairRecord) -> PairRecord {
     record.safe_latent = None;
     record.change_mask = None;
     record.change_mask_latent = None;
+    record.blend_mask_image = None;
     record.trajectory_latents = None;
     record.trajectory_eps_unsafe = None;
     record.trajectory_eps_safe = None;

@@ -120,6 +120,7 @@ pub fn check_row(record: &PairRecord, at: &str, checks: &RowChecks) -> RowResult
         expected_mask.as_ref(),
     );
     check_masks(record, at, expected_mask.as_ref(), &mut errors);
+    check_blend_mask_image(record, at, checks.masks, (w, h), &mut errors);
     if latents.len() != 2 {
         metrics.latent_cosine = record.latent_cosine;
     }
@@ -258,6 +259,42 @@ fn check_masks(
             "{at}, column change_mask_latent: differs from the change mask at {lh} x {lw}"
         )),
         Some(_) => {}
+    }
+}
+
+/// `blend_mask_image`: set exactly when the build stores masks and the row has a blend mask,
+/// and then that mask upsampled to the image.
+fn check_blend_mask_image(
+    record: &PairRecord,
+    at: &str,
+    masks: bool,
+    (width, height): (usize, usize),
+    errors: &mut Vec<String>,
+) {
+    let column = "column blend_mask_image";
+    match (&record.blend_mask, masks, &record.blend_mask_image) {
+        (Some(bits), true, Some(image)) => {
+            let (lh, lw) = match record.latent_shape[..] {
+                [_, lh, lw] => (lh.max(0) as usize, lw.max(0) as usize),
+                _ => (0, 0),
+            };
+            let expected = ChangeMask::from_latent(bits, (lh, lw), width, height);
+            match ChangeMask::from_png(&image.bytes) {
+                Err(e) => errors.push(format!("{at}, {column}: {e}")),
+                Ok(stored) if stored != expected => errors.push(format!(
+                    "{at}, {column}: differs from blend_mask upsampled to {width} x {height}"
+                )),
+                Ok(_) => {}
+            }
+        }
+        (Some(_), true, None) => errors.push(format!(
+            "{at}, {column}: null although the build stores masks and the row has a blend mask"
+        )),
+        (None, _, Some(_)) => errors.push(format!("{at}, {column}: set without a blend_mask")),
+        (Some(_), false, Some(_)) => errors.push(format!(
+            "{at}, {column}: set although the build stores no masks"
+        )),
+        _ => {}
     }
 }
 
