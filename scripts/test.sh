@@ -31,6 +31,13 @@ if ! command -v qemu-x86_64 > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-
         > /dev/null || echo "test.sh: qemu-user could not be installed; the emulated-CPU test will say so" >&2
 fi
 
+# A one-node Slurm cluster for tests/python/test_slurm_cluster.py (Debian's slurm-wlm and
+# munge; the test starts and stops the daemons itself, on 127.0.0.1).
+if ! command -v slurmctld > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge; } \
+        > /dev/null || echo "test.sh: slurm-wlm could not be installed; the Slurm test will say so" >&2
+fi
+
 # One profile and one feature set for everything, so dependencies compile once: the default
 # features plus `nudenet` (the NudeNet judge, which the default build leaves out). This also
 # replays every fuzz corpus through the fuzz harness on stable Rust (tests/e2e/fuzz_corpus.rs);

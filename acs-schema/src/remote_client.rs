@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::SchemaError;
@@ -70,6 +70,23 @@ fn retry_config() -> RetryConfig {
     }
 }
 
+/// The longest one request to the store may take, connection and body included
+/// (`ACS_STORE_TIMEOUT` in seconds, default 30, object_store's own): an endpoint that accepts
+/// and never answers, or answers a byte a second, fails the request after it (then the retries
+/// of [`retry_config`]).
+fn request_timeout_seconds() -> f64 {
+    std::env::var("ACS_STORE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(30.0)
+}
+
+/// [`request_timeout_seconds`] as object_store's configuration reads it.
+fn request_timeout() -> String {
+    format!("{}ms", (request_timeout_seconds() * 1000.0).ceil() as u64)
+}
+
 /// The store client of bucket `bucket_url`, built once per process from the environment.
 pub(crate) fn client(
     scheme: &str,
@@ -83,6 +100,7 @@ pub(crate) fn client(
         return Ok(Arc::clone(store));
     }
     let connect = ("connect_timeout", "5s");
+    let timeout = request_timeout();
     let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
         "s3" => {
             let mut b = AmazonS3Builder::from_env()
@@ -96,11 +114,23 @@ pub(crate) fn client(
             if b.get_config_value(&key).is_none() {
                 b = b.with_config(key, connect.1);
             }
+            b = b.with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                timeout.as_str(),
+            );
             b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
         "gs" => GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(bucket)
             .with_retry(retry_config())
+            .with_config(
+                GoogleConfigKey::Client(ClientConfigKey::Timeout),
+                timeout.as_str(),
+            )
+            .with_config(
+                GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                connect.1,
+            )
             .build()
             .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
         _ => {
@@ -111,6 +141,15 @@ pub(crate) fn client(
             if endpoint.is_some_and(|e| e.starts_with("http://")) {
                 b = b.with_allow_http(true);
             }
+            b = b
+                .with_config(
+                    AzureConfigKey::Client(ClientConfigKey::Timeout),
+                    timeout.as_str(),
+                )
+                .with_config(
+                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    connect.1,
+                );
             b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
         }
     };
@@ -295,6 +334,13 @@ fn raw_reason(error: &object_store::Error) -> String {
                 format!(
                     "cannot get credentials{}",
                     hint.map_or(String::new(), |h| format!(" ({h})"))
+                )
+            } else if lower.contains("timed out") || lower.contains("timeout") {
+                format!(
+                    "the endpoint did not answer within {} s (ACS_STORE_TIMEOUT; a request is \
+                     retried up to {} times, ACS_STORE_RETRIES)",
+                    request_timeout_seconds(),
+                    retry_config().max_retries
                 )
             } else if let Some(hint) = unreachable.iter().find(|h| lower.contains(*h)) {
                 format!("cannot reach the endpoint ({hint})")

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use acs_schema::DatasetManifest;
 use sha1::Sha1;
@@ -127,6 +128,10 @@ struct Behaviour {
     ignore_range: bool,
     /// Files served with one byte flipped.
     corrupt: Vec<String>,
+    /// Storage GETs still to trickle (the first 1000 bytes, then a byte a second).
+    trickle: usize,
+    /// The hub's API accepts requests and never answers.
+    silent_api: bool,
 }
 
 /// One request as a server saw it.
@@ -166,15 +171,24 @@ impl Hub {
             let behaviour = behaviour.clone();
             Server::start(move |request, _| {
                 let seen = Seen::new(request, true);
-                let (behaviour, cut) = {
+                let (behaviour, cut, trickle) = {
                     let mut shared = behaviour.lock().unwrap();
                     let cut = seen.method == "GET" && shared.interrupt > 0;
                     if cut {
                         shared.interrupt -= 1;
                     }
-                    (shared.clone(), cut)
+                    let trickle = seen.method == "GET" && shared.trickle > 0;
+                    if trickle {
+                        shared.trickle -= 1;
+                    }
+                    (shared.clone(), cut, trickle)
                 };
-                storage_reply(&seen, &behaviour).cut_short(cut)
+                let reply = storage_reply(&seen, &behaviour).cut_short(cut);
+                if trickle {
+                    reply.trickled(1000)
+                } else {
+                    reply
+                }
             })
         };
         let hub = {
@@ -182,6 +196,10 @@ impl Hub {
             let storage = storage.url();
             Server::start(move |request, _| {
                 let behaviour = behaviour.lock().unwrap().clone();
+                if behaviour.silent_api && request.path.starts_with("/api/") {
+                    // Holds the connection open without a byte of answer.
+                    return Response::new(500, "").delayed(Duration::from_secs(3600));
+                }
                 hub_reply(&Seen::new(request, false), &behaviour, &storage)
             })
         };
@@ -701,6 +719,67 @@ fn interrupted_downloads_resume_with_a_range_request() {
     assert!(fetched.status.success(), "{}", stderr(&fetched));
     sandbox.assert_snapshot(&default_files());
     assert!(hub.requests().iter().any(|s| s.range.is_some()));
+}
+
+#[test]
+fn silent_and_trickling_hubs_are_given_up_on_and_the_download_resumes() {
+    // An API that accepts and never answers: one line naming the URL and the setting.
+    let hub = Hub::start(Behaviour {
+        silent_api: true,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command(&["model", "fetch", REPO]);
+    command
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HUB_DOWNLOAD_TIMEOUT", "1");
+    let silent = command.output().unwrap();
+    let api = format!("{}/api/models/{REPO}/revision/main", hub.endpoint());
+    assert_exit_2(&silent, &[&api, "within 1 s", "HF_HUB_DOWNLOAD_TIMEOUT"]);
+
+    // Storage that sends 1000 bytes, then a byte a second: every attempt is given up on after
+    // a window without 64 KiB, the bytes received are kept, and the next run resumes them.
+    let weights = file("text_encoder/model.safetensors");
+    assert!(weights.bytes.len() > 2000);
+    let hub = Hub::start(Behaviour {
+        trickle: 1000,
+        ..Behaviour::default()
+    });
+    let sandbox = Sandbox::new();
+    let mut command = sandbox.command(&["model", "fetch", REPO]);
+    command
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HUB_DOWNLOAD_TIMEOUT", "1");
+    let trickled = command.output().unwrap();
+    assert_exit_2(
+        &trickled,
+        &["64 KiB of the body", "within 1 s", ".incomplete"],
+    );
+    let blobs = sandbox.repo_dir().join("blobs");
+    let partial: Vec<_> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".incomplete"))
+        .collect();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let kept = partial[0].metadata().unwrap().len();
+    assert!(kept >= 1000, "{kept}");
+    assert!(!sandbox.repo_dir().join("refs/main").exists());
+    hub.behave(|b| b.trickle = 0);
+    hub.clear_log();
+    let resumed = sandbox.fetch(&hub.endpoint(), &[REPO], None);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    sandbox.assert_snapshot(&default_files());
+    let name = partial[0]
+        .file_name()
+        .to_string_lossy()
+        .replace(".incomplete", "");
+    let first = hub
+        .requests()
+        .into_iter()
+        .find(|s| s.storage && s.path.contains(&name))
+        .unwrap();
+    assert_eq!(first.range, Some(format!("bytes={kept}-")));
 }
 
 #[test]

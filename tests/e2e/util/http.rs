@@ -46,6 +46,9 @@ pub struct Response {
     /// Sends only the first half of the body (with the whole body's `Content-Length`), then
     /// closes the connection.
     pub cut: bool,
+    /// Sends this many bytes of the body at once, then the rest a byte per second (a server
+    /// that trickles).
+    pub trickle: Option<usize>,
 }
 
 impl Response {
@@ -56,6 +59,7 @@ impl Response {
             body: body.into(),
             delay: None,
             cut: false,
+            trickle: None,
         }
     }
 
@@ -68,6 +72,12 @@ impl Response {
     /// Holds the answer for `delay` first.
     pub fn delayed(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Sends the first `head` bytes, then a byte a second.
+    pub fn trickled(mut self, head: usize) -> Self {
+        self.trickle = Some(head);
         self
     }
 
@@ -307,7 +317,19 @@ fn write_response(mut stream: &TcpStream, response: &Response, head: bool) -> st
         } else {
             response.body.len()
         };
-        stream.write_all(&response.body[..end])?;
+        match response.trickle {
+            Some(head) => {
+                let head = head.min(end);
+                stream.write_all(&response.body[..head])?;
+                for byte in &response.body[head..end] {
+                    stream.flush()?;
+                    std::thread::sleep(Duration::from_secs(1));
+                    // The client gave up: the write fails, the thread ends.
+                    stream.write_all(std::slice::from_ref(byte))?;
+                }
+            }
+            None => stream.write_all(&response.body[..end])?,
+        }
     }
     stream.flush()?;
     stream.shutdown(Shutdown::Both)

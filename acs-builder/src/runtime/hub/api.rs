@@ -54,13 +54,13 @@ pub fn repo_info(
         encode_segment(revision)
     ))?;
     let what = format!("{repo}@{revision} at {}", client.endpoint_text());
-    let (response, _) = client.send(Method::GET, url, 0, Follow::All)?;
+    let (response, answered) = client.send(Method::GET, url, 0, Follow::All)?;
     if !response.status().is_success() {
         return Err(status_error(&response, &what, client.has_token()));
     }
-    let body = client
-        .body(response)
-        .map_err(|e| RuntimeError::input(format!("{what}: reading the answer failed: {e}")))?;
+    let body = client.body(response, &answered).map_err(|e| {
+        RuntimeError::input(format!("{what}: reading the answer failed: {}", e.message))
+    })?;
     parse_model_info(&body).map_err(|reason| RuntimeError::input(format!("{what}: {reason}")))
 }
 

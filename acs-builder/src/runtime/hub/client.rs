@@ -9,7 +9,7 @@ use reqwest::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, LOCATION, RAN
 use reqwest::{Method, Response, Url};
 
 use crate::runtime::error::RuntimeError;
-use crate::runtime::hub::settings::{HubSettings, Token};
+use crate::runtime::hub::settings::{HubSettings, Token, MIN_BYTES_PER_WINDOW};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
@@ -85,6 +85,24 @@ pub struct HubClient {
     http: reqwest::Client,
     endpoint: Url,
     token: Option<Token>,
+    timeout: Duration,
+}
+
+/// A body's progress within the current timeout window (see [`HubClient::chunk`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    since: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    /// A window starting now.
+    pub fn start() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
 }
 
 /// The single-threaded tokio runtime acs's blocking HTTP clients run their requests on.
@@ -101,8 +119,8 @@ impl HubClient {
         let runtime = http_runtime()?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(settings.timeout.min(Duration::from_secs(15)))
+            .read_timeout(settings.timeout)
             .user_agent(concat!("acs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RuntimeError::internal(format!("HTTP client: {}", root_cause(&e))))?;
@@ -118,6 +136,7 @@ impl HubClient {
             http,
             endpoint: settings.endpoint.clone(),
             token: settings.token.clone(),
+            timeout: settings.timeout,
         })
     }
 
@@ -167,10 +186,12 @@ impl HubClient {
                     }
                 }
             }
+            let timeout = self.timeout;
             let response = self
                 .runtime
-                .block_on(async { request.send().await })
-                .map_err(|e| TransportError::new(&url, &e))?;
+                .block_on(async { tokio::time::timeout(timeout, request.send()).await })
+                .map_err(|_| self.gave_up(&url, "no answer"))?
+                .map_err(|e| self.transport(&url, &e, "no answer"))?;
             let Some(next) = redirect_target(&response, &url, follow) else {
                 return Ok((response, url));
             };
@@ -185,18 +206,67 @@ impl HubClient {
         })
     }
 
-    /// The next piece of a response body; `None` at its end.
-    pub fn chunk(&self, response: &mut Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-        self.runtime
-            .block_on(async { response.chunk().await })
-            .map(|c| c.map(|b| b.to_vec()))
+    /// The error of a request given up on after the timeout: one line naming the URL (without
+    /// its query: signed storage URLs carry credentials there), what did not arrive in time and
+    /// the setting.
+    fn gave_up(&self, url: &Url, what: &str) -> TransportError {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        TransportError {
+            connect: false,
+            message: format!(
+                "{shown}: {what} within {} s; gave up (HF_HUB_DOWNLOAD_TIMEOUT)",
+                self.timeout.as_secs_f64()
+            ),
+        }
     }
 
-    /// A whole (small) response body.
-    pub fn body(&self, response: Response) -> Result<Vec<u8>, reqwest::Error> {
+    /// A reqwest error as a transport error; its own read timeout reads like
+    /// [`Self::gave_up`].
+    fn transport(&self, url: &Url, err: &reqwest::Error, what: &str) -> TransportError {
+        if err.is_timeout() {
+            self.gave_up(url, what)
+        } else {
+            TransportError::new(url, err)
+        }
+    }
+
+    /// The next piece of a response body from `url`; `None` at its end. Every window of the
+    /// timeout must bring [`MIN_BYTES_PER_WINDOW`] bytes (or the end), else the body is given
+    /// up on: a server that sends a byte a second fails like one that sends nothing.
+    pub fn chunk(
+        &self,
+        response: &mut Response,
+        url: &Url,
+        pace: &mut Pace,
+    ) -> Result<Option<Vec<u8>>, TransportError> {
+        let left = self.timeout.saturating_sub(pace.since.elapsed());
+        let slow = |bytes: u64| format!("only {bytes} bytes, not 64 KiB of the body, arrived");
+        let chunk = self
+            .runtime
+            .block_on(async { tokio::time::timeout(left, response.chunk()).await })
+            .map_err(|_| self.gave_up(url, &slow(pace.bytes)))?
+            .map_err(|e| self.transport(url, &e, &slow(pace.bytes)))?;
+        let Some(bytes) = chunk else {
+            return Ok(None);
+        };
+        pace.bytes += bytes.len() as u64;
+        if pace.bytes >= MIN_BYTES_PER_WINDOW {
+            *pace = Pace::start();
+        } else if pace.since.elapsed() >= self.timeout {
+            return Err(self.gave_up(url, &slow(pace.bytes)));
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// A whole (small) response body from `url`, within the timeout.
+    pub fn body(&self, response: Response, url: &Url) -> Result<Vec<u8>, TransportError> {
+        let timeout = self.timeout;
         self.runtime
-            .block_on(async { response.bytes().await })
+            .block_on(async { tokio::time::timeout(timeout, response.bytes()).await })
+            .map_err(|_| self.gave_up(url, "the answer did not arrive whole"))?
             .map(|b| b.to_vec())
+            .map_err(|e| self.transport(url, &e, "the answer did not arrive whole"))
     }
 }
 
@@ -225,6 +295,7 @@ mod tests {
             token: Token::new("hf_x"),
             offline: false,
             cache: std::env::temp_dir(),
+            timeout: Duration::from_secs(5),
         };
         let client = HubClient::new(&settings).unwrap();
         assert_eq!(client.endpoint_text(), "http://127.0.0.1:9");
@@ -260,6 +331,7 @@ mod tests {
             token: None,
             offline: false,
             cache: std::env::temp_dir(),
+            timeout: Duration::from_secs(5),
         };
         let client = HubClient::new(&settings).unwrap();
         let url = client.url("api/models/a/b").unwrap();

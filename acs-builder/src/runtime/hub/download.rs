@@ -18,7 +18,7 @@ use crate::runtime::error::RuntimeError;
 use crate::runtime::hub::api::{resolve_path_of, status_error};
 use crate::runtime::hub::cache::RepoKind;
 use crate::runtime::hub::cache_layout::RepoCache;
-use crate::runtime::hub::client::{Follow, HubClient, TransportError};
+use crate::runtime::hub::client::{Follow, HubClient, Pace, TransportError};
 use crate::runtime::hub::digest::{normalize_etag, Expected};
 
 /// Transfers of one file before a download is given up (each resumes the previous one).
@@ -273,8 +273,9 @@ impl<'a> Downloader<'a> {
                 .set_position(self.progress.position().saturating_sub(have));
         }
         let mut writer = BufWriter::with_capacity(1 << 20, file);
+        let mut pace = Pace::start();
         loop {
-            match self.client.chunk(&mut response) {
+            match self.client.chunk(&mut response, &url, &mut pace) {
                 Ok(Some(bytes)) => {
                     writer.write_all(&bytes).map_err(io_error)?;
                     *transferred += bytes.len() as u64;
@@ -284,7 +285,7 @@ impl<'a> Downloader<'a> {
                 Err(err) => {
                     // Keep what arrived: the next attempt resumes after it.
                     writer.flush().map_err(io_error)?;
-                    return Err(Failure::Retry(TransportError::new(&url, &err).message));
+                    return Err(Failure::Retry(err.message));
                 }
             }
         }

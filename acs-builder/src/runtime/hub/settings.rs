@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use reqwest::Url;
 
@@ -65,6 +66,37 @@ pub struct HubSettings {
     pub offline: bool,
     /// The hub cache folder.
     pub cache: PathBuf,
+    /// How long a request may wait: for the connection and the answer, and for each
+    /// [`MIN_BYTES_PER_WINDOW`] of a body (`HF_HUB_DOWNLOAD_TIMEOUT`, default 60 s).
+    pub timeout: Duration,
+}
+
+/// The default of `HF_HUB_DOWNLOAD_TIMEOUT` in acs (huggingface_hub's is 10 s per read; acs
+/// also bounds slow bodies, so it allows more per window).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A body must bring at least this much in every timeout window (or end): a server that
+/// trickles (a byte a second) is given up on like one that does not answer.
+pub const MIN_BYTES_PER_WINDOW: u64 = 64 * 1024;
+
+/// `HF_HUB_DOWNLOAD_TIMEOUT` (seconds), else [`DEFAULT_TIMEOUT`].
+pub fn timeout_from_env() -> Result<Duration, RuntimeError> {
+    let Some(text) = std::env::var("HF_HUB_DOWNLOAD_TIMEOUT")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            RuntimeError::input(format!(
+                "HF_HUB_DOWNLOAD_TIMEOUT: `{text}` is not a positive number of seconds"
+            ))
+        })
 }
 
 impl HubSettings {
@@ -83,6 +115,7 @@ impl HubSettings {
             token,
             offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| is_truthy(&v)),
             cache: hub_cache_dir(),
+            timeout: timeout_from_env()?,
         })
     }
 

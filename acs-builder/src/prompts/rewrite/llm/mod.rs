@@ -268,7 +268,10 @@ impl LlmRewriter {
                 match tokio::time::timeout(self.timeout, self.attempt(&body, request)).await {
                     Ok(Attempt::Done(result)) => return result,
                     Ok(Attempt::Retry(reason)) => reason,
-                    Err(_) => format!("timeout after {} s", self.section.timeout_s),
+                    Err(_) => format!(
+                        "timeout after {} s waiting for {}",
+                        self.section.timeout_s, self.url
+                    ),
                 };
             if retry >= self.retries {
                 let retries = match retry {
