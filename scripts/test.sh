@@ -38,6 +38,15 @@ if ! command -v slurmctld > /dev/null && [ "$(id -u)" = 0 ] && command -v apt-ge
         > /dev/null || echo "test.sh: slurm-wlm could not be installed; the Slurm test will say so" >&2
 fi
 
+# Azurite, Azure Blob Storage's emulator, for tests/python/test_azure_storage.py (from npm, into
+# a cached folder beside the virtualenv).
+azurite="${ACS_AZURITE_DIR:-$HOME/.cache/acs/azurite}"
+if [ ! -x "$azurite/node_modules/.bin/azurite-blob" ]; then
+    mkdir -p "$azurite"
+    (cd "$azurite" && npm install --silent --no-audit --no-fund azurite@3.35.0) \
+        || echo "test.sh: azurite could not be installed; the Azure tests will say so" >&2
+fi
+
 # One profile and one feature set for everything, so dependencies compile once: the default
 # features plus `nudenet` (the NudeNet judge, which the default build leaves out). This also
 # replays every fuzz corpus through the fuzz harness on stable Rust (tests/e2e/fuzz_corpus.rs);
@@ -62,6 +71,7 @@ ACS_HOME="$scratch/home" "$target/release/acs" build \
 ACS_BIN="$target/release/acs" ACS_SMOKE_DIR="$scratch/smoke" ACS_SHAPES_DIR="$scratch/shapes" \
     ACS_TINY_DIR="$scratch/home/models/tiny-sd-v1" ACS_SHAPES_MODEL_DIR="$scratch/home/models/shapes-sd-v1" \
     HF_HOME="$scratch/hf" HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 \
+    ACS_AZURITE="$azurite/node_modules/.bin/azurite-blob" \
     "$venv/bin/python" -m pytest -q tests/python
 
 # The GPU check's harness, on a small configuration on the CPU.

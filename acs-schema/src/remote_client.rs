@@ -325,6 +325,13 @@ fn raw_reason(error: &object_store::Error) -> String {
                 "error sending request",
                 "connection reset",
             ];
+            // No connection at all (before anything could time out).
+            let refused = [
+                "connection refused",
+                "tcp connect error",
+                "dns error",
+                "connection reset",
+            ];
             // A request to a credential source (instance metadata, a token endpoint).
             let credential_markers = ["credential", "metadata", "/api/token", "oauth2"];
             if credential_markers.iter().any(|m| lower.contains(m)) {
@@ -335,12 +342,18 @@ fn raw_reason(error: &object_store::Error) -> String {
                     "cannot get credentials{}",
                     hint.map_or(String::new(), |h| format!(" ({h})"))
                 )
-            } else if lower.contains("timed out") || lower.contains("timeout") {
+            } else if let Some(hint) = refused.iter().find(|h| lower.contains(*h)) {
+                format!("cannot reach the endpoint ({hint})")
+            } else if lower.contains("timed out") {
                 format!(
                     "the endpoint did not answer within {} s (ACS_STORE_TIMEOUT; a request is \
-                     retried up to {} times, ACS_STORE_RETRIES)",
+                     retried {}, ACS_STORE_RETRIES)",
                     request_timeout_seconds(),
-                    retry_config().max_retries
+                    match retry_config().max_retries {
+                        0 => "never".to_owned(),
+                        1 => "once".to_owned(),
+                        n => format!("up to {n} times"),
+                    }
                 )
             } else if let Some(hint) = unreachable.iter().find(|h| lower.contains(*h)) {
                 format!("cannot reach the endpoint ({hint})")

@@ -11,39 +11,25 @@
   URL and the reason, exit 2, no secret printed, nothing written.
 """
 
-import io
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import boto3
-import pyarrow.parquet as pq
 import pytest
 import s3fs
-from PIL import Image
 
 from conftest import required_env
+import store_suite as suite
+from store_suite import free_port, run_acs
 
-ACS = required_env("ACS_BIN")
-SMOKE_DIR = required_env("ACS_SMOKE_DIR")
 TINY_DIR = required_env("ACS_TINY_DIR")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# As scripts/test.sh builds ACS_SMOKE_DIR: from the repository root, this relative path.
-SMOKE_MANIFEST = "manifests/smoke.toml"
+SMOKE_MANIFEST = suite.SMOKE_MANIFEST
 # A recognisable secret: it must never appear in acs's output.
 SECRET = "acs-test-secret-Zq8rVw3"
 BUCKET = "acs-test"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_moto(extra_env=None):
@@ -102,165 +88,60 @@ def acs_env(endpoint, home, **extra):
     return env
 
 
-def run_acs(args, env, timeout=600):
-    return subprocess.run(
-        [ACS, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def keys(client, prefix):
     listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     return sorted(o["Key"][len(prefix):] for o in listing.get("Contents", []))
 
 
-def get(client, key):
-    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-
-
-def local_tree(root):
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            out[os.path.relpath(path, root)] = open(path, "rb").read()
-    return out
-
-
 def assert_one_line_exit_2(result, *parts):
-    err = result.stderr.strip()
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert len(err.splitlines()) == 1, err
-    for part in parts:
-        assert part in err, (part, err)
-    assert SECRET not in result.stderr + result.stdout
-    return err
+    return suite.assert_one_line_exit_2(result, *parts, secret=SECRET)
 
 
 @pytest.fixture(scope="module")
-def built(moto, tmp_path_factory):
-    """The smoke build into s3://BUCKET/smoke, killed (SIGKILL) in the middle of a multipart
-    upload and resumed; returns the dataset URL."""
+def store(moto, tmp_path_factory):
     endpoint, client = moto
-    journal = str(tmp_path_factory.mktemp("journal"))
-    url = f"s3://{BUCKET}/smoke"
-    args = ["build", "--manifest", SMOKE_MANIFEST, "--out", url, "--journal", journal, "-q"]
-    env = acs_env(endpoint, journal, ACS_STORE_PART_BYTES="4096", ACS_FAULT_STALL="upload-part:1")
-    process = subprocess.Popen([ACS, *args], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    line = process.stderr.readline()
-    assert "stalled at upload-part" in line, line + process.stderr.read()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    # The shard being uploaded is nowhere visible; the dataset has no manifest.
-    assert keys(client, "smoke/data/") == []
-    assert "acs-manifest.json" not in keys(client, "smoke/")
-    assert os.path.exists(os.path.join(journal, ".acs-journal", "journal.jsonl"))
-    result = run_acs(args, acs_env(endpoint, journal, ACS_STORE_PART_BYTES="4096"))
-    assert result.returncode == 0, result.stderr
-    assert SECRET not in result.stderr + result.stdout
-    # Finished: the journal folder and the staging area are gone.
-    assert not os.path.exists(os.path.join(journal, ".acs-journal"))
-    assert not any(k.startswith(".acs-staging") for k in keys(client, "smoke/"))
-    return url
-
-
-def test_resumed_s3_build_equals_the_local_build(moto, built):
-    _, client = moto
-    expected = local_tree(SMOKE_DIR)
-    assert keys(client, "smoke/") == sorted(expected)
-    for name, data in expected.items():
-        assert get(client, "smoke/" + name) == data, name
-
-
-def test_validate_stats_and_preview_read_the_bucket(moto, built, tmp_path):
-    endpoint, client = moto
-    env = acs_env(endpoint, str(tmp_path))
-    result = run_acs(["validate", built, "--json", "-q"], env)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["passed"] and report["dataset"] == built
-    assert json.loads(get(client, "smoke/validation.json"))["passed"]
-    stats = run_acs(["stats", built, "--json", "-q"], env)
-    assert stats.returncode == 0, stats.stderr
-    manifest = json.loads(get(client, "smoke/acs-manifest.json"))
-    assert json.loads(stats.stdout)["rows"] == sum(s["rows"] for s in manifest["shards"])
-    sheet = tmp_path / "sheet.png"
-    preview = run_acs(["preview", built, "--out", str(sheet), "--count", "3", "-q"], env)
-    assert preview.returncode == 0, preview.stderr
-    assert Image.open(sheet).size[0] > 0
-    client.delete_object(Bucket=BUCKET, Key="smoke/validation.json")
-
-
-def test_datasets_and_pyarrow_read_through_s3fs(moto, built, monkeypatch):
-    endpoint, _ = moto
+    home = str(tmp_path_factory.mktemp("home"))
     options = {"key": "test", "secret": SECRET, "client_kwargs": {"endpoint_url": endpoint}}
-    fs = s3fs.S3FileSystem(**options)
-    files = sorted(fs.glob(f"{BUCKET}/smoke/data/*.parquet"))
-    table = pq.read_table(files, filesystem=fs)
-    manifest = json.loads(fs.cat(f"{BUCKET}/smoke/acs-manifest.json"))
-    assert table.num_rows == sum(s["rows"] for s in manifest["shards"])
-
-    import datasets.config
-    from datasets import Image as ImageFeature
-    from datasets import load_dataset
-
-    # scripts/test.sh keeps the hub offline; this reads the local bucket only.
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False, raising=False)
-    ds = load_dataset(
-        "parquet",
-        data_files={"train": f"s3://{BUCKET}/smoke/data/train-*.parquet"},
+    return suite.Store(
+        root=f"s3://{BUCKET}",
+        env=lambda **extra: acs_env(endpoint, home, **extra),
+        names=lambda prefix: keys(client, prefix),
+        get=lambda key: client.get_object(Bucket=BUCKET, Key=key)["Body"].read(),
+        put=lambda key, data: client.put_object(Bucket=BUCKET, Key=key, Body=data),
+        delete=lambda key: client.delete_object(Bucket=BUCKET, Key=key),
+        filesystem=lambda: s3fs.S3FileSystem(**options),
         storage_options=options,
+        secret=SECRET,
     )
-    train = ds["train"]
-    assert isinstance(train.features["unsafe_image"], ImageFeature)
-    row = train[0]
-    assert row["unsafe_image"].size == (row["width"], row["height"])
 
 
-def test_workers_write_to_one_bucket_and_merge_there(moto, tmp_path):
-    endpoint, client = moto
-    env = acs_env(endpoint, str(tmp_path))
-    for i in range(2):
-        result = run_acs(
-            ["build", "--manifest", SMOKE_MANIFEST, "--out", f"s3://{BUCKET}/run/worker-{i}",
-             "--worker", f"{i}/2", "-q"],
-            env,
-        )
-        assert result.returncode == 0, result.stderr
-    merged = f"s3://{BUCKET}/run/dataset"
-    result = run_acs(
-        ["merge", f"s3://{BUCKET}/run/worker-0", f"s3://{BUCKET}/run/worker-1", "--out", merged, "-q"],
-        env,
-    )
-    assert result.returncode == 0, result.stderr
-    # The merged shards hold exactly the rows of the single build.
-    fs = s3fs.S3FileSystem(key="test", secret=SECRET, client_kwargs={"endpoint_url": endpoint})
-    merged_ids = pq.read_table(sorted(fs.glob(f"{BUCKET}/run/dataset/data/*.parquet")),
-                               filesystem=fs, columns=["pair_id"]).column("pair_id").to_pylist()
-    local_ids = pq.read_table(os.path.join(SMOKE_DIR, "data"), columns=["pair_id"]).column("pair_id").to_pylist()
-    assert sorted(merged_ids) == sorted(local_ids)
-    result = run_acs(["validate", merged, "-q"], env)
-    assert result.returncode == 0, result.stderr
-    # The output must be new: a second merge into it is refused and changes nothing.
-    before = keys(client, "run/dataset/")
-    again = run_acs(["merge", f"s3://{BUCKET}/run/worker-0", "--out", merged, "-q"], env)
-    assert_one_line_exit_2(again, merged, "not empty")
-    assert keys(client, "run/dataset/") == before
+@pytest.fixture(scope="module")
+def built(store, tmp_path_factory):
+    return suite.build_killed_and_resumed(store, str(tmp_path_factory.mktemp("journal")))
 
 
-def test_validate_names_a_corrupted_object(moto, tmp_path):
-    endpoint, client = moto
-    files = local_tree(SMOKE_DIR)
-    shard = sorted(name for name in files if name.startswith("data/"))[0]
-    for name, data in files.items():
-        if name == shard:
-            data = bytearray(data)
-            data[len(data) // 2] ^= 0xFF
-            data = bytes(data)
-        client.put_object(Bucket=BUCKET, Key="corrupt/" + name, Body=data)
-    url = f"s3://{BUCKET}/corrupt"
-    result = run_acs(["validate", url, "-q"], acs_env(endpoint, str(tmp_path)))
-    assert_one_line_exit_2(result, f"{url}/{shard}", "sha256 mismatch")
+def test_resumed_s3_build_equals_the_local_build(store, built):
+    suite.check_equals_the_local_build(store)
+
+
+def test_validate_stats_and_preview_read_the_bucket(store, built, tmp_path):
+    suite.check_validate_stats_and_preview(store, built, tmp_path)
+
+
+def test_datasets_and_pyarrow_read_through_s3fs(store, built, monkeypatch):
+    suite.check_datasets_and_pyarrow_read(store, monkeypatch)
+
+
+def test_a_build_killed_while_publishing_is_finished_by_the_rerun(store, tmp_path):
+    suite.check_killed_while_publishing_then_finished(store, str(tmp_path / "journal"))
+
+
+def test_workers_write_to_one_bucket_and_merge_there(store):
+    suite.check_workers_merge_in_the_bucket(store)
+
+
+def test_validate_names_a_corrupted_object(store):
+    suite.check_validate_names_a_corrupted_object(store)
 
 
 def test_bad_credentials_bucket_and_endpoint(moto, tmp_path):

@@ -1,7 +1,7 @@
 """The Slurm job array of docs/distributed.md, submitted as written there (only the paths, the
 bucket and the array size filled in) to a real one-node Slurm cluster started here
 (slurm_cluster.py), writing into moto's S3 server on 127.0.0.1: three array tasks render their
-slices of a build; one is killed in the middle of its render (`scancel --signal=KILL`), requeued
+slices of a build; one is killed in the middle of its render (`scancel --signal=KILL --full`), requeued
 (`scontrol requeue`), and resumes from its journal; `acs merge` in the bucket then holds exactly
 the rows of a one-process build of the same manifest (every column, images and latents
 included), with the same splits, build config and model; `acs validate` passes on it.
@@ -90,7 +90,9 @@ def test_the_documented_job_array_runs_survives_a_killed_task_and_merges_to_the_
     while not (os.path.exists(journal) and '"event":"batch"' in open(journal).read()):
         assert time.time() < deadline, f"task {KILLED} spooled no batch: {cluster.states(job)}"
         time.sleep(0.05)
-    cluster.run("scancel", "--signal=KILL", f"{job}_{KILLED}")
+    # --full: the signal goes to the batch script and acs under it (plain --signal reaches
+    # job steps only, and acs runs in the batch step).
+    cluster.run("scancel", "--signal=KILL", "--full", f"{job}_{KILLED}")
     while cluster.task_state(job, KILLED) in ("RUNNING", "COMPLETING"):
         assert time.time() < deadline
         time.sleep(0.2)

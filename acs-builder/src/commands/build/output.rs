@@ -79,10 +79,15 @@ pub fn check_output(
         return Ok(OutputState::Finished(existing));
     }
     let staging = format!("{STAGING_DIR}/");
+    // The local journal of this build, unfinished: a run killed while it published (shards
+    // copied to their final names, no manifest yet) left those objects; the rerun finishes it.
+    let local = check_output_folder(&target.work, config, worker)?;
+    let resuming = !matches!(local, OutputState::Empty);
     let foreign: Vec<&String> = objects
         .iter()
         .map(|(name, _)| name)
         .filter(|name| !name.starts_with(&staging))
+        .filter(|name| !(resuming && is_published_name(name)))
         .collect();
     if let Some(first) = foreign.first() {
         return Err(AcsError::input(format!(
@@ -96,7 +101,7 @@ pub fn check_output(
     let probe = format!("{STAGING_DIR}/.acs-probe-{}", std::process::id());
     publisher.publish(&probe, b"")?;
     dir.delete(&probe)?;
-    match check_output_folder(&target.work, config, worker)? {
+    match local {
         // The local copy of a finished manifest whose upload did not happen: finish again.
         OutputState::Finished(mut existing) => {
             existing.complete = false;
@@ -104,6 +109,15 @@ pub fn check_output(
         }
         state => Ok(state),
     }
+}
+
+/// The names a build's publish step writes besides the manifest: the final shards, the card
+/// and the rejects.
+fn is_published_name(name: &str) -> bool {
+    let shard = name
+        .strip_prefix("data/")
+        .is_some_and(|rest| !rest.contains('/') && rest.ends_with(".parquet"));
+    shard || name == "README.md" || name == crate::store::REJECTS_FILE
 }
 
 /// Refuses a manifest of another build or another worker slice in `out`.
