@@ -1,8 +1,8 @@
 //! End-to-end tests of `[alignment] keep_best` on the embedded demonstrator, ranked by the
 //! shapes judge: of each prompt pair's seeds the best valid render is kept (the one with the
 //! fewest pixels changed outside the edited object, as `acs metrics --prompts` measures it),
-//! the others are invalid with their rank, `acs validate` agrees, and two workers split the
-//! prompt pairs, not their seeds. CLIP-ranked selection against transformers is
+//! the others are invalid with their rank, `acs validate` agrees, two workers split the
+//! prompt pairs, not their seeds, and a build killed between two groups resumes to the same rows. CLIP-ranked selection against transformers is
 //! tests/python/test_clip_similarity_parity.py.
 
 use std::collections::BTreeMap;
@@ -138,4 +138,39 @@ fn keep_best_keeps_the_best_render_of_each_prompt_pair_and_validate_agrees() {
         seen += rows.len();
     }
     assert_eq!(seen, 3 * SEEDS);
+}
+
+#[test]
+fn a_keep_best_build_killed_after_a_group_resumes_to_the_same_rows() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let manifest = selection_manifest(dir);
+    let home = dir.join("home");
+    let whole = dir.join("whole");
+    let run = build(&home, &manifest, &whole);
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    // Aborted while the second group is spooled (before it is journaled): the first prompt
+    // pair (its three renders arrive over two render batches of two), selected, is durable.
+    let out = dir.join("out");
+    let mut command = crate::util::acs_command(
+        &home,
+        &["build", "--manifest", &s(&manifest), "--out", &s(&out)],
+    );
+    command.env("ACS_FAULT_ABORT", "batch-spooled:2");
+    let aborted = crate::util::run(command);
+    assert!(!aborted.status.success());
+    let resumed = build(&home, &manifest, &out);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("resuming: 3 of 9 pairs were already rendered"),
+        "{}",
+        stderr(&resumed)
+    );
+    let rows = |folder: &Path| {
+        let mut rows = Dataset::open(folder).unwrap().records().unwrap();
+        rows.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+        rows
+    };
+    assert_eq!(rows(&out), rows(&whole));
 }
