@@ -69,10 +69,11 @@ def test_the_documented_job_array_runs_survives_a_killed_task_and_merges_to_the_
     endpoint, client = s3
     shared = str(tmp_path / "shared")
     os.makedirs(os.path.join(shared, "hf"))
-    # The smoke build in fewer steps and smaller batches, so that a task is killed between two.
+    # The smoke build one pair per batch, so that a task is killed between two batches with
+    # several still to render (a task renders 5 or 6 pairs; a batch takes a second or so).
     manifest = open(os.path.join(REPO, "manifests", "smoke.toml")).read()
     manifest = manifest.replace('path = "../samples/pairs.jsonl"', f'path = "{REPO}/samples/pairs.jsonl"')
-    manifest = manifest.replace("batch_pairs = 4", "batch_pairs = 2").replace("steps = 25", "steps = 10")
+    manifest = manifest.replace("batch_pairs = 4", "batch_pairs = 1")
     with open(os.path.join(shared, "manifest.toml"), "w") as f:
         f.write(manifest)
     run = f"s3://{BUCKET}/runs/slurm"
@@ -89,7 +90,7 @@ def test_the_documented_job_array_runs_survives_a_killed_task_and_merges_to_the_
     deadline = time.time() + 300
     while not (os.path.exists(journal) and '"event":"batch"' in open(journal).read()):
         assert time.time() < deadline, f"task {KILLED} spooled no batch: {cluster.states(job)}"
-        time.sleep(0.05)
+        time.sleep(0.01)
     # --full: the signal goes to the batch script and acs under it (plain --signal reaches
     # job steps only, and acs runs in the batch step).
     cluster.run("scancel", "--signal=KILL", "--full", f"{job}_{KILLED}")
