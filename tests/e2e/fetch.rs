@@ -723,17 +723,19 @@ fn interrupted_downloads_resume_with_a_range_request() {
 
 #[test]
 fn silent_and_trickling_hubs_are_given_up_on_and_the_download_resumes() {
+    let fetch_in_1s = |sandbox: &Sandbox, hub: &Hub| {
+        let mut command = sandbox.command(&["model", "fetch", REPO]);
+        command
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_HUB_DOWNLOAD_TIMEOUT", "1");
+        command.output().unwrap()
+    };
     // An API that accepts and never answers: one line naming the URL and the setting.
     let hub = Hub::start(Behaviour {
         silent_api: true,
         ..Behaviour::default()
     });
-    let sandbox = Sandbox::new();
-    let mut command = sandbox.command(&["model", "fetch", REPO]);
-    command
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env("HF_HUB_DOWNLOAD_TIMEOUT", "1");
-    let silent = command.output().unwrap();
+    let silent = fetch_in_1s(&Sandbox::new(), &hub);
     let api = format!("{}/api/models/{REPO}/revision/main", hub.endpoint());
     assert_exit_2(&silent, &[&api, "within 1 s", "HF_HUB_DOWNLOAD_TIMEOUT"]);
 
@@ -746,11 +748,7 @@ fn silent_and_trickling_hubs_are_given_up_on_and_the_download_resumes() {
         ..Behaviour::default()
     });
     let sandbox = Sandbox::new();
-    let mut command = sandbox.command(&["model", "fetch", REPO]);
-    command
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env("HF_HUB_DOWNLOAD_TIMEOUT", "1");
-    let trickled = command.output().unwrap();
+    let trickled = fetch_in_1s(&sandbox, &hub);
     assert_exit_2(
         &trickled,
         &["64 KiB of the body", "within 1 s", ".incomplete"],

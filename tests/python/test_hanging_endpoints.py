@@ -87,6 +87,20 @@ def run(args, env, cwd=REPO):
     return out, time.monotonic() - started
 
 
+def tiny_manifest(folder, tables):
+    """m.toml in `folder`: the tiny model, 2 steps at 64 px, then `tables`."""
+    manifest = folder / "m.toml"
+    manifest.write_text(f"""
+[model]
+path = "{TINY_DIR}"
+[sampling]
+steps = 2
+height = 64
+width = 64
+""" + tables)
+    return manifest
+
+
 def assert_one_line(out, *needles):
     assert out.returncode == 2, (out.returncode, out.stderr)
     lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -109,14 +123,7 @@ def test_the_hub_gives_up_on_a_silent_or_trickling_server(server, tmp_path):
 
 
 def test_a_hub_dataset_source_gives_up_on_a_silent_or_trickling_server(server, tmp_path):
-    manifest = tmp_path / "m.toml"
-    manifest.write_text(f"""
-[model]
-path = "{TINY_DIR}"
-[sampling]
-steps = 2
-height = 64
-width = 64
+    manifest = tiny_manifest(tmp_path, """
 [[sources]]
 kind = "prompts"
 repo = "org/prompts"
@@ -132,14 +139,7 @@ preset = "i2p"
 
 def test_the_llm_rewriter_gives_up_on_a_silent_or_trickling_server(server, tmp_path):
     (tmp_path / "prompts.txt").write_text("a bloody unicorn statue\n")
-    manifest = tmp_path / "m.toml"
-    manifest.write_text(f"""
-[model]
-path = "{TINY_DIR}"
-[sampling]
-steps = 2
-height = 64
-width = 64
+    manifest = tiny_manifest(tmp_path, f"""
 [[sources]]
 kind = "prompts-txt"
 path = "prompts.txt"

@@ -107,12 +107,13 @@ pub fn file_pair_metrics(
     prompts: Option<&[String]>,
     clip: Option<&ClipOptions>,
 ) -> Result<FilePairMetrics, AcsError> {
-    let load = |path: &Path| -> Result<(Vec<u8>, u32, u32), AcsError> {
-        let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
-        decode_png(&bytes).map_err(|e| AcsError::input(format!("{}: {e}", path.display())))
+    let read = |path: &Path| std::fs::read(path).map_err(|e| AcsError::io(path, e));
+    let files = [read(unsafe_path)?, read(safe_path)?];
+    let decode = |bytes: &[u8], path: &Path| {
+        decode_png(bytes).map_err(|e| AcsError::input(format!("{}: {e}", path.display())))
     };
-    let (unsafe_rgb, width, height) = load(unsafe_path)?;
-    let (safe_rgb, safe_width, safe_height) = load(safe_path)?;
+    let (unsafe_rgb, width, height) = decode(&files[0], unsafe_path)?;
+    let (safe_rgb, safe_width, safe_height) = decode(&files[1], safe_path)?;
     if (safe_width, safe_height) != (width, height) {
         return Err(AcsError::input(format!(
             "{}: image is {safe_width}x{safe_height}, but {} is {width}x{height}; the metrics \
@@ -133,7 +134,7 @@ pub fn file_pair_metrics(
     let clip = match (clip, prompts) {
         (Some(options), Some([unsafe_prompt, safe_prompt])) => Some(clip_figures(
             options,
-            [unsafe_path, safe_path],
+            [(&files[0], unsafe_path), (&files[1], safe_path)],
             unsafe_prompt,
             safe_prompt,
         )?),
@@ -191,15 +192,15 @@ pub fn file_pair_metrics(
 /// The CLIP similarities of two RGB8 images and their prompts, as the build computes them.
 fn clip_figures(
     options: &ClipOptions,
-    paths: [&Path; 2],
+    files: [(&[u8], &Path); 2],
     unsafe_prompt: &str,
     safe_prompt: &str,
 ) -> Result<serde_json::Value, AcsError> {
-    // As transformers' CLIP processors read a PNG with transparency: onto white.
+    // As transformers' CLIP processors read a PNG with transparency: onto white (the files'
+    // bytes as read for the metrics).
     let mut decoded = Vec::new();
-    for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| AcsError::io(path, e))?;
-        let (rgb, w, h) = decode_png_onto_white(&bytes)
+    for (bytes, path) in files {
+        let (rgb, w, h) = decode_png_onto_white(bytes)
             .map_err(|e| AcsError::input(format!("{}: {e}", path.display())))?;
         decoded.push((rgb, w as usize, h as usize));
     }

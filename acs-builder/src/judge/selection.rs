@@ -37,12 +37,17 @@ impl std::fmt::Display for RankBy {
 pub const KEEP_BEST_REASON: &str = "keep_best: ";
 
 /// Which renders belong together: one prompt pair of one category.
-pub fn group_key(record: &PairRecord) -> (String, String, String) {
-    (
-        record.category.clone(),
-        record.unsafe_prompt.clone(),
-        record.safe_prompt.clone(),
-    )
+pub fn group_key(record: &PairRecord) -> (&str, &str, &str) {
+    (&record.category, &record.unsafe_prompt, &record.safe_prompt)
+}
+
+/// True for a row whose only reject reasons are `keep_best`'s: valid, but not kept.
+pub fn only_not_kept(record: &PairRecord) -> bool {
+    !record.reject_reasons.is_empty()
+        && record
+            .reject_reasons
+            .iter()
+            .all(|r| r.starts_with(KEEP_BEST_REASON))
 }
 
 /// A render's rank score (higher is better; NaN when it has none). `images` (unsafe, safe RGB8
@@ -81,6 +86,19 @@ pub struct Candidate {
     pub score: f32,
     /// Its SSIM (the first tie-break).
     pub ssim: f32,
+}
+
+impl Candidate {
+    /// A row with its rank score; valid when its only reasons (if any) are `keep_best`'s, so
+    /// that a stored row is seen as the selection saw it.
+    pub fn of(record: &PairRecord, score: f32) -> Self {
+        Self {
+            pair_id: record.pair_id.clone(),
+            valid: record.valid || only_not_kept(record),
+            score,
+            ssim: record.ssim,
+        }
+    }
 }
 
 fn better(a: &Candidate, b: &Candidate) -> Ordering {

@@ -34,7 +34,7 @@ pub struct PlannedPair {
 }
 
 impl PlannedPair {
-    /// The id of its prompt pair (category and both prompts; 32 hex digits): the renders
+    /// The id of its prompt pair (category and both prompts; 16 hex digits): the renders
     /// that `keep_best` ranks together, and that one worker renders.
     pub fn group_id(&self) -> String {
         let p = &self.prompts;
@@ -185,17 +185,16 @@ pub fn plan(prompts: Vec<AlignedPair>, manifest: &BuildManifest, model_sha256: &
 /// Moves the renders of each prompt pair next to its first (a stable reorder), so that
 /// `keep_best` sees a group's renders one after another even when a source lists the same
 /// pair twice.
-fn keep_groups_together(pairs: &mut [PlannedPair]) {
+fn keep_groups_together(pairs: &mut Vec<PlannedPair>) {
     let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let ranks: Vec<usize> = pairs
-        .iter()
+    let mut ranked: Vec<(usize, PlannedPair)> = pairs
+        .drain(..)
         .enumerate()
-        .map(|(i, p)| *first.entry(p.group_id()).or_insert(i))
+        .map(|(i, p)| (*first.entry(p.group_id()).or_insert(i), p))
         .collect();
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    order.sort_by_key(|&i| ranks[i]);
-    let sorted: Vec<PlannedPair> = order.iter().map(|&i| pairs[i].clone()).collect();
-    pairs.clone_from_slice(&sorted);
+    // Stable: a group's renders keep their order.
+    ranked.sort_by_key(|(rank, _)| *rank);
+    pairs.extend(ranked.into_iter().map(|(_, p)| p));
 }
 
 #[cfg(test)]

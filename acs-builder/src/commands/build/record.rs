@@ -86,16 +86,21 @@ fn metrics_with_mask_as_stored(
     (metrics, unsafe_f16, safe_f16)
 }
 
+/// (height, width) of a `[c, h, w]` latent shape.
+fn latent_size(latent_shape: &[i32]) -> Result<(usize, usize), AcsError> {
+    match latent_shape {
+        [_, h, w] => Ok((*h as usize, *w as usize)),
+        _ => Err(AcsError::internal("latent shape is not [c, h, w]")),
+    }
+}
+
 /// The change-mask columns of a row: the mask PNG and its latent-resolution bytes.
 fn mask_columns(
     mask: &ChangeMask,
     pair_id: &str,
     latent_shape: &[i32],
 ) -> Result<(ImageBlob, Vec<u8>), AcsError> {
-    let (lh, lw) = match latent_shape {
-        [_, h, w] => (*h as usize, *w as usize),
-        _ => return Err(AcsError::internal("latent shape is not [c, h, w]")),
-    };
+    let (lh, lw) = latent_size(latent_shape)?;
     let image = ImageBlob {
         bytes: mask.to_png()?,
         path: Some(format!("{pair_id}-mask.png")),
@@ -110,10 +115,7 @@ pub fn blend_mask_image(
     latent_shape: &[i32],
     (width, height): (usize, usize),
 ) -> Result<ImageBlob, AcsError> {
-    let (lh, lw) = match latent_shape {
-        [_, h, w] => (*h as usize, *w as usize),
-        _ => return Err(AcsError::internal("latent shape is not [c, h, w]")),
-    };
+    let (lh, lw) = latent_size(latent_shape)?;
     Ok(ImageBlob {
         bytes: ChangeMask::from_latent(bits, (lh, lw), width, height).to_png()?,
         path: Some(format!("{pair_id}-blend-mask.png")),

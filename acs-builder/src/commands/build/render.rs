@@ -206,9 +206,10 @@ impl Selector {
     /// Takes a batch's rows; returns the rows of the groups now complete, selected.
     fn add(&mut self, rows: Vec<RankedRow>) -> Vec<PairRecord> {
         self.pending.extend(rows);
-        let Some(last) = self.pending.last().map(|(record, _)| group_key(record)) else {
+        let Some((last, _)) = self.pending.last() else {
             return Vec::new();
         };
+        let last = group_key(last);
         let open = self
             .pending
             .iter()
@@ -226,28 +227,24 @@ impl Selector {
     }
 
     fn select(&self, rows: Vec<RankedRow>) -> Vec<PairRecord> {
-        let mut out = Vec::with_capacity(rows.len());
+        let mut reasons = Vec::with_capacity(rows.len());
         for group in rows.chunk_by(|(a, _), (b, _)| group_key(a) == group_key(b)) {
             let candidates: Vec<Candidate> = group
                 .iter()
-                .map(|(record, score)| Candidate {
-                    pair_id: record.pair_id.clone(),
-                    valid: record.valid,
-                    score: *score,
-                    ssim: record.ssim,
-                })
+                .map(|(record, score)| Candidate::of(record, *score))
                 .collect();
-            let reasons = selection(&candidates, self.keep);
-            for ((record, _), reason) in group.iter().zip(reasons) {
-                let mut record = record.clone();
+            reasons.extend(selection(&candidates, self.keep));
+        }
+        rows.into_iter()
+            .zip(reasons)
+            .map(|((mut record, _), reason)| {
                 if let Some(reason) = reason {
                     record.reject_reasons.push(reason);
                     record.valid = false;
                 }
-                out.push(record);
-            }
-        }
-        out
+                record
+            })
+            .collect()
     }
 }
 

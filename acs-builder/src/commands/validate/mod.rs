@@ -422,12 +422,7 @@ fn tally_row(
         report.valid_rows += 1;
     } else {
         report.invalid_rows += 1;
-        let keep_best = crate::judge::selection::KEEP_BEST_REASON;
-        if record
-            .reject_reasons
-            .iter()
-            .all(|r| r.starts_with(keep_best))
-        {
+        if crate::judge::selection::only_not_kept(record) {
             report.not_kept_rows += 1;
         }
         // Rows per reason kind: a row rejected twice for one kind counts once.

@@ -37,18 +37,14 @@ impl SelectionCheck {
             .iter()
             .find(|r| r.starts_with(KEEP_BEST_REASON))
             .cloned();
-        let others = record
-            .reject_reasons
-            .iter()
-            .filter(|r| !r.starts_with(KEEP_BEST_REASON))
-            .count();
-        self.groups.entry(group_key(record)).or_default().push(Row {
-            candidate: Candidate {
-                pair_id: record.pair_id.clone(),
-                valid: others == 0,
-                score: rank,
-                ssim: record.ssim,
-            },
+        let (category, unsafe_prompt, safe_prompt) = group_key(record);
+        let key = (
+            category.to_owned(),
+            unsafe_prompt.to_owned(),
+            safe_prompt.to_owned(),
+        );
+        self.groups.entry(key).or_default().push(Row {
+            candidate: Candidate::of(record, rank),
             stored,
             at: at.to_owned(),
         });

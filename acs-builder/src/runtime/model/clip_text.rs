@@ -12,9 +12,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::clip_vision::transformers_weights;
+use super::clip_vision::load_tower;
 use super::config::JsonConfig;
-use super::layers::{linear_no_bias, Activation, Linear};
+use super::layers::{linear_no_bias, Linear};
 use super::text_encoder::{TextEncoder, TextEncoderConfig};
 use crate::runtime::error::RuntimeError;
 
@@ -54,16 +54,7 @@ fn text_hyperparameters(
     text: &JsonConfig,
     projection_dim: usize,
 ) -> Result<ClipTextConfig, RuntimeError> {
-    let act_name = text.str_or("hidden_act", "quick_gelu")?;
-    let hidden_act = Activation::from_config_name(act_name).ok_or_else(|| {
-        text.error(
-            "hidden_act",
-            format!(
-                "`{act_name}` is not supported (supported: {})",
-                Activation::NAMES.join(", ")
-            ),
-        )
-    })?;
+    let hidden_act = text.activation_or("hidden_act", "quick_gelu")?;
     let hidden_size = text.usize_or("hidden_size", Some(512))?;
     let heads = text.usize_or("num_attention_heads", Some(8))?;
     if heads == 0 || hidden_size % heads != 0 {
@@ -113,16 +104,8 @@ impl ClipTextTower {
     /// on `device`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, RuntimeError> {
         let config = clip_text_config(&JsonConfig::read(&dir.join("config.json"))?)?;
-        let files = transformers_weights(dir)?;
-        // SAFETY: the files are memory-mapped read-only; acs never writes them while loading.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .map_err(|e| RuntimeError::candle(&dir.display().to_string(), e))?;
-        Self::new(vb, &config).map_err(|e| {
-            RuntimeError::input(format!(
-                "{}: the text tower's weights do not fit the config: {}",
-                dir.display(),
-                crate::runtime::error::candle_message(&e)
-            ))
+        load_tower(dir, dtype, device, "the text tower's ", |vb| {
+            Self::new(vb, &config)
         })
     }
 

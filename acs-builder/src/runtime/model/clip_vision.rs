@@ -71,16 +71,7 @@ fn vision_hyperparameters(
     cfg: &JsonConfig,
     projection_dim: usize,
 ) -> Result<ClipVisionConfig, RuntimeError> {
-    let act_name = cfg.str_or("hidden_act", "quick_gelu")?;
-    let hidden_act = Activation::from_config_name(act_name).ok_or_else(|| {
-        cfg.error(
-            "hidden_act",
-            format!(
-                "`{act_name}` is not supported (supported: {})",
-                Activation::NAMES.join(", ")
-            ),
-        )
-    })?;
+    let hidden_act = cfg.activation_or("hidden_act", "quick_gelu")?;
     let hidden_size = cfg.usize_or("hidden_size", Some(768))?;
     let heads = cfg.usize_or("num_attention_heads", Some(12))?;
     if heads == 0 || hidden_size % heads != 0 {
@@ -151,6 +142,29 @@ pub fn transformers_weights(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
     )))
 }
 
+/// Builds a tower with `new` from the memory-mapped weights of the transformers folder `dir`;
+/// weights that do not fit are an input error naming the folder (`what` names the tower in
+/// it, e.g. "the text tower's ").
+pub fn load_tower<T>(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    what: &str,
+    new: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<T, RuntimeError> {
+    let files = transformers_weights(dir)?;
+    // SAFETY: the files are memory-mapped read-only; acs never writes them while loading.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+        .map_err(|e| RuntimeError::candle(&dir.display().to_string(), e))?;
+    new(vb).map_err(|e| {
+        RuntimeError::input(format!(
+            "{}: {what}weights do not fit the config: {}",
+            dir.display(),
+            crate::runtime::error::candle_message(&e)
+        ))
+    })
+}
+
 /// The vision tower.
 pub struct ClipVision {
     patch_embedding: candle_nn::Conv2d,
@@ -170,17 +184,7 @@ impl ClipVision {
     /// on `device`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, RuntimeError> {
         let config = clip_vision_config(&JsonConfig::read(&dir.join("config.json"))?)?;
-        let files = transformers_weights(dir)?;
-        // SAFETY: the files are memory-mapped read-only; acs never writes them while loading.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .map_err(|e| RuntimeError::candle(&dir.display().to_string(), e))?;
-        Self::new(vb, &config).map_err(|e| {
-            RuntimeError::input(format!(
-                "{}: the weights do not fit the config: {}",
-                dir.display(),
-                crate::runtime::error::candle_message(&e)
-            ))
-        })
+        load_tower(dir, dtype, device, "the ", |vb| Self::new(vb, &config))
     }
 
     /// The tower from weights at `vb` (any of the key layouts of the module docs).

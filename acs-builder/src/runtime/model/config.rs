@@ -101,6 +101,20 @@ impl JsonConfig {
         }
     }
 
+    /// The activation named by `key` (`hidden_act`), else `default`.
+    pub fn activation_or(&self, key: &str, default: &str) -> Result<Activation, RuntimeError> {
+        let name = self.str_or(key, default)?;
+        Activation::from_config_name(name).ok_or_else(|| {
+            self.error(
+                key,
+                format!(
+                    "`{name}` is not supported (supported: {})",
+                    Activation::NAMES.join(", ")
+                ),
+            )
+        })
+    }
+
     /// A list of strings.
     pub fn strings(&self, key: &str) -> Result<Vec<String>, RuntimeError> {
         let list = self
@@ -381,16 +395,7 @@ pub fn vae_config(cfg: &JsonConfig) -> Result<VaeConfig, RuntimeError> {
 
 /// Reads `text_encoder/config.json` (transformers `CLIPTextModel`).
 pub fn text_encoder_config(cfg: &JsonConfig) -> Result<TextEncoderConfig, RuntimeError> {
-    let act_name = cfg.str_or("hidden_act", "quick_gelu")?;
-    let hidden_act = Activation::from_config_name(act_name).ok_or_else(|| {
-        cfg.error(
-            "hidden_act",
-            format!(
-                "`{act_name}` is not supported (supported: {})",
-                Activation::NAMES.join(", ")
-            ),
-        )
-    })?;
+    let hidden_act = cfg.activation_or("hidden_act", "quick_gelu")?;
     let hidden_size = cfg.usize("hidden_size")?;
     let heads = cfg.usize("num_attention_heads")?;
     if heads == 0 || hidden_size % heads != 0 {
