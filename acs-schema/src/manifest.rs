@@ -105,6 +105,11 @@ pub struct ShardEntry {
     /// resumed on another machine); empty for shards written before acs recorded it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_paths: Vec<String>,
+    /// Worker outputs only: each row's position in the whole build's render plan, in row
+    /// order, so that `acs merge` writes the rows in the order (and so the shards) of a
+    /// one-process build. Empty in every other dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan_positions: Vec<u64>,
 }
 
 impl DatasetManifest {
@@ -288,6 +293,7 @@ pub(crate) mod tests {
                     bytes: 100,
                     sha256: "22".repeat(32),
                     kernel_paths: vec!["cpu-avx2".into()],
+                    plan_positions: Vec::new(),
                 },
                 ShardEntry {
                     path: "data/test-00000-of-00001.parquet".into(),
@@ -296,6 +302,7 @@ pub(crate) mod tests {
                     bytes: 90,
                     sha256: "33".repeat(32),
                     kernel_paths: vec!["cpu-avx2".into()],
+                    plan_positions: Vec::new(),
                 },
             ],
             worker: None,

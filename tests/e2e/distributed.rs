@@ -1,7 +1,8 @@
 //! Distributed builds: 4 worker processes (`--worker i/4`, and the Slurm / Kubernetes
-//! variables) render disjoint slices; `acs merge` joins them into a dataset equal, row for row
-//! and byte for byte, to a single-process build; merging twice gives the same bytes; missing,
-//! overlapping and foreign outputs are refused.
+//! variables) render disjoint slices; `acs merge` joins them into a dataset equal byte for byte
+//! (shards, manifest, card, rejects) to a single-process build; merging twice gives the same
+//! bytes; worker outputs without plan positions (older acs) merge worker after worker, row for
+//! row equal; missing, overlapping and foreign outputs and broken plan positions are refused.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,9 @@ use std::process::Command;
 
 use acs_schema::{read_shard, DatasetManifest, PairRecord};
 
-use crate::util::{acs_command, run, s, smoke_manifest, smoke_manifest_text, text, tree};
+use crate::util::{
+    acs_command, copy_tree, run, s, smoke_manifest, smoke_manifest_text, text, tree,
+};
 
 /// `acs ARGS` with its model cache in `home` and the variables `envs` set (a job array's).
 fn acs(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
@@ -108,6 +111,10 @@ fn four_workers_and_merge_equal_a_single_build() {
     args.extend(["--out", &merged_arg]);
     let out = run(acs(home.path(), &args, &[]));
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        tree(&merged) == tree(&single),
+        "the merge differs from a one-process build"
+    );
 
     // Content for content: the same rows, field by field (images and latents included).
     let (ours, theirs) = (rows(&merged), rows(&single));
@@ -140,6 +147,8 @@ fn four_workers_and_merge_equal_a_single_build() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_file(merged.join("validation.json")).unwrap();
     assert!(tree(&merged) == tree(&again), "two merges differ");
+
+    plan_positions_are_checked(home.path(), work.path(), &dirs, &single);
 
     // Refusals: a missing worker, an overlap, a whole build, a non-empty --out.
     let target = work.path().join("refused").display().to_string();
@@ -246,6 +255,93 @@ fn four_workers_and_merge_equal_a_single_build() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Copies of the worker outputs `dirs` under `work/name`, each manifest edited by `edit`
+/// (given the worker's number).
+fn edited_copies(
+    work: &Path,
+    name: &str,
+    dirs: &[String],
+    edit: impl Fn(usize, &mut serde_json::Value),
+) -> Vec<String> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let copy = work.join(format!("{name}-{i}"));
+            copy_tree(Path::new(dir), &copy);
+            let path = copy.join("acs-manifest.json");
+            let mut manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            edit(i, &mut manifest);
+            std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+            copy.display().to_string()
+        })
+        .collect()
+}
+
+/// Edits shard `k` of a worker manifest.
+type EditShard = fn(&mut serde_json::Value, usize);
+
+/// `acs merge DIRS --out work/OUT`.
+fn merge_into(home: &Path, dirs: &[String], out: &Path) -> std::process::Output {
+    let mut args = vec!["merge"];
+    args.extend(dirs.iter().map(String::as_str));
+    let out = out.display().to_string();
+    args.extend(["--out", &out]);
+    run(acs(home, &args, &[]))
+}
+
+/// Worker outputs without plan positions (written before acs recorded them) still merge, worker
+/// after worker, to the single build's rows; positions that disagree with the rows are refused.
+fn plan_positions_are_checked(home: &Path, work: &Path, dirs: &[String], single: &Path) {
+    let legacy = edited_copies(work, "legacy", dirs, |_, m| {
+        for shard in m["shards"].as_array_mut().unwrap() {
+            assert!(shard["plan_positions"].is_array(), "{shard}");
+            shard.as_object_mut().unwrap().remove("plan_positions");
+        }
+    });
+    let merged = work.join("legacy-merged");
+    let out = merge_into(home, &legacy, &merged);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("worker after worker"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(rows(&merged), rows(single));
+
+    let first_with_two_rows = |m: &mut serde_json::Value| -> Option<usize> {
+        let shards = m["shards"].as_array().unwrap();
+        shards.iter().position(|s| s["rows"].as_u64().unwrap() >= 2)
+    };
+    let cases: [(&str, &str, EditShard); 2] = [
+        ("swapped", "is out of order", |m, k| {
+            let positions = m["shards"][k]["plan_positions"].as_array_mut().unwrap();
+            positions.swap(0, 1);
+        }),
+        ("short", "plan positions for", |m, k| {
+            let positions = m["shards"][k]["plan_positions"].as_array_mut().unwrap();
+            positions.pop();
+        }),
+    ];
+    for (name, expected, edit) in cases {
+        let broken = edited_copies(work, name, dirs, |i, m| {
+            if i == 0 {
+                let k = first_with_two_rows(m).expect("worker 0 has a shard of 2 rows");
+                edit(m, k);
+            }
+        });
+        let target = work.join(format!("{name}-merged"));
+        let out = merge_into(home, &broken, &target);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(expected) && err.contains(&format!("{name}-0")),
+            "{name}: {err}"
+        );
+        assert!(!target.exists(), "{name}: a refused merge left {target:?}");
+    }
 }
 
 #[test]

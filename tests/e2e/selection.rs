@@ -2,15 +2,16 @@
 //! shapes judge: of each prompt pair's seeds the best valid render is kept (the one with the
 //! fewest pixels changed outside the edited object, as `acs metrics --prompts` measures it),
 //! the others are invalid with their rank, `acs validate` agrees, two workers split the
-//! prompt pairs, not their seeds, and a build killed between two groups resumes to the same rows. CLIP-ranked selection against transformers is
-//! tests/python/test_clip_similarity_parity.py.
+//! prompt pairs, not their seeds (merged, they are the one-process build byte for byte), and a
+//! build killed between two groups resumes to the same rows. CLIP-ranked selection against
+//! transformers is tests/python/test_clip_similarity_parity.py.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use acs_schema::{Dataset, PairRecord};
 
-use crate::util::{acs, build, repo_root, s, stderr, stdout};
+use crate::util::{acs, build, repo_root, s, stderr, stdout, tree};
 
 const SEEDS: usize = 3;
 
@@ -138,6 +139,24 @@ fn keep_best_keeps_the_best_render_of_each_prompt_pair_and_validate_agrees() {
         seen += rows.len();
     }
     assert_eq!(seen, 3 * SEEDS);
+
+    // Merged, the two slices are the one-process build, byte for byte.
+    let merged = dir.join("merged");
+    let (part_0, part_1) = (dir.join("part-0"), dir.join("part-1"));
+    let run = acs(
+        &home,
+        &["merge", &s(&part_0), &s(&part_1), "--out", &s(&merged)],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let files = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files = tree(d);
+        files.retain(|(name, _)| name != "validation.json");
+        files
+    };
+    assert!(
+        files(&merged) == files(&out),
+        "the merge differs from the build"
+    );
 }
 
 #[test]

@@ -2,9 +2,9 @@
 bucket and the array size filled in) to a real one-node Slurm cluster started here
 (slurm_cluster.py), writing into moto's S3 server on 127.0.0.1: three array tasks render their
 slices of a build; one is killed in the middle of its render (`scancel --signal=KILL --full`), requeued
-(`scontrol requeue`), and resumes from its journal; `acs merge` in the bucket then holds exactly
-the rows of a one-process build of the same manifest (every column, images and latents
-included), with the same splits, build config and model; `acs validate` passes on it.
+(`scontrol requeue`), and resumes from its journal; `acs merge` in the bucket then holds the
+dataset a one-process build of the same manifest writes, byte for byte (shards, manifest, card,
+rejects); `acs validate` passes on it.
 
 Skipped, saying so, only where Slurm is not installed and cannot be (not root); scripts/test.sh
 installs Debian's slurm-wlm and munge where it may."""
@@ -147,5 +147,15 @@ def test_the_documented_job_array_runs_survives_a_killed_task_and_merges_to_the_
         return counts
 
     assert rows_per_split(m) == rows_per_split(s)
+
+    # Byte for byte: shards, manifest, card and rejects (validate added its report in the bucket).
+    def files(folder):
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+                if p.is_file() and p.name != "validation.json"}
+
+    ours_files, single_files = files(merged), files(single)
+    assert sorted(ours_files) == sorted(single_files)
+    for name, data in single_files.items():
+        assert ours_files[name] == data, name
     print(f"slurm: job {job}, {TASKS} tasks; task {KILLED} killed after {spooled} spooled batches, requeued, "
-          f"resumed {resumed.group(1)} of {resumed.group(2)} pairs; merge == single build, {len(ours)} rows")
+          f"resumed {resumed.group(1)} of {resumed.group(2)} pairs; merge == single build byte for byte, {len(ours)} rows")

@@ -31,6 +31,9 @@ pub struct PlannedPair {
     /// Attention control of the pair, in attention mode (set when the build prepares its
     /// plan; `None` for benign prompts and in the other modes).
     pub attention: Option<Arc<PairControl>>,
+    /// Its place in the whole build's render order (before a worker takes its slice): what
+    /// `acs merge` orders worker rows by.
+    pub position: u64,
 }
 
 impl PlannedPair {
@@ -38,13 +41,18 @@ impl PlannedPair {
     /// that `keep_best` ranks together, and that one worker renders.
     pub fn group_id(&self) -> String {
         let p = &self.prompts;
-        let digest = digest_u64(&[
-            p.category.as_bytes(),
-            p.unsafe_prompt.as_bytes(),
-            p.safe_prompt.as_bytes(),
-        ]);
-        format!("{digest:016x}")
+        prompt_group_id(&p.category, &p.unsafe_prompt, &p.safe_prompt)
     }
+}
+
+/// The id of a prompt pair of one category (16 hex digits), from a planned pair or a row.
+pub fn prompt_group_id(category: &str, unsafe_prompt: &str, safe_prompt: &str) -> String {
+    let digest = digest_u64(&[
+        category.as_bytes(),
+        unsafe_prompt.as_bytes(),
+        safe_prompt.as_bytes(),
+    ]);
+    format!("{digest:016x}")
 }
 
 /// The rows of a build and what was left out.
@@ -173,11 +181,15 @@ pub fn plan(prompts: Vec<AlignedPair>, manifest: &BuildManifest, model_sha256: &
                 guidance_scale,
                 alignment: alignment.clone(),
                 attention: None,
+                position: 0,
             });
         }
     }
     if manifest.keep_best().is_some() {
         keep_groups_together(&mut plan.pairs);
+    }
+    for (position, pair) in (0u64..).zip(&mut plan.pairs) {
+        pair.position = position;
     }
     plan
 }

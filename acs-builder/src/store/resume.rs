@@ -57,13 +57,16 @@ impl ShardSink {
     /// Reopens the unfinished build in `root` whose manifest is `manifest`: keeps the listed
     /// shards, puts the spooled rows that no listed shard holds back into the buffers, and
     /// reports which pairs need no rendering. With `remote`, `root` is the build's local work
-    /// folder and finished shards are in (or go to) the remote staging area.
+    /// folder and finished shards are in (or go to) the remote staging area. A worker's
+    /// `plan_positions` are recorded in the shards it writes from now on
+    /// ([`ShardSink::recording_plan_positions`]).
     pub fn resume(
         root: &Path,
         manifest: DatasetManifest,
         shard_rows: usize,
         shard_bytes: u64,
         remote: Option<Publisher>,
+        plan_positions: Option<HashMap<String, u64>>,
     ) -> Result<(Self, Resumed), AcsError> {
         let state = JournalState::read(root)?;
         let journal = Journal::open(root)?;
@@ -90,6 +93,7 @@ impl ShardSink {
             shard_valid: HashMap::new(),
             pending_finish: state.pending_finish.clone(),
             remote,
+            plan_positions,
         };
         sink.adopt_listed_shards(&state)?;
         let mut resumed = Resumed {

@@ -60,6 +60,8 @@ pub struct ShardSink {
     /// Where the dataset is published when the output is in object storage; `root` is then
     /// the local work folder (see [`crate::store::publish`]).
     pub(super) remote: Option<Publisher>,
+    /// A worker's plan positions by pair id, recorded in its shard entries for `acs merge`.
+    pub(super) plan_positions: Option<HashMap<String, u64>>,
 }
 
 /// After a remote build's manifest is written: removes the staging area and the local work
@@ -128,6 +130,7 @@ impl ShardSink {
             shard_valid: HashMap::new(),
             pending_finish: None,
             remote: None,
+            plan_positions: None,
         })
     }
 
@@ -135,6 +138,14 @@ impl ShardSink {
     /// local copy removed; `finish` publishes the dataset.
     pub fn publishing_to(mut self, publisher: Publisher) -> Self {
         self.remote = Some(publisher);
+        self
+    }
+
+    /// The same sink, recording in each shard entry where its rows stand in the whole
+    /// build's plan (`positions`: pair id -> position), as a worker's sink does for
+    /// `acs merge`; `None` records nothing.
+    pub fn recording_plan_positions(mut self, positions: Option<HashMap<String, u64>>) -> Self {
+        self.plan_positions = positions;
         self
     }
 
@@ -192,6 +203,21 @@ impl ShardSink {
             )));
         }
         let relative = format!("data/{split}-{:05}.parquet", buffer.next_index);
+        let plan_positions = match &self.plan_positions {
+            None => Vec::new(),
+            Some(positions) => buffer
+                .rows
+                .iter()
+                .map(|r| {
+                    positions.get(&r.pair_id).copied().ok_or_else(|| {
+                        AcsError::integrity(format!(
+                            "{relative}: pair {} is not in this worker's plan",
+                            r.pair_id
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let path = self.root.join(&relative);
         fault::check_write(&path)?;
         let facts = write_shard(&path, &buffer.rows)?;
@@ -221,6 +247,7 @@ impl ShardSink {
             bytes: facts.bytes,
             sha256: facts.sha256,
             kernel_paths,
+            plan_positions,
         });
         self.manifest.collect_kernel_paths();
         fault::check_write(&self.root.join(acs_schema::MANIFEST_FILE))?;

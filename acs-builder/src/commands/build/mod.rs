@@ -91,7 +91,7 @@ pub fn run_build(options: &BuildOptions) -> Result<BuildReport, AcsError> {
         return Err(nothing_to_render(&inputs, &prepared, &options.out));
     }
     let resuming = existing.is_some();
-    let (mut sink, resumed) = open_sink(options, &target, &inputs, &model, existing)?;
+    let (mut sink, resumed) = open_sink(options, &target, &inputs, &model, &prepared, existing)?;
     if resuming {
         tracing::info!(
             "resuming: {} of {} pairs were already rendered",
@@ -269,8 +269,18 @@ fn open_sink(
     target: &OutputTarget,
     inputs: &BuildInputs,
     model: &StableDiffusion,
+    prepared: &Prepared,
     existing: Option<DatasetManifest>,
 ) -> Result<(ShardSink, Resumed), AcsError> {
+    // A worker records where its rows stand in the whole plan, for `acs merge`.
+    let plan_positions = options.worker.map(|_| {
+        prepared
+            .plan
+            .pairs
+            .iter()
+            .map(|p| (p.pair_id.clone(), p.position))
+            .collect()
+    });
     let output = &inputs.loaded.manifest.output;
     let shard_bytes = crate::manifest::parse_byte_size(&output.shard_bytes).unwrap_or(u64::MAX);
     let shard_rows = output.shard_rows as usize;
@@ -290,6 +300,7 @@ fn open_sink(
             shard_rows,
             shard_bytes,
             target.remote.clone(),
+            plan_positions,
         );
     }
     Journal::remove(&target.work)?;
@@ -307,7 +318,8 @@ fn open_sink(
         shards: Vec::new(),
         worker: options.worker,
     };
-    let mut sink = ShardSink::create(&target.work, manifest, shard_rows, shard_bytes)?;
+    let mut sink = ShardSink::create(&target.work, manifest, shard_rows, shard_bytes)?
+        .recording_plan_positions(plan_positions);
     if let Some(remote) = &target.remote {
         sink = sink.publishing_to(remote.clone());
     }

@@ -273,6 +273,7 @@ mod tests {
             guidance_scale: 7.5,
             alignment: PromptAlignment::measure(&tokenizer, "a", "b").unwrap(),
             attention: None,
+            position: 0,
         }
     }
 
