@@ -22,6 +22,10 @@ Cases (float32, DDIM, CFG 7.5, both prompts of a pair from one x_T):
           stage timer, diffusers' `vae.decode`
   load    full-size model: acs's "load model" stage of a build (fingerprint cached after the
           first build) against `StableDiffusionPipeline.from_pretrained`
+  pair    full-size SD 1.5, one pair at 512 px, 25 DDIM steps, both branches with guidance,
+          decode included: whole processes (acs build with the model's fingerprint cached, a
+          diffusers script writing the PNGs), seconds and peak RSS (not in the default cases:
+          about 15 minutes on 2 cores)
 
 The full-size model (4 GB) is made once and kept in ~/.cache/acs/bench-models/sd15-full."""
 
@@ -56,6 +60,22 @@ def use_kernel_path(name):
                       MKL_ENABLE_INSTRUCTIONS=mkl)
 
 
+def run_child(command, env):
+    """Runs `command`; returns (its stdout, wall seconds, peak RSS in bytes). Fails loudly."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        # wait4, not Popen.wait: the child's own resource usage (ru_maxrss, KiB on Linux).
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if child.returncode:
+            raise SystemExit(f"{command[0]} failed ({child.returncode}):\n{err.read()}")
+        return out.read(), wall, usage.ru_maxrss * 1024
+
+
 def build(acs, model_dir, work, name, pairs, steps, size, batch_pairs, threads):
     """Runs `acs build`; returns (whole-process seconds, stage seconds by name)."""
     source = os.path.join(work, f"{name}.jsonl")
@@ -72,13 +92,11 @@ def build(acs, model_dir, work, name, pairs, steps, size, batch_pairs, threads):
     out = os.path.join(work, f"{name}-out")
     subprocess.run(["rm", "-rf", out], check=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), ACS_HOME=os.path.join(work, "home"))
-    start = time.perf_counter()
-    done = subprocess.run([acs, "-q", "build", "--json", "--manifest", manifest, "--out", out],
-                          check=True, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    report = json.loads(done.stdout)
+    stdout, wall, peak = run_child([acs, "-q", "build", "--json", "--manifest", manifest, "--out", out], env)
+    report = json.loads(stdout)
     stages = {name: seconds for name, seconds in report["stage_seconds"]}
     stages["render loop"] = report["render_seconds"]
+    stages["peak rss"] = peak
     return wall, stages
 
 
@@ -115,17 +133,14 @@ print(json.dumps({"render": time.perf_counter() - start}))
 
 def diffusers_render(python, model_dir, work, pairs, steps, size, batch_pairs, threads):
     """A whole Python process rendering the pairs with diffusers (PNG files written, as acs
-    writes shards); returns (whole-process seconds, render seconds)."""
+    writes shards); returns (whole-process seconds, render seconds, peak RSS in bytes)."""
     out = os.path.join(work, "diffusers-out")
     os.makedirs(out, exist_ok=True)
     args = dict(model=model_dir, pairs=pairs, steps=steps, size=size, batch_pairs=batch_pairs,
                 threads=threads, prompts=PROMPTS, out=out)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
-    start = time.perf_counter()
-    done = subprocess.run([python, "-W", "ignore", "-c", DIFFUSERS_RENDER, json.dumps(args)],
-                          check=True, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])["render"]
+    stdout, wall, peak = run_child([python, "-W", "ignore", "-c", DIFFUSERS_RENDER, json.dumps(args)], env)
+    return wall, json.loads(stdout.strip().splitlines()[-1])["render"], peak
 
 
 def diffusers_components(model_dir, threads):
@@ -166,7 +181,7 @@ def main():
     import diffusers
     import torch
 
-    rows = []
+    rows, peak_rows = [], []
     with tempfile.TemporaryDirectory() as work:
         for case, topology, pairs, steps, size, batch in [
             ("tiny", "sd15-tiny", 16, 20, 128, 4),
@@ -178,17 +193,18 @@ def main():
             model_dir = os.path.join(work, topology)
             save_model(model_dir, topology, args.tokenizer)
             ours_wall, ours = build(args.acs, model_dir, work, case, pairs, steps, size, batch, args.threads)
-            theirs_wall, theirs_render = diffusers_render(sys.executable, model_dir, work, pairs, steps, size,
-                                                          batch, args.threads)
+            theirs_wall, theirs_render, _ = diffusers_render(sys.executable, model_dir, work, pairs, steps,
+                                                             size, batch, args.threads)
             label = f"{case}: {pairs} pairs, {steps} steps, {size} px, {batch}/batch"
             if case == "tiny":
                 rows.append((label + ", whole processes", ours_wall, theirs_wall))
             rows.append((label + ", render", ours["render loop"], theirs_render))
-        if any(c in cases for c in ("unet", "vae", "load")):
+        if any(c in cases for c in ("unet", "vae", "load", "pair")):
             if not os.path.isdir(FULL_MODEL):
                 os.makedirs(os.path.dirname(FULL_MODEL), exist_ok=True)
                 save_model(FULL_MODEL + ".partial", "sd15", args.tokenizer)
                 os.rename(FULL_MODEL + ".partial", FULL_MODEL)
+        if any(c in cases for c in ("unet", "vae", "load")):
             _, one = build(args.acs, FULL_MODEL, work, "full1", 1, 1, 512, 1, args.threads)
             _, three = build(args.acs, FULL_MODEL, work, "full3", 1, 3, 512, 1, args.threads)
             theirs = diffusers_components(FULL_MODEL, args.threads)
@@ -200,12 +216,27 @@ def main():
             if "load" in cases:
                 rows.append(("load: full SD 1.5 (fingerprint cached)", stage(three, "load model"), theirs["load"]))
                 rows.append(("load: full SD 1.5 (first build, hashing)", stage(one, "load model"), theirs["load"]))
+        if "pair" in cases:
+            if not any(c in cases for c in ("unet", "vae", "load")):
+                # The model's fingerprint cached first, as for any build after a model's first.
+                build(args.acs, FULL_MODEL, work, "full1", 1, 1, 512, 1, args.threads)
+            label = "pair: full SD 1.5, 1 pair, 25 DDIM steps, 512 px, CFG, decode"
+            ours_wall, ours = build(args.acs, FULL_MODEL, work, "pair", 1, 25, 512, 1, args.threads)
+            theirs_wall, theirs_render, theirs_peak = diffusers_render(
+                sys.executable, FULL_MODEL, work, 1, 25, 512, 1, args.threads)
+            rows.append((label + ", whole processes", ours_wall, theirs_wall))
+            rows.append((label + ", render", ours["render loop"], theirs_render))
+            peak_rows.append((label, ours["peak rss"], theirs_peak))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads "
           f"each side; torch {torch.__version__}, diffusers {diffusers.__version__}; {time.strftime('%Y-%m-%d %H:%M')}; "
           f"kernel path: {args.kernel_path or 'best of each side'} (torch: {torch.backends.cpu.get_cpu_capability()})")
     print(f"| case | acs (s) | diffusers (s) | acs / diffusers |\n|---|---:|---:|---:|")
     for label, ours, theirs in rows:
         print(f"| {label} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} |")
+    if peak_rows:
+        print(f"\n| case | acs peak RSS (GiB) | diffusers peak RSS (GiB) | acs / diffusers |\n|---|---:|---:|---:|")
+        for label, ours, theirs in peak_rows:
+            print(f"| {label} | {ours / 2**30:.2f} | {theirs / 2**30:.2f} | {ours / theirs:.2f} |")
 
 
 if __name__ == "__main__":
