@@ -7,7 +7,8 @@ environment acs needs for it, and how the test reads and writes its objects.
   scripts/test.sh (ACS_SMOKE_DIR), byte for byte;
 - validate, stats and preview read it from the bucket; Hugging Face datasets and pyarrow read it
   through the backend's fsspec filesystem;
-- two workers write to one bucket and merge there, to the smoke build byte for byte;
+- two workers write to one bucket and merge there (and into a local folder), to the smoke build
+  byte for byte;
 - validate names a corrupted object."""
 
 import copy
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -185,9 +187,15 @@ def check_workers_merge_in_the_bucket(store):
     result = run_acs(["merge", f"{store.root}/run/worker-0", f"{store.root}/run/worker-1", "--out", merged, "-q"],
                      env)
     assert result.returncode == 0, result.stderr
-    # The merge is the single build, byte for byte (shards, manifest, card, rejects), and its
-    # work folder is gone.
+    # The merge is the single build, byte for byte (shards, manifest, card, rejects).
     check_equals_the_local_build(store, prefix="run/dataset/")
+    # So is a merge of the same bucket outputs into a local folder.
+    with tempfile.TemporaryDirectory() as local:
+        out = os.path.join(local, "dataset")
+        result = run_acs(["merge", f"{store.root}/run/worker-0", f"{store.root}/run/worker-1", "--out", out, "-q"],
+                         env)
+        assert result.returncode == 0, result.stderr
+        assert local_tree(out) == local_tree(SMOKE_DIR)
     result = run_acs(["validate", merged, "-q"], env)
     assert result.returncode == 0, result.stderr
     # The output must be new: a second merge into it is refused and changes nothing.
