@@ -7,7 +7,7 @@
 //! transformers is tests/python/test_clip_similarity_parity.py.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use acs_schema::{Dataset, PairRecord};
 
@@ -15,7 +15,7 @@ use crate::util::{acs, build, repo_root, s, stderr, stdout, tree};
 
 const SEEDS: usize = 3;
 
-fn selection_manifest(dir: &Path) -> std::path::PathBuf {
+fn selection_manifest(dir: &Path) -> PathBuf {
     let pairs = dir.join("pairs.jsonl");
     let lines: String = std::fs::read_to_string(repo_root().join("samples/shapes-pairs.jsonl"))
         .unwrap()
@@ -38,6 +38,17 @@ fn selection_manifest(dir: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     manifest
+}
+
+/// The selection manifest in `dir`, built into `dir/out_name` with its model cache in
+/// `dir/home`: (manifest, home, output).
+fn built_selection(dir: &Path, out_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let manifest = selection_manifest(dir);
+    let home = dir.join("home");
+    let out = dir.join(out_name);
+    let run = build(&home, &manifest, &out);
+    assert!(run.status.success(), "{}", stderr(&run));
+    (manifest, home, out)
 }
 
 /// The shapes judge's fraction of pixels changed outside the edited object (grown by 8 px).
@@ -66,11 +77,7 @@ fn outside_changed(home: &Path, dir: &Path, row: &PairRecord) -> f64 {
 fn keep_best_keeps_the_best_render_of_each_prompt_pair_and_validate_agrees() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let manifest = selection_manifest(dir);
-    let home = dir.join("home");
-    let out = dir.join("out");
-    let run = build(&home, &manifest, &out);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let (manifest, home, out) = built_selection(dir, "out");
     let rows = Dataset::open(&out).unwrap().records().unwrap();
     assert_eq!(rows.len(), 3 * SEEDS);
     let mut groups: BTreeMap<String, Vec<&PairRecord>> = BTreeMap::new();
@@ -163,11 +170,7 @@ fn keep_best_keeps_the_best_render_of_each_prompt_pair_and_validate_agrees() {
 fn a_keep_best_build_killed_after_a_group_resumes_to_the_same_rows() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let manifest = selection_manifest(dir);
-    let home = dir.join("home");
-    let whole = dir.join("whole");
-    let run = build(&home, &manifest, &whole);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let (manifest, home, whole) = built_selection(dir, "whole");
 
     // Aborted while the second group is spooled (before it is journaled): the first prompt
     // pair (its three renders arrive over two render batches of two), selected, is durable.

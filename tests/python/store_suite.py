@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from conftest import required_env
@@ -117,9 +118,32 @@ def check_equals_the_local_build(store, prefix="smoke/"):
         assert store.get(prefix + name) == data, name
 
 
-def check_killed_while_publishing_then_finished(store, journal):
+# The shared tests. A backend's module defines a module-scoped `store` fixture and does
+# `from store_suite import *` (which imports these, __all__), so pytest runs them once per backend.
+__all__ = [
+    "built",
+    "test_a_build_killed_while_publishing_is_finished_by_the_rerun",
+    "test_a_resumed_build_equals_the_local_build",
+    "test_datasets_and_pyarrow_read_through_fsspec",
+    "test_validate_names_a_corrupted_object",
+    "test_validate_stats_and_preview_read_the_store",
+    "test_workers_write_to_one_store_and_merge_there",
+]
+
+
+@pytest.fixture(scope="module")
+def built(store, tmp_path_factory):
+    return build_killed_and_resumed(store, str(tmp_path_factory.mktemp("journal")))
+
+
+def test_a_resumed_build_equals_the_local_build(store, built):
+    check_equals_the_local_build(store)
+
+
+def test_a_build_killed_while_publishing_is_finished_by_the_rerun(store, tmp_path):
     """A build killed after its first shard was copied to its final name (no manifest yet): the
     rerun finishes the publish instead of refusing the prefix, and it equals the local build."""
+    journal = str(tmp_path / "journal")
     url = f"{store.root}/publish"
     args = ["build", "--manifest", SMOKE_MANIFEST, "--out", url, "--journal", journal, "-q"]
     process = subprocess.Popen([ACS, *args], env=store.env(ACS_FAULT_STALL="shard-renamed:1"), cwd=REPO,
@@ -135,7 +159,8 @@ def check_killed_while_publishing_then_finished(store, journal):
     check_equals_the_local_build(store, "publish/")
 
 
-def check_validate_stats_and_preview(store, url, tmp_path):
+def test_validate_stats_and_preview_read_the_store(store, built, tmp_path):
+    url = built
     env = store.env()
     result = run_acs(["validate", url, "--json", "-q"], env)
     assert result.returncode == 0, result.stderr
@@ -153,7 +178,7 @@ def check_validate_stats_and_preview(store, url, tmp_path):
     store.delete("smoke/validation.json")
 
 
-def check_datasets_and_pyarrow_read(store, monkeypatch):
+def test_datasets_and_pyarrow_read_through_fsspec(store, built, monkeypatch):
     fs = store.filesystem()
     bucket = store.root.split("://", 1)[1]
     files = sorted(fs.glob(f"{bucket}/smoke/data/*.parquet"))
@@ -177,7 +202,7 @@ def check_datasets_and_pyarrow_read(store, monkeypatch):
     assert row["unsafe_image"].size == (row["width"], row["height"])
 
 
-def check_workers_merge_in_the_bucket(store):
+def test_workers_write_to_one_store_and_merge_there(store):
     env = store.env()
     for i in range(2):
         result = run_acs(["build", "--manifest", SMOKE_MANIFEST, "--out", f"{store.root}/run/worker-{i}",
@@ -205,7 +230,7 @@ def check_workers_merge_in_the_bucket(store):
     assert store.names("run/dataset/") == before
 
 
-def check_validate_names_a_corrupted_object(store):
+def test_validate_names_a_corrupted_object(store):
     files = local_tree(SMOKE_DIR)
     shard = sorted(name for name in files if name.startswith("data/"))[0]
     for name, data in files.items():

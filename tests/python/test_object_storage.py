@@ -24,6 +24,7 @@ import s3fs
 from conftest import required_env
 import store_suite as suite
 from store_suite import free_port, run_acs
+from store_suite import *  # noqa: F401,F403  (the shared tests, run against this backend's store)
 
 TINY_DIR = required_env("ACS_TINY_DIR")
 SMOKE_MANIFEST = suite.SMOKE_MANIFEST
@@ -113,35 +114,6 @@ def store(moto, tmp_path_factory):
         storage_options=options,
         secret=SECRET,
     )
-
-
-@pytest.fixture(scope="module")
-def built(store, tmp_path_factory):
-    return suite.build_killed_and_resumed(store, str(tmp_path_factory.mktemp("journal")))
-
-
-def test_resumed_s3_build_equals_the_local_build(store, built):
-    suite.check_equals_the_local_build(store)
-
-
-def test_validate_stats_and_preview_read_the_bucket(store, built, tmp_path):
-    suite.check_validate_stats_and_preview(store, built, tmp_path)
-
-
-def test_datasets_and_pyarrow_read_through_s3fs(store, built, monkeypatch):
-    suite.check_datasets_and_pyarrow_read(store, monkeypatch)
-
-
-def test_a_build_killed_while_publishing_is_finished_by_the_rerun(store, tmp_path):
-    suite.check_killed_while_publishing_then_finished(store, str(tmp_path / "journal"))
-
-
-def test_workers_write_to_one_bucket_and_merge_there(store):
-    suite.check_workers_merge_in_the_bucket(store)
-
-
-def test_validate_names_a_corrupted_object(store):
-    suite.check_validate_names_a_corrupted_object(store)
 
 
 def test_bad_credentials_bucket_and_endpoint(moto, tmp_path):

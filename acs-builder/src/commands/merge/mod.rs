@@ -13,7 +13,9 @@ mod order;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use acs_schema::{write_atomic, DatasetLocation, DatasetManifest, RemoteDir, WorkerSlice};
+use acs_schema::{
+    write_atomic, DatasetLocation, DatasetManifest, RemoteDir, ShardEntry, WorkerSlice,
+};
 
 use crate::commands::validate::recorded_build;
 use crate::error::AcsError;
@@ -205,13 +207,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_partial: bool) -> Result<MergeR
     })
 }
 
-/// The local work folder of a merge into a bucket (under `$ACS_HOME/journals/`).
+/// The local work folder of a merge into a bucket: under `$ACS_HOME/journals/`, apart from
+/// the folder of a build into the same URL.
 fn merge_work_dir(dir: &RemoteDir) -> PathBuf {
-    let build_dir = crate::store::publish::default_work_dir(dir.url());
-    let name = build_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    build_dir.with_file_name(format!("merge-{}", name.unwrap_or_default()))
+    crate::store::publish::default_work_dir(&format!("merge {}", dir.url()))
 }
 
 /// Refuses an object-store `--out` that holds anything (the listing also proves the bucket and
@@ -266,19 +265,22 @@ struct Merged<'a> {
 impl Merged<'_> {
     /// Puts every row into `sink`, split after split, in plan order, checking that each pair
     /// belongs to its worker and to no other shard.
-    fn write_rows(
+    fn write_rows<'w>(
         &self,
-        per_split: &BTreeMap<String, Vec<ShardRun<'_>>>,
+        per_split: &'w BTreeMap<String, Vec<ShardRun<'w>>>,
         positions: bool,
         sink: &mut ShardSink,
     ) -> Result<(), AcsError> {
         // keep_best builds deal out whole prompt pairs.
         let grouped = self.build.keep_best().is_some();
-        let mut owner: HashMap<String, String> = HashMap::new();
+        // Pair id -> the shard that holds it (named only in an error).
+        let mut owner: HashMap<String, (&DatasetLocation, &ShardEntry)> = HashMap::new();
+        let name = |location: &DatasetLocation, shard: &ShardEntry| {
+            location.name_of(&shard.path).display().to_string()
+        };
         for runs in per_split.values() {
             order::in_plan_order(runs, positions, |record, run, shard| {
                 let worker = &self.workers[run.worker];
-                let name = run.location.name_of(&shard.path).display().to_string();
                 let key = if grouped {
                     prompt_group_id(&record.category, &record.unsafe_prompt, &record.safe_prompt)
                 } else {
@@ -286,14 +288,20 @@ impl Merged<'_> {
                 };
                 if !worker.slice.owns(&key) {
                     return Err(AcsError::integrity(format!(
-                        "{name}: pair {} does not belong to worker {}",
-                        record.pair_id, worker.slice
+                        "{}: pair {} does not belong to worker {}",
+                        name(run.location, shard),
+                        record.pair_id,
+                        worker.slice
                     )));
                 }
-                if let Some(previous) = owner.insert(record.pair_id.clone(), name.clone()) {
+                if let Some((location, previous)) =
+                    owner.insert(record.pair_id.clone(), (run.location, shard))
+                {
                     return Err(AcsError::integrity(format!(
-                        "{name}: pair {} is also in {previous}; the outputs overlap",
-                        record.pair_id
+                        "{}: pair {} is also in {}; the outputs overlap",
+                        name(run.location, shard),
+                        record.pair_id,
+                        name(location, previous)
                     )));
                 }
                 sink.push(record)

@@ -25,13 +25,12 @@ pub(super) struct ShardRun<'w> {
 pub(super) fn has_plan_positions<'w>(
     runs: impl IntoIterator<Item = &'w ShardRun<'w>>,
 ) -> Result<bool, AcsError> {
-    let mut with = 0usize;
-    let mut without = 0usize;
+    let (mut with, mut without) = (false, false);
     for run in runs {
         for shard in &run.shards {
             match shard.plan_positions.len() as u64 {
-                0 if shard.rows > 0 => without += 1,
-                n if n == shard.rows => with += 1,
+                0 if shard.rows > 0 => without = true,
+                n if n == shard.rows => with = true,
                 n => {
                     return Err(AcsError::integrity(format!(
                         "{}: the manifest records {n} plan positions for {} rows",
@@ -42,63 +41,59 @@ pub(super) fn has_plan_positions<'w>(
             }
         }
     }
-    Ok(with > 0 && without == 0)
+    Ok(with && !without)
 }
 
-/// A [`ShardRun`] being read.
+/// A [`ShardRun`] being read. `shard` and `taken` always point at the next row: a shard is
+/// checked and left as soon as its last row is taken (or at once when it has none).
 struct Stream<'w> {
     run: &'w ShardRun<'w>,
-    /// Index in `run.shards` of the shard being read (or next to open).
+    /// Index in `run.shards` of the shard being read (`run.shards.len()` when done).
     shard: usize,
     reader: Option<ShardReader>,
     /// Rows read from the open shard and not yet taken.
     rows: VecDeque<PairRecord>,
     /// Rows taken from the open shard.
     taken: u64,
-    /// Position of the next row among all rows of the run.
-    next_row: usize,
 }
 
 impl<'w> Stream<'w> {
+    fn open(run: &'w ShardRun<'w>) -> Result<Self, AcsError> {
+        let mut stream = Self {
+            run,
+            shard: 0,
+            reader: None,
+            rows: VecDeque::new(),
+            taken: 0,
+        };
+        stream.finish_read_shards()?;
+        Ok(stream)
+    }
+
     /// The plan position of the next row (`None` when the run is exhausted); without
     /// positions every row of a run sorts alike, so the runs follow each other.
     fn next_key(&self, positions: bool) -> Option<u64> {
-        let mut row = self.next_row;
-        for shard in &self.run.shards {
-            if (row as u64) < shard.rows {
-                return Some(if positions {
-                    shard.plan_positions[row]
-                } else {
-                    0
-                });
-            }
-            row -= shard.rows as usize;
-        }
-        None
+        let shard = self.run.shards.get(self.shard)?;
+        Some(if positions {
+            shard.plan_positions[self.taken as usize]
+        } else {
+            0
+        })
     }
 
-    /// Takes the next row and the shard it is in, opening and finishing shards as needed.
+    /// Takes the next row and the shard it is in (there must be one: see `next_key`).
     fn take(&mut self) -> Result<(PairRecord, &'w ShardEntry), AcsError> {
-        loop {
-            let entry = self.run.shards[self.shard];
-            if self.taken == entry.rows {
-                self.finish_shard()?;
-                continue;
-            }
-            if let Some(record) = self.rows.pop_front() {
-                self.taken += 1;
-                self.next_row += 1;
-                return Ok((record, entry));
-            }
-            let location = self.run.location;
-            if self.reader.is_none() {
-                self.reader = Some(
+        let entry = self.run.shards[self.shard];
+        let location = self.run.location;
+        while self.rows.is_empty() {
+            let reader = match &mut self.reader {
+                Some(reader) => reader,
+                None => self.reader.insert(
                     location
                         .open_shard(&entry.path)
                         .map_err(|err| explain(location, entry, err.into()))?,
-                );
-            }
-            let reader = self.reader.as_mut().expect("opened above");
+                ),
+            };
             match reader.next_row_group() {
                 Ok(Some(rows)) => self.rows.extend(rows),
                 Ok(None) => {
@@ -112,38 +107,44 @@ impl<'w> Stream<'w> {
                 Err(err) => return Err(explain(location, entry, err.into())),
             }
         }
+        let record = self.rows.pop_front().expect("read above");
+        self.taken += 1;
+        self.finish_read_shards()?;
+        Ok((record, entry))
     }
 
-    /// Checks the shard whose rows were all taken (no rows left over, its sha256) and moves
-    /// to the next.
-    fn finish_shard(&mut self) -> Result<(), AcsError> {
-        let location = self.run.location;
-        let entry = self.run.shards[self.shard];
-        let name = location.name_of(&entry.path);
-        let reader = match self.reader.take() {
-            Some(reader) => reader,
-            None => location.open_shard(&entry.path)?, // a shard of no rows
-        };
-        let mut reader = reader;
-        let extra: usize = self.rows.len()
-            + std::iter::from_fn(|| reader.next_row_group().ok().flatten())
-                .map(|rows| rows.len())
-                .sum::<usize>();
-        let facts = reader.finish()?;
-        if facts.sha256 != entry.sha256 {
-            return Err(mismatch(location, entry, &facts.sha256));
+    /// Checks and leaves every shard whose rows were all taken: no rows left over, its
+    /// sha256 as the manifest says.
+    fn finish_read_shards(&mut self) -> Result<(), AcsError> {
+        while let Some(&entry) = self.run.shards.get(self.shard) {
+            if self.taken < entry.rows {
+                return Ok(());
+            }
+            let location = self.run.location;
+            let mut reader = match self.reader.take() {
+                Some(reader) => reader,
+                None => location.open_shard(&entry.path)?, // a shard of no rows
+            };
+            let extra = self.rows.len()
+                + std::iter::from_fn(|| reader.next_row_group().ok().flatten())
+                    .map(|rows| rows.len())
+                    .sum::<usize>();
+            let facts = reader.finish()?;
+            if facts.sha256 != entry.sha256 {
+                return Err(mismatch(location, entry, &facts.sha256));
+            }
+            if extra > 0 {
+                return Err(AcsError::integrity(format!(
+                    "{}: holds {} rows, its manifest says {}",
+                    location.name_of(&entry.path).display(),
+                    entry.rows + extra as u64,
+                    entry.rows
+                )));
+            }
+            self.rows.clear();
+            self.taken = 0;
+            self.shard += 1;
         }
-        if extra > 0 {
-            return Err(AcsError::integrity(format!(
-                "{}: holds {} rows, its manifest says {}",
-                name.display(),
-                entry.rows + extra as u64,
-                entry.rows
-            )));
-        }
-        self.rows.clear();
-        self.taken = 0;
-        self.shard += 1;
         Ok(())
     }
 }
@@ -168,22 +169,15 @@ fn explain(location: &DatasetLocation, entry: &ShardEntry, err: AcsError) -> Acs
 /// Hands every row of `runs` (one split) to `each` in plan order (or run after run when
 /// `positions` is false), checking that each run's positions increase and that no position
 /// is claimed twice.
-pub(super) fn in_plan_order(
-    runs: &[ShardRun<'_>],
+pub(super) fn in_plan_order<'w>(
+    runs: &'w [ShardRun<'w>],
     positions: bool,
-    mut each: impl FnMut(PairRecord, &ShardRun<'_>, &ShardEntry) -> Result<(), AcsError>,
+    mut each: impl FnMut(PairRecord, &'w ShardRun<'w>, &'w ShardEntry) -> Result<(), AcsError>,
 ) -> Result<(), AcsError> {
-    let mut streams: Vec<Stream> = runs
+    let mut streams = runs
         .iter()
-        .map(|run| Stream {
-            run,
-            shard: 0,
-            reader: None,
-            rows: VecDeque::new(),
-            taken: 0,
-            next_row: 0,
-        })
-        .collect();
+        .map(Stream::open)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut last: Option<u64> = None;
     loop {
         // The stream whose next row comes first (the first run on a tie).
@@ -192,7 +186,9 @@ pub(super) fn in_plan_order(
             .enumerate()
             .filter_map(|(i, s)| s.next_key(positions).map(|key| (key, i)))
             .min();
-        let Some((key, i)) = next else { break };
+        let Some((key, i)) = next else {
+            return Ok(());
+        };
         let stream = &mut streams[i];
         if positions && last.is_some_and(|last| key <= last) {
             return Err(AcsError::integrity(format!(
@@ -208,12 +204,4 @@ pub(super) fn in_plan_order(
         let (record, entry) = stream.take()?;
         each(record, stream.run, entry)?;
     }
-    // Shards whose rows were all taken but were not closed yet (the last of each run), and
-    // empty shards.
-    for stream in &mut streams {
-        while stream.shard < stream.run.shards.len() {
-            stream.finish_shard()?;
-        }
-    }
-    Ok(())
 }
