@@ -154,7 +154,7 @@ pub fn load_tower<T>(
 ) -> Result<T, RuntimeError> {
     let files = transformers_weights(dir)?;
     // SAFETY: the files are memory-mapped read-only; acs never writes them while loading.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
+    let vb = unsafe { super::weights::mapped_var_builder(&files, dtype, device) }
         .map_err(|e| RuntimeError::candle(&dir.display().to_string(), e))?;
     new(vb).map_err(|e| {
         RuntimeError::input(format!(

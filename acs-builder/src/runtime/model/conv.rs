@@ -6,9 +6,21 @@
 //! contiguous, shifted window of the same buffer, so each tap is a plain GEMM
 //! [out, in] × [in, out_h·Wp] accumulated into one destination, without an im2col copy.
 //! Columns x ≥ out_w of the destination are padding artefacts and are dropped by the crop.
+//!
+//! On the AVX2 kernel path, 3×3 convolutions take the direct kernel of
+//! [`super::direct_conv`] on the same grid instead of nine GEMMs, which pack their shifted
+//! input on every call.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
+
+#[cfg(target_arch = "x86_64")]
+use super::direct_conv::INPUT_SLACK;
+use crate::runtime::kernel_path::KernelPath;
+
+/// Values past the padded input that the AVX2 direct kernel reads (none elsewhere).
+#[cfg(not(target_arch = "x86_64"))]
+const INPUT_SLACK: usize = 0;
 
 /// A stride-1 convolution with `padding`, applied as
 /// `input.apply_op3_no_bwd(&weight, &bias, &op)`: input [b, in, h, w], weight [out, in, k, k],
@@ -19,6 +31,28 @@ pub struct ShiftedGemmConv {
     pub padding: usize,
 }
 
+/// How one convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// One GEMM per kernel tap.
+    ShiftedGemm,
+    /// [`super::direct_conv`]'s AVX2 kernel (3×3 kernels only).
+    Direct3x3,
+}
+
+impl Method {
+    /// The method of kernel path `path` for a `kernel` × `kernel` convolution: the direct
+    /// kernel for 3×3 on the AVX2 path (faster than GEMM there; the AVX-512 path keeps its
+    /// GEMMs and so its bits), GEMMs elsewhere (1×1 convolutions are one GEMM already).
+    fn for_path(path: KernelPath, kernel: usize) -> Self {
+        if cfg!(target_arch = "x86_64") && path == KernelPath::CpuAvx2 && kernel == 3 {
+            Self::Direct3x3
+        } else {
+            Self::ShiftedGemm
+        }
+    }
+}
+
 /// The operands of one image's convolution.
 struct Operands<'a> {
     weight: &'a [f32],
@@ -26,6 +60,8 @@ struct Operands<'a> {
     out_channels: usize,
     in_channels: usize,
     kernel: usize,
+    path: KernelPath,
+    method: Method,
 }
 
 impl ShiftedGemmConv {
@@ -39,7 +75,7 @@ impl ShiftedGemmConv {
         out: &mut [f32],
         parallelism: Parallelism,
     ) {
-        let path = crate::runtime::kernel_path::active();
+        let (path, method) = (ops.path, ops.method);
         let (k, p) = (ops.kernel, self.padding);
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         let (out_h, out_w) = (hp + 1 - k, wp + 1 - k);
@@ -48,7 +84,7 @@ impl ShiftedGemmConv {
         // window of the last channel stays inside the buffer.
         let plane = hp * wp;
         scratch.padded.clear();
-        scratch.padded.resize(c * plane + k, 0.0);
+        scratch.padded.resize(c * plane + k + INPUT_SLACK, 0.0);
         for ch in 0..c {
             for y in 0..h {
                 let src = &input[(ch * h + y) * w..][..w];
@@ -57,6 +93,38 @@ impl ShiftedGemmConv {
             }
         }
         let n = out_h * wp;
+        #[cfg(target_arch = "x86_64")]
+        if method == Method::Direct3x3 {
+            let grid = super::direct_conv::Grid {
+                channels: c,
+                out_channels: ops.out_channels,
+                plane,
+                padded_width: wp,
+                positions: n,
+            };
+            let stride = grid.row_stride();
+            scratch.product.clear();
+            scratch.product.resize(ops.out_channels * stride, 0.0);
+            let threads = match parallelism {
+                Parallelism::Rayon(threads) => threads,
+                _ => 1,
+            };
+            super::direct_conv::convolve_3x3(
+                &grid,
+                ops.weight,
+                &scratch.padded,
+                &mut scratch.product,
+                threads,
+            );
+            crop(
+                ops.bias,
+                &scratch.product,
+                (stride, wp),
+                (out_h, out_w),
+                out,
+            );
+            return;
+        }
         scratch.product.clear();
         scratch.product.resize(ops.out_channels * n, 0.0);
         let taps = k * k;
@@ -101,13 +169,26 @@ impl ShiftedGemmConv {
                 }
             }
         }
-        for (o, &bias) in ops.bias.iter().enumerate() {
-            for y in 0..out_h {
-                let src = &scratch.product[o * n + y * wp..][..out_w];
-                let dst = &mut out[(o * out_h + y) * out_w..][..out_w];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = s + bias;
-                }
+        crop(ops.bias, &scratch.product, (n, wp), (out_h, out_w), out);
+    }
+}
+
+/// Writes the output pixels of `product` plus the bias into `out` [out, out_h, out_w]:
+/// `product` holds one row of `stride` grid positions per output channel, pixel (y, x) at
+/// y·Wp + x, Wp = `padded_width`.
+fn crop(
+    bias: &[f32],
+    product: &[f32],
+    (stride, padded_width): (usize, usize),
+    (out_h, out_w): (usize, usize),
+    out: &mut [f32],
+) {
+    for (o, &bias) in bias.iter().enumerate() {
+        for y in 0..out_h {
+            let src = &product[o * stride + y * padded_width..][..out_w];
+            let dst = &mut out[(o * out_h + y) * out_w..][..out_w];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s + bias;
             }
         }
     }
@@ -175,12 +256,15 @@ impl CustomOp3 for ShiftedGemmConv {
             candle_core::bail!("shifted-gemm-conv2d: input {h}x{w} smaller than the kernel");
         }
         let (out_h, out_w) = (hp + 1 - kernel, wp + 1 - kernel);
+        let path = crate::runtime::kernel_path::active();
         let ops = Operands {
             weight,
             bias,
             out_channels,
             in_channels,
             kernel,
+            path,
+            method: Method::for_path(path, kernel),
         };
         let per_out = out_channels * out_h * out_w;
         let mut out = vec![0f32; b * per_out];
@@ -207,5 +291,86 @@ impl CustomOp3 for ShiftedGemmConv {
             CpuStorage::F32(out),
             Shape::from((b, out_channels, out_h, out_w)),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Times one image's convolution for the UNet's and VAE's 3×3 shapes with each method on
+    /// each AVX path this CPU runs, best of several calls, on 1 thread and on every thread:
+    /// `cargo test --release -p acs-builder --lib bench_conv_shapes -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark, not a test"]
+    fn bench_conv_shapes() {
+        let threads = candle_core::utils::get_num_threads();
+        println!("| shape | path, method | GFLOP/s, 1 thread | GFLOP/s, {threads} threads |");
+        println!("|---|---|---:|---:|");
+        for (c, o, size) in [
+            (320, 320, 64),
+            (640, 640, 32),
+            (1280, 1280, 16),
+            (1280, 1280, 8),
+            (640, 640, 4),
+            (512, 512, 64),
+            (512, 512, 128),
+            (256, 256, 256),
+            (128, 128, 256),
+            (4, 320, 64),
+            (320, 4, 64),
+        ] {
+            let input: Vec<f32> = (0..c * size * size)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let weight: Vec<f32> = (0..o * c * 9).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias = vec![0.5f32; o];
+            let mut out = vec![0f32; o * size * size];
+            let flops = 2.0 * (o * c * 9 * size * size) as f64;
+            let mut methods = vec![];
+            for path in crate::runtime::kernel_path::supported_paths() {
+                if path != KernelPath::CpuGeneric {
+                    methods.push((path, Method::ShiftedGemm));
+                }
+                if Method::for_path(path, 3) == Method::Direct3x3 {
+                    methods.push((path, Method::Direct3x3));
+                }
+            }
+            for (path, method) in methods {
+                let ops = Operands {
+                    weight: &weight,
+                    bias: &bias,
+                    out_channels: o,
+                    in_channels: c,
+                    kernel: 3,
+                    path,
+                    method,
+                };
+                let conv = ShiftedGemmConv { padding: 1 };
+                let mut scratch = Scratch::default();
+                let mut rate = |parallelism: Parallelism| {
+                    let calls = (2e10 / flops).clamp(2.0, 50.0) as usize;
+                    (0..calls)
+                        .map(|_| {
+                            let start = std::time::Instant::now();
+                            conv.convolve(
+                                &ops,
+                                &input,
+                                (size, size),
+                                &mut scratch,
+                                &mut out,
+                                parallelism,
+                            );
+                            flops / start.elapsed().as_secs_f64() / 1e9
+                        })
+                        .fold(0.0, f64::max)
+                };
+                let one = rate(Parallelism::None);
+                let all = rate(Parallelism::Rayon(threads));
+                println!(
+                    "| {c}->{o} ch, {size}x{size} | {path}, {method:?} | {one:.0} | {all:.0} |"
+                );
+            }
+        }
     }
 }

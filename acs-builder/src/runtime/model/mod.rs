@@ -11,6 +11,8 @@ pub mod config;
 pub mod conv;
 pub mod cpu_attention;
 pub mod cpu_storage;
+#[cfg(target_arch = "x86_64")]
+pub mod direct_conv;
 pub mod embedded;
 pub mod forward;
 pub mod gemm;
@@ -22,6 +24,7 @@ pub mod tiny;
 pub mod unet;
 pub mod vae;
 pub mod vector_math;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -110,7 +113,7 @@ fn var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>, RuntimeError> {
     // SAFETY: the file is memory-mapped read-only; acs never writes model files while loading.
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+    unsafe { weights::mapped_var_builder(&[path.to_path_buf()], dtype, device) }
         .map_err(|e| component_error(path, e))
 }
 
@@ -358,8 +361,11 @@ impl StableDiffusion {
     }
 }
 
-/// Output pixels decoded per VAE call (2^20: four 512×512 images).
-const DECODE_PIXELS: usize = 1 << 20;
+/// Output pixels decoded per VAE call (2^18: one 512×512 image, four 256×256 ones). The
+/// decoder's activations at full resolution (128 channels of float32, several alive at once)
+/// set a build's peak memory: a full SD 1.5 pair at 512 px peaked at 7.0 GiB decoding its two
+/// images in one call (docs/performance.md). The bits do not depend on the split.
+const DECODE_PIXELS: usize = 1 << 18;
 
 #[cfg(test)]
 mod tests {
