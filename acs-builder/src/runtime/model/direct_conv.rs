@@ -237,19 +237,7 @@ unsafe fn tile_3x3<const R: usize>(args: &TileArgs) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::runtime::model::gemm::tests::values;
 
     /// A 3×3, padding-1 convolution of `input` [c, h, w] through the direct kernel: the
     /// cropped output [o, h, w].
